@@ -1,0 +1,1 @@
+"""Data sources: SynthCaps (procedural) and AudioCaps (local files), and the manifest."""

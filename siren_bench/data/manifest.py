@@ -1,0 +1,72 @@
+"""The manifest the `prepare` stage writes and every later stage reads.
+
+One CSV row per clip: id, split, audio path (relative to the manifest's folder), the audio
+file's SHA-256, caption(s), and source-specific columns. Readers verify what a later stage
+relies on: unique ids, paths that stay inside the data folder, files that exist.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path, PurePosixPath
+
+import pandas as pd
+
+from siren_bench.io import atomic_path, sha256_file
+
+MANIFEST_NAME = "manifest.csv"
+REQUIRED_COLUMNS = ("clip_id", "split", "audio", "sha256", "caption", "sample_rate", "num_samples")
+
+
+class ManifestError(ValueError):
+    """A manifest that cannot be trusted; the message names the file and the row."""
+
+
+def write_manifest(path: str | Path, rows: list[dict]) -> None:
+    frame = pd.DataFrame(rows)
+    missing = [c for c in REQUIRED_COLUMNS if c not in frame.columns]
+    if missing:
+        raise ManifestError(f"{path}: rows lack required columns {missing}")
+    columns = list(REQUIRED_COLUMNS) + [c for c in frame.columns if c not in REQUIRED_COLUMNS]
+    with atomic_path(path) as tmp:
+        frame[columns].to_csv(tmp, index=False, lineterminator="\n")
+
+
+def read_manifest(path: str | Path, *, verify_hashes: bool = False) -> pd.DataFrame:
+    """Load and validate a manifest; `audio_path` is added with each clip's absolute path."""
+    path = Path(path)
+    if not path.is_file():
+        raise ManifestError(f"{path}: manifest not found (run the prepare stage first)")
+    frame = pd.read_csv(path, dtype={"clip_id": str, "split": str, "audio": str, "sha256": str, "caption": str}, keep_default_na=False)
+    missing = [c for c in REQUIRED_COLUMNS if c not in frame.columns]
+    if missing:
+        raise ManifestError(f"{path}: missing columns {missing}")
+    duplicated = frame["clip_id"][frame["clip_id"].duplicated()].unique().tolist()
+    if duplicated:
+        raise ManifestError(f"{path}: duplicated clip ids {duplicated[:10]}")
+    root = path.parent.resolve()
+    absolute = []
+    for row_number, (clip_id, rel) in enumerate(zip(frame["clip_id"], frame["audio"]), start=2):
+        where = f"{path}, line {row_number} (clip {clip_id!r})"
+        if not rel:
+            raise ManifestError(f"{where}: empty audio path")
+        if PurePosixPath(rel).is_absolute() or Path(rel).is_absolute():
+            raise ManifestError(f"{where}: audio path {rel!r} is absolute; manifests hold paths relative to their folder")
+        resolved = (root / rel).resolve()
+        if not resolved.is_relative_to(root):
+            raise ManifestError(f"{where}: audio path {rel!r} escapes the data folder {root}")
+        if not resolved.is_file():
+            raise ManifestError(f"{where}: audio file {resolved} does not exist")
+        absolute.append(resolved)
+    frame["audio_path"] = absolute
+    if verify_hashes:
+        for clip_id, file, expected in zip(frame["clip_id"], frame["audio_path"], frame["sha256"]):
+            actual = sha256_file(file)
+            if actual != expected:
+                raise ManifestError(f"{file}: SHA-256 {actual} does not match the manifest's {expected} (clip {clip_id!r}, {path})")
+    return frame
+
+
+def json_cell(value) -> str:
+    """Nested per-clip data (events, captions) stored in one CSV cell as canonical JSON."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"))

@@ -1,0 +1,181 @@
+"""File I/O every stage shares: atomic writes, content hashes and validated audio reading.
+
+Stages never leave a half-written file behind: each output is written to a temporary path in
+the same directory and moved into place with os.replace, so a reader sees either the old file
+or the complete new one. Audio reading refuses bad input loudly (naming the file) instead of
+returning zeros or skipping it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import soundfile as sf
+
+_CHUNK = 1 << 20
+
+
+class AudioFileError(ValueError):
+    """An audio file that cannot be used as it is; the message names the file and the problem."""
+
+    def __init__(self, path: str | os.PathLike, problem: str):
+        self.path = str(path)
+        self.problem = problem
+        super().__init__(f"{path}: {problem}")
+
+
+# --------------------------------------------------------------------------- hashing
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(_CHUNK):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def canonical_json(obj: Any) -> str:
+    """JSON with sorted keys and no whitespace: the form every config/recipe hash is taken of."""
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False)
+
+
+def sha256_json(obj: Any) -> str:
+    return sha256_bytes(canonical_json(obj).encode())
+
+
+def sha256_path(path: str | os.PathLike) -> str:
+    """Hash of a file, or of a directory as the sorted list of (relative path, file hash)."""
+    path = Path(path)
+    if path.is_file():
+        return sha256_file(path)
+    if not path.is_dir():
+        raise FileNotFoundError(f"{path}: no such file or directory to hash")
+    entries = [
+        (file.relative_to(path).as_posix(), sha256_file(file))
+        for file in sorted(p for p in path.rglob("*") if p.is_file())
+    ]
+    return sha256_json(entries)
+
+
+# --------------------------------------------------------------------------- atomic writes
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path beside `path`; on success it replaces `path` atomically.
+
+    On any exception the temporary file is removed and `path` is left as it was.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        yield tmp
+        with open(tmp, "rb+") as handle:
+            os.fsync(handle.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600; outputs get normal modes
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_text_atomic(path: str | os.PathLike, text: str) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+
+
+def write_json_atomic(path: str | os.PathLike, obj: Any) -> None:
+    write_text_atomic(path, json.dumps(obj, indent=2, sort_keys=True, allow_nan=False) + "\n")
+
+
+@contextlib.contextmanager
+def atomic_directory(path: str | os.PathLike) -> Iterator[Path]:
+    """Build a whole output directory in a temporary sibling and swap it in when complete.
+
+    The previous directory (if any) is kept until the new one is in place, so an interrupted
+    stage leaves either the old complete output or nothing new: never a partial directory
+    under the final name.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    os.chmod(staging, 0o777 & ~_umask())
+    try:
+        yield staging
+        retired = None
+        if path.exists():
+            retired = path.with_name(f".{path.name}.old-{os.getpid()}")
+            os.replace(path, retired)
+        os.replace(staging, path)
+        if retired is not None:
+            shutil.rmtree(retired)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging)
+
+
+# --------------------------------------------------------------------------- audio
+
+
+def read_audio(path: str | os.PathLike) -> tuple[np.ndarray, int]:
+    """Read an audio file as float64 [channels, samples]; refuse unreadable or invalid content.
+
+    Raises AudioFileError for: a missing, zero-byte, corrupt or unsupported file; zero samples;
+    NaN or infinite samples; content that is exactly zero everywhere (a failed download or
+    render, not a sound).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise AudioFileError(path, "file not found")
+    if path.stat().st_size == 0:
+        raise AudioFileError(path, "zero-byte file")
+    try:
+        data, sample_rate = sf.read(str(path), dtype="float64", always_2d=True)
+    except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as exc:
+        raise AudioFileError(path, f"corrupt or unreadable audio ({exc})") from exc
+    wave = np.ascontiguousarray(data.T)
+    if wave.shape[1] == 0:
+        raise AudioFileError(path, "empty audio (0 samples)")
+    if not np.all(np.isfinite(wave)):
+        bad = int(np.size(wave) - np.count_nonzero(np.isfinite(wave)))
+        raise AudioFileError(path, f"{bad} NaN or infinite samples")
+    if not np.any(wave):
+        raise AudioFileError(path, "all samples are zero (silent file)")
+    return wave, int(sample_rate)
+
+
+def write_wav(path: str | os.PathLike, wave: np.ndarray, sample_rate: int) -> None:
+    """Write mono or [channels, samples] float audio as 16-bit PCM WAV, atomically.
+
+    Refuses samples outside [-1, 1] rather than letting the encoder clip them silently.
+    """
+    wave = np.asarray(wave, dtype=np.float64)
+    if not np.all(np.isfinite(wave)):
+        raise AudioFileError(path, "refusing to write NaN or infinite samples")
+    peak = float(np.max(np.abs(wave))) if wave.size else 0.0
+    if peak > 1.0:
+        raise AudioFileError(path, f"refusing to write samples beyond full scale (peak {peak:.3f})")
+    frames = wave.T if wave.ndim == 2 else wave
+    with atomic_path(path) as tmp:
+        sf.write(str(tmp), frames, sample_rate, subtype="PCM_16", format="WAV")

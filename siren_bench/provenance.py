@@ -1,0 +1,92 @@
+"""Provenance records written beside every stage output.
+
+A record answers a reviewer's questions about an output: which code (git commit, dirty flag,
+package versions), which config (the resolved section and its hash), which inputs (content
+hashes), which seeds and which device made it.
+"""
+
+from __future__ import annotations
+
+import platform
+import subprocess
+import sys
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from siren_bench import __version__
+from siren_bench.config import config_hash, to_plain
+from siren_bench.io import sha256_path, write_json_atomic
+
+PROVENANCE_NAME = "provenance.json"
+TRACKED_PACKAGES = (
+    "torch", "numpy", "scipy", "soundfile", "soxr", "pandas", "matplotlib",
+    "omegaconf", "hydra-core", "dvc", "transformers",
+)
+
+
+def git_state(cwd: str | Path = ".") -> dict[str, Any]:
+    """Commit and dirty flag of the working tree; explicit nulls (with the reason) outside git."""
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, check=True).stdout.strip()
+        status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=cwd, capture_output=True, text=True, check=True).stdout
+    except (OSError, subprocess.CalledProcessError) as exc:
+        reason = exc.stderr.strip() if isinstance(exc, subprocess.CalledProcessError) else str(exc)
+        return {"commit": None, "dirty": None, "error": reason or "not a git repository"}
+    return {"commit": commit, "dirty": bool(status.strip())}
+
+
+def package_versions(names: tuple[str, ...] = TRACKED_PACKAGES) -> dict[str, str | None]:
+    versions: dict[str, str | None] = {}
+    for name in names:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions
+
+
+def device_info(requested: str = "cpu") -> dict[str, Any]:
+    import torch
+
+    info: dict[str, Any] = {
+        "requested": requested,
+        "platform": platform.platform(),
+        "python": sys.version.split()[0],
+        "cpu_threads": torch.get_num_threads(),
+        "cuda_available": torch.cuda.is_available(),
+    }
+    if torch.cuda.is_available():
+        info["cuda_devices"] = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+    return info
+
+
+def build_record(
+    stage: str,
+    config: Any,
+    *,
+    inputs: dict[str, str | Path] | None = None,
+    seeds: dict[str, int] | None = None,
+    device: str = "cpu",
+    extra: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The provenance of one stage output. `inputs` maps a name to a file or folder to hash."""
+    plain = to_plain(config)
+    return {
+        "stage": stage,
+        "siren_bench_version": __version__,
+        "git": git_state(),
+        "packages": package_versions(),
+        "config": plain,
+        "config_sha256": config_hash(plain),
+        "inputs": {name: {"path": str(path), "sha256": sha256_path(path)} for name, path in (inputs or {}).items()},
+        "seeds": dict(seeds or {}),
+        "device": device_info(device),
+        **(extra or {}),
+    }
+
+
+def write_provenance(out_dir: str | Path, record: dict[str, Any]) -> Path:
+    path = Path(out_dir) / PROVENANCE_NAME
+    write_json_atomic(path, record)
+    return path

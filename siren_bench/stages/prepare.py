@@ -1,0 +1,125 @@
+"""Stage `prepare`: captions + audio -> a manifest of fixed-length clips with content hashes.
+
+Output folder (artifacts/<profile>/prepare/): audio/*.wav, manifest.csv, dataset.json (what the
+dataset card and later stages need to know about the source) and provenance.json. The folder
+is built in a staging directory and swapped in only when complete.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tqdm import tqdm
+
+from siren_bench.config import AudioCapsConfig, SynthCapsConfig, data_config, load_params, run_config
+from siren_bench.data import audiocaps, synthcaps
+from siren_bench.data.manifest import MANIFEST_NAME, json_cell, write_manifest
+from siren_bench.io import sha256_file, write_json_atomic, write_wav, atomic_directory
+from siren_bench.provenance import build_record, write_provenance
+
+DATASET_INFO_NAME = "dataset.json"
+
+
+def stage_dir(artifacts_dir: str | Path, profile: str, stage: str) -> Path:
+    return Path(artifacts_dir) / profile / stage
+
+
+def prepare_synthcaps(config: SynthCapsConfig, out: Path) -> tuple[list[dict], dict]:
+    splits = synthcaps.assign_splits(config.n_clips, vars(config.splits), config.seed)
+    rows = []
+    for index in tqdm(range(config.n_clips), desc="synthcaps", unit="clip"):
+        clip = synthcaps.generate_clip(config.seed, index, config.sample_rate, config.clip_seconds, config.max_events)
+        clip_id = f"synthcaps_{index:06d}"
+        rel = f"audio/{clip_id}.wav"
+        write_wav(out / rel, clip.wave, config.sample_rate)
+        row = {
+            "clip_id": clip_id,
+            "split": splits[index],
+            "audio": rel,
+            "sha256": sha256_file(out / rel),
+            "caption": clip.caption,
+            "sample_rate": config.sample_rate,
+            "num_samples": clip.wave.size,
+            "labels": ";".join(clip.labels),
+            "n_events": len(clip.events),
+            "relations": ";".join(clip.relations),
+            "template": clip.template,
+            "peak_gain_db": clip.peak_gain_db,
+            "events": json_cell([e.as_dict() for e in clip.events]),
+        }
+        row |= {f"label_{name}": int(name in clip.labels) for name in synthcaps.CLASS_NAMES}
+        rows.append(row)
+    info = {
+        "name": "synthcaps",
+        "classes": list(synthcaps.CLASS_NAMES),
+        "relations": list(synthcaps.RELATIONS),
+        "attributes": {
+            "pitch": list(synthcaps.PITCH_RANGES_HZ),
+            "loudness": list(synthcaps.LOUDNESS_DBFS),
+            "rate": list(synthcaps.RATE_LEVELS),
+            "duration": ["short", "medium", "long"],
+        },
+        "pitch_ranges_hz": synthcaps.PITCH_RANGES_HZ,
+        "loudness_dbfs": synthcaps.LOUDNESS_DBFS,
+        "duration_thresholds": {"short_below_fraction": synthcaps.BRIEF_FRACTION, "long_from_fraction": synthcaps.LONG_FRACTION},
+        "sample_rate": config.sample_rate,
+        "clip_seconds": config.clip_seconds,
+    }
+    return rows, info
+
+
+def prepare_audiocaps(config: AudioCapsConfig, out: Path) -> tuple[list[dict], dict]:
+    source = audiocaps.resolve_source(config)
+    rows = []
+    for entry, wave, record in audiocaps.load_all(source, config):
+        clip_id = entry.youtube_id
+        rel = f"audio/{clip_id}.wav"
+        write_wav(out / rel, wave, config.sample_rate)
+        rows.append({
+            "clip_id": clip_id,
+            "split": "test",
+            "audio": rel,
+            "sha256": sha256_file(out / rel),
+            "caption": entry.captions[0],
+            "sample_rate": config.sample_rate,
+            "num_samples": wave.size,
+            "captions": json_cell(entry.captions),
+            "youtube_id": entry.youtube_id,
+            "start_time": entry.start_time or "",
+            **record,
+        })
+    info = {
+        "name": "audiocaps",
+        **source.protocol,
+        "clips_found": len(rows),
+        "clips_missing": len(source.missing),
+        "missing": [{"youtube_id": e.youtube_id, "start_time": e.start_time} for e in source.missing],
+        "resampled": sum(r["resampled"] for r in rows),
+        "resample_policy": f"soxr HQ to {config.sample_rate} Hz" if config.on_sample_rate_mismatch == "resample" else "error",
+        "channel_policy": config.channel_policy,
+        "sample_rate": config.sample_rate,
+        "clip_seconds": config.clip_seconds,
+    }
+    return rows, info
+
+
+def run(params_path: str | Path = "params.yaml") -> Path:
+    params = load_params(params_path)
+    run_cfg = run_config(params, str(params_path))
+    data_cfg = data_config(params, str(params_path))
+    out_dir = stage_dir(run_cfg.artifacts_dir, run_cfg.profile, "prepare")
+    with atomic_directory(out_dir) as staging:
+        if isinstance(data_cfg, SynthCapsConfig):
+            rows, info = prepare_synthcaps(data_cfg, staging)
+            seeds = {"data.seed": data_cfg.seed}
+            inputs = {}
+        else:
+            rows, info = prepare_audiocaps(data_cfg, staging)
+            seeds = {}
+            inputs = {"list_file": data_cfg.list_file}
+        write_manifest(staging / MANIFEST_NAME, rows)
+        write_json_atomic(staging / DATASET_INFO_NAME, info)
+        record = build_record("prepare", {"run": run_cfg, "data": data_cfg}, inputs=inputs, seeds=seeds, device="cpu",
+                              extra={"outputs": {MANIFEST_NAME: sha256_file(staging / MANIFEST_NAME)}})
+        write_provenance(staging, record)
+    return out_dir
