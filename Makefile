@@ -33,6 +33,7 @@ $(STAMP): pyproject.toml $(CONSTRAINTS)
 .dvc/config: | $(STAMP)
 	$(BIN)/dvc init --quiet $$(git rev-parse --git-dir >/dev/null 2>&1 || echo --no-scm)
 	$(BIN)/dvc config core.analytics false
+	$(BIN)/dvc config core.check_update false
 	$(BIN)/dvc config hydra.enabled true
 
 # `dvc repro` runs the profile in params.yaml (smoke as committed). Other profiles:

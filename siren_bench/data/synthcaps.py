@@ -360,7 +360,7 @@ def _caption(rng: np.random.Generator, phrases: list[str], relations: list[str])
     return text[0].upper() + text[1:]
 
 
-def _render_event(rng: np.random.Generator, event: Event, sr: int) -> np.ndarray:
+def render_event(rng: np.random.Generator, event: Event, sr: int) -> np.ndarray:
     n = max(1, int(round(event.seconds * sr)))
     cls = _BY_NAME[event.label]
     wave = cls.render(n, sr, event.f0_hz, event.rate or "medium", rng)
@@ -408,7 +408,7 @@ def generate_clip(seed: int, index: int, sample_rate: int, clip_seconds: float, 
     n = int(round(clip_seconds * sample_rate))
     mix = rng.standard_normal(n) * 10 ** (NOISE_FLOOR_DBFS / 20.0)
     for event in events:
-        audio = _render_event(rng, event, sample_rate)
+        audio = render_event(rng, event, sample_rate)
         start = min(int(round(event.start_s * sample_rate)), n - 1)
         stop = min(n, start + audio.size)
         mix[start:stop] += audio[: stop - start]

@@ -1,0 +1,46 @@
+"""Shared fixtures. Tests never touch the network: the hub is forced offline before imports."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+from pathlib import Path  # noqa: E402
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+import soundfile as sf  # noqa: E402
+import yaml  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def write_params(tmp_path: Path):
+    """Write a params.yaml for a stage run inside tmp_path; returns its path."""
+
+    def _write(data: dict, profile: str = "test") -> Path:
+        params = {
+            "run": {"profile": profile, "seed": 0, "device": "cpu",
+                    "artifacts_dir": str(tmp_path / "artifacts"), "reports_dir": str(tmp_path / "reports")},
+            "data": data,
+        }
+        path = tmp_path / "params.yaml"
+        path.write_text(yaml.safe_dump(params))
+        return path
+
+    return _write
+
+
+def tone(seconds: float, sample_rate: int, channels: int = 1, freq: float = 440.0) -> np.ndarray:
+    t = np.arange(int(seconds * sample_rate)) / sample_rate
+    wave = 0.3 * np.sin(2 * np.pi * freq * t)
+    return np.stack([wave] * channels, axis=1) if channels > 1 else wave
+
+
+def write_audio(path: Path, wave: np.ndarray, sample_rate: int, subtype: str | None = None) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sf.write(str(path), wave, sample_rate, subtype=subtype)
+    return path

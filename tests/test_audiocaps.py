@@ -1,0 +1,175 @@
+"""The AudioCaps source, on a small fake AudioCaps folder the tests create."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import soundfile as sf
+
+from siren_bench.cli import main as cli
+from siren_bench.config import AudioCapsConfig
+from siren_bench.data import audiocaps as ac
+from siren_bench.stages import prepare, report
+from tests.conftest import REPO, tone, write_audio
+
+PROTOCOLS_DIR = REPO.parent / "shared" / "protocols"
+
+
+def _write_csv(path: Path, rows: list[tuple[str, str, str, str]]) -> Path:
+    frame = pd.DataFrame(rows, columns=["audiocap_id", "youtube_id", "start_time", "caption"])
+    frame.to_csv(path, index=False)
+    return path
+
+
+@pytest.fixture
+def fake_audiocaps(tmp_path):
+    """Four listed clips: mono 16 kHz, stereo 44.1 kHz, a short FLAC, and one not downloaded."""
+    audio = tmp_path / "audiocaps_audio"
+    write_audio(audio / "aaa.wav", tone(10.0, 16000), 16000)
+    write_audio(audio / "sub" / "Ybbb.wav", tone(12.0, 44100, channels=2), 44100)
+    write_audio(audio / "ccc_30.flac", tone(6.5, 16000), 16000)
+    listing = _write_csv(tmp_path / "list.csv", [
+        ("1", "aaa", "0", "A dog barks"), ("2", "aaa", "0", "A dog is barking"),
+        ("3", "bbb", "10", "Rain falls"), ("4", "ccc", "30", "An engine idles"), ("5", "ddd", "40", "Wind blows"),
+    ])
+    return {"audio_dir": str(audio), "list_file": str(listing), "name": "audiocaps", "protocol": "custom"}
+
+
+def test_prepare_resamples_pads_and_lists_missing(fake_audiocaps, write_params):
+    params = write_params(fake_audiocaps)
+    out = prepare.run(params)
+    manifest = pd.read_csv(out / "manifest.csv", keep_default_na=False)
+    assert manifest["clip_id"].tolist() == ["aaa", "bbb", "ccc"]
+    assert (manifest["num_samples"] == 160000).all() and (manifest["sample_rate"] == 16000).all()
+    by_id = manifest.set_index("clip_id")
+    assert bool(by_id.loc["bbb", "resampled"]) and by_id.loc["bbb", "source_sample_rate"] == 44100
+    assert by_id.loc["bbb", "source_channels"] == 2 and not bool(by_id.loc["aaa", "resampled"])
+    assert by_id.loc["ccc", "padded_seconds"] == pytest.approx(3.5)
+    assert json.loads(by_id.loc["aaa", "captions"]) == ["A dog barks", "A dog is barking"]
+    wave, sr = sf.read(out / by_id.loc["bbb", "audio"])
+    assert sr == 16000 and wave.shape == (160000,)
+    # 44.1 kHz stereo tone, resampled: still a 440 Hz tone at the same level
+    spectrum = np.abs(np.fft.rfft(wave))
+    assert np.fft.rfftfreq(wave.size, 1 / 16000)[spectrum.argmax()] == pytest.approx(440.0, abs=1.0)
+    info = json.loads((out / "dataset.json").read_text())
+    assert info["clips_missing"] == 1 and info["missing"] == [{"youtube_id": "ddd", "start_time": "40"}]
+    assert info["resampled"] == 1 and info["protocol"] == "custom" and info["list_rows"] == 5
+
+    report_dir = report.run(params)
+    text = (report_dir / "report.md").read_text()
+    assert "ddd" in text and "missing 1" in text and "1 files resampled" in text
+    assert json.loads((report_dir / "results.json").read_text())["sections"]["dataset"]["clips_missing"] == 1
+
+
+@pytest.mark.parametrize(
+    "make, problem",
+    [
+        (lambda p: p.write_bytes(b""), "zero-byte"),
+        (lambda p: p.write_bytes(b"not a wav file at all" * 50), "corrupt or unreadable"),
+        (lambda p: sf.write(str(p), np.full(16000, np.nan), 16000, subtype="FLOAT"), "NaN"),
+        (lambda p: sf.write(str(p), np.zeros(16000), 16000), "all samples are zero"),
+    ],
+    ids=["empty", "corrupt", "nan", "silent"],
+)
+def test_bad_file_is_named_and_nothing_is_written(fake_audiocaps, write_params, tmp_path, make, problem, capsys):
+    bad = Path(fake_audiocaps["audio_dir"]) / "aaa.wav"
+    make(bad)
+    params = write_params(fake_audiocaps)
+    assert cli(["prepare", "--params", str(params)]) == 2
+    err = capsys.readouterr().err
+    assert str(bad) in err and problem in err
+    # no output and no staging folder left behind: at most the empty profile folder
+    assert [p.name for p in (tmp_path / "artifacts").rglob("*")] in ([], ["test"])
+
+
+def test_every_bad_file_is_listed_in_one_error(fake_audiocaps, write_params):
+    audio = Path(fake_audiocaps["audio_dir"])
+    (audio / "aaa.wav").write_bytes(b"")
+    sf.write(str(audio / "ccc_30.flac"), np.zeros(800), 16000)
+    with pytest.raises(ac.AudioCapsError) as info:
+        prepare.run(write_params(fake_audiocaps))
+    assert "2 unusable audio file(s)" in str(info.value)
+    assert "aaa.wav" in str(info.value) and "ccc_30.flac" in str(info.value)
+
+
+def test_wrong_sample_rate_can_be_refused(fake_audiocaps, write_params):
+    params = write_params(fake_audiocaps | {"on_sample_rate_mismatch": "error"})
+    with pytest.raises(ac.AudioCapsError, match=r"Ybbb\.wav: sample rate 44100 Hz, expected 16000 Hz"):
+        prepare.run(params)
+
+
+def test_two_files_for_one_clip_is_an_error(fake_audiocaps, write_params):
+    write_audio(Path(fake_audiocaps["audio_dir"]) / "Yaaa.wav", tone(1.0, 16000), 16000)
+    with pytest.raises(ac.AudioCapsError, match="clip aaa: several files match"):
+        prepare.run(write_params(fake_audiocaps))
+
+
+def test_unknown_list_is_refused_unless_custom(fake_audiocaps, write_params):
+    with pytest.raises(ac.AudioCapsError, match="protocol=custom") as info:
+        prepare.run(write_params(fake_audiocaps | {"protocol": "auto"}))
+    assert "5 rows" in str(info.value)
+
+
+def test_protocol_is_named_from_the_list_hash(fake_audiocaps, monkeypatch):
+    path = Path(fake_audiocaps["list_file"])
+    fake = ac.Protocol("fake_5", "a fake protocol", "csv", 5, 4, ac.sha256_file(path))
+    monkeypatch.setattr(ac, "PROTOCOLS_BY_HASH", {fake.sha256: fake})
+    monkeypatch.setattr(ac, "PROTOCOLS_BY_NAME", {fake.name: fake, "other": ac.PROTOCOLS[0]})
+    assert ac.identify_protocol(path, "auto", 5)["protocol"] == "fake_5"
+    assert ac.identify_protocol(path, "fake_5", 5)["protocol"] == "fake_5"
+    with pytest.raises(ac.AudioCapsError, match="asks for"):
+        ac.identify_protocol(path, "other", 5)
+
+
+def test_no_clip_found_is_an_error(tmp_path, fake_audiocaps, write_params):
+    empty = tmp_path / "empty_audio"
+    empty.mkdir()
+    with pytest.raises(ac.AudioCapsError, match="none of the 4 clips"):
+        prepare.run(write_params(fake_audiocaps | {"audio_dir": str(empty)}))
+
+
+def test_missing_list_or_folder(tmp_path, fake_audiocaps, write_params):
+    with pytest.raises(ac.AudioCapsError, match="list file not found"):
+        prepare.run(write_params(fake_audiocaps | {"list_file": str(tmp_path / "no.csv")}))
+    with pytest.raises(ac.AudioCapsError, match="audio folder not found"):
+        prepare.run(write_params(fake_audiocaps | {"audio_dir": str(tmp_path / "nowhere")}))
+
+
+def test_audioldm_json_and_tango_jsonl_lists(tmp_path):
+    audio = tmp_path / "audio"
+    write_audio(audio / "Yxyz.wav", tone(1.0, 16000), 16000)
+    write_audio(audio / "qrs_20.wav", tone(1.0, 16000), 16000)
+    audioldm = tmp_path / "subset.json"
+    audioldm.write_text(json.dumps({"data": [{"wav": "/somewhere/Yxyz.wav", "caption": "A bell rings", "labels": ""}]}))
+    tango = tmp_path / "subset.jsonl"
+    tango.write_text(json.dumps({"dataset": "audiocaps", "location": "/data/qrs_20.wav", "captions": "Birds sing"}) + "\n")
+    config = AudioCapsConfig(audio_dir=str(audio), protocol="custom")
+    for listing, clip_id in ((audioldm, "xyz"), (tango, "qrs")):
+        source = ac.resolve_source(AudioCapsConfig(**(vars(config) | {"list_file": str(listing)})))
+        assert [(e.youtube_id, p.name) for e, p in source.present] == [(clip_id, "Yxyz.wav" if clip_id == "xyz" else "qrs_20.wav")]
+
+
+def test_malformed_list_is_named(tmp_path):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"location": "a_1.wav"}\n')
+    with pytest.raises(ac.AudioCapsError, match="not a valid tango_jsonl"):
+        ac.parse_list(bad)
+
+
+@pytest.mark.skipif(not PROTOCOLS_DIR.is_dir(), reason="shared/protocols not beside the repository")
+@pytest.mark.parametrize(
+    "filename, name, rows, clips",
+    [
+        ("audiocaps_test_975x5.csv", "audiocaps_test_975x5", 4875, 975),
+        ("audioldm_audiocaps_test_subset_964.json", "audioldm_964", 964, 964),
+        ("tango_audiocaps_test_subset_886.jsonl", "tango_886", 886, 886),
+    ],
+)
+def test_published_lists_are_recognised(filename, name, rows, clips):
+    entries, n_rows = ac.parse_list(PROTOCOLS_DIR / filename)
+    assert (n_rows, len(entries)) == (rows, clips)
+    assert ac.identify_protocol(PROTOCOLS_DIR / filename, "auto", n_rows)["protocol"] == name

@@ -1,0 +1,77 @@
+"""Hydra composition, the committed params.yaml, and typed config sections."""
+
+from __future__ import annotations
+
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+
+from siren_bench.config import (
+    AudioCapsConfig, ConfigError, SynthCapsConfig, data_config, load_params, run_config,
+)
+from tests.conftest import REPO
+
+
+def _compose(*overrides: str) -> dict:
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base=None):
+        return OmegaConf.to_container(compose(config_name="config", overrides=list(overrides)), resolve=True)
+
+
+def test_committed_params_yaml_is_the_default_composition():
+    """`dvc repro` reads params.yaml as is: it must equal what `dvc exp run` would compose."""
+    assert OmegaConf.to_container(OmegaConf.load(REPO / "params.yaml")) == _compose()
+
+
+def test_profiles_resize_without_changing_groups():
+    smoke, ci = _compose(), _compose("profile=ci")
+    assert smoke["run"]["profile"] == "smoke" and ci["run"]["profile"] == "ci"
+    assert ci["data"]["n_clips"] < smoke["data"]["n_clips"]
+    assert ci["data"]["name"] == smoke["data"]["name"] == "synthcaps"
+    assert set(ci) == set(smoke)
+
+
+def test_audiocaps_profile_switches_data_source_and_requires_paths(tmp_path):
+    composed = _compose("profile=audiocaps")
+    assert composed["data"]["name"] == "audiocaps" and composed["data"]["audio_dir"] == "???"
+    path = tmp_path / "params.yaml"
+    path.write_text(OmegaConf.to_yaml(OmegaConf.create(composed)))
+    with pytest.raises(ConfigError, match="required value not set: data.audio_dir, data.list_file"):
+        data_config(load_params(path), str(path))
+
+
+def test_single_key_override():
+    assert _compose("data.n_clips=64")["data"]["n_clips"] == 64
+
+
+def test_typed_sections(tmp_path):
+    params = load_params(REPO / "params.yaml")
+    assert isinstance(data_config(params), SynthCapsConfig)
+    assert run_config(params).profile == "smoke"
+
+
+@pytest.mark.parametrize(
+    "data, message",
+    [
+        ({"name": "synthcaps", "n_clips": "many"}, "n_clips"),
+        ({"name": "synthcaps", "n_clips": 1}, "at least 3"),
+        ({"name": "synthcaps", "splits": {"train": 0.5, "val": 0.1, "test": 0.1}}, "sum to 1"),
+        ({"name": "synthcaps", "max_events": 5}, "max_events"),
+        ({"name": "nosuch"}, "data.name must be one of"),
+        ({"name": "audiocaps", "audio_dir": "x", "list_file": "y", "channel_policy": "left"}, "channel_policy"),
+    ],
+    ids=["wrong-type", "too-few", "splits", "events", "unknown-source", "bad-choice"],
+)
+def test_bad_values_name_file_and_key(tmp_path, write_params, data, message):
+    path = write_params(data)
+    with pytest.raises(ConfigError, match=message) as info:
+        data_config(load_params(path), str(path))
+    assert str(path) in str(info.value)
+
+
+def test_missing_params_file(tmp_path):
+    with pytest.raises(ConfigError, match="params file not found"):
+        load_params(tmp_path / "nope.yaml")
+
+
+def test_audiocaps_defaults_are_complete():
+    assert AudioCapsConfig().filename_patterns and AudioCapsConfig().extensions

@@ -1,0 +1,69 @@
+"""End to end: the DVC pipeline on a copy of the repository, as a user runs it."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO
+
+pytestmark = pytest.mark.e2e
+
+
+def _run(args: list[str], cwd: Path) -> str:
+    env = os.environ | {
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+        "DVC_NO_ANALYTICS": "1", "HF_HUB_OFFLINE": "1",
+        "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.invalid",
+        "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@example.invalid",
+    }
+    done = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True)
+    assert done.returncode == 0, f"{' '.join(args)} failed:\n{done.stdout}\n{done.stderr}"
+    return done.stdout + done.stderr
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory) -> Path:
+    """A fresh git repository holding the project's files (tracked and not ignored)."""
+    dest = tmp_path_factory.mktemp("clone")
+    listed = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
+                            cwd=REPO, capture_output=True, text=True, check=True).stdout
+    for name in filter(None, listed.split("\0")):
+        source = REPO / name
+        if source.is_file():
+            (dest / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, dest / name)
+    _run(["git", "init", "-q"], dest)
+    _run(["git", "add", "-A"], dest)
+    _run(["git", "commit", "-qm", "copy"], dest)
+    return dest
+
+
+def _results(repo: Path, profile: str) -> dict:
+    return json.loads((repo / "reports" / profile / "results.json").read_text())
+
+
+def test_ci_profile_runs_through_dvc_hydra_composition(repo):
+    out = _run(["dvc", "exp", "run", "-S", "profile=ci"], repo)
+    assert "Running stage 'prepare'" in out and "Running stage 'report'" in out
+    assert "profile: ci" in (repo / "params.yaml").read_text()
+    report = (repo / "reports" / "ci" / "report.md").read_text()
+    assert "Dataset card: SynthCaps" in report and "![spectrograms]" in report
+    assert _results(repo, "ci")["sections"]["dataset"]["n_clips"] == 48
+    assert (repo / "artifacts" / "ci" / "prepare" / "provenance.json").is_file()
+
+
+def test_second_repro_does_no_work(repo):
+    out = _run(["dvc", "repro"], repo)
+    assert "Running stage" not in out and "up to date" in out
+
+
+def test_single_key_override(repo):
+    _run(["dvc", "exp", "run", "-S", "profile=ci", "-S", "data.n_clips=24"], repo)
+    assert _results(repo, "ci")["sections"]["dataset"]["n_clips"] == 24
