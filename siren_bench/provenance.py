@@ -33,7 +33,9 @@ def git_state(cwd: str | Path = ".") -> dict[str, Any]:
     except (OSError, subprocess.CalledProcessError) as exc:
         reason = exc.stderr.strip() if isinstance(exc, subprocess.CalledProcessError) else str(exc)
         return {"commit": None, "dirty": None, "error": reason or "not a git repository"}
-    return {"commit": commit, "dirty": bool(status.strip())}
+    # The paths, not just the flag: mid-pipeline, dvc.lock alone being modified is expected.
+    dirty_paths = [line[3:] for line in status.splitlines() if line.strip()]
+    return {"commit": commit, "dirty": bool(dirty_paths), "dirty_paths": dirty_paths[:50]}
 
 
 def package_versions(names: tuple[str, ...] = TRACKED_PACKAGES) -> dict[str, str | None]:

@@ -41,6 +41,7 @@ def fake_audiocaps(tmp_path):
 
 def test_prepare_resamples_pads_and_lists_missing(fake_audiocaps, write_params):
     params = write_params(fake_audiocaps)
+    audio_dir = fake_audiocaps["audio_dir"]
     out = prepare.run(params)
     manifest = pd.read_csv(out / "manifest.csv", keep_default_na=False)
     assert manifest["clip_id"].tolist() == ["aaa", "bbb", "ccc"]
@@ -62,6 +63,7 @@ def test_prepare_resamples_pads_and_lists_missing(fake_audiocaps, write_params):
     report_dir = report.run(params)
     text = (report_dir / "report.md").read_text()
     assert "ddd" in text and "missing 1" in text and "1 files resampled" in text
+    assert f"| bbb | {audio_dir}/sub/Ybbb.wav | 44100 | 2 |" in text  # the resample is listed by file
     assert json.loads((report_dir / "results.json").read_text())["sections"]["dataset"]["clips_missing"] == 1
 
 

@@ -192,9 +192,9 @@ def audiocaps_section(frame: pd.DataFrame, info: dict, out: Path) -> Section:
         figures.histogram(fig_dir / "dataset_source_durations.png", "AudioCaps: source durations", source_seconds, "seconds"),
         _spectrograms(frame, fig_dir / "dataset_spectrograms.png"),
     ]
-    resampled = frame[frame["resampled"].astype(bool)]
-    listing = md_table(["youtube_id", "start_time"], missing.head(50).values.tolist()) if len(missing) else "None: every clip of the list was found."
-    more = f"\n\n... and {len(missing) - 50} more; all are in `audiocaps_missing.csv`." if len(missing) > 50 else ""
+    listing = _listing(missing, ["youtube_id", "start_time"], "None: every clip of the list was found.", missing_csv.name)
+    resampled = frame.loc[frame["resampled"].astype(bool), ["clip_id", "source_file", "source_sample_rate", "source_channels"]]
+    resampled_listing = _listing(resampled, list(resampled.columns), "None.", "manifest.csv of the prepare stage")
     examples_md = md_table(["clip", "caption"], _examples(frame, ["clip_id", "caption"]))
     markdown = f"""## Dataset card: AudioCaps ({stats['protocol']})
 
@@ -207,12 +207,13 @@ Audio prepared as mono ({info['channel_policy']} of channels), {stats['sample_ra
 
 ### Missing clips
 
-{listing}{more}
+{listing}
 
 ### Resampled files
 
-{len(resampled)} of {len(frame)} files were resampled to {stats['sample_rate']} Hz (listed per clip in the manifest, columns
-`source_sample_rate` and `resampled`).
+{len(resampled)} of {len(frame)} files were resampled to {stats['sample_rate']} Hz ({info['resample_policy']}):
+
+{resampled_listing}
 
 ![source durations](figures/dataset_source_durations.png)
 
@@ -223,6 +224,13 @@ Audio prepared as mono ({info['channel_policy']} of channels), {stats['sample_ra
 ![spectrograms](figures/dataset_spectrograms.png)
 """
     return Section("dataset", stats, markdown, figs + [missing_csv])
+
+
+def _listing(frame: pd.DataFrame, columns: list[str], when_empty: str, full_list: str, limit: int = 50) -> str:
+    if frame.empty:
+        return when_empty
+    table = md_table(columns, frame[columns].head(limit).values.tolist())
+    return table + (f"\n\n... and {len(frame) - limit} more; all are in `{full_list}`." if len(frame) > limit else "")
 
 
 def build(prepare_dir: Path, out: Path) -> Section:
