@@ -25,17 +25,26 @@ TRACKED_PACKAGES = (
 )
 
 
+# Pipeline products, not inputs: DVC rewrites dvc.lock and clears stage outputs while it runs,
+# so they never make the code "dirty".
+PIPELINE_PRODUCTS = ("dvc.lock", "reports/")
+
+
 def git_state(cwd: str | Path = ".") -> dict[str, Any]:
-    """Commit and dirty flag of the working tree; explicit nulls (with the reason) outside git."""
+    """Commit and dirty flag of the working tree; explicit nulls (with the reason) outside git.
+
+    `dirty` is true when tracked code or config differ from the commit; `dirty_paths` lists
+    every modified tracked path, pipeline products included.
+    """
     try:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, check=True).stdout.strip()
         status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=cwd, capture_output=True, text=True, check=True).stdout
     except (OSError, subprocess.CalledProcessError) as exc:
         reason = exc.stderr.strip() if isinstance(exc, subprocess.CalledProcessError) else str(exc)
         return {"commit": None, "dirty": None, "error": reason or "not a git repository"}
-    # The paths, not just the flag: mid-pipeline, dvc.lock alone being modified is expected.
     dirty_paths = [line[3:] for line in status.splitlines() if line.strip()]
-    return {"commit": commit, "dirty": bool(dirty_paths), "dirty_paths": dirty_paths[:50]}
+    dirty = any(not path.startswith(PIPELINE_PRODUCTS) for path in dirty_paths)
+    return {"commit": commit, "dirty": dirty, "dirty_paths": dirty_paths[:50], "dirty_ignores": list(PIPELINE_PRODUCTS)}
 
 
 def package_versions(names: tuple[str, ...] = TRACKED_PACKAGES) -> dict[str, str | None]:

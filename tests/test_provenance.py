@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 
 import pandas as pd
 
@@ -62,3 +64,18 @@ def test_report_counts_match_the_manifest(tmp_path, write_params):
     assert results["split_counts"] == manifest["split"].value_counts().reindex(["train", "val", "test"]).to_dict()
     total_labels = sum(sum(v.values()) for v in results["class_counts"].values())
     assert total_labels == manifest["n_events"].sum()
+
+
+def test_dirty_flag_ignores_pipeline_products_only(tmp_path):
+    env = os.environ | {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@x.invalid",
+                        "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@x.invalid"}
+    for name in ("dvc.lock", "code.py"):
+        (tmp_path / name).write_text("v1")
+    for args in (["init", "-q"], ["add", "-A"], ["commit", "-qm", "c"]):
+        subprocess.run(["git", *args], cwd=tmp_path, env=env, check=True)
+    assert git_state(tmp_path)["dirty"] is False
+    (tmp_path / "dvc.lock").write_text("v2")
+    state = git_state(tmp_path)
+    assert state["dirty"] is False and state["dirty_paths"] == ["dvc.lock"]
+    (tmp_path / "code.py").write_text("v2")
+    assert git_state(tmp_path)["dirty"] is True
