@@ -11,7 +11,10 @@ CONSTRAINTS ?= constraints.txt
 PIP_ARGS    ?=
 
 BIN   := $(VENV)/bin
-STAMP := $(VENV)/.installed
+# The stamp's name carries a hash of the pins and dependency list, so choosing other
+# constraints (or editing them) reinstalls, whatever the files' timestamps say.
+INSTALL_KEY := $(shell cat $(CONSTRAINTS) pyproject.toml 2>/dev/null | sha256sum | cut -c1-16)
+STAMP := $(VENV)/.installed-$(INSTALL_KEY)
 
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
@@ -21,17 +24,18 @@ export PATH := $(CURDIR)/$(BIN):$(PATH)
 
 setup: $(STAMP) .dvc/config
 
-# Reinstall when the dependency list or the pins change.
-$(STAMP): pyproject.toml $(CONSTRAINTS)
+$(STAMP):
+	test -f $(CONSTRAINTS) || { echo "constraints file $(CONSTRAINTS) not found" >&2; exit 2; }
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --upgrade --quiet pip
 	$(BIN)/python -m pip install --quiet $(PIP_ARGS) -c $(CONSTRAINTS) -e '.[test]'
+	rm -f $(VENV)/.installed-*
 	touch $@
 
 # DVC is initialised in the repository already (.dvc/config is versioned, with Hydra
 # composition on and analytics off); this only repairs a checkout that lost it.
 .dvc/config: | $(STAMP)
-	$(BIN)/dvc init --quiet $$(git rev-parse --git-dir >/dev/null 2>&1 || echo --no-scm)
+	test -d .dvc || $(BIN)/dvc init --quiet $$(git rev-parse --git-dir >/dev/null 2>&1 || echo --no-scm)
 	$(BIN)/dvc config core.analytics false
 	$(BIN)/dvc config core.check_update false
 	$(BIN)/dvc config hydra.enabled true

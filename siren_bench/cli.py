@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from pathlib import Path
 
 from siren_bench.config import ConfigError
 from siren_bench.data.audiocaps import AudioCapsError
@@ -29,6 +30,19 @@ def _report(args: argparse.Namespace) -> None:
     print(f"report: wrote {out}")
 
 
+def _params(args: argparse.Namespace) -> None:
+    """Compose conf/ into params.yaml, as `dvc exp run -S ...` does before running."""
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    from siren_bench.io import write_text_atomic
+
+    with initialize_config_dir(config_dir=str(Path(args.conf).resolve()), version_base=None):
+        composed = compose(config_name="config", overrides=args.overrides)
+    write_text_atomic(args.out, OmegaConf.to_yaml(composed))
+    print(f"params: wrote {args.out} ({' '.join(args.overrides) or 'defaults'})")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="siren-bench", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -40,6 +54,11 @@ def build_parser() -> argparse.ArgumentParser:
         command = commands.add_parser(name, help=text, description=text)
         command.add_argument("--params", default="params.yaml", help="composed params file (default: params.yaml)")
         command.set_defaults(handler=handler)
+    params = commands.add_parser("params", help="compose conf/ into params.yaml (Hydra overrides as arguments)")
+    params.add_argument("overrides", nargs="*", help="e.g. profile=ci data.n_clips=64")
+    params.add_argument("--conf", default="conf", help="Hydra config folder (default: conf)")
+    params.add_argument("--out", default="params.yaml", help="file to write (default: params.yaml)")
+    params.set_defaults(handler=_params)
     return parser
 
 

@@ -175,3 +175,40 @@ def test_published_lists_are_recognised(filename, name, rows, clips):
     entries, n_rows = ac.parse_list(PROTOCOLS_DIR / filename)
     assert (n_rows, len(entries)) == (rows, clips)
     assert ac.identify_protocol(PROTOCOLS_DIR / filename, "auto", n_rows)["protocol"] == name
+
+
+def test_clip_silent_after_crop_names_the_source(fake_audiocaps, write_params):
+    late = np.zeros(12 * 16000)
+    late[11 * 16000:] = 0.3  # sound only after the 10 s crop
+    sf.write(str(Path(fake_audiocaps["audio_dir"]) / "aaa.wav"), late, 16000)
+    with pytest.raises(ac.AudioCapsError, match=r"aaa\.wav: silent after mean channel mix and crop to 10.0 s"):
+        prepare.run(write_params(fake_audiocaps))
+
+
+def test_antiphase_stereo_is_silent_after_mixing(fake_audiocaps, write_params):
+    wave = tone(10.0, 16000)
+    sf.write(str(Path(fake_audiocaps["audio_dir"]) / "aaa.wav"), np.stack([wave, -wave], axis=1), 16000)
+    with pytest.raises(ac.AudioCapsError, match="silent after mean channel mix"):
+        prepare.run(write_params(fake_audiocaps))
+
+
+def test_beyond_full_scale_is_scaled_and_listed(fake_audiocaps, write_params):
+    sf.write(str(Path(fake_audiocaps["audio_dir"]) / "aaa.wav"), 10 * tone(10.0, 16000), 16000, subtype="FLOAT")
+    params = write_params(fake_audiocaps)
+    out = prepare.run(params)
+    wave, _ = sf.read(out / "audio" / "aaa.wav")
+    assert np.max(np.abs(wave)) == pytest.approx(1.0, abs=1e-3)
+    text = (report.run(params) / "report.md").read_text()
+    assert "1 such files" in text and "| aaa |" in text.split("### Files beyond full scale")[1]
+
+
+@pytest.mark.parametrize(
+    "row, problem",
+    [(("1", "../../evil", "0", "x"), "is not a YouTube id"), (("1", "abc", "0", "  "), "empty caption")],
+    ids=["path-in-id", "empty-caption"],
+)
+def test_list_rows_are_validated(tmp_path, row, problem):
+    listing = _write_csv(tmp_path / "list.csv", [row])
+    with pytest.raises(ac.AudioCapsError, match=problem) as info:
+        ac.parse_list(listing)
+    assert str(listing) in str(info.value)

@@ -60,17 +60,20 @@ def test_every_class_is_used_and_clips_have_one_to_three_distinct_events(clips):
 
 
 def test_relations_hold_in_the_event_timeline(clips):
+    """Each relation joins the new event to the span of all earlier ones (the caption's clause)."""
     seen = Counter()
     for clip in clips:
         assert len(clip.relations) == len(clip.events) - 1
-        for relation, a, b in zip(clip.relations, clip.events, clip.events[1:]):
+        for k, relation in enumerate(clip.relations):
+            earlier, b = clip.events[: k + 1], clip.events[k + 1]
+            a_start, a_end = min(e.start_s for e in earlier), max(e.end_s for e in earlier)
             seen[relation] += 1
             if relation == "sequential":
-                assert b.start_s > a.end_s
+                assert b.start_s > a_end
             elif relation == "simultaneous":
-                assert a.start_s <= b.start_s and b.end_s <= a.end_s
+                assert a_start <= b.start_s and b.end_s <= a_end
             else:
-                assert a.start_s < b.start_s < a.end_s < b.end_s
+                assert a_start < b.start_s < a_end < b.end_s
         assert all(0.0 <= e.start_s < e.end_s <= CLIP_S for e in clip.events)
     assert set(seen) == set(sc.RELATIONS)
 
@@ -95,6 +98,16 @@ def test_caption_contains_each_event_phrase_and_its_attribute_words(clips):
                 assert any(w in event.phrase.split() for w in sc.LOUDNESS_WORDS[event.loudness])
             if event.pitch in sc.PITCH_WORDS:
                 assert any(w in event.phrase.split() for w in sc.PITCH_WORDS[event.pitch])
+
+
+def test_three_event_captions_never_put_the_last_event_first(clips):
+    """A b-first wording ("{b} during {a}") would attach the 3rd event to the wrong clause."""
+    three = [c for c in clips if len(c.events) == 3]
+    assert three
+    for clip in three:
+        lowered = clip.caption.lower()
+        assert lowered.index(clip.events[1].phrase.lower()) < lowered.index(clip.events[2].phrase.lower()) or \
+            lowered.startswith(clip.events[1].phrase.lower())
 
 
 def test_captions_vary_in_wording_for_each_structure(clips):
@@ -153,13 +166,30 @@ def test_rate_attribute_changes_click_count():
     assert clicks("slow") < clicks("medium") < clicks("fast")
 
 
-def test_harmonic_tones_do_not_alias_above_nyquist():
-    wave = sc.render_event(np.random.default_rng(0), _event("wailing_siren", f0_hz=1800.0), SR)
+def _band_power(wave: np.ndarray, sr: int, centre: float, width: float = 60.0) -> float:
     power = np.abs(np.fft.rfft(wave)) ** 2
-    freqs = np.fft.rfftfreq(wave.size, 1 / SR)
-    # the siren spans f0..2 f0 = 1.8-3.6 kHz; harmonics above 0.45 sr are dropped, nothing
-    # folds back below f0
-    assert power[freqs < 1500.0].sum() < 1e-3 * power.sum()
+    freqs = np.fft.rfftfreq(wave.size, 1 / sr)
+    return float(power[np.abs(freqs - centre) < width].sum() / power.sum())
+
+
+def test_harmonic_tones_do_not_alias_above_nyquist():
+    # 8 harmonics of 1700 Hz at 16 kHz: 5-8 (8.5-13.6 kHz) would fold to 7.5, 5.8, 4.1, 2.4 kHz
+    wave = sc.render_event(np.random.default_rng(0), _event("harmonic_tone", f0_hz=1700.0), SR)
+    for folded in (7500.0, 5800.0, 4100.0, 2400.0):
+        assert _band_power(wave, SR, folded) < 1e-6
+    assert _band_power(wave, SR, 3400.0) > 1e-3  # harmonic 2 is there
+
+
+def test_fast_high_chirp_keeps_rising_at_8_khz():
+    """Uncapped, a 2-octave sweep from 1.8 kHz passes Nyquist at 8 kHz and folds back down."""
+    wave = sc.render_event(np.random.default_rng(0), _event("chirp", f0_hz=1800.0, rate="fast"), 8000)
+    quarter = wave.size // 4
+    assert _centroid_sr(wave[-quarter:], 8000) > _centroid_sr(wave[:quarter], 8000) + 500.0
+
+
+def _centroid_sr(wave: np.ndarray, sr: int) -> float:
+    power = np.abs(np.fft.rfft(wave)) ** 2
+    return float((np.fft.rfftfreq(wave.size, 1 / sr) * power).sum() / power.sum())
 
 
 @pytest.mark.parametrize("n", [3, 10, 48, 481])

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,6 +44,10 @@ PROTOCOLS: tuple[Protocol, ...] = (
 )
 PROTOCOLS_BY_NAME = {p.name: p for p in PROTOCOLS}
 PROTOCOLS_BY_HASH = {p.sha256: p for p in PROTOCOLS}
+
+
+SILENCE_PEAK = 1e-4  # -80 dBFS: a prepared clip quieter than this carries no sound
+CLIP_ID = re.compile(r"[A-Za-z0-9_-]+")
 
 
 class AudioCapsError(ValueError):
@@ -83,7 +88,11 @@ def parse_list(path: Path) -> tuple[list[ListEntry], int]:
     if not rows:
         raise AudioCapsError(f"{path}: the list has no entries")
     entries: dict[str, ListEntry] = {}
-    for row in rows:
+    for number, row in enumerate(rows, start=1):
+        if not CLIP_ID.fullmatch(row.youtube_id) or (row.audiocap_id and not CLIP_ID.fullmatch(row.audiocap_id)):
+            raise AudioCapsError(f"{path}, entry {number}: clip id {row.youtube_id!r} is not a YouTube id (letters, digits, '-' and '_' only)")
+        if not all(c.strip() for c in row.captions):
+            raise AudioCapsError(f"{path}, entry {number} (clip {row.youtube_id}): empty caption")
         entry = entries.get(row.youtube_id)
         if entry is None:
             entries[row.youtube_id] = row
@@ -199,7 +208,9 @@ def load_clip(path: Path, config: AudioCapsConfig) -> tuple[np.ndarray, dict]:
     else:
         mono = np.pad(mono, (0, target - mono.size))
     peak = float(np.max(np.abs(mono)))
-    if peak > 1.0:  # resampling overshoot of a full-scale source: scale, and say so
+    if peak < SILENCE_PEAK:
+        raise AudioFileError(path, f"silent after {config.channel_policy} channel mix and crop to {config.clip_seconds} s (peak {peak:.1e})")
+    if peak > 1.0:  # beyond full scale (float source, or resampling overshoot): scale, and list it
         mono = mono / peak
     record = {
         "source_file": str(path),

@@ -10,9 +10,10 @@ from __future__ import annotations
 import json
 from pathlib import Path, PurePosixPath
 
+import numpy as np
 import pandas as pd
 
-from siren_bench.io import atomic_path, sha256_file
+from siren_bench.io import atomic_path, read_audio, sha256_file
 
 MANIFEST_NAME = "manifest.csv"
 REQUIRED_COLUMNS = ("clip_id", "split", "audio", "sha256", "caption", "sample_rate", "num_samples")
@@ -70,3 +71,17 @@ def read_manifest(path: str | Path, *, verify_hashes: bool = False) -> pd.DataFr
 def json_cell(value) -> str:
     """Nested per-clip data (events, captions) stored in one CSV cell as canonical JSON."""
     return json.dumps(value, sort_keys=True, separators=(",", ":"))
+
+
+def load_waves(frame: pd.DataFrame, sample_rate: int) -> np.ndarray:
+    """The clips of a (validated) manifest as one float64 [N, T] array of mono audio."""
+    waves = []
+    for path in frame["audio_path"]:
+        wave, rate = read_audio(path)
+        if rate != sample_rate or wave.shape[0] != 1:
+            raise ManifestError(f"{path}: expected mono {sample_rate} Hz audio, found {wave.shape[0]} channel(s) at {rate} Hz")
+        waves.append(wave[0])
+    lengths = {w.size for w in waves}
+    if len(lengths) > 1:
+        raise ManifestError(f"clips have different lengths {sorted(lengths)[:5]}; the prepare stage writes fixed-length clips")
+    return np.stack(waves) if waves else np.zeros((0, 0))

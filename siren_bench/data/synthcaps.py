@@ -7,8 +7,9 @@ events are laid out in time by a relation (sequential, simultaneous, overlapping
 caption states. Captions come from several wordings per structure, so a text encoder sees
 paraphrases of the same content, as in AudioCaps.
 
-Clip i is a pure function of (seed, i, sample_rate, clip_seconds): its random generator is
-seeded from SeedSequence([seed, i]). Durations are stated relative to the clip length ("brief"
+Clip i is a pure function of (seed, i, sample_rate, clip_seconds, max_events): its random
+generator is seeded from SeedSequence([seed, i]). Every frequency stays below 0.45 x the sample
+rate, so nothing aliases at any configured rate. Durations are stated relative to the clip length ("brief"
 is under 15 % of the clip, "long" 40 % or more), so the captions stay true at any clip length.
 """
 
@@ -115,7 +116,7 @@ def _harmonic_tone(n, sr, f0, rate, rng):
 def _chirp(n, sr, f0, rate, rng):
     # a rising sweep; rate sets its span in octaves over the event
     octaves = {"slow": 0.5, "medium": 1.0, "fast": 2.0}[rate]
-    return np.sin(_phase(np.geomspace(f0, f0 * 2**octaves, n), sr))
+    return np.sin(_phase(np.geomspace(f0, min(f0 * 2**octaves, 0.45 * sr), n), sr))
 
 
 def _two_tone_siren(n, sr, f0, rate, rng):
@@ -143,7 +144,7 @@ def _click_train(n, sr, f0, rate, rng):
     hz = {"slow": 4.0, "medium": 9.0, "fast": 20.0}[rate]
     out = np.zeros(n)
     click_len = min(n, int(0.01 * sr))
-    click = _decaying_burst(click_len, sr, f0 * 4, 0.002, rng)
+    click = _decaying_burst(click_len, sr, min(f0 * 4, 0.45 * sr), 0.002, rng)
     for onset in np.arange(0, n, sr / hz).astype(int):
         end = min(n, onset + click_len)
         out[onset:end] += click[: end - onset]
@@ -286,7 +287,8 @@ class Clip:
 def _layout(rng: np.random.Generator, n_events: int, clip_s: float) -> tuple[list[tuple[float, float]], list[str]]:
     """Place n events on [0, clip_s] following randomly drawn relations.
 
-    Durations are drawn first; each next event is placed relative to the previous one; if the
+    Durations are drawn first; each next event is placed relative to the span of all earlier
+    events (the clause its caption attaches to); if the
     whole timeline overruns the clip it is scaled down to fit (the duration labels are taken
     from the final spans, so they stay true).
     """
@@ -298,7 +300,9 @@ def _layout(rng: np.random.Generator, n_events: int, clip_s: float) -> tuple[lis
     spans.append((0.0, duration))
     for _ in range(n_events - 1):
         relation = str(rng.choice(RELATIONS))
-        prev_start, prev_end = spans[-1]
+        # Relative to the span of everything so far: the caption joins the new event to the
+        # whole clause before it ("X, then Y, together with Z" puts Z within X..Y).
+        prev_start, prev_end = min(s for s, _ in spans), max(e for _, e in spans)
         prev_len = prev_end - prev_start
         if relation == "sequential":
             gap = rng.uniform(0.02, 0.12) * clip_s
@@ -354,9 +358,10 @@ def _caption(rng: np.random.Generator, phrases: list[str], relations: list[str])
         text = template.format(a=phrases[0])
     else:
         text = phrases[0]
-        for relation, phrase in zip(relations, phrases[1:]):
-            template = _pick(rng, TEMPLATES[relation])
-            text = template.format(a=text, b=phrase)
+        for position, (relation, phrase) in enumerate(zip(relations, phrases[1:])):
+            # "{b} during {a}" reads right only when {a} is a single event
+            options = [t for t in TEMPLATES[relation] if position == 0 or t.startswith("{a}")]
+            text = _pick(rng, options).format(a=text, b=phrase)
     return text[0].upper() + text[1:]
 
 

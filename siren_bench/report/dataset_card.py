@@ -181,6 +181,7 @@ def audiocaps_section(frame: pd.DataFrame, info: dict, out: Path) -> Section:
         "source_sample_rates": {str(k): int(v) for k, v in sorted(Counter(frame["source_sample_rate"]).items())},
         "source_channels": {str(k): int(v) for k, v in sorted(Counter(frame["source_channels"]).items())},
         "padded_clips": int((frame["padded_seconds"] > 0).sum()),
+        "peak_normalised": int(frame["peak_normalised"].astype(bool).sum()),
         "clip_seconds": info["clip_seconds"],
         "sample_rate": info["sample_rate"],
         "captions": _caption_stats(frame["caption"]),
@@ -195,6 +196,8 @@ def audiocaps_section(frame: pd.DataFrame, info: dict, out: Path) -> Section:
     listing = _listing(missing, ["youtube_id", "start_time"], "None: every clip of the list was found.", missing_csv.name)
     resampled = frame.loc[frame["resampled"].astype(bool), ["clip_id", "source_file", "source_sample_rate", "source_channels"]]
     resampled_listing = _listing(resampled, list(resampled.columns), "None.", "manifest.csv of the prepare stage")
+    scaled = frame.loc[frame["peak_normalised"].astype(bool), ["clip_id", "source_file"]]
+    scaled_listing = _listing(scaled, list(scaled.columns), "None.", "manifest.csv of the prepare stage")
     examples_md = md_table(["clip", "caption"], _examples(frame, ["clip_id", "caption"]))
     markdown = f"""## Dataset card: AudioCaps ({stats['protocol']})
 
@@ -214,6 +217,13 @@ Audio prepared as mono ({info['channel_policy']} of channels), {stats['sample_ra
 {len(resampled)} of {len(frame)} files were resampled to {stats['sample_rate']} Hz ({info['resample_policy']}):
 
 {resampled_listing}
+
+### Files beyond full scale
+
+Sources whose prepared clip exceeded full scale (float files, or resampling overshoot) were
+divided by their peak; {len(scaled)} such files:
+
+{scaled_listing}
 
 ![source durations](figures/dataset_source_durations.png)
 

@@ -119,7 +119,7 @@ def run(params_path: str | Path = "params.yaml") -> Path:
             inputs = {"list_file": data_cfg.list_file}
         write_manifest(staging / MANIFEST_NAME, rows)
         write_json_atomic(staging / DATASET_INFO_NAME, info)
-        record = build_record("prepare", {"run": run_cfg, "data": data_cfg}, inputs=inputs, seeds=seeds, device="cpu",
+        record = build_record("prepare", {"run": run_cfg, "data": data_cfg}, inputs=inputs, seeds=seeds, device=run_cfg.device,
                               extra={"outputs": {MANIFEST_NAME: sha256_file(staging / MANIFEST_NAME)}})
         write_provenance(staging, record)
     return out_dir

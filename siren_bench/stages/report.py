@@ -46,7 +46,7 @@ def run(params_path: str | Path = "params.yaml") -> Path:
         }
         write_json_atomic(staging / "results.json", results)
         write_text_atomic(staging / "report.md", _markdown(run_cfg.profile, sections, skipped))
-        record = build_record("report", {"run": run_cfg}, inputs=inputs, device="cpu")
+        record = build_record("report", {"run": run_cfg}, inputs=inputs, device=run_cfg.device)
         write_provenance(staging, record)
     return out_dir
 
