@@ -3,31 +3,34 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import logging
 import sys
 from pathlib import Path
 
+from siren_bench.codecs.weights import CheckpointError
 from siren_bench.config import ConfigError
 from siren_bench.data.audiocaps import AudioCapsError
 from siren_bench.data.manifest import ManifestError
 from siren_bench.io import AudioFileError
 
 # Errors that describe bad input: printed as one clear message, not a traceback.
-USER_ERRORS = (ConfigError, AudioCapsError, ManifestError, AudioFileError, FileNotFoundError)
+USER_ERRORS = (ConfigError, AudioCapsError, ManifestError, AudioFileError, CheckpointError, FileNotFoundError)
 
 
-def _prepare(args: argparse.Namespace) -> None:
-    from siren_bench.stages import prepare
+STAGES = {
+    "prepare": "build the clip manifest (SynthCaps or AudioCaps)",
+    "codec": "train the small RVQ codec, or import pretrained codec weights",
+    "tokenize": "encode every clip to RVQ codes",
+    "diagnose": "fidelity vs depth, cross-layer orthogonality, semantic richness per layer",
+    "report": "write reports/<profile>/ from the stage outputs that exist",
+}
 
-    out = prepare.run(args.params)
-    print(f"prepare: wrote {out}")
 
-
-def _report(args: argparse.Namespace) -> None:
-    from siren_bench.stages import report
-
-    out = report.run(args.params)
-    print(f"report: wrote {out}")
+def _stage(args: argparse.Namespace) -> None:
+    module = importlib.import_module(f"siren_bench.stages.{args.command}")
+    out = module.run(args.params)
+    print(f"{args.command}: wrote {out}")
 
 
 def _params(args: argparse.Namespace) -> None:
@@ -47,13 +50,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="siren-bench", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     commands = parser.add_subparsers(dest="command", required=True)
-    for name, handler, text in (
-        ("prepare", _prepare, "build the clip manifest (SynthCaps or AudioCaps)"),
-        ("report", _report, "write reports/<profile>/ from the stage outputs that exist"),
-    ):
+    for name, text in STAGES.items():
         command = commands.add_parser(name, help=text, description=text)
         command.add_argument("--params", default="params.yaml", help="composed params file (default: params.yaml)")
-        command.set_defaults(handler=handler)
+        command.set_defaults(handler=_stage)
     params = commands.add_parser("params", help="compose conf/ into params.yaml (Hydra overrides as arguments)")
     params.add_argument("overrides", nargs="*", help="e.g. profile=ci data.n_clips=64")
     params.add_argument("--conf", default="conf", help="Hydra config folder (default: conf)")

@@ -9,6 +9,7 @@ deep inside a stage.
 from __future__ import annotations
 
 import dataclasses
+import string
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -32,6 +33,8 @@ class RunConfig:
     device: str = "auto"
     artifacts_dir: str = "artifacts"
     reports_dir: str = "reports"
+    cache_dir: str = "artifacts/cache"  # content-addressed, shared by profiles
+    threads: int = 2  # torch CPU threads
 
 
 @dataclass
@@ -74,6 +77,44 @@ class AudioCapsConfig:
         ]
     )
     extensions: list[str] = field(default_factory=lambda: [".wav", ".flac", ".ogg", ".mp3"])
+
+
+CODEC_SOURCES = ("train", "dac_original", "dac_hf", "encodec_original", "encodec_hf")
+
+
+@dataclass
+class CodecConfig:
+    """Which codec tokenizes the audio: the small DAC-architecture codec trained by the `codec`
+    stage (source=train), or pretrained weights from a local file or HF folder."""
+
+    name: str = "small_rvq"
+    source: str = "train"
+    path: str | None = None  # pretrained sources: the weights file or HF folder
+    sha256: str | None = None  # pretrained sources: pinned SHA-256 (or a leading prefix of it)
+    # architecture of the trained codec (transformers DacConfig fields)
+    encoder_hidden_size: int = 8
+    decoder_hidden_size: int = 64
+    downsampling_ratios: list[int] = field(default_factory=lambda: [2, 4, 5, 8])
+    n_codebooks: int = 8
+    codebook_size: int = 256
+    codebook_dim: int = 8
+    quantizer_dropout: float = 0.5
+    # training
+    train_steps: int = 400
+    batch_size: int = 8
+    crop_seconds: float = 1.0
+    learning_rate: float = 1e-3
+    seed: int = 0
+    checkpoint_every: int = 100
+    mel_windows: list[int] = field(default_factory=lambda: [256, 512, 1024])
+    mel_weight: float = 1.0
+    mel_floor: float = 1e-5  # additive floor of the log-mel loss (mel power units)
+    waveform_weight: float = 1.0
+    vq_weight: float = 1.0
+    dead_code_reset_every: int = 10  # steps; 0 turns it off
+    # tokenize / diagnose
+    batch_clips: int = 16
+    probe_seeds: int = 5  # bootstrap fits per linear probe (error bars of semantic richness)
 
 
 DataConfig = SynthCapsConfig | AudioCapsConfig
@@ -121,9 +162,34 @@ def data_config(params: DictConfig, source: str = "params.yaml") -> DataConfig:
     if isinstance(config, SynthCapsConfig):
         _check_synthcaps(config, source)
     else:
-        _check_choice(source, "data.channel_policy", config.channel_policy, ("mean", "first"))
-        _check_choice(source, "data.on_sample_rate_mismatch", config.on_sample_rate_mismatch, ("resample", "error"))
+        _check_audiocaps(config, source)
     return config
+
+
+def _check_audiocaps(config: AudioCapsConfig, source: str) -> None:
+    _check_choice(source, "data.channel_policy", config.channel_policy, ("mean", "first"))
+    _check_choice(source, "data.on_sample_rate_mismatch", config.on_sample_rate_mismatch, ("resample", "error"))
+    problems = _common_audio_problems(config.sample_rate, config.clip_seconds)
+    fields = {"youtube_id", "start_time", "audiocap_id"}
+    for pattern in config.filename_patterns:
+        try:
+            used = {name for _, name, _, _ in string.Formatter().parse(pattern) if name is not None}
+        except ValueError as exc:
+            problems.append(f"data.filename_patterns entry {pattern!r} is malformed ({exc})")
+            continue
+        if not used or used - fields:
+            problems.append(f"data.filename_patterns entry {pattern!r} must use only {sorted(fields)}")
+    if problems:
+        raise ConfigError(f"{source}: " + "; ".join(problems))
+
+
+def _common_audio_problems(sample_rate: int, clip_seconds: float) -> list[str]:
+    problems = []
+    if sample_rate < 8000:
+        problems.append(f"data.sample_rate must be at least 8000 Hz, got {sample_rate}")
+    if clip_seconds < 1.0:
+        problems.append(f"data.clip_seconds must be at least 1.0, got {clip_seconds}")
+    return problems
 
 
 def _check_choice(source: str, key: str, value: str, choices: tuple[str, ...]) -> None:
@@ -132,13 +198,11 @@ def _check_choice(source: str, key: str, value: str, choices: tuple[str, ...]) -
 
 
 def _check_synthcaps(config: SynthCapsConfig, source: str) -> None:
-    problems = []
+    problems = _common_audio_problems(config.sample_rate, config.clip_seconds)
     if config.n_clips < 3:
         problems.append(f"data.n_clips must be at least 3 (one per split), got {config.n_clips}")
-    if config.sample_rate < 8000:
-        problems.append(f"data.sample_rate must be at least 8000 Hz, got {config.sample_rate}")
-    if config.clip_seconds < 1.0:
-        problems.append(f"data.clip_seconds must be at least 1.0, got {config.clip_seconds}")
+    if config.seed < 0:
+        problems.append(f"data.seed must be non-negative, got {config.seed}")
     if not 1 <= config.max_events <= 3:
         problems.append(f"data.max_events must be 1, 2 or 3, got {config.max_events}")
     fractions = dataclasses.astuple(config.splits)
@@ -146,6 +210,16 @@ def _check_synthcaps(config: SynthCapsConfig, source: str) -> None:
         problems.append(f"data.splits must be positive and sum to 1, got {fractions}")
     if problems:
         raise ConfigError(f"{source}: " + "; ".join(problems))
+
+
+def codec_config(params: DictConfig, source: str = "params.yaml") -> CodecConfig:
+    config = section(params, "codec", CodecConfig, source=source)
+    _check_choice(source, "codec.source", config.source, CODEC_SOURCES)
+    if config.source != "train" and not config.path:
+        raise ConfigError(f"{source}: codec.source={config.source} needs codec.path (a local weights file or folder)")
+    if config.source == "train" and (config.train_steps < 1 or config.n_codebooks < 1):
+        raise ConfigError(f"{source}: codec.train_steps and codec.n_codebooks must be positive")
+    return config
 
 
 def to_plain(obj: Any) -> Any:

@@ -75,3 +75,19 @@ def test_missing_params_file(tmp_path):
 
 def test_audiocaps_defaults_are_complete():
     assert AudioCapsConfig().filename_patterns and AudioCapsConfig().extensions
+
+
+@pytest.mark.parametrize(
+    "data, message",
+    [
+        ({"name": "audiocaps", "audio_dir": "x", "list_file": "y", "clip_seconds": 0}, "clip_seconds"),
+        ({"name": "audiocaps", "audio_dir": "x", "list_file": "y", "sample_rate": 0}, "sample_rate"),
+        ({"name": "audiocaps", "audio_dir": "x", "list_file": "y", "filename_patterns": ["{ytid}.wav"]}, "filename_patterns"),
+        ({"name": "synthcaps", "seed": -1}, "data.seed"),
+    ],
+    ids=["clip-seconds", "sample-rate", "pattern-field", "negative-seed"],
+)
+def test_ranges_are_checked(write_params, data, message):
+    path = write_params(data)
+    with pytest.raises(ConfigError, match=message):
+        data_config(load_params(path), str(path))

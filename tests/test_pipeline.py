@@ -51,16 +51,30 @@ def _results(repo: Path, profile: str) -> dict:
 
 def test_ci_profile_runs_then_repro_does_no_work(repo):
     out = _run(["dvc", "exp", "run", "-S", "profile=ci"], repo)
-    assert "Running stage 'prepare'" in out and "Running stage 'report'" in out
+    for stage in ("prepare", "codec", "tokenize", "diagnose", "report"):
+        assert f"Running stage '{stage}'" in out
     assert "profile: ci" in (repo / "params.yaml").read_text()
     report = (repo / "reports" / "ci" / "report.md").read_text()
     assert "Dataset card: SynthCaps" in report and "![spectrograms]" in report
-    assert _results(repo, "ci")["sections"]["dataset"]["n_clips"] == 48
+    for heading in ("## Codec", "### a. Fidelity vs depth", "### b. Cross-layer orthogonality", "### c. Semantic richness per layer"):
+        assert heading in report
+    results = _results(repo, "ci")["sections"]
+    assert results["dataset"]["n_clips"] == 48
+    assert results["diagnose"]["fidelity"]["codebooks"] == list(range(1, 9))
+    assert 0.0 <= results["diagnose"]["orthogonality"]["mean_abs_off_diagonal"] <= 1.0
+    assert len(results["diagnose"]["semantics"]["alone"]) == 8
+    tokenize = json.loads((repo / "artifacts" / "ci" / "tokenize" / "provenance.json").read_text())
+    assert tokenize["cache"] == {"hits": 0, "misses": 48}
     assert (repo / "artifacts" / "ci" / "prepare" / "provenance.json").is_file()
     again = _run(["dvc", "repro"], repo)
     assert "Running stage" not in again and "up to date" in again
 
 
-def test_single_key_override(repo):
-    _run(["dvc", "exp", "run", "-S", "profile=ci", "-S", "data.n_clips=24"], repo)
-    assert _results(repo, "ci")["sections"]["dataset"]["n_clips"] == 24
+def test_single_key_override_reuses_cached_codes(repo):
+    """More clips, same seed: the old 48 clips are identical, so only the new ones are encoded...
+    but the codec retrains on the new training split, so every clip is re-encoded: the cache key
+    holds the codec's weights identity."""
+    _run(["dvc", "exp", "run", "-S", "profile=ci", "-S", "data.n_clips=60"], repo)
+    assert _results(repo, "ci")["sections"]["dataset"]["n_clips"] == 60
+    tokenize = json.loads((repo / "artifacts" / "ci" / "tokenize" / "provenance.json").read_text())
+    assert tokenize["cache"]["misses"] == 60

@@ -14,7 +14,7 @@ from typing import Callable
 from siren_bench.config import load_params, run_config
 from siren_bench.io import atomic_directory, write_json_atomic, write_text_atomic
 from siren_bench.provenance import build_record, write_provenance
-from siren_bench.report import dataset_card
+from siren_bench.report import codec_card, dataset_card
 from siren_bench.report.dataset_card import Section
 from siren_bench.stages.prepare import stage_dir
 
@@ -23,6 +23,8 @@ RESULTS_SCHEMA_VERSION = 1
 # (stage whose output the section reads, section title, builder)
 SECTIONS: tuple[tuple[str, str, Callable[[Path, Path], Section]], ...] = (
     ("prepare", "Dataset card", dataset_card.build),
+    ("codec", "Codec", codec_card.codec_section),
+    ("diagnose", "RVQ diagnostics", codec_card.diagnose_section),
 )
 
 

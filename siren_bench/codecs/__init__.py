@@ -1,0 +1,40 @@
+"""Codecs behind one interface (base.Codec): DAC and EnCodec from local weights, and the small
+trainable codec. `load_pretrained` reads a user's weights; `load_stage_codec` reads the folder
+the `codec` stage wrote, which every later stage uses."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from siren_bench.codecs.base import Codec, CodecInfo
+from siren_bench.codecs.dac import DacCodec
+from siren_bench.codecs.encodec import EncodecCodec
+from siren_bench.codecs.weights import CheckpointError
+from siren_bench.config import CodecConfig
+
+CODEC_INFO_NAME = "codec.json"
+_BACKENDS = {"dac": DacCodec, "encodec": EncodecCodec}
+
+__all__ = ["Codec", "CodecInfo", "DacCodec", "EncodecCodec", "CheckpointError", "load_pretrained", "load_stage_codec"]
+
+
+def load_pretrained(config: CodecConfig) -> tuple[str, Codec]:
+    """(backend name, codec) for a pretrained source named in the config."""
+    backend, form = config.source.split("_", 1)
+    cls = _BACKENDS[backend]
+    loader = cls.from_original_checkpoint if form == "original" else cls.from_hf_folder
+    kwargs = {"expected_sha256": config.sha256} if config.sha256 or form != "original" else {}
+    return backend, loader(Path(config.path).expanduser(), name=config.name, **kwargs)
+
+
+def load_stage_codec(codec_dir: str | Path) -> Codec:
+    codec_dir = Path(codec_dir)
+    info_path = codec_dir / CODEC_INFO_NAME
+    if not info_path.is_file():
+        raise CheckpointError(f"{info_path}: not found (run the codec stage first)")
+    info = json.loads(info_path.read_text())
+    codec = _BACKENDS[info["backend"]].from_hf_folder(codec_dir / "model", name=info["name"])
+    if codec.info.weights_sha256 != info["weights_sha256"]:
+        raise CheckpointError(f"{codec_dir / 'model'}: weights identity {codec.info.weights_sha256} differs from {info_path}'s {info['weights_sha256']}")
+    return codec

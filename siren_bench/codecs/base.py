@@ -1,0 +1,70 @@
+"""The Codec interface every tokenizer meets: audio <-> RVQ codes, plus per-layer features.
+
+Shapes: waveforms are float [B, T] at `sample_rate`; codes are int64 [B, K, F] with K codebooks
+at `frame_rate` frames per second. `decode` accepts any prefix of the codebooks (k <= K), which
+is what the fidelity-vs-depth diagnostic and coarse-to-fine generation need. `layer_features`
+gives each codebook's quantized contribution in the shared latent space ([B, K, D, F], summing
+over K to the quantized latent the decoder sees), the object of the orthogonality and
+semantic-richness diagnostics.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass(frozen=True)
+class CodecInfo:
+    name: str
+    sample_rate: int
+    frame_rate: float
+    n_codebooks: int
+    codebook_size: int
+    latent_dim: int
+    weights_sha256: str  # identity of the weights: hashes of the files they came from
+
+    def as_dict(self) -> dict:
+        return dict(vars(self))
+
+
+class Codec(ABC):
+    info: CodecInfo
+
+    @property
+    def sample_rate(self) -> int:
+        return self.info.sample_rate
+
+    @property
+    def n_codebooks(self) -> int:
+        return self.info.n_codebooks
+
+    @property
+    def hop_length(self) -> int:
+        return int(round(self.info.sample_rate / self.info.frame_rate))
+
+    @abstractmethod
+    def encode(self, wave: torch.Tensor) -> torch.Tensor:
+        """[B, T] float -> [B, K, F] int64; T is zero-padded up to a whole number of frames."""
+
+    @abstractmethod
+    def layer_features(self, codes: torch.Tensor) -> torch.Tensor:
+        """[B, k, F] codes -> [B, k, D, F]: each codebook's quantized vector per frame."""
+
+    @abstractmethod
+    def decode_latent(self, latent: torch.Tensor) -> torch.Tensor:
+        """[B, D, F] quantized latent -> [B, F * hop] waveform."""
+
+    def decode(self, codes: torch.Tensor) -> torch.Tensor:
+        """[B, k, F] codes of the first k codebooks -> [B, F * hop] waveform."""
+        if codes.dim() != 3 or not 1 <= codes.shape[1] <= self.n_codebooks:
+            raise ValueError(f"codes must be [B, k, F] with 1 <= k <= {self.n_codebooks}, got {tuple(codes.shape)}")
+        return self.decode_latent(self.layer_features(codes).sum(dim=1))
+
+    def _pad_to_frames(self, wave: torch.Tensor) -> torch.Tensor:
+        if wave.dim() != 2:
+            raise ValueError(f"wave must be [B, T], got {tuple(wave.shape)}")
+        remainder = wave.shape[-1] % self.hop_length
+        return torch.nn.functional.pad(wave, (0, self.hop_length - remainder)) if remainder else wave

@@ -1,0 +1,155 @@
+"""Descript Audio Codec through transformers' DacModel: pretrained (16 kHz) or small and trained.
+
+Two ways in, one model class:
+- an HF-format folder (config.json + model.safetensors), e.g. descript/dac_16khz or the small
+  codec the `codec` stage trains and saves;
+- the original descript-audio-codec file (weights_16khz.pth: {"state_dict", "metadata":
+  {"kwargs"}}), whose keys are mapped onto DacModel's and whose weight-norm pairs are fused.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import torch
+from transformers import DacConfig, DacModel
+
+from siren_bench.codecs.base import Codec, CodecInfo
+from siren_bench.codecs.weights import (
+    CheckpointError, fuse_all_weight_norms, load_exact, load_torch_checkpoint, verify_sha256,
+)
+from siren_bench.io import sha256_json
+
+
+class DacCodec(Codec):
+    def __init__(self, model: DacModel, name: str, weights_sha256: str):
+        self.model = model.eval()
+        cfg = model.config
+        self.info = CodecInfo(
+            name=name,
+            sample_rate=cfg.sampling_rate,
+            frame_rate=cfg.sampling_rate / cfg.hop_length,
+            n_codebooks=cfg.n_codebooks,
+            codebook_size=cfg.codebook_size,
+            latent_dim=cfg.hidden_size,
+            weights_sha256=weights_sha256,
+        )
+
+    @torch.no_grad()
+    def encode(self, wave: torch.Tensor) -> torch.Tensor:
+        wave = self._pad_to_frames(wave)
+        return self.model.encode(wave[:, None, :]).audio_codes
+
+    def layer_features(self, codes: torch.Tensor) -> torch.Tensor:
+        layers = []
+        for i in range(codes.shape[1]):
+            quantizer = self.model.quantizer.quantizers[i]
+            vectors = quantizer.codebook(codes[:, i]).transpose(1, 2)  # [B, d, F]
+            layers.append(quantizer.out_proj(vectors))  # [B, D, F]
+        return torch.stack(layers, dim=1)
+
+    def decode_latent(self, latent: torch.Tensor) -> torch.Tensor:
+        return self.model.decoder(latent).squeeze(1)
+
+    # ------------------------------------------------------------------ loading
+
+    @classmethod
+    def from_hf_folder(cls, folder: str | Path, name: str = "dac", expected_sha256: str | None = None) -> "DacCodec":
+        folder = Path(folder)
+        weights = hf_weights_file(folder)
+        digest = verify_sha256(weights, expected_sha256)
+        model = DacModel.from_pretrained(folder, local_files_only=True)
+        return cls(model, name, sha256_json({"weights": digest, "config": model.config.to_diff_dict()}))
+
+    @classmethod
+    def from_original_checkpoint(cls, path: str | Path, name: str = "dac", expected_sha256: str | None = None) -> "DacCodec":
+        path = Path(path)
+        digest = verify_sha256(path, expected_sha256)
+        checkpoint = load_torch_checkpoint(path)
+        if "state_dict" not in checkpoint or "kwargs" not in checkpoint.get("metadata", {}):
+            raise CheckpointError(f"{path}: not a descript-audio-codec checkpoint (expected keys 'state_dict' and 'metadata.kwargs')")
+        config = dac_config_from_kwargs(checkpoint["metadata"]["kwargs"], path)
+        model = DacModel(config)
+        load_exact(model, map_original_dac_keys(fuse_all_weight_norms(checkpoint["state_dict"]), len(config.downsampling_ratios)), path)
+        return cls(model, name, digest)
+
+
+def hf_weights_file(folder: Path) -> Path:
+    for candidate in ("model.safetensors", "pytorch_model.bin"):
+        if (folder / candidate).is_file():
+            return folder / candidate
+    if not folder.is_dir():
+        raise CheckpointError(f"{folder}: codec weights folder not found")
+    raise CheckpointError(f"{folder}: no model.safetensors or pytorch_model.bin in the folder")
+
+
+def dac_config_from_kwargs(kwargs: dict, source: Path) -> DacConfig:
+    try:
+        encoder_rates = list(kwargs["encoder_rates"])
+        if list(kwargs.get("decoder_rates", encoder_rates[::-1])) != encoder_rates[::-1]:
+            raise CheckpointError(f"{source}: decoder_rates {kwargs['decoder_rates']} are not the reverse of encoder_rates {encoder_rates}; DacModel cannot represent that")
+        return DacConfig(
+            encoder_hidden_size=int(kwargs["encoder_dim"]),
+            downsampling_ratios=encoder_rates,
+            decoder_hidden_size=int(kwargs["decoder_dim"]),
+            n_codebooks=int(kwargs["n_codebooks"]),
+            codebook_size=int(kwargs["codebook_size"]),
+            codebook_dim=int(kwargs["codebook_dim"]),
+            sampling_rate=int(kwargs["sample_rate"]),
+        )
+    except KeyError as exc:
+        raise CheckpointError(f"{source}: metadata.kwargs lacks {exc}") from exc
+
+
+_RES_UNIT = ("snake1", "conv1", "snake2", "conv2")
+
+
+def map_original_dac_keys(state: dict[str, torch.Tensor], n_blocks: int) -> dict[str, torch.Tensor]:
+    """Rename original descript-audio-codec keys (weight norm already fused) to DacModel's.
+
+    Encoder: block.0 -> conv1; block.1..n -> block.0..n-1 (3 residual units, snake, strided
+    conv); block.n+1 -> snake1; block.n+2 -> conv2. Decoder mirrors it under `model.` with the
+    transposed conv second in each block. Quantizer names are shared.
+    """
+    renamed = {}
+    for key, value in state.items():
+        new = _map_dac_key(key, n_blocks)
+        if new is None:
+            raise CheckpointError(f"unexpected key in DAC checkpoint: {key}")
+        renamed[new] = value
+    return renamed
+
+
+def _map_dac_key(key: str, n: int) -> str | None:
+    if key.startswith("quantizer."):
+        return key
+    if m := re.fullmatch(r"encoder\.block\.(\d+)\.(.+)", key):
+        i, rest = int(m[1]), m[2]
+        if i == 0:
+            return f"encoder.conv1.{rest}"
+        if i == n + 1:
+            return f"encoder.snake1.{rest}"
+        if i == n + 2:
+            return f"encoder.conv2.{rest}"
+        if r := re.fullmatch(r"block\.([0-2])\.block\.([0-3])\.(.+)", rest):
+            return f"encoder.block.{i - 1}.res_unit{int(r[1]) + 1}.{_RES_UNIT[int(r[2])]}.{r[3]}"
+        if r := re.fullmatch(r"block\.3\.(.+)", rest):
+            return f"encoder.block.{i - 1}.snake1.{r[1]}"
+        if r := re.fullmatch(r"block\.4\.(.+)", rest):
+            return f"encoder.block.{i - 1}.conv1.{r[1]}"
+    if m := re.fullmatch(r"decoder\.model\.(\d+)\.(.+)", key):
+        i, rest = int(m[1]), m[2]
+        if i == 0:
+            return f"decoder.conv1.{rest}"
+        if i == n + 1:
+            return f"decoder.snake1.{rest}"
+        if i == n + 2:
+            return f"decoder.conv2.{rest}"
+        if r := re.fullmatch(r"block\.0\.(.+)", rest):
+            return f"decoder.block.{i - 1}.snake1.{r[1]}"
+        if r := re.fullmatch(r"block\.1\.(.+)", rest):
+            return f"decoder.block.{i - 1}.conv_t1.{r[1]}"
+        if r := re.fullmatch(r"block\.([2-4])\.block\.([0-3])\.(.+)", rest):
+            return f"decoder.block.{i - 1}.res_unit{int(r[1]) - 1}.{_RES_UNIT[int(r[2])]}.{r[3]}"
+    return None

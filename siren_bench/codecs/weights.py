@@ -1,0 +1,76 @@
+"""Loading codec weights from local files: hash checks, safe unpickling, weight-norm fusion.
+
+Nothing here downloads. A checkpoint is read with torch.load(weights_only=True) (no code can run
+from it) or safetensors, after its SHA-256 is checked against a pinned value where one is known.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from siren_bench.io import sha256_file
+
+
+class CheckpointError(ValueError):
+    """A missing, corrupt, mismatched or unexpected checkpoint; the message names the file."""
+
+
+def verify_sha256(path: Path, expected: str | None) -> str:
+    """Hash the file; compare with `expected` (a full digest or a leading prefix of one)."""
+    if not path.is_file():
+        raise CheckpointError(f"{path}: checkpoint file not found")
+    actual = sha256_file(path)
+    if expected and not actual.startswith(expected.lower()):
+        raise CheckpointError(f"{path}: SHA-256 {actual} does not match the pinned {expected}")
+    return actual
+
+
+def load_torch_checkpoint(path: Path) -> dict:
+    """torch.load with weights_only=True: a pickle carrying code is refused, not run."""
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # truncated zip, pickle with globals, not a torch file at all
+        raise CheckpointError(f"{path}: cannot be loaded as a weights-only torch checkpoint ({type(exc).__name__}: {exc})") from exc
+    if not isinstance(obj, dict):
+        raise CheckpointError(f"{path}: expected a dict of tensors, got {type(obj).__name__}")
+    return obj
+
+
+def fuse_weight_norm(g: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """The weight that torch's weight_norm (dim=0) computes from its magnitude g and direction v."""
+    norm = v.flatten(1).norm(dim=1).reshape(-1, *([1] * (v.dim() - 1)))
+    return v * (g / norm)
+
+
+def fuse_all_weight_norms(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Replace every `X.weight_g` / `X.weight_v` pair by a plain `X.weight`."""
+    fused = {}
+    for key, value in state.items():
+        if key.endswith(".weight_g"):
+            continue
+        if key.endswith(".weight_v"):
+            base = key[: -len("_v")]
+            g_key = base + "_g"
+            if g_key not in state:
+                raise CheckpointError(f"checkpoint has {key} without its {g_key}")
+            fused[base] = fuse_weight_norm(state[g_key], value)
+        else:
+            fused[key] = value
+    return fused
+
+
+def load_exact(model: torch.nn.Module, state: dict[str, torch.Tensor], source: Path) -> None:
+    """Load a state dict that must match the model key for key and shape for shape."""
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    wrong = sorted(k for k in set(expected) & set(state) if tuple(expected[k].shape) != tuple(state[k].shape))
+    if missing or unexpected or wrong:
+        parts = []
+        for label, keys in (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong)):
+            if keys:
+                parts.append(f"{len(keys)} {label} (e.g. {', '.join(keys[:3])})")
+        raise CheckpointError(f"{source}: weights do not fit the model: {'; '.join(parts)}")
+    model.load_state_dict(state, strict=True)

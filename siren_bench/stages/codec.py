@@ -1,0 +1,96 @@
+"""Stage `codec`: the tokenizer every later stage uses, as an HF-format folder.
+
+source=train: train the small DAC-architecture codec on the training split, then measure it on
+the validation split against a trivial baseline (the same architecture at its random
+initialisation), so the report shows what training bought. Pretrained sources: load the
+user's local weights (verified by hash), and save them in the same folder format.
+
+Output (artifacts/<profile>/codec/): model/ (config.json + model.safetensors), codec.json
+(backend, shape, weights identity), train_log.jsonl, evaluation.json, provenance.json. Resume
+state for interrupted training lives in artifacts/<profile>/resume/, outside the DVC output.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from siren_bench.codecs import CODEC_INFO_NAME, DacCodec, load_pretrained
+from siren_bench.codecs.base import Codec
+from siren_bench.codecs.train import build_small_dac, clear_resume_state, train_small_codec
+from siren_bench.config import CodecConfig, codec_config, data_config, load_params, run_config
+from siren_bench.data.manifest import MANIFEST_NAME, load_waves, read_manifest
+from siren_bench.diagnostics.fidelity import METRICS, reconstruction_metrics, summarize
+from siren_bench.io import atomic_directory, write_json_atomic, write_text_atomic
+from siren_bench.provenance import build_record, write_provenance
+from siren_bench.stages.prepare import stage_dir
+
+EVAL_SPLIT = "val"
+
+
+def reconstruct(codec: Codec, waves: np.ndarray, n_codebooks: int | None = None, batch: int = 16) -> list[np.ndarray]:
+    """Encode and decode each clip (optionally through only the first n codebooks)."""
+    out = []
+    with torch.no_grad():
+        for start in range(0, len(waves), batch):
+            chunk = torch.from_numpy(waves[start : start + batch].astype(np.float32))
+            codes = codec.encode(chunk)
+            if n_codebooks is not None:
+                codes = codes[:, :n_codebooks]
+            out.extend(codec.decode(codes).double().numpy())
+    return out
+
+
+def evaluate(codec: Codec, waves: np.ndarray, clip_ids: list[str]) -> dict:
+    rows = [
+        {"clip_id": cid, **reconstruction_metrics(ref, est, codec.sample_rate)}
+        for cid, ref, est in zip(clip_ids, waves, reconstruct(codec, waves))
+    ]
+    return {"per_clip": rows, "summary": {m: summarize(np.array([r[m] for r in rows])) for m in METRICS}}
+
+
+def run(params_path: str | Path = "params.yaml") -> Path:
+    params = load_params(params_path)
+    run_cfg, data_cfg, config = run_config(params, str(params_path)), data_config(params, str(params_path)), codec_config(params, str(params_path))
+    torch.set_num_threads(run_cfg.threads)
+    prepare_dir = stage_dir(run_cfg.artifacts_dir, run_cfg.profile, "prepare")
+    manifest = read_manifest(prepare_dir / MANIFEST_NAME)
+    out_dir = stage_dir(run_cfg.artifacts_dir, run_cfg.profile, "codec")
+    resume_dir = Path(run_cfg.artifacts_dir) / run_cfg.profile / "resume"
+    with atomic_directory(out_dir) as staging:
+        if config.source == "train":
+            backend = "dac"
+            codec, extra = _train(config, manifest, data_cfg.sample_rate, resume_dir, staging)
+        else:
+            backend, codec = load_pretrained(config)
+            extra = {"source_file": str(config.path), "source_sha256": codec.info.weights_sha256}
+        codec.model.save_pretrained(staging / "model", safe_serialization=True)
+        saved = type(codec).from_hf_folder(staging / "model", name=config.name)  # identity of the saved files
+        info = saved.info.as_dict() | {"backend": backend}
+        write_json_atomic(staging / CODEC_INFO_NAME, info)
+        record = build_record("codec", {"run": run_cfg, "codec": config}, inputs={"prepare": prepare_dir / MANIFEST_NAME},
+                              seeds={"codec.seed": config.seed}, device=run_cfg.device, extra=extra)
+        write_provenance(staging, record)
+    if config.source == "train":
+        clear_resume_state(resume_dir, config)
+    return out_dir
+
+
+def _train(config: CodecConfig, manifest, sample_rate: int, resume_dir: Path, staging: Path) -> tuple[DacCodec, dict]:
+    train = manifest[manifest["split"] == "train"]
+    held_out = manifest[manifest["split"] == EVAL_SPLIT]
+    if train.empty or held_out.empty:
+        raise ValueError(f"the codec needs clips in the train and {EVAL_SPLIT} splits; the manifest has {manifest['split'].value_counts().to_dict()}")
+    result = train_small_codec(config, load_waves(train, sample_rate), sample_rate, resume_dir)
+    write_text_atomic(staging / "train_log.jsonl", "".join(json.dumps(row) + "\n" for row in result.log))
+    codec = DacCodec(result.model, config.name, weights_sha256="unsaved")
+
+    torch.manual_seed(config.seed)  # the baseline is the same architecture at its initialisation
+    untrained = DacCodec(build_small_dac(config, sample_rate), "untrained", weights_sha256="random-init")
+    waves, ids = load_waves(held_out, sample_rate), held_out["clip_id"].tolist()
+    evaluation = {"split": EVAL_SPLIT, "n_clips": len(ids), "trained": evaluate(codec, waves, ids), "untrained_baseline": evaluate(untrained, waves, ids)}
+    write_json_atomic(staging / "evaluation.json", evaluation)
+    return codec, {"train_steps": len(result.log), "resumed_from_step": result.resumed_from}

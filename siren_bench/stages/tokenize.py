@@ -1,0 +1,89 @@
+"""Stage `tokenize`: every clip of the manifest -> RVQ codes [K, F], stored compactly.
+
+Output (artifacts/<profile>/tokenize/): codes.npz (one uint16 array [K, F] per clip id),
+index.csv (clip id, split, frames, audio hash), codec.json (the codec that made them) and
+provenance.json. Per-clip codes are cached by (audio content hash, codec weights identity), so
+re-tokenizing after adding clips or switching back to a codec encodes only what is new.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from tqdm import tqdm
+
+from siren_bench.cache import ContentCache, cache_key
+from siren_bench.codecs import CODEC_INFO_NAME, Codec, load_stage_codec
+from siren_bench.config import codec_config, load_params, run_config
+from siren_bench.data.manifest import MANIFEST_NAME, read_manifest
+from siren_bench.io import atomic_directory, atomic_path, read_audio, write_json_atomic
+from siren_bench.provenance import build_record, write_provenance
+from siren_bench.stages.prepare import stage_dir
+
+CODES_NAME = "codes.npz"
+
+
+def codes_key(audio_sha256: str, codec: Codec) -> str:
+    return cache_key(kind="rvq-codes", audio=audio_sha256, codec=codec.info.weights_sha256)
+
+
+def tokenize_clips(codec: Codec, manifest: pd.DataFrame, cache: ContentCache, batch: int) -> dict[str, np.ndarray]:
+    codes: dict[str, np.ndarray] = {}
+    todo = []
+    for clip_id, audio_hash, path in zip(manifest["clip_id"], manifest["sha256"], manifest["audio_path"]):
+        hit = cache.get(codes_key(audio_hash, codec))
+        if hit is None:
+            todo.append((clip_id, audio_hash, path))
+        else:
+            codes[clip_id] = hit["codes"]
+    for start in tqdm(range(0, len(todo), batch), desc="tokenize", unit="batch"):
+        chunk = todo[start : start + batch]
+        waves = []
+        for _, _, path in chunk:
+            wave, rate = read_audio(path)
+            if rate != codec.sample_rate:
+                raise ValueError(f"{path}: {rate} Hz audio for a {codec.sample_rate} Hz codec; set data.sample_rate={codec.sample_rate}")
+            waves.append(wave.mean(axis=0))
+        with torch.no_grad():
+            encoded = codec.encode(torch.from_numpy(np.stack(waves).astype(np.float32))).numpy()
+        if encoded.max() >= np.iinfo(np.uint16).max:
+            raise ValueError(f"codebook indices up to {encoded.max()} do not fit uint16")
+        for (clip_id, audio_hash, _), clip_codes in zip(chunk, encoded.astype(np.uint16)):
+            cache.put(codes_key(audio_hash, codec), {"codes": clip_codes})
+            codes[clip_id] = clip_codes
+    return codes
+
+
+def load_codes(tokenize_dir: str | Path) -> dict[str, np.ndarray]:
+    with np.load(Path(tokenize_dir) / CODES_NAME, allow_pickle=False) as archive:
+        return {name: archive[name].astype(np.int64) for name in archive.files}
+
+
+def run(params_path: str | Path = "params.yaml") -> Path:
+    params = load_params(params_path)
+    run_cfg, config = run_config(params, str(params_path)), codec_config(params, str(params_path))
+    torch.set_num_threads(run_cfg.threads)
+    prepare_dir = stage_dir(run_cfg.artifacts_dir, run_cfg.profile, "prepare")
+    codec_dir = stage_dir(run_cfg.artifacts_dir, run_cfg.profile, "codec")
+    manifest = read_manifest(prepare_dir / MANIFEST_NAME)
+    codec = load_stage_codec(codec_dir)
+    cache = ContentCache(Path(run_cfg.cache_dir) / "codes")
+    codes = tokenize_clips(codec, manifest, cache, config.batch_clips)
+    out_dir = stage_dir(run_cfg.artifacts_dir, run_cfg.profile, "tokenize")
+    with atomic_directory(out_dir) as staging:
+        with atomic_path(staging / CODES_NAME) as tmp:
+            with open(tmp, "wb") as handle:
+                np.savez_compressed(handle, **{cid: codes[cid] for cid in manifest["clip_id"]})
+        index = pd.DataFrame({"clip_id": manifest["clip_id"], "split": manifest["split"], "audio_sha256": manifest["sha256"],
+                              "frames": [codes[c].shape[1] for c in manifest["clip_id"]]})
+        index.to_csv(staging / "index.csv", index=False, lineterminator="\n")
+        write_json_atomic(staging / CODEC_INFO_NAME, json.loads((codec_dir / CODEC_INFO_NAME).read_text()))
+        record = build_record("tokenize", {"run": run_cfg, "codec": config},
+                              inputs={"manifest": prepare_dir / MANIFEST_NAME, "codec": codec_dir / "model"}, device=run_cfg.device,
+                              extra={"cache": {"hits": cache.hits, "misses": cache.misses}})
+        write_provenance(staging, record)
+    return out_dir

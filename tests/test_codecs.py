@@ -1,0 +1,196 @@
+"""Codec backends: random-weight checkpoints in the exact layouts of the real files load, encode
+and decode; bad checkpoints are refused by name; the small codec trains, resumes and beats a
+trivial baseline."""
+
+from __future__ import annotations
+
+import json
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from transformers import DacConfig, DacModel, EncodecConfig, EncodecModel
+
+from siren_bench.codecs import CheckpointError, DacCodec, EncodecCodec, load_pretrained
+from siren_bench.codecs.weights import fuse_weight_norm
+from siren_bench.config import CodecConfig
+from tests.conftest import REPO
+
+LAYOUTS = json.loads((REPO / "tests" / "fixtures" / "codec_checkpoint_layouts.json").read_text())
+DAC_16K_KWARGS = dict(encoder_dim=64, encoder_rates=[2, 4, 5, 8], decoder_dim=1536, decoder_rates=[8, 5, 4, 2],
+                      n_codebooks=12, codebook_size=1024, codebook_dim=8, sample_rate=16000, quantizer_dropout=False)
+
+
+def _random_state(layout: dict[str, list[int]], seed: int = 0) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    state = {}
+    for key, shape in layout.items():
+        if key.endswith("alpha"):
+            state[key] = torch.ones(shape)
+        elif key.endswith(("weight_g", "cluster_size", "inited")):
+            state[key] = torch.rand(shape, generator=g) + 0.5
+        else:
+            state[key] = torch.randn(shape, generator=g) * 0.02
+    return state
+
+
+@pytest.fixture(scope="module")
+def dac_original(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("dac") / "weights_16khz.pth"
+    torch.save({"state_dict": _random_state(LAYOUTS["dac_16khz"]), "metadata": {"kwargs": DAC_16K_KWARGS}}, path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def encodec_original(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("encodec") / "encodec_24khz-test.th"
+    torch.save(_random_state(LAYOUTS["encodec_24khz"]), path)
+    return path
+
+
+def test_original_dac_16khz_layout_loads_and_round_trips(dac_original):
+    codec = DacCodec.from_original_checkpoint(dac_original)
+    info = codec.info
+    assert (info.sample_rate, info.frame_rate, info.n_codebooks, info.codebook_size, info.latent_dim) == (16000, 50.0, 12, 1024, 1024)
+    codes = codec.encode(torch.randn(2, 16000) * 0.1)
+    assert codes.shape == (2, 12, 50) and codes.dtype == torch.int64 and int(codes.max()) < 1024
+    for depth in (1, 4, 12):
+        assert codec.decode(codes[:, :depth]).shape[0] == 2
+    features = codec.layer_features(codes)
+    assert features.shape == (2, 12, 1024, 50)
+    torch.testing.assert_close(features.sum(1), codec.model.quantizer.from_codes(codes)[0], rtol=1e-4, atol=1e-5)
+
+
+def test_original_dac_weight_norm_is_fused_into_the_hf_weights(dac_original):
+    state = torch.load(dac_original, weights_only=True)["state_dict"]
+    codec = DacCodec.from_original_checkpoint(dac_original)
+    g, v = state["encoder.block.0.weight_g"], state["encoder.block.0.weight_v"]
+    torch.testing.assert_close(codec.model.state_dict()["encoder.conv1.weight"], fuse_weight_norm(g, v))
+    torch.testing.assert_close(codec.model.state_dict()["quantizer.quantizers.3.codebook.weight"], state["quantizer.quantizers.3.codebook.weight"])
+
+
+def test_fuse_weight_norm_matches_torch():
+    conv = torch.nn.utils.parametrizations.weight_norm(torch.nn.ConvTranspose1d(6, 4, 5))
+    g = conv.parametrizations.weight.original0.detach()
+    v = conv.parametrizations.weight.original1.detach()
+    torch.testing.assert_close(fuse_weight_norm(g, v), conv.weight.detach())
+
+
+def test_original_encodec_24khz_layout_loads_with_all_32_codebooks(encodec_original):
+    codec = EncodecCodec.from_original_checkpoint(encodec_original, expected_sha256=None)
+    assert (codec.info.sample_rate, codec.info.frame_rate, codec.info.n_codebooks) == (24000, 75.0, 32)
+    codes = codec.encode(torch.randn(1, 24000) * 0.1)
+    assert codes.shape == (1, 32, 75)
+    assert codec.decode(codes[:, :8]).shape == (1, 24000)
+    torch.testing.assert_close(codec.layer_features(codes).sum(1), codec.model.quantizer.decode(codes.transpose(0, 1)))
+
+
+def test_encodec_file_must_match_the_published_hash_prefix(encodec_original):
+    with pytest.raises(CheckpointError, match="does not match the pinned d7cc33bc"):
+        EncodecCodec.from_original_checkpoint(encodec_original)
+
+
+def test_hf_folders_load_through_the_same_interface(tmp_path):
+    small_dac = DacModel(DacConfig(encoder_hidden_size=8, decoder_hidden_size=32, n_codebooks=4, codebook_size=64, downsampling_ratios=[2, 4, 5, 8]))
+    small_dac.save_pretrained(tmp_path / "dac")
+    codec = DacCodec.from_hf_folder(tmp_path / "dac")
+    assert codec.encode(torch.randn(1, 3200)).shape == (1, 4, 10)
+    assert DacCodec.from_hf_folder(tmp_path / "dac").info.weights_sha256 == codec.info.weights_sha256
+    EncodecModel(EncodecConfig(num_filters=4, codebook_size=32, hidden_size=16, num_lstm_layers=1)).save_pretrained(tmp_path / "enc")
+    assert EncodecCodec.from_hf_folder(tmp_path / "enc").encode(torch.randn(1, 2400)).shape[0] == 1
+    with pytest.raises(CheckpointError, match="does not match the pinned"):
+        DacCodec.from_hf_folder(tmp_path / "dac", expected_sha256="0" * 64)
+
+
+class _Smuggler:
+    def __reduce__(self):
+        return (print, ("code ran from a checkpoint",))
+
+
+@pytest.mark.parametrize(
+    "make, problem",
+    [
+        (lambda p: None, "checkpoint file not found"),
+        (lambda p: p.write_bytes(b"\x80\x04not a checkpoint"), "cannot be loaded as a weights-only"),
+        (lambda p: p.write_bytes(pickle.dumps({"state_dict": _Smuggler()})), "cannot be loaded as a weights-only"),
+        (lambda p: torch.save({"state_dict": {"encoder.block.0.bias": torch.zeros(64)}, "metadata": {"kwargs": DAC_16K_KWARGS}}, p), "do not fit the model"),
+        (lambda p: torch.save({"weights": torch.zeros(3)}, p), "not a descript-audio-codec checkpoint"),
+    ],
+    ids=["missing", "garbage", "pickle-with-code", "wrong-keys", "wrong-format"],
+)
+def test_bad_dac_checkpoints_are_refused_by_name(tmp_path, make, problem, capsys):
+    path = tmp_path / "weights.pth"
+    make(path)
+    with pytest.raises(CheckpointError, match=problem) as info:
+        DacCodec.from_original_checkpoint(path)
+    assert str(path) in str(info.value)
+    assert "code ran" not in capsys.readouterr().out
+
+
+def test_truncated_checkpoint_is_refused(dac_original, tmp_path):
+    truncated = tmp_path / "weights_16khz.pth"
+    truncated.write_bytes(dac_original.read_bytes()[:100_000])
+    with pytest.raises(CheckpointError, match="cannot be loaded"):
+        DacCodec.from_original_checkpoint(truncated)
+
+
+def test_load_pretrained_from_config(dac_original):
+    backend, codec = load_pretrained(CodecConfig(name="dac_16khz", source="dac_original", path=str(dac_original)))
+    assert backend == "dac" and codec.info.name == "dac_16khz" and codec.n_codebooks == 12
+
+
+@pytest.fixture(scope="module")
+def synth_waves() -> tuple[np.ndarray, np.ndarray]:
+    from siren_bench.data.synthcaps import generate_clip
+
+    waves = np.stack([generate_clip(11, i, 16000, 1.0).wave for i in range(28)])
+    return waves[:20], waves[20:]
+
+
+def test_small_codec_beats_untrained_baseline_without_collapsing(synth_waves, tmp_path):
+    from siren_bench.codecs.train import build_small_dac, train_small_codec
+    from siren_bench.stages.codec import evaluate
+
+    train, held_out = synth_waves
+    config = CodecConfig(train_steps=40, batch_size=4, crop_seconds=0.5, checkpoint_every=100)
+    trained = DacCodec(train_small_codec(config, train, 16000, tmp_path).model, "small", "t")
+    torch.manual_seed(config.seed)
+    untrained = DacCodec(build_small_dac(config, 16000), "init", "u")
+    ids = [str(i) for i in range(len(held_out))]
+    ours, base = evaluate(trained, held_out, ids)["summary"], evaluate(untrained, held_out, ids)["summary"]
+    assert ours["mel_distance"]["mean"] < base["mel_distance"]["mean"]
+    assert ours["lsd_db"]["mean"] < base["lsd_db"]["mean"]
+    codes = trained.encode(torch.from_numpy(held_out.astype(np.float32)))
+    in_use = [len(torch.unique(codes[:, k])) for k in range(codes.shape[1])]
+    assert min(in_use) >= 2, f"codebook collapse: codes in use per layer {in_use}"
+
+
+def test_interrupted_training_resumes_to_the_same_losses(synth_waves, tmp_path):
+    from siren_bench.codecs.train import resume_file, train_small_codec
+
+    train, _ = synth_waves
+    config = CodecConfig(train_steps=6, batch_size=2, crop_seconds=0.5, checkpoint_every=3, dead_code_reset_every=2)
+    full = train_small_codec(config, train, 16000, tmp_path / "a")
+    train_small_codec(config, train, 16000, tmp_path / "b", stop_after=3)  # "killed" after step 3
+    assert resume_file(tmp_path / "b", config).is_file()
+    resumed = train_small_codec(config, train, 16000, tmp_path / "b")
+    assert resumed.resumed_from == 3
+    assert [r["loss"] for r in resumed.log] == [r["loss"] for r in full.log]
+    for key, value in full.model.state_dict().items():
+        assert torch.equal(value, resumed.model.state_dict()[key]), key
+
+
+def test_dead_codes_are_reseeded_from_batch_latents():
+    from siren_bench.codecs.train import build_small_dac, reset_dead_codes
+
+    model = build_small_dac(CodecConfig(n_codebooks=2, codebook_size=16), 16000)
+    codes = torch.zeros(2, 2, 5, dtype=torch.long)  # only entry 0 used in both layers
+    projected = torch.randn(2, 2 * 8, 5)
+    before = model.quantizer.quantizers[1].codebook.weight.clone()
+    assert reset_dead_codes(model, codes, projected, np.random.default_rng(0)) == 2 * 15
+    after = model.quantizer.quantizers[1].codebook.weight
+    assert torch.equal(after[0], before[0])  # the used entry stays
+    latents = projected[:, 8:].permute(0, 2, 1).reshape(-1, 8)
+    assert all(any(torch.equal(row, lat) for lat in latents) for row in after[1:])

@@ -1,0 +1,45 @@
+"""Tokenization is cached by (audio content, codec weights): exactly the changed work is redone."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import torch
+from transformers import DacConfig, DacModel
+
+from siren_bench.cache import ContentCache
+from siren_bench.codecs import DacCodec
+from siren_bench.io import sha256_file
+from siren_bench.stages.tokenize import tokenize_clips
+from tests.conftest import tone, write_audio
+
+
+def _codec(seed: int) -> DacCodec:
+    torch.manual_seed(seed)
+    model = DacModel(DacConfig(encoder_hidden_size=4, decoder_hidden_size=16, n_codebooks=3, codebook_size=32, downsampling_ratios=[2, 4, 5, 8]))
+    return DacCodec(model, "tiny", weights_sha256=f"tiny-{seed}")
+
+
+def _manifest(tmp_path, freqs) -> pd.DataFrame:
+    paths = [write_audio(tmp_path / f"c{i}.wav", tone(0.5, 16000, freq=f), 16000) for i, f in enumerate(freqs)]
+    return pd.DataFrame({"clip_id": [p.stem for p in paths], "sha256": [sha256_file(p) for p in paths], "audio_path": paths})
+
+
+def test_cache_hits_misses_and_invalidation(tmp_path):
+    cache = ContentCache(tmp_path / "cache")
+    codec = _codec(0)
+    manifest = _manifest(tmp_path, [300.0, 500.0, 700.0])
+    first = tokenize_clips(codec, manifest, cache, batch=2)
+    assert (cache.hits, cache.misses) == (0, 3)
+    assert all(c.shape == (3, 25) and c.dtype == np.uint16 for c in first.values())
+
+    again = tokenize_clips(codec, manifest, cache, batch=2)
+    assert (cache.hits, cache.misses) == (3, 3)
+    assert all(np.array_equal(first[k], again[k]) for k in first)
+
+    changed = _manifest(tmp_path, [300.0, 500.0, 900.0])  # one clip's audio changes
+    tokenize_clips(codec, changed, cache, batch=2)
+    assert (cache.hits, cache.misses) == (5, 4)
+
+    tokenize_clips(_codec(1), manifest, cache, batch=2)  # other weights: everything recomputed
+    assert cache.misses == 7
