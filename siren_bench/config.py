@@ -115,6 +115,7 @@ class CodecConfig:
     # tokenize / diagnose
     batch_clips: int = 16
     probe_seeds: int = 5  # bootstrap fits per linear probe (error bars of semantic richness)
+    text_probe: bool = True  # also regress caption text embeddings (offline MiniLM)
 
 
 DataConfig = SynthCapsConfig | AudioCapsConfig

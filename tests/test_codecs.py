@@ -63,6 +63,27 @@ def test_original_dac_16khz_layout_loads_and_round_trips(dac_original):
     torch.testing.assert_close(features.sum(1), codec.model.quantizer.from_codes(codes)[0], rtol=1e-4, atol=1e-5)
 
 
+REFERENCE_CODES = json.loads((REPO / "tests" / "fixtures" / "codec_reference_codes.json").read_text())
+
+
+def _reference_signal(sample_rate: int) -> torch.Tensor:
+    t = np.arange(sample_rate) / sample_rate
+    x = 0.3 * np.sin(2 * np.pi * 440 * t) + 0.1 * np.sin(2 * np.pi * 1234 * t) + 0.05 * np.random.default_rng(0).standard_normal(t.size)
+    return torch.from_numpy(x.astype(np.float32))[None]
+
+
+def test_dac_codes_match_the_original_architecture(dac_original):
+    """Same weights, same signal: the codes the original descript-audio-codec model produced
+    (fixture). Key names and shapes alone cannot catch two same-shaped modules swapped."""
+    codes = DacCodec.from_original_checkpoint(dac_original).encode(_reference_signal(16000))
+    assert codes[0].tolist() == REFERENCE_CODES["dac_16khz"]
+
+
+def test_encodec_codes_match_the_original_architecture(encodec_original):
+    codes = EncodecCodec.from_original_checkpoint(encodec_original, published_prefix=None).encode(_reference_signal(24000))
+    assert codes[0].tolist() == REFERENCE_CODES["encodec_24khz"]
+
+
 def test_original_dac_weight_norm_is_fused_into_the_hf_weights(dac_original):
     state = torch.load(dac_original, weights_only=True)["state_dict"]
     codec = DacCodec.from_original_checkpoint(dac_original)
@@ -79,7 +100,7 @@ def test_fuse_weight_norm_matches_torch():
 
 
 def test_original_encodec_24khz_layout_loads_with_all_32_codebooks(encodec_original):
-    codec = EncodecCodec.from_original_checkpoint(encodec_original, expected_sha256=None)
+    codec = EncodecCodec.from_original_checkpoint(encodec_original, published_prefix=None)
     assert (codec.info.sample_rate, codec.info.frame_rate, codec.info.n_codebooks) == (24000, 75.0, 32)
     codes = codec.encode(torch.randn(1, 24000) * 0.1)
     assert codes.shape == (1, 32, 75)
@@ -88,8 +109,25 @@ def test_original_encodec_24khz_layout_loads_with_all_32_codebooks(encodec_origi
 
 
 def test_encodec_file_must_match_the_published_hash_prefix(encodec_original):
-    with pytest.raises(CheckpointError, match="does not match the pinned d7cc33bc"):
+    with pytest.raises(CheckpointError, match="does not start with d7cc33bc"):
         EncodecCodec.from_original_checkpoint(encodec_original)
+
+
+def test_pins_must_be_full_digests(dac_original):
+    with pytest.raises(CheckpointError, match="not a full SHA-256"):
+        DacCodec.from_original_checkpoint(dac_original, expected_sha256="5")
+    digest = __import__("siren_bench.io", fromlist=["sha256_file"]).sha256_file(dac_original)
+    assert DacCodec.from_original_checkpoint(dac_original, expected_sha256=digest).info.weights_sha256 == digest
+
+
+def test_incomplete_hf_folder_is_refused(tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    DacModel(DacConfig(encoder_hidden_size=4, decoder_hidden_size=16, n_codebooks=2, codebook_size=16)).save_pretrained(tmp_path)
+    weights = load_file(tmp_path / "model.safetensors")
+    save_file({k: v for k, v in weights.items() if not k.startswith("decoder.")}, tmp_path / "model.safetensors", metadata={"format": "pt"})
+    with pytest.raises(CheckpointError, match="missing keys"):
+        DacCodec.from_hf_folder(tmp_path)
 
 
 def test_hf_folders_load_through_the_same_interface(tmp_path):
@@ -186,10 +224,11 @@ def test_dead_codes_are_reseeded_from_batch_latents():
     from siren_bench.codecs.train import build_small_dac, reset_dead_codes
 
     model = build_small_dac(CodecConfig(n_codebooks=2, codebook_size=16), 16000)
-    codes = torch.zeros(2, 2, 5, dtype=torch.long)  # only entry 0 used in both layers
+    usage = torch.zeros(2, 16, dtype=torch.int64)
+    usage[:, 0] = 7  # over the interval only entry 0 was used, in both layers
     projected = torch.randn(2, 2 * 8, 5)
     before = model.quantizer.quantizers[1].codebook.weight.clone()
-    assert reset_dead_codes(model, codes, projected, np.random.default_rng(0)) == 2 * 15
+    assert reset_dead_codes(model, usage, projected, np.random.default_rng(0)) == 2 * 15
     after = model.quantizer.quantizers[1].codebook.weight
     assert torch.equal(after[0], before[0])  # the used entry stays
     latents = projected[:, 8:].permute(0, 2, 1).reshape(-1, 8)

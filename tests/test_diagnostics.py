@@ -50,7 +50,9 @@ def test_layer_carrying_the_label_probes_near_one_and_random_near_chance():
     train, test = slice(0, 200), slice(200, None)
     result = semantic_richness(pooled_layers(features[train]), labels[train], pooled_layers(features[test]), labels[test], seeds=[0, 1, 2])
     assert result["alone"][0]["map_mean"] > 0.97
-    assert abs(result["alone"][1]["map_mean"] - result["chance_map"]) < 0.12
+    chance = result["chance_map"]
+    assert chance["prevalence"] < chance["mean"] < chance["p95"] < 0.97
+    assert result["alone"][1]["map_mean"] < chance["p95"] + 0.05  # noise: within the random scorer's range
     assert result["cumulative"][1]["map_mean"] > 0.9  # layers 1..2 still hold layer 1's content
     assert result["alone"][0]["map_std"] >= 0.0 and len(result["alone"][0]["map_per_seed"]) == 3
 
@@ -92,3 +94,16 @@ def test_summary_ci():
     stats = summarize(np.array([1.0, 2.0, 3.0, 4.0]))
     assert stats["mean"] == 2.5 and stats["n"] == 4
     assert stats["ci95_high"] - stats["mean"] == pytest.approx(1.96 * np.std([1, 2, 3, 4], ddof=1) / 2)
+
+
+def test_text_probe_recovers_an_embedded_target_and_not_noise():
+    from siren_bench.diagnostics.semantics import text_richness
+
+    rng = np.random.default_rng(6)
+    targets = rng.standard_normal((200, 16))
+    features = rng.standard_normal((200, 2, 20, 5)) * 0.2
+    features[:, 0, :16, :] += targets[:, :, None]  # layer 1 carries the caption embedding
+    result = text_richness(pooled_layers(features), targets, seeds=[0, 1, 2])
+    assert result["alone"][0]["r2_mean"] > 0.9 and result["alone"][0]["cosine_mean"] > 0.9
+    assert result["alone"][1]["r2_mean"] < 0.05  # noise: no better than the mean embedding
+    assert result["cumulative"][1]["r2_mean"] > 0.8

@@ -20,6 +20,16 @@ def _codec(seed: int) -> DacCodec:
     return DacCodec(model, "tiny", weights_sha256=f"tiny-{seed}")
 
 
+def test_cache_key_covers_weights_shape_and_recipe_version(monkeypatch):
+    from siren_bench.stages import tokenize
+
+    codec = _codec(0)
+    base = tokenize.codes_key("a" * 64, codec)
+    assert base != tokenize.codes_key("b" * 64, codec) != tokenize.codes_key("a" * 64, _codec(1))
+    monkeypatch.setattr(tokenize, "CODES_VERSION", tokenize.CODES_VERSION + 1)
+    assert tokenize.codes_key("a" * 64, codec) != base
+
+
 def _manifest(tmp_path, freqs) -> pd.DataFrame:
     paths = [write_audio(tmp_path / f"c{i}.wav", tone(0.5, 16000, freq=f), 16000) for i, f in enumerate(freqs)]
     return pd.DataFrame({"clip_id": [p.stem for p in paths], "sha256": [sha256_file(p) for p in paths], "audio_path": paths})

@@ -24,8 +24,7 @@ def load_pretrained(config: CodecConfig) -> tuple[str, Codec]:
     backend, form = config.source.split("_", 1)
     cls = _BACKENDS[backend]
     loader = cls.from_original_checkpoint if form == "original" else cls.from_hf_folder
-    kwargs = {"expected_sha256": config.sha256} if config.sha256 or form != "original" else {}
-    return backend, loader(Path(config.path).expanduser(), name=config.name, **kwargs)
+    return backend, loader(Path(config.path).expanduser(), name=config.name, expected_sha256=config.sha256)
 
 
 def load_stage_codec(codec_dir: str | Path) -> Codec:

@@ -17,7 +17,7 @@ from transformers import DacConfig, DacModel
 
 from siren_bench.codecs.base import Codec, CodecInfo
 from siren_bench.codecs.weights import (
-    CheckpointError, fuse_all_weight_norms, load_exact, load_torch_checkpoint, verify_sha256,
+    CheckpointError, from_pretrained_strict, fuse_all_weight_norms, load_exact, load_torch_checkpoint, verify_sha256,
 )
 from siren_bench.io import sha256_json
 
@@ -59,7 +59,7 @@ class DacCodec(Codec):
         folder = Path(folder)
         weights = hf_weights_file(folder)
         digest = verify_sha256(weights, expected_sha256)
-        model = DacModel.from_pretrained(folder, local_files_only=True)
+        model = from_pretrained_strict(DacModel, folder)
         return cls(model, name, sha256_json({"weights": digest, "config": model.config.to_diff_dict()}))
 
     @classmethod

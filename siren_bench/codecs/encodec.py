@@ -1,7 +1,7 @@
 """EnCodec 24 kHz through transformers' EncodecModel, from an HF folder or the original file.
 
 The original file (encodec_24khz-d7cc33bc.th) is a flat state dict with no config; its name
-carries the first 8 hex digits of its SHA-256, which is checked. The 24 kHz configuration is
+carries the first 8 hex digits of its SHA-256, which is checked (a user can pin the full hash). The 24 kHz configuration is
 EncodecConfig's default (32 codebooks x 1024, 75 frames/s, causal, weight norm). All 32
 codebooks are used (bandwidth 24 kbps): transformers' encode() defaults to the lowest
 bandwidth (2 codebooks), which would silently truncate.
@@ -17,7 +17,7 @@ from transformers import EncodecConfig, EncodecModel
 
 from siren_bench.codecs.base import Codec, CodecInfo
 from siren_bench.codecs.dac import hf_weights_file
-from siren_bench.codecs.weights import CheckpointError, load_exact, load_torch_checkpoint, verify_sha256
+from siren_bench.codecs.weights import CheckpointError, from_pretrained_strict, load_exact, load_torch_checkpoint, verify_sha256
 from siren_bench.io import sha256_json
 
 ENCODEC_24KHZ_SHA256_PREFIX = "d7cc33bc"
@@ -56,13 +56,19 @@ class EncodecCodec(Codec):
     def from_hf_folder(cls, folder: str | Path, name: str = "encodec", expected_sha256: str | None = None) -> "EncodecCodec":
         folder = Path(folder)
         digest = verify_sha256(hf_weights_file(folder), expected_sha256)
-        model = EncodecModel.from_pretrained(folder, local_files_only=True)
+        model = from_pretrained_strict(EncodecModel, folder)
         return cls(model, name, sha256_json({"weights": digest, "config": model.config.to_diff_dict()}))
 
     @classmethod
-    def from_original_checkpoint(cls, path: str | Path, name: str = "encodec", expected_sha256: str | None = ENCODEC_24KHZ_SHA256_PREFIX) -> "EncodecCodec":
+    def from_original_checkpoint(cls, path: str | Path, name: str = "encodec", expected_sha256: str | None = None,
+                                 published_prefix: str | None = ENCODEC_24KHZ_SHA256_PREFIX) -> "EncodecCodec":
+        """`published_prefix`: the 8 hex digits in the released file's name (a 32-bit check that
+        it is that file, not a security pin: pin the full hash with `expected_sha256`)."""
         path = Path(path)
         digest = verify_sha256(path, expected_sha256)
+        if published_prefix and not digest.startswith(published_prefix):
+            raise CheckpointError(f"{path}: SHA-256 {digest} does not start with {published_prefix}, the digest prefix in the "
+                                  f"published file's name (encodec_24khz-{published_prefix}.th); is this the released 24 kHz model?")
         state = load_torch_checkpoint(path)
         model = EncodecModel(EncodecConfig())  # the 24 kHz model's configuration
         load_exact(model, map_original_encodec_keys(state, path), path)

@@ -78,20 +78,24 @@ class TrainResult:
     resumed_from: int
 
 
-@torch.no_grad()
-def reset_dead_codes(model: DacModel, codes: torch.Tensor, projected: torch.Tensor, rng: np.random.Generator) -> int:
-    """Re-seed codebook entries that no frame of the batch used with latents from the batch.
+def code_usage(codes: torch.Tensor, codebook_size: int) -> torch.Tensor:
+    """[B, K, F] codes -> [K, codebook_size] counts."""
+    return torch.stack([torch.bincount(codes[:, k].flatten(), minlength=codebook_size) for k in range(codes.shape[1])])
 
-    Without this, the codebooks and encoder of a small VQ codec collapse onto a single code
-    per layer within a hundred steps (measured: 1 code in use per layer at step 100); the
-    same dead-code expiry is what EnCodec's quantizer does. Returns how many entries moved.
+
+@torch.no_grad()
+def reset_dead_codes(model: DacModel, usage: torch.Tensor, projected: torch.Tensor, rng: np.random.Generator) -> int:
+    """Re-seed the codebook entries no frame used since the last reset with latents of the batch.
+
+    Usage is counted over the whole interval (`dead_code_reset_every` batches), not one batch:
+    a single batch uses only a fraction of the entries, and re-seeding all the rest would throw
+    away what the codebooks learned. Without any reset the small codec's layers collapsed onto
+    a single code each within 100 steps. Returns how many entries moved.
     """
     moved = 0
     dim = model.config.codebook_dim
     for i, quantizer in enumerate(model.quantizer.quantizers):
-        used = torch.zeros(model.config.codebook_size, dtype=torch.bool)
-        used[codes[:, i].flatten()] = True
-        dead = torch.nonzero(~used).flatten()
+        dead = torch.nonzero(usage[i] == 0).flatten()
         if dead.numel() == 0:
             continue
         latents = projected[:, i * dim : (i + 1) * dim].permute(0, 2, 1).reshape(-1, dim)
@@ -129,6 +133,7 @@ def train_small_codec(
 
     log: list[dict] = []
     start = 0
+    usage = torch.zeros(config.n_codebooks, config.codebook_size, dtype=torch.int64)  # since the last reset
     state_file = resume_file(resume_dir, config)
     if state_file.is_file():
         state = torch.load(state_file, map_location="cpu", weights_only=True)
@@ -138,6 +143,7 @@ def train_small_codec(
         torch.set_rng_state(state["torch_rng"])
         batches.bit_generator.state = json.loads(state["numpy_rng"])
         log = json.loads(state["log"])
+        usage = state["usage"]
         start = int(state["step"])
 
     last = config.train_steps if stop_after is None else min(config.train_steps, stop_after)
@@ -161,24 +167,26 @@ def train_small_codec(
         grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
         schedule.step()
+        usage += code_usage(out.audio_codes, config.codebook_size)
         if config.dead_code_reset_every and (step + 1) % config.dead_code_reset_every == 0:
-            reset_dead_codes(model, out.audio_codes, out.projected_latents, batches)
+            reset_dead_codes(model, usage, out.projected_latents, batches)
+            usage.zero_()
         row = {"step": step + 1, "loss": total.item(), **{k: v.item() for k, v in losses.items()},
                "grad_norm": float(grad_norm), "lr": schedule.get_last_lr()[0], "seconds": time.perf_counter() - began}
         log.append(row)
         progress.set_postfix(loss=f"{row['loss']:.3f}", mel=f"{row['mel']:.3f}")
         if (step + 1) % config.checkpoint_every == 0 or step + 1 == last:
-            _save_resume_state(state_file, model, optimizer, schedule, batches, log, step + 1)
+            _save_resume_state(state_file, model, optimizer, schedule, batches, log, usage, step + 1)
     model.eval()
     return TrainResult(model, log, start)
 
 
-def _save_resume_state(path: Path, model, optimizer, schedule, batches, log, step: int) -> None:
-    """One file, written atomically: model, optimizer, schedule, both RNGs, log and step."""
+def _save_resume_state(path: Path, model, optimizer, schedule, batches, log, usage, step: int) -> None:
+    """One file, written atomically: model, optimizer, schedule, both RNGs, log, usage and step."""
     state = {
         "model": model.state_dict(), "optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(),
         "torch_rng": torch.get_rng_state(), "numpy_rng": json.dumps(batches.bit_generator.state),
-        "log": json.dumps(log), "step": step,
+        "log": json.dumps(log), "usage": usage, "step": step,
     }
     with atomic_path(path) as tmp:
         torch.save(state, tmp)

@@ -18,11 +18,13 @@ class CheckpointError(ValueError):
 
 
 def verify_sha256(path: Path, expected: str | None) -> str:
-    """Hash the file; compare with `expected` (a full digest or a leading prefix of one)."""
+    """Hash the file and compare it with `expected`, a full 64-hex-digit SHA-256 (or None)."""
+    if expected is not None and (len(expected) != 64 or any(c not in "0123456789abcdef" for c in expected.lower())):
+        raise CheckpointError(f"{path}: the pinned hash {expected!r} is not a full SHA-256 (64 hex digits)")
     if not path.is_file():
         raise CheckpointError(f"{path}: checkpoint file not found")
     actual = sha256_file(path)
-    if expected and not actual.startswith(expected.lower()):
+    if expected and actual != expected.lower():
         raise CheckpointError(f"{path}: SHA-256 {actual} does not match the pinned {expected}")
     return actual
 
@@ -74,3 +76,18 @@ def load_exact(model: torch.nn.Module, state: dict[str, torch.Tensor], source: P
                 parts.append(f"{len(keys)} {label} (e.g. {', '.join(keys[:3])})")
         raise CheckpointError(f"{source}: weights do not fit the model: {'; '.join(parts)}")
     model.load_state_dict(state, strict=True)
+
+
+def from_pretrained_strict(model_class, folder: Path):
+    """transformers' from_pretrained, but a folder whose weights do not cover the model exactly is
+    an error: from_pretrained itself fills missing tensors with random values and only warns."""
+    try:
+        model, info = model_class.from_pretrained(folder, local_files_only=True, output_loading_info=True)
+    except (OSError, ValueError) as exc:
+        raise CheckpointError(f"{folder}: cannot load as an HF-format {model_class.__name__} folder ({exc})") from exc
+    problems = {k: list(info.get(k) or []) for k in ("missing_keys", "unexpected_keys", "mismatched_keys")}
+    problems = {k: v for k, v in problems.items() if v}
+    if problems:
+        detail = "; ".join(f"{len(v)} {k.replace('_', ' ')} (e.g. {', '.join(map(str, v[:3]))})" for k, v in problems.items())
+        raise CheckpointError(f"{folder}: weights do not fit {model_class.__name__}: {detail}")
+    return model

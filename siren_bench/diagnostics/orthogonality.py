@@ -46,7 +46,8 @@ class OrthogonalityStats:
         self.total_sq += (cosines**2).sum(axis=0)
         self.abs_off_total += off.sum()
         self.abs_off_total_sq += (off**2).sum()
-        self.histogram += np.histogram(cosines[:, ~np.eye(self.k, dtype=bool)], bins=HISTOGRAM_BINS, range=(-1.0, 1.0))[0]
+        # rounding can give |cos| = 1 + 1e-16, which would fall outside the histogram's range
+        self.histogram += np.histogram(np.clip(cosines[:, ~np.eye(self.k, dtype=bool)], -1.0, 1.0), bins=HISTOGRAM_BINS, range=(-1.0, 1.0))[0]
 
     def result(self) -> dict:
         """Mean and std of each pair's cosine, mean |cos| off the diagonal, and the |cos| random

@@ -49,7 +49,18 @@ def codec_section(codec_dir: Path, out: Path) -> Section:
         trained, baseline = evaluation["trained"]["summary"][metric], evaluation["untrained_baseline"]["summary"][metric]
         better = trained["mean"] > baseline["mean"] if HIGHER_IS_BETTER[metric] else trained["mean"] < baseline["mean"]
         rows.append([METRIC_LABELS[metric], _fmt(trained), _fmt(baseline), "yes" if better else "no"])
-    results["evaluation"] = {k: evaluation[k]["summary"] for k in ("trained", "untrained_baseline")} | {"split": evaluation["split"], "n_clips": evaluation["n_clips"]}
+    results["evaluation"] = {k: evaluation[k]["summary"] for k in ("trained", "untrained_baseline", "shuffled_codes_control")} | {
+        "split": evaluation["split"], "n_clips": evaluation["n_clips"], "codes_matter": evaluation["codes_matter"]}
+    gain = evaluation["codes_matter"]["mel_distance_gain"]
+    uses = ("Decoding each clip from another clip's codes is measurably worse (mel distance +"
+            f"{gain['mean']:.3f}, 95 % CI [{gain['ci95_low']:.3f}, {gain['ci95_high']:.3f}], paired): the decoder uses its codes."
+            if evaluation["codes_matter"]["decoder_uses_codes"] else
+            f"**Codebook collapse:** decoding each clip from another clip's codes scores the same (mel distance change {gain['mean']:+.3f}, "
+            f"95 % CI [{gain['ci95_low']:.3f}, {gain['ci95_high']:.3f}], paired): the decoder ignores its codes, so the diagnostics below "
+            "describe a collapsed codec, not the paper's RVQ properties.")
+    control = evaluation["shuffled_codes_control"]["summary"]
+    for row, metric in zip(rows, METRICS):
+        row.insert(3, _fmt(control[metric]))
     results["training"] = {"steps": len(log), "final_loss": log[-1]["loss"], "seconds": round(sum(r["seconds"] for r in log), 1)}
     markdown = f"""## Codec
 
@@ -61,7 +72,9 @@ real codec. Held-out check on the {evaluation['split']} split ({evaluation['n_cl
 codebooks, against a trivial baseline: the same architecture at its random initialisation (mean
 and 95 % CI):
 
-{md_table(['metric', 'trained', 'untrained baseline', 'trained better'], rows)}
+{md_table(['metric', 'trained', 'untrained baseline', "trained, another clip's codes", 'trained better than untrained'], rows)}
+
+{uses}
 
 ![codec training](figures/codec_training.png)
 """
@@ -73,6 +86,7 @@ def diagnose_section(diagnose_dir: Path, out: Path) -> Section:
     ortho = json.loads((diagnose_dir / "orthogonality.json").read_text())
     status = json.loads((diagnose_dir / "diagnose.json").read_text())
     semantics = json.loads((diagnose_dir / "semantics.json").read_text()) if (diagnose_dir / "semantics.json").is_file() else None
+    text = json.loads((diagnose_dir / "text_probe.json").read_text()) if (diagnose_dir / "text_probe.json").is_file() else None
     fig_dir = out / "figures"
     depth = np.array(fidelity["codebooks"])
 
@@ -117,12 +131,28 @@ def diagnose_section(diagnose_dir: Path, out: Path) -> Section:
                     for k, (a, c) in enumerate(zip(semantics["alone"], semantics["cumulative"]))]
         semantics_md = f"""Linear probes (one-vs-rest logistic regression on the mean and std over frames of the layer
 features) predict the {len(semantics['labels'])} SynthCaps class labels; trained on {semantics['n_train']} train clips, scored on
-{semantics['n_test']} val+test clips; mean ± std over {len(semantics['seeds'])} bootstrap fits. Chance mAP (class prevalence):
-{semantics['chance_map']:.3f}.
+{semantics['n_test']} val+test clips; mean ± std over {len(semantics['seeds'])} bootstrap fits. Chance: a random scorer on the same
+labels gets mAP {semantics['chance_map']['mean']:.3f} on average, {semantics['chance_map']['p95']:.3f} at its 95th percentile
+({semantics['chance_map']['n_permutations']} permutations).
 
 {md_table(['layer k', 'mAP, layer k alone', 'mAP, layers 1..k', 'macro-F1 alone', 'macro-F1 1..k'], sem_rows)}
 
 ![semantic richness](figures/diagnose_semantic_richness.png)"""
+
+    text_md = f"Not measured: {status['text_probe']}."
+    if text:
+        figs.append(_text_figure(text, fig_dir / "diagnose_text_probe.png"))
+        results["text_probe"] = text
+        text_rows = [[k + 1, f"{a['r2_mean']:.3f} ± {a['r2_std']:.3f}", f"{c['r2_mean']:.3f} ± {c['r2_std']:.3f}",
+                      f"{a['cosine_mean']:.3f}", f"{c['cosine_mean']:.3f}"] for k, (a, c) in enumerate(zip(text["alone"], text["cumulative"]))]
+        text_md = f"""Ridge regression from the same layer features to each caption's {text['embedding_dim']}-d text embedding
+({text['text_encoder']}, weights `{text['text_encoder_sha256'][:12]}...`), over {text['n_clips']} clips, one random 80/20 split per
+seed ({len(text['seeds'])} seeds). R^2 is variance-weighted (0 = predicting the mean embedding; negative = worse than it);
+the mean-embedding predictor's cosine is {text['alone'][0]['mean_embedding_cosine']:.3f}.
+
+{md_table(['layer k', 'R^2, layer k alone', 'R^2, layers 1..k', 'cosine alone', 'cosine 1..k'], text_rows)}
+
+![text probe](figures/diagnose_text_probe.png)"""
 
     markdown = f"""## RVQ diagnostics
 
@@ -147,7 +177,13 @@ Per-frame cosine similarity between the quantized vectors of each pair of layers
 
 ### c. Semantic richness per layer
 
+Class labels:
+
 {semantics_md}
+
+Caption text embeddings:
+
+{text_md}
 """
     return Section("diagnose", results, markdown, figs)
 
@@ -155,23 +191,38 @@ Per-frame cosine similarity between the quantized vectors of each pair of layers
 def _reading(fidelity: dict, ortho: dict, semantics: dict | None) -> str:
     """Plain statements of what the numbers show, derived from them (not written by hand)."""
     first, last = fidelity["metrics"]["mel_distance"][0], fidelity["metrics"]["mel_distance"][-1]
-    k = len(fidelity["codebooks"])
-    if last["ci95_high"] < first["ci95_low"]:
-        depth = f"Fidelity improves with depth: mel distance {first['mean']:.3f} with 1 codebook, {last['mean']:.3f} with {k} (95 % CIs apart)."
+    gain, k = fidelity["depth_gain_mel_distance"], len(fidelity["codebooks"])
+    span = f"mel distance {first['mean']:.3f} with 1 codebook, {last['mean']:.3f} with {k}; paired per-clip gain {gain['mean']:+.3f}, 95 % CI [{gain['ci95_low']:.3f}, {gain['ci95_high']:.3f}]"
+    if gain["ci95_low"] > 0:
+        depth = f"Fidelity improves with depth ({span})."
     else:
-        depth = (f"Fidelity does **not** measurably improve with depth for this codec (mel distance {first['mean']:.3f} with 1 "
-                 f"codebook, {last['mean']:.3f} with {k}; 95 % CIs overlap): its decoder makes little use of the codebooks, "
-                 "so the depth effects the paper reports cannot show here.")
+        depth = (f"Fidelity does **not** measurably improve with depth for this codec ({span}), so the depth effects the "
+                 "paper reports cannot show here.")
     ratio = ortho["mean_abs_off_diagonal"] / ortho["random_direction_mean_abs"]
     ortho_line = (f"Layers are {'near-orthogonal' if ratio < 2 else 'far from orthogonal'}: mean |cos| {ortho['mean_abs_off_diagonal']:.3f}, "
                   f"{ratio:.1f}x what random directions give.")
     lines = [f"- {depth}", f"- {ortho_line}"]
     if semantics:
         best = max(semantics["alone"], key=lambda s: s["map_mean"])
-        margin = best["map_mean"] - semantics["chance_map"]
-        lines.append(f"- The best single layer's probe mAP is {best['map_mean']:.3f} against chance {semantics['chance_map']:.3f} "
-                     f"({'well above' if margin > 3 * max(best['map_std'], 0.01) else 'close to'} chance).")
+        chance = semantics["chance_map"]
+        verdict = "above" if best["map_mean"] > chance["p95"] else "not above"
+        lines.append(f"- The best single layer's probe mAP is {best['map_mean']:.3f}, {verdict} the 95th percentile of a random "
+                     f"scorer ({chance['p95']:.3f}; mean {chance['mean']:.3f}).")
     return "What these numbers show:\n\n" + "\n".join(lines) + "\n"
+
+
+def _text_figure(text: dict, path: Path) -> Path:
+    k = np.arange(1, len(text["alone"]) + 1)
+    fig, ax = plt.subplots(figsize=(6.5, 3.6))
+    for key, label in (("alone", "layer k alone"), ("cumulative", "layers 1..k")):
+        ax.errorbar(k, [s["r2_mean"] for s in text[key]], yerr=[s["r2_std"] for s in text[key]], marker="o", capsize=3, label=label)
+    ax.axhline(0.0, color="grey", linestyle="--", label="mean-embedding predictor")
+    ax.set_xlabel("RVQ layer k")
+    ax.set_ylabel("held-out R^2 (caption embedding)")
+    ax.set_xticks(k)
+    ax.set_title("Caption information per layer")
+    ax.legend(fontsize=8)
+    return figures.save(fig, path)
 
 
 def _semantics_figure(semantics: dict, path: Path) -> Path:
@@ -179,7 +230,8 @@ def _semantics_figure(semantics: dict, path: Path) -> Path:
     fig, ax = plt.subplots(figsize=(6.5, 3.6))
     for key, label in (("alone", "layer k alone"), ("cumulative", "layers 1..k")):
         ax.errorbar(k, [s["map_mean"] for s in semantics[key]], yerr=[s["map_std"] for s in semantics[key]], marker="o", capsize=3, label=label)
-    ax.axhline(semantics["chance_map"], color="grey", linestyle="--", label="chance")
+    ax.axhline(semantics["chance_map"]["mean"], color="grey", linestyle="--", label="random scorer (mean)")
+    ax.axhline(semantics["chance_map"]["p95"], color="grey", linestyle=":", label="random scorer (95th pct)")
     ax.set_xlabel("RVQ layer k")
     ax.set_ylabel("probe mAP (held-out)")
     ax.set_xticks(k)

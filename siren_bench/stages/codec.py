@@ -31,25 +31,28 @@ from siren_bench.stages.prepare import stage_dir
 EVAL_SPLIT = "val"
 
 
-def reconstruct(codec: Codec, waves: np.ndarray, n_codebooks: int | None = None, batch: int = 16) -> list[np.ndarray]:
-    """Encode and decode each clip (optionally through only the first n codebooks)."""
-    out = []
+def reconstruct(codec: Codec, waves: np.ndarray, batch: int = 16, shift: int = 0) -> list[np.ndarray]:
+    """Encode and decode each clip; with shift=s, clip i is decoded from clip i+s's codes (the
+    shuffled-codes control: if that scores like the clip's own codes, the decoder ignores them)."""
     with torch.no_grad():
-        for start in range(0, len(waves), batch):
-            chunk = torch.from_numpy(waves[start : start + batch].astype(np.float32))
-            codes = codec.encode(chunk)
-            if n_codebooks is not None:
-                codes = codes[:, :n_codebooks]
-            out.extend(codec.decode(codes).double().numpy())
-    return out
+        codes = torch.cat([codec.encode(torch.from_numpy(waves[i : i + batch].astype(np.float32))) for i in range(0, len(waves), batch)])
+        codes = torch.roll(codes, shifts=-shift, dims=0)
+        return [y for i in range(0, len(codes), batch) for y in codec.decode(codes[i : i + batch]).double().numpy()]
 
 
-def evaluate(codec: Codec, waves: np.ndarray, clip_ids: list[str]) -> dict:
+def evaluate(codec: Codec, waves: np.ndarray, clip_ids: list[str], shift: int = 0) -> dict:
     rows = [
         {"clip_id": cid, **reconstruction_metrics(ref, est, codec.sample_rate)}
-        for cid, ref, est in zip(clip_ids, waves, reconstruct(codec, waves))
+        for cid, ref, est in zip(clip_ids, waves, reconstruct(codec, waves, shift=shift))
     ]
     return {"per_clip": rows, "summary": {m: summarize(np.array([r[m] for r in rows])) for m in METRICS}}
+
+
+def codes_matter(own: dict, shuffled: dict) -> dict:
+    """Paired comparison, per clip, of own-codes vs shuffled-codes mel distance."""
+    diff = np.array([s["mel_distance"] - o["mel_distance"] for o, s in zip(own["per_clip"], shuffled["per_clip"])])
+    summary = summarize(diff)
+    return {"mel_distance_gain": summary, "decoder_uses_codes": bool(summary["ci95_low"] > 0)}
 
 
 def run(params_path: str | Path = "params.yaml") -> Path:
@@ -91,6 +94,8 @@ def _train(config: CodecConfig, manifest, sample_rate: int, resume_dir: Path, st
     torch.manual_seed(config.seed)  # the baseline is the same architecture at its initialisation
     untrained = DacCodec(build_small_dac(config, sample_rate), "untrained", weights_sha256="random-init")
     waves, ids = load_waves(held_out, sample_rate), held_out["clip_id"].tolist()
-    evaluation = {"split": EVAL_SPLIT, "n_clips": len(ids), "trained": evaluate(codec, waves, ids), "untrained_baseline": evaluate(untrained, waves, ids)}
+    trained, shuffled = evaluate(codec, waves, ids), evaluate(codec, waves, ids, shift=1)
+    evaluation = {"split": EVAL_SPLIT, "n_clips": len(ids), "trained": trained, "untrained_baseline": evaluate(untrained, waves, ids),
+                  "shuffled_codes_control": shuffled, "codes_matter": codes_matter(trained, shuffled)}
     write_json_atomic(staging / "evaluation.json", evaluation)
     return codec, {"train_steps": len(result.log), "resumed_from_step": result.resumed_from}

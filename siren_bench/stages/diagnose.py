@@ -6,11 +6,13 @@ b. cross-layer orthogonality: per-frame cosines between the layers' quantized ve
    test clips (K x K mean and std, mean |cos| off the diagonal);
 c. semantic richness per layer: linear probes from each layer's features (alone, and layers
    1..k summed) to the clips' class labels, trained on the train split and scored on val+test,
-   with bootstrap error bars. This needs class labels (SynthCaps); for label-free data the
-   section says so instead of reporting a number.
+   with bootstrap error bars (needs class labels: SynthCaps); and ridge regression from the
+   same features to each caption's text embedding (offline MiniLM), scored by held-out R^2 and
+   cosine over repeated random splits: this one needs only captions, so it runs on AudioCaps.
 
 Output (artifacts/<profile>/diagnose/): fidelity.json, fidelity_per_clip.csv,
-orthogonality.json, semantics.json (or its absence recorded in diagnose.json), provenance.json.
+orthogonality.json, semantics.json, text_probe.json (what was not computed is said in
+diagnose.json), provenance.json.
 """
 
 from __future__ import annotations
@@ -27,11 +29,12 @@ from siren_bench.config import codec_config, load_params, run_config
 from siren_bench.data.manifest import MANIFEST_NAME, load_waves, read_manifest
 from siren_bench.diagnostics.fidelity import METRICS, reconstruction_metrics, summarize
 from siren_bench.diagnostics.orthogonality import OrthogonalityStats
-from siren_bench.diagnostics.semantics import pooled_layers, semantic_richness
+from siren_bench.diagnostics.semantics import pooled_layers, semantic_richness, text_richness
 from siren_bench.io import atomic_directory, write_json_atomic
 from siren_bench.provenance import build_record, write_provenance
 from siren_bench.stages.prepare import stage_dir
 from siren_bench.stages.tokenize import load_codes
+from siren_bench.text import load_minilm
 
 FIDELITY_SPLIT = "test"
 PROBE_TRAIN, PROBE_EVAL = ("train",), ("val", "test")
@@ -54,17 +57,22 @@ def fidelity_vs_depth(codec: Codec, ids: list[str], codes: dict, waves: np.ndarr
                          for cid, est in zip(chunk, decoded)]
     frame = pd.DataFrame(rows).sort_values(["codebooks", "clip_id"], kind="stable").reset_index(drop=True)
     summary = {m: [summarize(frame.loc[frame["codebooks"] == d, m].to_numpy()) for d in range(1, codec.n_codebooks + 1)] for m in METRICS}
-    return {"codebooks": list(range(1, codec.n_codebooks + 1)), "metrics": summary, "n_clips": len(ids)}, frame
+    by_depth = frame.pivot(index="clip_id", columns="codebooks", values="mel_distance")
+    gain = summarize((by_depth[1] - by_depth[codec.n_codebooks]).to_numpy())  # paired, per clip
+    return {"codebooks": list(range(1, codec.n_codebooks + 1)), "metrics": summary, "n_clips": len(ids),
+            "depth_gain_mel_distance": gain}, frame
 
 
-def layer_statistics(codec: Codec, ids: list[str], codes: dict, batch: int, orthogonality: OrthogonalityStats | None):
-    """Pooled per-layer features (alone, cumulative) for the clips; updates orthogonality."""
+def pooled_features(codec: Codec, ids: list[str], codes: dict, batch: int, orthogonality: OrthogonalityStats, measure: set[str]):
+    """Pooled per-layer features (alone, cumulative) of every clip, in one pass; the per-frame
+    orthogonality statistics accumulate over the clips in `measure`."""
     alone, cumulative = [], []
     with torch.no_grad():
-        for _, chunk_codes in tqdm(list(_batches(ids, codes, batch)), desc="layers", unit="batch"):
+        for chunk, chunk_codes in tqdm(list(_batches(ids, codes, batch)), desc="layers", unit="batch"):
             features = codec.layer_features(chunk_codes).double().numpy()
-            if orthogonality is not None:
-                orthogonality.update(features)
+            selected = [i for i, cid in enumerate(chunk) if cid in measure]
+            if selected:
+                orthogonality.update(features[selected])
             a, c = pooled_layers(features)
             alone.append(a)
             cumulative.append(c)
@@ -91,29 +99,37 @@ def run(params_path: str | Path = "params.yaml") -> Path:
     test_ids = test["clip_id"].tolist()
     fidelity, per_clip = fidelity_vs_depth(codec, test_ids, codes, load_waves(test, codec.sample_rate), config.batch_clips)
     ortho = OrthogonalityStats(codec.n_codebooks, codec.info.latent_dim)
-    layer_statistics(codec, test_ids, codes, config.batch_clips, ortho)
+    all_ids = manifest["clip_id"].tolist()
+    alone, cumulative = pooled_features(codec, all_ids, codes, config.batch_clips, ortho, set(test_ids))
+    seeds = [run_cfg.seed * 1000 + i for i in range(config.probe_seeds)]
 
     label_columns = sorted(c for c in manifest.columns if c.startswith("label_"))
-    probe_train = manifest[manifest["split"].isin(PROBE_TRAIN)]
-    probe_eval = manifest[manifest["split"].isin(PROBE_EVAL)]
+    train_rows = manifest["split"].isin(PROBE_TRAIN).to_numpy()
+    eval_rows = manifest["split"].isin(PROBE_EVAL).to_numpy()
     semantics = None
-    if label_columns and not probe_train.empty and not probe_eval.empty:
-        train_feats = layer_statistics(codec, probe_train["clip_id"].tolist(), codes, config.batch_clips, None)
-        eval_feats = layer_statistics(codec, probe_eval["clip_id"].tolist(), codes, config.batch_clips, None)
-        seeds = [run_cfg.seed * 1000 + i for i in range(config.probe_seeds)]
-        semantics = semantic_richness(train_feats, probe_train[label_columns].to_numpy(), eval_feats,
-                                      probe_eval[label_columns].to_numpy(), seeds)
+    if label_columns and train_rows.any() and eval_rows.any():
+        labels = manifest[label_columns].to_numpy()
+        semantics = semantic_richness((alone[train_rows], cumulative[train_rows]), labels[train_rows],
+                                      (alone[eval_rows], cumulative[eval_rows]), labels[eval_rows], seeds)
         semantics["labels"] = [c.removeprefix("label_") for c in label_columns]
+    text = None
+    if config.text_probe:
+        encoder = load_minilm()
+        targets = encoder.encode(manifest["caption"].tolist()).pooled.double().numpy()
+        text = text_richness((alone, cumulative), targets, seeds) | {"text_encoder": encoder.name, "text_encoder_sha256": encoder.weights_sha256}
 
     out_dir = stage_dir(run_cfg.artifacts_dir, run_cfg.profile, "diagnose")
     with atomic_directory(out_dir) as staging:
         write_json_atomic(staging / "fidelity.json", fidelity)
         per_clip.to_csv(staging / "fidelity_per_clip.csv", index=False, lineterminator="\n", float_format="%.6g")
         write_json_atomic(staging / "orthogonality.json", ortho.result())
-        status = {"codec": codec.info.as_dict(), "semantics": "computed" if semantics else
-                  "not computed: the manifest has no class labels (label_* columns); a text-embedding probe for AudioCaps is not built yet"}
+        status = {"codec": codec.info.as_dict(),
+                  "semantics": "computed" if semantics else "not computed: the manifest has no class labels (label_* columns)",
+                  "text_probe": "computed" if text else "off (codec.text_probe=false)"}
         if semantics:
             write_json_atomic(staging / "semantics.json", semantics)
+        if text:
+            write_json_atomic(staging / "text_probe.json", text)
         write_json_atomic(staging / "diagnose.json", status)
         record = build_record("diagnose", {"run": run_cfg, "codec": config},
                               inputs={"manifest": prepare_dir / MANIFEST_NAME, "codes": tokenize_dir / "codes.npz", "codec": codec_dir / "model"},

@@ -27,8 +27,13 @@ from siren_bench.stages.prepare import stage_dir
 CODES_NAME = "codes.npz"
 
 
+# Bump when the way codes are computed changes (padding, bandwidth, dtype): old entries then miss.
+CODES_VERSION = 1
+
+
 def codes_key(audio_sha256: str, codec: Codec) -> str:
-    return cache_key(kind="rvq-codes", audio=audio_sha256, codec=codec.info.weights_sha256)
+    """Cache key: the audio's content, the codec's weights and shape, and the encoding recipe."""
+    return cache_key(kind="rvq-codes", version=CODES_VERSION, audio=audio_sha256, codec=codec.info.as_dict())
 
 
 def tokenize_clips(codec: Codec, manifest: pd.DataFrame, cache: ContentCache, batch: int) -> dict[str, np.ndarray]:
@@ -50,7 +55,7 @@ def tokenize_clips(codec: Codec, manifest: pd.DataFrame, cache: ContentCache, ba
             waves.append(wave.mean(axis=0))
         with torch.no_grad():
             encoded = codec.encode(torch.from_numpy(np.stack(waves).astype(np.float32))).numpy()
-        if encoded.max() >= np.iinfo(np.uint16).max:
+        if encoded.max() > np.iinfo(np.uint16).max:
             raise ValueError(f"codebook indices up to {encoded.max()} do not fit uint16")
         for (clip_id, audio_hash, _), clip_codes in zip(chunk, encoded.astype(np.uint16)):
             cache.put(codes_key(audio_hash, codec), {"codes": clip_codes})
