@@ -124,32 +124,26 @@ def map_original_dac_keys(state: dict[str, torch.Tensor], n_blocks: int) -> dict
 def _map_dac_key(key: str, n: int) -> str | None:
     if key.startswith("quantizer."):
         return key
-    if m := re.fullmatch(r"encoder\.block\.(\d+)\.(.+)", key):
-        i, rest = int(m[1]), m[2]
-        if i == 0:
-            return f"encoder.conv1.{rest}"
-        if i == n + 1:
-            return f"encoder.snake1.{rest}"
-        if i == n + 2:
-            return f"encoder.conv2.{rest}"
+    if m := re.fullmatch(r"(encoder)\.block\.(\d+)\.(.+)|(decoder)\.model\.(\d+)\.(.+)", key):
+        side, i, rest = (m[1], int(m[2]), m[3]) if m[1] else (m[4], int(m[5]), m[6])
+        ends = {0: "conv1", n + 1: "snake1", n + 2: "conv2"}  # both sides: input conv, final snake, output conv
+        if i in ends:
+            return f"{side}.{ends[i]}.{rest}"
+        return _map_dac_block(side, i - 1, rest)
+    return None
+
+
+def _map_dac_block(side: str, block: int, rest: str) -> str | None:
+    """Inside block `block`: the encoder has 3 residual units, a snake and a strided conv; the
+    decoder a snake, a transposed conv and 3 residual units."""
+    if side == "encoder":
         if r := re.fullmatch(r"block\.([0-2])\.block\.([0-3])\.(.+)", rest):
-            return f"encoder.block.{i - 1}.res_unit{int(r[1]) + 1}.{_RES_UNIT[int(r[2])]}.{r[3]}"
-        if r := re.fullmatch(r"block\.3\.(.+)", rest):
-            return f"encoder.block.{i - 1}.snake1.{r[1]}"
-        if r := re.fullmatch(r"block\.4\.(.+)", rest):
-            return f"encoder.block.{i - 1}.conv1.{r[1]}"
-    if m := re.fullmatch(r"decoder\.model\.(\d+)\.(.+)", key):
-        i, rest = int(m[1]), m[2]
-        if i == 0:
-            return f"decoder.conv1.{rest}"
-        if i == n + 1:
-            return f"decoder.snake1.{rest}"
-        if i == n + 2:
-            return f"decoder.conv2.{rest}"
-        if r := re.fullmatch(r"block\.0\.(.+)", rest):
-            return f"decoder.block.{i - 1}.snake1.{r[1]}"
-        if r := re.fullmatch(r"block\.1\.(.+)", rest):
-            return f"decoder.block.{i - 1}.conv_t1.{r[1]}"
-        if r := re.fullmatch(r"block\.([2-4])\.block\.([0-3])\.(.+)", rest):
-            return f"decoder.block.{i - 1}.res_unit{int(r[1]) - 1}.{_RES_UNIT[int(r[2])]}.{r[3]}"
+            return f"encoder.block.{block}.res_unit{int(r[1]) + 1}.{_RES_UNIT[int(r[2])]}.{r[3]}"
+        if r := re.fullmatch(r"block\.([34])\.(.+)", rest):
+            return f"encoder.block.{block}.{'snake1' if r[1] == '3' else 'conv1'}.{r[2]}"
+        return None
+    if r := re.fullmatch(r"block\.([01])\.(.+)", rest):
+        return f"decoder.block.{block}.{'snake1' if r[1] == '0' else 'conv_t1'}.{r[2]}"
+    if r := re.fullmatch(r"block\.([2-4])\.block\.([0-3])\.(.+)", rest):
+        return f"decoder.block.{block}.res_unit{int(r[1]) - 1}.{_RES_UNIT[int(r[2])]}.{r[3]}"
     return None

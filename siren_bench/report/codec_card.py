@@ -211,30 +211,28 @@ def _reading(fidelity: dict, ortho: dict, semantics: dict | None) -> str:
     return "What these numbers show:\n\n" + "\n".join(lines) + "\n"
 
 
-def _text_figure(text: dict, path: Path) -> Path:
-    k = np.arange(1, len(text["alone"]) + 1)
+def _layer_curves(path: Path, data: dict, mean_key: str, std_key: str, ylabel: str, title: str, references: list[tuple[float, str, str]]) -> Path:
+    """One curve per feature set (layer k alone, layers 1..k) over RVQ layers, with error bars."""
+    k = np.arange(1, len(data["alone"]) + 1)
     fig, ax = plt.subplots(figsize=(6.5, 3.6))
     for key, label in (("alone", "layer k alone"), ("cumulative", "layers 1..k")):
-        ax.errorbar(k, [s["r2_mean"] for s in text[key]], yerr=[s["r2_std"] for s in text[key]], marker="o", capsize=3, label=label)
-    ax.axhline(0.0, color="grey", linestyle="--", label="mean-embedding predictor")
+        ax.errorbar(k, [s[mean_key] for s in data[key]], yerr=[s[std_key] for s in data[key]], marker="o", capsize=3, label=label)
+    for value, style, label in references:
+        ax.axhline(value, color="grey", linestyle=style, label=label)
     ax.set_xlabel("RVQ layer k")
-    ax.set_ylabel("held-out R^2 (caption embedding)")
+    ax.set_ylabel(ylabel)
     ax.set_xticks(k)
-    ax.set_title("Caption information per layer")
+    ax.set_title(title)
     ax.legend(fontsize=8)
     return figures.save(fig, path)
+
+
+def _text_figure(text: dict, path: Path) -> Path:
+    return _layer_curves(path, text, "r2_mean", "r2_std", "held-out R^2 (caption embedding)", "Caption information per layer",
+                         [(0.0, "--", "mean-embedding predictor")])
 
 
 def _semantics_figure(semantics: dict, path: Path) -> Path:
-    k = np.arange(1, len(semantics["alone"]) + 1)
-    fig, ax = plt.subplots(figsize=(6.5, 3.6))
-    for key, label in (("alone", "layer k alone"), ("cumulative", "layers 1..k")):
-        ax.errorbar(k, [s["map_mean"] for s in semantics[key]], yerr=[s["map_std"] for s in semantics[key]], marker="o", capsize=3, label=label)
-    ax.axhline(semantics["chance_map"]["mean"], color="grey", linestyle="--", label="random scorer (mean)")
-    ax.axhline(semantics["chance_map"]["p95"], color="grey", linestyle=":", label="random scorer (95th pct)")
-    ax.set_xlabel("RVQ layer k")
-    ax.set_ylabel("probe mAP (held-out)")
-    ax.set_xticks(k)
-    ax.set_title("Semantic richness per layer")
-    ax.legend(fontsize=8)
-    return figures.save(fig, path)
+    chance = semantics["chance_map"]
+    return _layer_curves(path, semantics, "map_mean", "map_std", "probe mAP (held-out)", "Semantic richness per layer",
+                         [(chance["mean"], "--", "random scorer (mean)"), (chance["p95"], ":", "random scorer (95th pct)")])
