@@ -24,7 +24,7 @@ from transformers import DacConfig, DacModel
 from transformers.audio_utils import mel_filter_bank
 
 from siren_bench.config import CodecConfig, config_hash
-from siren_bench.io import atomic_path, write_json_atomic
+from siren_bench.io import atomic_path
 
 N_MELS = {256: 32, 512: 64, 1024: 80, 2048: 128}
 

@@ -21,12 +21,12 @@ import torch
 from siren_bench.codecs import CODEC_INFO_NAME, DacCodec, load_pretrained
 from siren_bench.codecs.base import Codec
 from siren_bench.codecs.train import build_small_dac, clear_resume_state, train_small_codec
-from siren_bench.config import CodecConfig, codec_config, data_config, load_params, run_config
+from siren_bench.config import CodecConfig, codec_config, data_config
 from siren_bench.data.manifest import MANIFEST_NAME, load_waves, read_manifest
 from siren_bench.diagnostics.fidelity import METRICS, reconstruction_metrics, summarize
 from siren_bench.io import atomic_directory, write_json_atomic, write_text_atomic
 from siren_bench.provenance import build_record, write_provenance
-from siren_bench.stages.prepare import stage_dir
+from siren_bench.stages.common import open_stage
 
 EVAL_SPLIT = "val"
 
@@ -56,12 +56,11 @@ def codes_matter(own: dict, shuffled: dict) -> dict:
 
 
 def run(params_path: str | Path = "params.yaml") -> Path:
-    params = load_params(params_path)
-    run_cfg, data_cfg, config = run_config(params, str(params_path)), data_config(params, str(params_path)), codec_config(params, str(params_path))
-    torch.set_num_threads(run_cfg.threads)
-    prepare_dir = stage_dir(run_cfg.artifacts_dir, run_cfg.profile, "prepare")
+    stage = open_stage(params_path)
+    run_cfg, data_cfg, config = stage.run, data_config(stage.params, stage.source), codec_config(stage.params, stage.source)
+    prepare_dir = stage.dir("prepare")
     manifest = read_manifest(prepare_dir / MANIFEST_NAME)
-    out_dir = stage_dir(run_cfg.artifacts_dir, run_cfg.profile, "codec")
+    out_dir = stage.dir("codec")
     resume_dir = Path(run_cfg.artifacts_dir) / run_cfg.profile / "resume"
     with atomic_directory(out_dir) as staging:
         if config.source == "train":

@@ -25,14 +25,14 @@ import torch
 from tqdm import tqdm
 
 from siren_bench.codecs import Codec, load_stage_codec
-from siren_bench.config import codec_config, load_params, run_config
+from siren_bench.config import codec_config
 from siren_bench.data.manifest import MANIFEST_NAME, load_waves, read_manifest
 from siren_bench.diagnostics.fidelity import METRICS, reconstruction_metrics, summarize
 from siren_bench.diagnostics.orthogonality import OrthogonalityStats
 from siren_bench.diagnostics.semantics import pooled_layers, semantic_richness, text_richness
 from siren_bench.io import atomic_directory, write_json_atomic
 from siren_bench.provenance import build_record, write_provenance
-from siren_bench.stages.prepare import stage_dir
+from siren_bench.stages.common import open_stage
 from siren_bench.stages.tokenize import load_codes
 from siren_bench.text import load_minilm
 
@@ -80,12 +80,9 @@ def pooled_features(codec: Codec, ids: list[str], codes: dict, batch: int, ortho
 
 
 def run(params_path: str | Path = "params.yaml") -> Path:
-    params = load_params(params_path)
-    run_cfg, config = run_config(params, str(params_path)), codec_config(params, str(params_path))
-    torch.set_num_threads(run_cfg.threads)
-    prepare_dir = stage_dir(run_cfg.artifacts_dir, run_cfg.profile, "prepare")
-    tokenize_dir = stage_dir(run_cfg.artifacts_dir, run_cfg.profile, "tokenize")
-    codec_dir = stage_dir(run_cfg.artifacts_dir, run_cfg.profile, "codec")
+    stage = open_stage(params_path)
+    run_cfg, config = stage.run, codec_config(stage.params, stage.source)
+    prepare_dir, tokenize_dir, codec_dir = stage.dir("prepare"), stage.dir("tokenize"), stage.dir("codec")
     manifest = read_manifest(prepare_dir / MANIFEST_NAME)
     codec = load_stage_codec(codec_dir)
     codes = load_codes(tokenize_dir)
@@ -118,7 +115,7 @@ def run(params_path: str | Path = "params.yaml") -> Path:
         targets = encoder.encode(manifest["caption"].tolist()).pooled.double().numpy()
         text = text_richness((alone, cumulative), targets, seeds) | {"text_encoder": encoder.name, "text_encoder_sha256": encoder.weights_sha256}
 
-    out_dir = stage_dir(run_cfg.artifacts_dir, run_cfg.profile, "diagnose")
+    out_dir = stage.dir("diagnose")
     with atomic_directory(out_dir) as staging:
         write_json_atomic(staging / "fidelity.json", fidelity)
         per_clip.to_csv(staging / "fidelity_per_clip.csv", index=False, lineterminator="\n", float_format="%.6g")

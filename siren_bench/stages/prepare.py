@@ -11,17 +11,14 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from siren_bench.config import AudioCapsConfig, SynthCapsConfig, data_config, load_params, run_config
+from siren_bench.config import AudioCapsConfig, SynthCapsConfig, data_config
 from siren_bench.data import audiocaps, synthcaps
 from siren_bench.data.manifest import MANIFEST_NAME, json_cell, write_manifest
 from siren_bench.io import sha256_file, write_json_atomic, write_wav, atomic_directory
 from siren_bench.provenance import build_record, write_provenance
+from siren_bench.stages.common import open_stage
 
 DATASET_INFO_NAME = "dataset.json"
-
-
-def stage_dir(artifacts_dir: str | Path, profile: str, stage: str) -> Path:
-    return Path(artifacts_dir) / profile / stage
 
 
 def prepare_synthcaps(config: SynthCapsConfig, out: Path) -> tuple[list[dict], dict]:
@@ -104,10 +101,9 @@ def prepare_audiocaps(config: AudioCapsConfig, out: Path) -> tuple[list[dict], d
 
 
 def run(params_path: str | Path = "params.yaml") -> Path:
-    params = load_params(params_path)
-    run_cfg = run_config(params, str(params_path))
-    data_cfg = data_config(params, str(params_path))
-    out_dir = stage_dir(run_cfg.artifacts_dir, run_cfg.profile, "prepare")
+    stage = open_stage(params_path)
+    run_cfg, data_cfg = stage.run, data_config(stage.params, stage.source)
+    out_dir = stage.dir("prepare")
     with atomic_directory(out_dir) as staging:
         if isinstance(data_cfg, SynthCapsConfig):
             rows, info = prepare_synthcaps(data_cfg, staging)

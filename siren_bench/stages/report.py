@@ -11,12 +11,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable
 
-from siren_bench.config import load_params, run_config
 from siren_bench.io import atomic_directory, write_json_atomic, write_text_atomic
 from siren_bench.provenance import build_record, write_provenance
 from siren_bench.report import codec_card, dataset_card
 from siren_bench.report.dataset_card import Section
-from siren_bench.stages.prepare import stage_dir
+from siren_bench.stages.common import open_stage
 
 RESULTS_SCHEMA_VERSION = 1
 
@@ -29,13 +28,13 @@ SECTIONS: tuple[tuple[str, str, Callable[[Path, Path], Section]], ...] = (
 
 
 def run(params_path: str | Path = "params.yaml") -> Path:
-    params = load_params(params_path)
-    run_cfg = run_config(params, str(params_path))
+    stage_context = open_stage(params_path)
+    run_cfg = stage_context.run
     out_dir = Path(run_cfg.reports_dir) / run_cfg.profile
     with atomic_directory(out_dir) as staging:
         sections, skipped, inputs = [], [], {}
         for stage, title, builder in SECTIONS:
-            source = stage_dir(run_cfg.artifacts_dir, run_cfg.profile, stage)
+            source = stage_context.dir(stage)
             if not source.is_dir():
                 skipped.append(f"- {title}: stage `{stage}` has no output in `{source}`")
                 continue

@@ -18,11 +18,11 @@ from tqdm import tqdm
 
 from siren_bench.cache import ContentCache, cache_key
 from siren_bench.codecs import CODEC_INFO_NAME, Codec, load_stage_codec
-from siren_bench.config import codec_config, load_params, run_config
+from siren_bench.config import codec_config
 from siren_bench.data.manifest import MANIFEST_NAME, read_manifest
 from siren_bench.io import atomic_directory, atomic_path, read_audio, write_json_atomic
 from siren_bench.provenance import build_record, write_provenance
-from siren_bench.stages.prepare import stage_dir
+from siren_bench.stages.common import open_stage
 
 CODES_NAME = "codes.npz"
 
@@ -69,16 +69,14 @@ def load_codes(tokenize_dir: str | Path) -> dict[str, np.ndarray]:
 
 
 def run(params_path: str | Path = "params.yaml") -> Path:
-    params = load_params(params_path)
-    run_cfg, config = run_config(params, str(params_path)), codec_config(params, str(params_path))
-    torch.set_num_threads(run_cfg.threads)
-    prepare_dir = stage_dir(run_cfg.artifacts_dir, run_cfg.profile, "prepare")
-    codec_dir = stage_dir(run_cfg.artifacts_dir, run_cfg.profile, "codec")
+    stage = open_stage(params_path)
+    run_cfg, config = stage.run, codec_config(stage.params, stage.source)
+    prepare_dir, codec_dir = stage.dir("prepare"), stage.dir("codec")
     manifest = read_manifest(prepare_dir / MANIFEST_NAME)
     codec = load_stage_codec(codec_dir)
     cache = ContentCache(Path(run_cfg.cache_dir) / "codes")
     codes = tokenize_clips(codec, manifest, cache, config.batch_clips)
-    out_dir = stage_dir(run_cfg.artifacts_dir, run_cfg.profile, "tokenize")
+    out_dir = stage.dir("tokenize")
     with atomic_directory(out_dir) as staging:
         with atomic_path(staging / CODES_NAME) as tmp:
             with open(tmp, "wb") as handle:

@@ -1,0 +1,34 @@
+"""What every stage starts with: its params, its run config, and where stage folders live."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from omegaconf import DictConfig
+
+from siren_bench.config import RunConfig, load_params, run_config
+
+
+def stage_dir(artifacts_dir: str | Path, profile: str, stage: str) -> Path:
+    return Path(artifacts_dir) / profile / stage
+
+
+@dataclass
+class StageContext:
+    params: DictConfig
+    source: str  # the params file, named in config errors
+    run: RunConfig
+
+    def dir(self, stage: str) -> Path:
+        """artifacts/<profile>/<stage>: where that stage's output folder lives."""
+        return stage_dir(self.run.artifacts_dir, self.run.profile, stage)
+
+
+def open_stage(params_path: str | Path) -> StageContext:
+    """Load and validate the params, and apply the run's CPU thread count."""
+    params = load_params(params_path)
+    run = run_config(params, str(params_path))
+    torch.set_num_threads(run.threads)
+    return StageContext(params, str(params_path), run)
