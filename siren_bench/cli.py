@@ -8,7 +8,7 @@ import logging
 import sys
 from pathlib import Path
 
-from siren_bench.codecs.weights import CheckpointError
+from siren_bench.weights import CheckpointError
 from siren_bench.config import ConfigError
 from siren_bench.data.audiocaps import AudioCapsError
 from siren_bench.data.manifest import ManifestError

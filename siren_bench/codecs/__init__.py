@@ -10,7 +10,7 @@ from pathlib import Path
 from siren_bench.codecs.base import Codec, CodecInfo
 from siren_bench.codecs.dac import DacCodec
 from siren_bench.codecs.encodec import EncodecCodec
-from siren_bench.codecs.weights import CheckpointError
+from siren_bench.weights import CheckpointError
 from siren_bench.config import CodecConfig
 
 CODEC_INFO_NAME = "codec.json"

@@ -16,7 +16,7 @@ import torch
 from transformers import DacConfig, DacModel
 
 from siren_bench.codecs.base import Codec, CodecInfo
-from siren_bench.codecs.weights import (
+from siren_bench.weights import (
     CheckpointError, from_pretrained_strict, fuse_all_weight_norms, load_exact, load_torch_checkpoint, verify_sha256,
 )
 from siren_bench.io import sha256_json

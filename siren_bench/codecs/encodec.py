@@ -17,7 +17,7 @@ from transformers import EncodecConfig, EncodecModel
 
 from siren_bench.codecs.base import Codec, CodecInfo
 from siren_bench.codecs.dac import hf_weights_file
-from siren_bench.codecs.weights import CheckpointError, from_pretrained_strict, load_exact, load_torch_checkpoint, verify_sha256
+from siren_bench.weights import CheckpointError, from_pretrained_strict, load_exact, load_torch_checkpoint, verify_sha256
 from siren_bench.io import sha256_json
 
 ENCODEC_24KHZ_SHA256_PREFIX = "d7cc33bc"

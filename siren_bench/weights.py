@@ -1,4 +1,4 @@
-"""Loading codec weights from local files: hash checks, safe unpickling, weight-norm fusion.
+"""Loading model weights (codecs, embedders) from local files: hash checks, safe unpickling, weight-norm fusion.
 
 Nothing here downloads. A checkpoint is read with torch.load(weights_only=True) (no code can run
 from it) or safetensors, after its SHA-256 is checked against a pinned value where one is known.

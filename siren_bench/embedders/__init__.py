@@ -1,0 +1,1 @@
+"""Audio (and text) embedders the metrics read: one interface, local weights, pinned hashes."""

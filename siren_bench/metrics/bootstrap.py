@@ -1,0 +1,43 @@
+"""Percentile bootstrap confidence intervals over clips, seeded.
+
+The statistic is recomputed on B resamples (with replacement) of the generated clips; the
+reference side stays fixed, so the interval describes the uncertainty from which clips a system
+happened to generate for the evaluated captions. Resamples on which the statistic is undefined
+(e.g. too few distinct clips for a covariance) raise: nothing is dropped silently.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Interval:
+    value: float
+    low: float
+    high: float
+    std: float
+    n_boot: int
+    level: float
+    seed: int
+
+    def as_dict(self) -> dict:
+        return {"value": self.value, "ci_low": self.low, "ci_high": self.high, "bootstrap_std": self.std,
+                "n_boot": self.n_boot, "ci_level": self.level, "bootstrap_seed": self.seed}
+
+
+def bootstrap(statistic: Callable[[np.ndarray], float], n_items: int, n_boot: int, seed: int, level: float = 0.95) -> Interval:
+    """`statistic(indices)` evaluated on all items and on `n_boot` seeded resamples of them."""
+    if n_items < 2:
+        raise ValueError(f"a bootstrap interval needs at least 2 clips, got {n_items}")
+    if n_boot < 1:
+        raise ValueError("n_boot must be >= 1")
+    rng = np.random.default_rng(seed)
+    value = float(statistic(np.arange(n_items)))
+    draws = np.array([statistic(rng.integers(0, n_items, n_items)) for _ in range(n_boot)], dtype=np.float64)
+    alpha = (1.0 - level) / 2.0
+    low, high = np.quantile(draws, [alpha, 1.0 - alpha])
+    return Interval(value, float(low), float(high), float(draws.std(ddof=1)) if n_boot > 1 else 0.0, n_boot, level, seed)

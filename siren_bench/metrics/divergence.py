@@ -1,0 +1,100 @@
+"""KL divergence between per-clip class distributions, and the Inception Score.
+
+Both take classifier logits (PANNs' 527 AudioSet classes, or the smoke tagger's), apply a
+softmax in float64, and never substitute a value for a failure.
+
+KL is computed per clip between the reference clip's distribution and the generated clip's,
+paired by clip id: a generated clip without its reference (or the reverse) is an error, not a
+silent skip. `direction` "ref_gen" is KL(reference || generated) (audioldm_eval, audiocraft),
+"gen_ref" is KL(generated || reference) (stable-audio-metrics). `eps` > 0 reproduces
+audioldm_eval's log(q + eps) on the second argument; eps = 0 uses exact log-softmax.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.special import log_softmax, softmax
+
+DIRECTIONS = ("ref_gen", "gen_ref")
+
+
+def kl(p: np.ndarray, q: np.ndarray, eps: float = 0.0, log_p: np.ndarray | None = None, log_q: np.ndarray | None = None) -> np.ndarray:
+    """Row-wise KL(p || q) in nats for probability rows [n, C] (0 log 0 = 0)."""
+    p = np.asarray(p, dtype=np.float64)
+    q = np.asarray(q, dtype=np.float64)
+    if p.shape != q.shape:
+        raise ValueError(f"distributions differ in shape: {p.shape} vs {q.shape}")
+    lp = np.log(np.where(p > 0, p, 1.0)) if log_p is None else log_p
+    if eps > 0:  # audioldm_eval's form: the eps sits inside the log of the second argument
+        lq = np.log(q + eps)
+    else:
+        lq = np.log(q) if log_q is None else log_q
+    return np.sum(np.where(p > 0, p * (lp - lq), 0.0), axis=-1)
+
+
+@dataclass(frozen=True)
+class PairedKL:
+    clip_ids: list[str]
+    per_clip: np.ndarray  # nats
+    direction: str
+    eps: float
+
+    @property
+    def mean(self) -> float:
+        return float(self.per_clip.mean())
+
+
+def paired_kl(reference: dict[str, np.ndarray], generated: dict[str, np.ndarray], direction: str = "ref_gen",
+              eps: float = 0.0) -> PairedKL:
+    """KL per clip id from {clip_id: logits [C]} of both sets; ids must match exactly."""
+    if direction not in DIRECTIONS:
+        raise ValueError(f"unknown KL direction {direction!r}; choose one of {DIRECTIONS}")
+    missing_gen = sorted(set(reference) - set(generated))
+    missing_ref = sorted(set(generated) - set(reference))
+    if missing_gen or missing_ref:
+        parts = []
+        if missing_gen:
+            parts.append(f"{len(missing_gen)} reference clips have no generated clip (e.g. {', '.join(missing_gen[:3])})")
+        if missing_ref:
+            parts.append(f"{len(missing_ref)} generated clips have no reference clip (e.g. {', '.join(missing_ref[:3])})")
+        raise ValueError("KL pairs clips by id: " + "; ".join(parts))
+    ids = sorted(reference)
+    ref_logits = np.stack([np.asarray(reference[i], dtype=np.float64).reshape(-1) for i in ids])
+    gen_logits = np.stack([np.asarray(generated[i], dtype=np.float64).reshape(-1) for i in ids])
+    first, second = (ref_logits, gen_logits) if direction == "ref_gen" else (gen_logits, ref_logits)
+    values = kl(softmax(first, axis=-1), softmax(second, axis=-1), eps,
+                log_p=log_softmax(first, axis=-1), log_q=log_softmax(second, axis=-1))
+    return PairedKL(ids, values, direction, eps)
+
+
+@dataclass(frozen=True)
+class InceptionScore:
+    mean: float
+    std: float
+    splits: int
+    seed: int | None
+    per_split: list[float]
+
+
+def inception_score(logits: np.ndarray, splits: int = 10, seed: int | None = 2020, shuffle: bool = True) -> InceptionScore:
+    """exp(E_x KL(p(y|x) || p(y))) per split; mean and std over splits.
+
+    The clips are shuffled with `seed` before splitting (audioldm_eval shuffles with 2020);
+    `shuffle=False` keeps the given order. p(y) is each split's mean distribution.
+    """
+    x = np.asarray(logits, dtype=np.float64)
+    if x.ndim != 2 or len(x) < splits:
+        raise ValueError(f"IS needs [n, C] logits with n >= splits={splits}, got shape {x.shape}")
+    if shuffle:
+        if seed is None:
+            raise ValueError("a shuffled IS needs a seed")
+        x = x[np.random.default_rng(seed).permutation(len(x))]
+    log_p = log_softmax(x, axis=-1)
+    p = np.exp(log_p)
+    scores = []
+    for chunk_p, chunk_log_p in zip(np.array_split(p, splits), np.array_split(log_p, splits)):
+        marginal = chunk_p.mean(axis=0)
+        scores.append(float(np.exp(kl(chunk_p, np.broadcast_to(marginal, chunk_p.shape), log_p=chunk_log_p).mean())))
+    return InceptionScore(float(np.mean(scores)), float(np.std(scores)), splits, seed if shuffle else None, scores)

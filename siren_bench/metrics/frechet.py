@@ -1,0 +1,178 @@
+"""Fréchet distance between Gaussians fitted to embeddings (FAD, FD), and FAD-inf.
+
+FD = |mu1 - mu2|^2 + tr(S1) + tr(S2) - 2 tr((S1 S2)^1/2).
+
+The trace of the matrix square root is computed from eigenvalues, in float64:
+- "eigen": the eigenvalues of S1 S2 are those of the PSD matrix S1^1/2 S2 S1^1/2, so they are
+  real and >= 0 up to rounding; tr((S1 S2)^1/2) = sum sqrt(lambda). Rounding leaves tiny
+  negative or imaginary parts, which are clipped to zero and reported (`max_discarded`).
+- "symmetric": eigvalsh of S1^1/2 S2 S1^1/2 (S1^1/2 from eigh), the same quantity through
+  symmetric routines only.
+- "sqrtm": scipy.linalg.sqrtm(S1 S2), real part of the trace. Slower and prone to spurious
+  imaginary parts for rank-deficient covariances; kept as a cross-check and for presets that
+  reproduce toolkits using it.
+For rank-deficient covariances (n <= d) FD(X, X) is not exactly 0: the rounding of the
+near-zero eigenvalues (each about 1e-16 x the largest) enters through their square roots.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.linalg
+
+METHODS = ("eigen", "symmetric", "sqrtm")
+
+
+@dataclass
+class GaussianStats:
+    """Mean and covariance (unbiased, ddof=1) of n feature vectors, in float64.
+
+    Kept as sufficient statistics (n, sum, sum of outer products) so that statistics of shards
+    merge exactly, like torchmetrics' metric states.
+    """
+
+    n: int
+    total: np.ndarray  # [d]
+    outer: np.ndarray  # [d, d], sum of x x^T
+
+    @classmethod
+    def empty(cls, dim: int) -> "GaussianStats":
+        return cls(0, np.zeros(dim), np.zeros((dim, dim)))
+
+    @classmethod
+    def from_features(cls, features: np.ndarray) -> "GaussianStats":
+        x = _as_matrix(features)
+        return cls(x.shape[0], x.sum(axis=0), x.T @ x)
+
+    def merge(self, other: "GaussianStats") -> "GaussianStats":
+        if self.total.shape != other.total.shape:
+            raise ValueError(f"cannot merge statistics of dimension {self.total.shape[0]} and {other.total.shape[0]}")
+        return GaussianStats(self.n + other.n, self.total + other.total, self.outer + other.outer)
+
+    @property
+    def mean(self) -> np.ndarray:
+        self._need(1)
+        return self.total / self.n
+
+    @property
+    def cov(self) -> np.ndarray:
+        self._need(2)
+        mean = self.mean
+        # centred form computed from sums; symmetrised against rounding
+        cov = (self.outer - self.n * np.outer(mean, mean)) / (self.n - 1)
+        return (cov + cov.T) / 2
+
+    def _need(self, n: int) -> None:
+        if self.n < n:
+            raise ValueError(f"need at least {n} feature vectors, have {self.n}")
+
+
+def _as_matrix(features: np.ndarray) -> np.ndarray:
+    x = np.asarray(features, dtype=np.float64)
+    if x.ndim != 2 or x.shape[0] == 0:
+        raise ValueError(f"features must be a non-empty [n, d] array, got shape {x.shape}")
+    if not np.isfinite(x).all():
+        raise ValueError("features contain NaN or inf")
+    return x
+
+
+@dataclass(frozen=True)
+class FrechetResult:
+    value: float
+    mean_term: float  # |mu1 - mu2|^2
+    trace_term: float  # tr(S1) + tr(S2) - 2 tr((S1 S2)^1/2)
+    method: str
+    max_discarded: float  # largest negative / imaginary eigenvalue part clipped away (0 for sqrtm)
+
+
+def _sqrt_psd(matrix: np.ndarray) -> np.ndarray:
+    values, vectors = np.linalg.eigh(matrix)
+    return (vectors * np.sqrt(np.clip(values, 0.0, None))) @ vectors.T
+
+
+def trace_sqrt_product(s1: np.ndarray, s2: np.ndarray, method: str = "eigen") -> tuple[float, float]:
+    """tr((S1 S2)^1/2) and the largest eigenvalue part discarded as rounding."""
+    if method == "eigen":
+        values = np.linalg.eigvals(s1 @ s2)
+        discarded = max(float(np.abs(values.imag).max(initial=0.0)), float(-values.real.min(initial=0.0)))
+        return float(np.sqrt(np.clip(values.real, 0.0, None)).sum()), discarded
+    if method == "symmetric":
+        root = _sqrt_psd(s1)
+        values = np.linalg.eigvalsh(root @ s2 @ root)
+        return float(np.sqrt(np.clip(values, 0.0, None)).sum()), float(-values.min(initial=0.0))
+    if method == "sqrtm":
+        root = scipy.linalg.sqrtm(s1 @ s2)
+        return float(np.trace(root).real), 0.0
+    raise ValueError(f"unknown Fréchet method {method!r}; choose one of {METHODS}")
+
+
+def frechet_distance(a: GaussianStats, b: GaussianStats, method: str = "eigen") -> FrechetResult:
+    mu1, mu2, s1, s2 = a.mean, b.mean, a.cov, b.cov
+    if mu1.shape != mu2.shape:
+        raise ValueError(f"embedding dimensions differ: {mu1.shape[0]} vs {mu2.shape[0]}")
+    mean_term = float(np.sum((mu1 - mu2) ** 2))
+    cross, discarded = trace_sqrt_product(s1, s2, method)
+    trace_term = float(np.trace(s1) + np.trace(s2) - 2.0 * cross)
+    return FrechetResult(mean_term + trace_term, mean_term, trace_term, method, discarded)
+
+
+@dataclass(frozen=True)
+class FadInfResult:
+    value: float  # intercept of FD against 1/n: the extrapolation to infinitely many clips
+    slope: float
+    r_squared: float
+    sizes: list[int]
+    fd_values: list[float]
+    seed: int
+
+
+def fad_inf(generated: list[np.ndarray], reference: GaussianStats, seed: int, n_points: int = 15,
+            min_fraction: float = 0.2, method: str = "eigen") -> FadInfResult:
+    """FAD-inf (fadtk): FD of seeded random subsets of the generated clips of growing size n,
+    a least-squares line FD = a + b / n, and a, the value at n = infinity.
+
+    `generated` holds one [frames, d] array per clip; subsets draw whole clips without
+    replacement (frames of a clip stay together). The reference statistics stay fixed.
+    """
+    n_clips = len(generated)
+    smallest = max(2, int(np.ceil(min_fraction * n_clips)))
+    if n_clips < 3 or smallest >= n_clips:
+        raise ValueError(f"FAD-inf needs at least 3 generated clips and a range of subset sizes, got {n_clips}")
+    sizes = sorted(set(int(round(s)) for s in np.linspace(smallest, n_clips, n_points)))
+    rng = np.random.default_rng(seed)
+    fds = []
+    for size in sizes:
+        pick = rng.choice(n_clips, size=size, replace=False)
+        stats = GaussianStats.from_features(np.concatenate([generated[i] for i in pick]))
+        fds.append(frechet_distance(stats, reference, method).value)
+    x = 1.0 / np.asarray(sizes, dtype=np.float64)
+    y = np.asarray(fds)
+    slope, intercept = np.polyfit(x, y, 1)
+    residual = y - (intercept + slope * x)
+    total = np.sum((y - y.mean()) ** 2)
+    r2 = float(1.0 - np.sum(residual ** 2) / total) if total > 0 else 1.0
+    return FadInfResult(float(intercept), float(slope), r2, sizes, [float(v) for v in fds], seed)
+
+
+def per_clip_frechet(generated: list[np.ndarray], reference: GaussianStats, method: str = "eigen") -> list[float | None]:
+    """Per-clip FD (fadtk's per-song FAD): each clip's own frame statistics against the reference.
+
+    Defined only for clips with at least 2 frames (None otherwise: a one-vector clip has no
+    covariance). Useful to find the clips that pull a system's FAD up, not as a score.
+    """
+    out: list[float | None] = []
+    for frames in generated:
+        if len(frames) < 2:
+            out.append(None)
+        else:
+            out.append(frechet_distance(GaussianStats.from_features(frames), reference, method).value)
+    return out
+
+
+def distance_to_reference_mean(generated: list[np.ndarray], reference: GaussianStats) -> list[float]:
+    """Per clip: squared distance of the clip's mean embedding to the reference mean (an outlier
+    indicator that exists for clip-level embedders too)."""
+    mu = reference.mean
+    return [float(np.sum((np.asarray(f, dtype=np.float64).mean(axis=0) - mu) ** 2)) for f in generated]

@@ -1,0 +1,146 @@
+"""Metric arithmetic against known answers (REFERENCES.md §4) and against each other."""
+
+import numpy as np
+import pytest
+
+from siren_bench.metrics.bootstrap import bootstrap
+from siren_bench.metrics.clap_score import clap_scores
+from siren_bench.metrics.divergence import inception_score, kl, paired_kl
+from siren_bench.metrics.frechet import GaussianStats, fad_inf, frechet_distance, per_clip_frechet
+from siren_bench.metrics.kernel import kernel_audio_distance
+
+
+def test_textbook_kl_values():
+    p = np.array([0.05, 0.1, 0.2, 0.05, 0.15, 0.25, 0.08, 0.12])
+    q = np.array([0.3, 0.1, 0.2, 0.1, 0.1, 0.02, 0.08, 0.1])
+    assert kl(p[None], q[None])[0] == pytest.approx(0.589885, abs=1e-6)
+    assert kl(np.array([[0.1, 0.4, 0.5]]), np.array([[0.8, 0.15, 0.05]]))[0] == pytest.approx(1.33568, abs=1e-5)
+
+
+def test_paired_kl_directions_and_pairing():
+    rng = np.random.default_rng(0)
+    ref = {f"c{i}": rng.normal(size=5) for i in range(4)}
+    gen = {f"c{i}": rng.normal(size=5) for i in range(4)}
+    forward = paired_kl(ref, gen, "ref_gen")
+    backward = paired_kl(ref, gen, "gen_ref")
+    assert forward.mean > 0 and backward.mean > 0 and forward.mean != pytest.approx(backward.mean)
+    assert paired_kl(ref, ref).mean == pytest.approx(0.0, abs=1e-12)
+    # audioldm_eval's eps form differs from the exact one by at most about eps per class
+    assert abs(paired_kl(ref, gen, eps=1e-6).mean - forward.mean) < 1e-4
+    with pytest.raises(ValueError, match="no generated clip"):
+        paired_kl(ref, {k: v for k, v in gen.items() if k != "c2"})
+    with pytest.raises(ValueError, match="no reference clip"):
+        paired_kl(ref, {**gen, "extra": rng.normal(size=5)})
+
+
+def test_inception_score_bounds():
+    n_classes = 10
+    confident_uniform = np.eye(n_classes)[np.arange(100) % n_classes] * 50.0  # sharp, all classes used
+    # unshuffled, each split of 10 consecutive clips holds every class once: IS = n_classes
+    assert inception_score(confident_uniform, splits=10, shuffle=False).mean == pytest.approx(n_classes, rel=1e-6)
+    collapsed = np.tile(np.eye(n_classes)[0] * 50.0, (100, 1))  # sharp, one class only
+    assert inception_score(collapsed, splits=10).mean == pytest.approx(1.0, abs=1e-9)
+    a = inception_score(np.random.default_rng(1).normal(size=(50, n_classes)), splits=5, seed=3)
+    b = inception_score(np.random.default_rng(1).normal(size=(50, n_classes)), splits=5, seed=3)
+    assert a == b
+
+
+def test_fd_of_identical_sets_is_zero_full_rank_and_small_rank_deficient():
+    rng = np.random.default_rng(0)
+    full = GaussianStats.from_features(rng.normal(size=(2000, 16)))
+    for method in ("eigen", "symmetric", "sqrtm"):
+        assert abs(frechet_distance(full, full, method).value) < 1e-9
+    # n < d: the covariance has rank n - 1; the clipped near-zero eigenvalues leave a residue of
+    # order sqrt(1e-16 * lambda_max) * d, far below any FD worth reporting
+    deficient = GaussianStats.from_features(rng.normal(size=(50, 128)))
+    residue = frechet_distance(deficient, deficient).value
+    assert abs(residue) < 1e-4 * np.trace(deficient.cov)
+
+
+def test_fd_methods_agree_and_match_closed_form():
+    rng = np.random.default_rng(1)
+    a = GaussianStats.from_features(rng.normal(size=(500, 8)))
+    b = GaussianStats.from_features(rng.normal(size=(500, 8)) * 2.0 + 1.0)
+    values = [frechet_distance(a, b, m).value for m in ("eigen", "symmetric", "sqrtm")]
+    assert max(values) - min(values) < 1e-8
+    # commuting diagonal covariances: FD = |mu1-mu2|^2 + sum (s1 - s2)^2 (s = standard deviations)
+    d1, d2 = np.diag([1.0, 4.0]), np.diag([9.0, 1.0])
+    exact = frechet_distance(_stats(np.zeros(2), d1), _stats(np.array([1.0, 2.0]), d2)).value
+    assert exact == pytest.approx(5.0 + (1 - 3) ** 2 + (2 - 1) ** 2, abs=1e-9)
+
+
+def _stats(mean: np.ndarray, cov: np.ndarray, n: int = 11) -> GaussianStats:
+    """Sufficient statistics whose mean and unbiased covariance are exactly `mean` and `cov`."""
+    outer = cov * (n - 1) + n * np.outer(mean, mean)
+    return GaussianStats(n, mean * n, outer)
+
+
+def test_fd_bias_shrinks_like_one_over_n():
+    rng = np.random.default_rng(2)
+    dim = 32
+    fds = {}
+    for n in (200, 2000):
+        draws = [frechet_distance(GaussianStats.from_features(rng.normal(size=(n, dim))),
+                                  GaussianStats.from_features(rng.normal(size=(n, dim)))).value for _ in range(3)]
+        fds[n] = np.mean(draws)
+    ratio = fds[200] / fds[2000]
+    assert 7.0 < ratio < 13.0, ratio  # 10x more samples, about 10x less bias
+
+
+def test_statistics_merge_exactly():
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(300, 6))
+    merged = GaussianStats.from_features(x[:100]).merge(GaussianStats.from_features(x[100:]))
+    np.testing.assert_allclose(merged.cov, np.cov(x, rowvar=False), atol=1e-12)
+    np.testing.assert_allclose(merged.mean, x.mean(axis=0), atol=1e-12)
+
+
+def test_fad_inf_same_distribution_is_near_zero_and_biased_fd_is_not():
+    rng = np.random.default_rng(4)
+    dim = 32  # large enough that the 1/n bias dominates the sampling noise at 800 vectors
+    reference = GaussianStats.from_features(rng.normal(size=(20000, dim)))
+    clips = [rng.normal(size=(4, dim)) for _ in range(200)]
+    result = fad_inf(clips, reference, seed=0)
+    plain = frechet_distance(GaussianStats.from_features(np.concatenate(clips)), reference).value
+    assert abs(result.value) < 0.25 * plain
+    assert result.slope > 0
+    shifted = [c + 1.0 for c in clips]
+    assert fad_inf(shifted, reference, seed=0).value == pytest.approx(dim, rel=0.05)  # |mu1 - mu2|^2 = dim
+    assert fad_inf(clips, reference, seed=0) == result
+
+
+def test_per_clip_frechet_flags_the_outlier():
+    rng = np.random.default_rng(5)
+    reference = GaussianStats.from_features(rng.normal(size=(2000, 4)))
+    clips = [rng.normal(size=(20, 4)) for _ in range(5)] + [rng.normal(size=(20, 4)) + 5.0, rng.normal(size=(1, 4))]
+    scores = per_clip_frechet(clips, reference)
+    assert scores[-1] is None
+    assert int(np.argmax(scores[:-1])) == 5
+
+
+def test_kad_zero_for_same_distribution_positive_for_shift():
+    rng = np.random.default_rng(6)
+    y = rng.normal(size=(300, 8))
+    same, _ = kernel_audio_distance(rng.normal(size=(300, 8)), y)
+    shifted, _ = kernel_audio_distance(rng.normal(size=(300, 8)) + 1.0, y)
+    assert abs(same) < 0.5 and shifted > 5.0
+    with pytest.raises(ValueError, match="identical"):
+        kernel_audio_distance(y, np.ones((5, 8)))
+
+
+def test_clap_score_pairs_by_id():
+    ids, scores = clap_scores({"a": np.array([1.0, 0.0]), "b": np.array([0.0, 2.0])},
+                              {"b": np.array([0.0, 1.0]), "a": np.array([1.0, 1.0])})
+    assert ids == ["a", "b"]
+    np.testing.assert_allclose(scores, [1 / np.sqrt(2), 1.0])
+    with pytest.raises(ValueError, match="without a caption"):
+        clap_scores({"a": np.ones(2), "c": np.ones(2)}, {"a": np.ones(2)})
+
+
+def test_bootstrap_interval_covers_and_is_seeded():
+    x = np.random.default_rng(7).normal(loc=3.0, size=400)
+    interval = bootstrap(lambda idx: float(x[idx].mean()), len(x), n_boot=500, seed=1)
+    assert interval.low < 3.0 < interval.high or abs(interval.value - 3.0) < 0.15
+    assert interval.low < interval.value < interval.high
+    assert interval.high - interval.low == pytest.approx(2 * 1.96 / np.sqrt(400), rel=0.2)
+    assert bootstrap(lambda idx: float(x[idx].mean()), len(x), n_boot=500, seed=1) == interval
