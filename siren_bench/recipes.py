@@ -1,0 +1,216 @@
+"""Named, versioned metric recipes: every knob that changes a number, explicit and hashed.
+
+"FAD", "KL" and "CLAP score" each name several incompatible computations (REFERENCES.md §4), so
+a score is only meaningful with its recipe. A `Recipe` lists, for each metric, the embedder and
+its checkpoint, the audio policy (channels, DC removal, resampler, level, padding/cropping) and
+the metric's options (FD method, KL direction and eps, IS splits and seed, ...). Its SHA-256
+(`recipe.sha256`) goes into every result and every cache key; changing any knob changes it.
+
+Presets reproduce the anchor toolkits, quirks included (listed in `quirks`, not fixed); `clean`
+is the default for new work on real weights, `smoke` the same policies on the evaluators the
+smoke profile trains. A recipe is looked up as "name" (its current version) or "name@version";
+published versions are never edited in place: a change is a new version.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+from siren_bench.io import sha256_json
+
+CHANNEL_POLICIES = ("first", "mean")
+RESAMPLERS = ("soxr_vhq", "sinc_hann")
+LEVEL_POLICIES = ("none", "peak_max0.1", "peak_-1dBFS")
+PAD_POLICIES = ("zero", "repeat", "none")
+CROP_POLICIES = ("none", "centre", "start")
+METRICS = ("fad", "fd", "kl", "is", "clap", "kad", "fad_inf")
+
+
+@dataclass(frozen=True)
+class AudioPolicy:
+    """How a file becomes the embedder's input."""
+
+    sample_rate: int
+    channels: str = "mean"
+    remove_dc: bool = False
+    resampler: str = "soxr_vhq"
+    level: str = "none"
+    min_seconds: float = 0.0  # shorter clips are padded up to this (pad policy), or refused (pad "none")
+    pad: str = "zero"
+    max_seconds: float | None = None  # longer clips are cropped (crop policy), deterministically
+    crop: str = "none"
+    int16_roundtrip: bool = False
+
+    def __post_init__(self):
+        _check("channels", self.channels, CHANNEL_POLICIES)
+        _check("resampler", self.resampler, RESAMPLERS)
+        _check("level", self.level, LEVEL_POLICIES)
+        _check("pad", self.pad, PAD_POLICIES)
+        _check("crop", self.crop, CROP_POLICIES)
+        if (self.max_seconds is None) != (self.crop == "none"):
+            raise ValueError("max_seconds and crop go together: both set or neither")
+
+
+@dataclass(frozen=True)
+class MetricSpec:
+    metric: str
+    embedder: str  # vggish | panns_cnn14_16k | panns_cnn14_32k | clap | smoke_tagger | smoke_clap | ...
+    checkpoint: str  # the weights it was defined with (file name as published); the hash is recorded at run time
+    audio: AudioPolicy
+    framing: str = "clip"  # embedder framing, e.g. "torchvggish" (0.96 s / 0.96 s) or "google_1s_0.5s"
+    options: tuple[tuple[str, object], ...] = ()  # metric options as sorted (key, value) pairs
+
+    def __post_init__(self):
+        _check("metric", self.metric, METRICS)
+
+    def option(self, key: str, default=None):
+        return dict(self.options).get(key, default)
+
+
+@dataclass(frozen=True)
+class Recipe:
+    name: str
+    version: int
+    description: str
+    metrics: tuple[MetricSpec, ...]
+    n_boot: int = 1000  # bootstrap resamples for the confidence intervals
+    bootstrap_seed: int = 0
+    quirks: tuple[str, ...] = ()  # behaviours of the original toolkit reproduced on purpose
+
+    @property
+    def id(self) -> str:
+        return f"{self.name}@{self.version}"
+
+    def as_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @property
+    def sha256(self) -> str:
+        return sha256_json(self.as_dict())
+
+    def spec(self, metric: str) -> MetricSpec:
+        for spec in self.metrics:
+            if spec.metric == metric:
+                return spec
+        raise KeyError(f"recipe {self.id} has no {metric!r} metric (it has {[s.metric for s in self.metrics]})")
+
+
+def _check(knob: str, value, allowed) -> None:
+    if value not in allowed:
+        raise ValueError(f"unknown {knob} {value!r}; choose one of {allowed}")
+
+
+def _opts(**kwargs) -> tuple[tuple[str, object], ...]:
+    return tuple(sorted(kwargs.items()))
+
+
+# --- presets -----------------------------------------------------------------------------------
+
+_AUDIOLDM_16K = AudioPolicy(16000, channels="first", remove_dc=True, resampler="sinc_hann", min_seconds=2.0, pad="zero")
+_CLEAN_16K = AudioPolicy(16000, channels="mean", resampler="soxr_vhq", min_seconds=1.0, pad="zero")
+_CLEAN_32K = dataclasses.replace(_CLEAN_16K, sample_rate=32000)
+_CLAP_48K = AudioPolicy(48000, channels="mean", resampler="soxr_vhq", min_seconds=10.0, pad="repeat",
+                        max_seconds=10.0, crop="centre", int16_roundtrip=True)
+
+AUDIOLDM_EVAL = Recipe(
+    "audioldm_eval", 1,
+    "audioldm_eval as used by AudioLDM, Tango and Make-An-Audio tables: VGGish FAD, PANNs Cnn14 FD / KL / IS.",
+    (
+        MetricSpec("fad", "vggish", "vggish-10086976.pth", _AUDIOLDM_16K, "torchvggish", _opts(fd_method="sqrtm_eps_retry")),
+        MetricSpec("fd", "panns_cnn14_16k", "Cnn14_16k_mAP=0.438.pth", _AUDIOLDM_16K, "clip", _opts(fd_method="sqrtm_eps_retry")),
+        MetricSpec("kl", "panns_cnn14_16k", "Cnn14_16k_mAP=0.438.pth", _AUDIOLDM_16K, "clip", _opts(direction="ref_gen", eps=1e-6)),
+        MetricSpec("is", "panns_cnn14_16k", "Cnn14_16k_mAP=0.438.pth", _AUDIOLDM_16K, "clip", _opts(splits=10, seed=2020, shuffle=True)),
+    ),
+    quirks=(
+        "keeps the first channel of multi-channel files",
+        "subtracts the DC mean before resampling",
+        "windowed-sinc (Hann) resampling to 16 kHz",
+        "zero-pads clips shorter than 2 s",
+        "matrix square root by scipy sqrtm with an eps 1e-6 diagonal retry",
+        "KL(reference || generated) with eps 1e-6 inside the log of the generated side",
+    ),
+)
+
+GOOGLE_FAD = Recipe(
+    "google_fad", 1,
+    "Google's original FAD: VGGish on 1 s windows with 0.5 s hop, each clip peak-normalised.",
+    (MetricSpec("fad", "vggish", "vggish-10086976.pth",
+                AudioPolicy(16000, channels="mean", resampler="soxr_vhq", level="peak_max0.1", min_seconds=1.0, pad="zero"),
+                "google_1s_0.5s", _opts(fd_method="eigen")),),
+    quirks=("divides each clip by max(0.1, its peak) before embedding",),
+)
+
+CLEAN = Recipe(
+    "clean", 1,
+    "The default for new work: mono by channel mean, soxr VHQ, no hidden randomness, eigen-form FD in float64, "
+    "both KL directions reported, KAD and FAD-inf next to FAD.",
+    (
+        MetricSpec("fad", "vggish", "vggish-10086976.pth", _CLEAN_16K, "torchvggish", _opts(fd_method="eigen")),
+        MetricSpec("fad_inf", "vggish", "vggish-10086976.pth", _CLEAN_16K, "torchvggish", _opts(fd_method="eigen", seed=0, n_points=15)),
+        MetricSpec("kad", "vggish", "vggish-10086976.pth", _CLEAN_16K, "torchvggish", _opts(bandwidth="median_reference")),
+        MetricSpec("fd", "panns_cnn14_32k", "Cnn14_mAP=0.431.pth", _CLEAN_32K, "clip", _opts(fd_method="eigen")),
+        MetricSpec("kl", "panns_cnn14_32k", "Cnn14_mAP=0.431.pth", _CLEAN_32K, "clip", _opts(direction="ref_gen", eps=0.0, also="gen_ref")),
+        MetricSpec("is", "panns_cnn14_32k", "Cnn14_mAP=0.431.pth", _CLEAN_32K, "clip", _opts(splits=10, seed=0, shuffle=True)),
+        MetricSpec("clap", "clap", "630k-audioset-best.pt", _CLAP_48K, "clip", _opts(report="raw")),
+    ),
+)
+
+_SMOKE_16K = AudioPolicy(16000, channels="mean", resampler="soxr_vhq", min_seconds=1.0, pad="zero")
+SMOKE = Recipe(
+    "smoke", 1,
+    "The clean policies on the smoke profile's own evaluators (a SynthCaps tagger and a small CLAP trained "
+    "against frozen MiniLM): numbers comparable only within a smoke run.",
+    (
+        MetricSpec("fad", "smoke_tagger", "evaluators/tagger", _SMOKE_16K, "frames", _opts(fd_method="eigen")),
+        MetricSpec("fad_inf", "smoke_tagger", "evaluators/tagger", _SMOKE_16K, "frames", _opts(fd_method="eigen", seed=0, n_points=15)),
+        MetricSpec("kad", "smoke_tagger", "evaluators/tagger", _SMOKE_16K, "clip", _opts(bandwidth="median_reference")),
+        MetricSpec("fd", "smoke_tagger", "evaluators/tagger", _SMOKE_16K, "clip", _opts(fd_method="eigen")),
+        MetricSpec("kl", "smoke_tagger", "evaluators/tagger", _SMOKE_16K, "clip", _opts(direction="ref_gen", eps=0.0, also="gen_ref")),
+        MetricSpec("is", "smoke_tagger", "evaluators/tagger", _SMOKE_16K, "clip", _opts(splits=10, seed=0, shuffle=True)),
+        MetricSpec("clap", "smoke_clap", "evaluators/clap", _SMOKE_16K, "clip", _opts(report="raw")),
+    ),
+    n_boot=200,
+)
+
+# Recorded so that results can name them; their backbones (OpenL3, PaSST) are not built in this
+# harness yet, and scoring with them stops with an error naming the missing embedder.
+STABLE_AUDIO_METRICS = Recipe(
+    "stable_audio_metrics", 1,
+    "stable-audio-metrics: OpenL3 FD at 44.1 kHz stereo, PaSST KL(generated || reference), LAION CLAP fusion.",
+    (
+        MetricSpec("fd", "openl3_44k_stereo", "openl3 (env, mel256, 512)",
+                   AudioPolicy(44100, channels="mean", level="peak_-1dBFS"), "clip", _opts(fd_method="sqrtm")),
+        MetricSpec("kl", "passt_32k", "passt-s-f128-p16-s10-ap.476-swa",
+                   AudioPolicy(32000, channels="mean", level="peak_-1dBFS"), "windows_10s_hop5s", _opts(direction="gen_ref", eps=0.0)),
+        MetricSpec("clap", "clap", "630k-audioset-fusion-best.pt", _CLAP_48K, "clip", _opts(report="raw")),
+    ),
+    quirks=("OpenL3 on stereo channels", "KL(generated || reference) on PaSST logits averaged over 10 s windows, 5 s hop",
+            "audio peak-normalised to -1 dBFS"),
+)
+
+AUDIOCRAFT = Recipe(
+    "audiocraft", 1,
+    "audiocraft: PaSST KL at 32 kHz on 10 s chunks without padding; FAD background = the batch's own references; "
+    "CLAP text consistency with LAION music_audioset_epoch_15_esc_90.14.",
+    (
+        MetricSpec("kl", "passt_32k", "passt-s-f128-p16-s10-ap.476-swa",
+                   AudioPolicy(32000, channels="mean", pad="none"), "chunks_10s", _opts(direction="ref_gen", eps=0.0)),
+        MetricSpec("clap", "clap", "music_audioset_epoch_15_esc_90.14.pt", _CLAP_48K, "clip", _opts(report="raw")),
+    ),
+    quirks=("10 s chunks without padding", "the FAD background set is the evaluated batch's own references"),
+)
+
+REGISTRY: dict[str, Recipe] = {r.id: r for r in (AUDIOLDM_EVAL, GOOGLE_FAD, CLEAN, SMOKE, STABLE_AUDIO_METRICS, AUDIOCRAFT)}
+
+
+def get_recipe(name: str) -> Recipe:
+    """'name' (newest version) or 'name@version'."""
+    if "@" in name:
+        if name not in REGISTRY:
+            raise KeyError(f"unknown recipe {name!r}; known: {sorted(REGISTRY)}")
+        return REGISTRY[name]
+    versions = [r for r in REGISTRY.values() if r.name == name]
+    if not versions:
+        raise KeyError(f"unknown recipe {name!r}; known: {sorted({r.name for r in REGISTRY.values()})}")
+    return max(versions, key=lambda r: r.version)
