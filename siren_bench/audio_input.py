@@ -56,7 +56,9 @@ def apply_policy(wave: np.ndarray, sample_rate: int, policy: AudioPolicy, name: 
     x = resample(x, sample_rate, policy.sample_rate, policy.resampler)
     peak = float(np.abs(x).max(initial=0.0))
     if policy.level == "peak_max0.1":
-        x = x / max(0.1, peak)
+        # Google's FAD divides by max(0.1, largest sample): the largest *signed* sample (np.amax),
+        # not the largest magnitude, reproduced as is
+        x = x / max(0.1, float(x.max(initial=0.0)))
     elif policy.level == "peak_-1dBFS":
         if peak == 0.0:
             raise ValueError(f"{name}: silent clip cannot be peak-normalised")

@@ -138,7 +138,7 @@ GOOGLE_FAD = Recipe(
     (MetricSpec("fad", "vggish", "vggish-10086976.pth",
                 AudioPolicy(16000, channels="mean", resampler="soxr_vhq", level="peak_max0.1", min_seconds=1.0, pad="zero"),
                 "google_1s_0.5s", _opts(fd_method="eigen")),),
-    quirks=("divides each clip by max(0.1, its peak) before embedding",),
+    quirks=("divides each clip by max(0.1, its largest signed sample) before embedding (not its largest magnitude)",),
 )
 
 CLEAN = Recipe(

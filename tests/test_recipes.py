@@ -53,6 +53,9 @@ def test_audio_policy_steps():
     long = np.arange(30.0)
     centre = apply_policy(long, 1, AudioPolicy(1, max_seconds=10.0, crop="centre"), "l.wav")
     np.testing.assert_allclose(centre, np.arange(10.0, 20.0))
+    signed = np.array([0.2, -0.9, 0.4])  # Google's FAD divides by the largest signed sample, floor 0.1
+    np.testing.assert_allclose(apply_policy(signed, 1, AudioPolicy(1, level="peak_max0.1"), "g.wav"), signed / 0.4)
+    np.testing.assert_allclose(apply_policy(signed * 0.1, 1, AudioPolicy(1, level="peak_max0.1"), "g.wav"), signed)
     quiet = np.full(100, 0.01)
     assert np.abs(apply_policy(quiet, 100, AudioPolicy(100, level="peak_max0.1"), "q.wav")).max() == pytest.approx(0.1)
     assert np.abs(apply_policy(quiet, 100, AudioPolicy(100, level="peak_-1dBFS"), "q.wav")).max() == pytest.approx(10 ** (-1 / 20))
