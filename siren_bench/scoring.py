@@ -19,15 +19,6 @@ from siren_bench.metrics.kernel import kernel_audio_distance, median_bandwidth
 from siren_bench.recipes import MetricSpec
 
 
-def _fd_method(spec: MetricSpec) -> str:
-    method = spec.option("fd_method", "eigen")
-    if method == "sqrtm_eps_retry":
-        # audioldm_eval's retry only changes results whose sqrtm fails; the value of a
-        # well-posed FD is the same, so the eigen form computes it (recorded in the recipe).
-        return "eigen"
-    return method
-
-
 def _logits(clips: dict[str, Embedding], name: str) -> dict[str, np.ndarray]:
     missing = [cid for cid, e in clips.items() if e.logits is None]
     if missing:
@@ -52,7 +43,7 @@ def score_metric(spec: MetricSpec, generated: dict[str, Embedding], reference: d
             ref_frames = [np.asarray(e.frames, dtype=np.float64) for e in reference.values()]
         ref_stats = GaussianStats.from_features(np.concatenate(ref_frames))
         clip_stats = [GaussianStats.from_features(f) for f in frames]
-        method = _fd_method(spec)
+        method = spec.option("fd_method", "eigen")
         out["n_frames"] = int(sum(len(f) for f in frames))
         out["n_reference_frames"] = ref_stats.n
         if metric == "fad_inf":
@@ -96,7 +87,6 @@ def score_metric(spec: MetricSpec, generated: dict[str, Embedding], reference: d
     if metric == "is":
         logits = np.stack([_logits(generated, "generated")[i] for i in ids])
         splits, is_seed, shuffle = int(spec.option("splits", 10)), spec.option("seed", 0), bool(spec.option("shuffle", True))
-        splits = min(splits, len(ids))
         result = inception_score(logits, splits, is_seed, shuffle)
         out.update(bootstrap(lambda idx: inception_score(logits[idx], splits, is_seed, shuffle).mean, len(ids), n_boot, seed).as_dict())
         out.update(value=result.mean, split_std=result.std, splits=splits, split_seed=result.seed)

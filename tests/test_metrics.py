@@ -61,7 +61,7 @@ def test_fd_methods_agree_and_match_closed_form():
     rng = np.random.default_rng(1)
     a = GaussianStats.from_features(rng.normal(size=(500, 8)))
     b = GaussianStats.from_features(rng.normal(size=(500, 8)) * 2.0 + 1.0)
-    values = [frechet_distance(a, b, m).value for m in ("eigen", "symmetric", "sqrtm")]
+    values = [frechet_distance(a, b, m).value for m in ("eigen", "symmetric", "sqrtm", "sqrtm_eps_retry")]
     assert max(values) - min(values) < 1e-8
     # commuting diagonal covariances: FD = |mu1-mu2|^2 + sum (s1 - s2)^2 (s = standard deviations)
     d1, d2 = np.diag([1.0, 4.0]), np.diag([9.0, 1.0])
@@ -140,7 +140,6 @@ def test_clap_score_pairs_by_id():
 def test_bootstrap_interval_covers_and_is_seeded():
     x = np.random.default_rng(7).normal(loc=3.0, size=400)
     interval = bootstrap(lambda idx: float(x[idx].mean()), len(x), n_boot=500, seed=1)
-    assert interval.low < 3.0 < interval.high or abs(interval.value - 3.0) < 0.15
     assert interval.low < interval.value < interval.high
     assert interval.high - interval.low == pytest.approx(2 * 1.96 / np.sqrt(400), rel=0.2)
     assert bootstrap(lambda idx: float(x[idx].mean()), len(x), n_boot=500, seed=1) == interval

@@ -11,6 +11,9 @@ The trace of the matrix square root is computed from eigenvalues, in float64:
 - "sqrtm": scipy.linalg.sqrtm(S1 S2), real part of the trace. Slower and prone to spurious
   imaginary parts for rank-deficient covariances; kept as a cross-check and for presets that
   reproduce toolkits using it.
+- "sqrtm_eps_retry": audioldm_eval's form: sqrtm, and where it gives a non-finite result, again
+  with 1e-6 added to both diagonals. Where the retry fails too the original returns -1; here it
+  is an error.
 For rank-deficient covariances (n <= d) FD(X, X) is not exactly 0: the rounding of the
 near-zero eigenvalues (each about 1e-16 x the largest) enters through their square roots.
 """
@@ -22,7 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.linalg
 
-METHODS = ("eigen", "symmetric", "sqrtm")
+METHODS = ("eigen", "symmetric", "sqrtm", "sqrtm_eps_retry")
 
 
 @dataclass
@@ -102,8 +105,13 @@ def trace_sqrt_product(s1: np.ndarray, s2: np.ndarray, method: str = "eigen") ->
         root = _sqrt_psd(s1)
         values = np.linalg.eigvalsh(root @ s2 @ root)
         return float(np.sqrt(np.clip(values, 0.0, None)).sum()), float(-values.min(initial=0.0))
-    if method == "sqrtm":
+    if method in ("sqrtm", "sqrtm_eps_retry"):
         root = scipy.linalg.sqrtm(s1 @ s2)
+        if method == "sqrtm_eps_retry" and not np.isfinite(root).all():
+            offset = 1e-6 * np.eye(len(s1))
+            root = scipy.linalg.sqrtm((s1 + offset) @ (s2 + offset))
+        if not np.isfinite(root).all():
+            raise ValueError(f"matrix square root is not finite ({method}); use the eigen form")
         return float(np.trace(root).real), 0.0
     raise ValueError(f"unknown Fréchet method {method!r}; choose one of {METHODS}")
 
