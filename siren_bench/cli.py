@@ -12,10 +12,11 @@ from siren_bench.weights import CheckpointError
 from siren_bench.config import ConfigError
 from siren_bench.data.audiocaps import AudioCapsError
 from siren_bench.data.manifest import ManifestError
+from siren_bench.evaluation.clipsets import ClipSetError
 from siren_bench.io import AudioFileError
 
 # Errors that describe bad input: printed as one clear message, not a traceback.
-USER_ERRORS = (ConfigError, AudioCapsError, ManifestError, AudioFileError, CheckpointError, FileNotFoundError)
+USER_ERRORS = (ConfigError, AudioCapsError, ManifestError, AudioFileError, CheckpointError, ClipSetError, FileNotFoundError)
 
 
 STAGES = {
@@ -23,6 +24,8 @@ STAGES = {
     "codec": "train the small RVQ codec, or import pretrained codec weights",
     "tokenize": "encode every clip to RVQ codes",
     "diagnose": "fidelity vs depth, cross-layer orthogonality, semantic richness per layer",
+    "evaluators": "train the smoke profile's metric models (SynthCaps tagger, small CLAP)",
+    "generate": "render each system's audio for the test clips",
     "report": "write reports/<profile>/ from the stage outputs that exist",
 }
 
@@ -46,6 +49,51 @@ def _params(args: argparse.Namespace) -> None:
     print(f"params: wrote {args.out} ({' '.join(args.overrides) or 'defaults'})")
 
 
+def _score(args: argparse.Namespace) -> None:
+    """Without --generated: the pipeline's score stage. With it: one folder against a reference."""
+    if args.generated is None:
+        if args.reference is not None:
+            raise ConfigError("--reference needs --generated (the folder of audio to score)")
+        _stage(args)
+        return
+    from siren_bench.cache import ContentCache
+    from siren_bench.evaluation.clipsets import clip_set, read_captions
+    from siren_bench.evaluation.embedding import EmbedderLoader
+    from siren_bench.evaluation.score import score_sets, write_score
+    from siren_bench.recipes import get_recipe
+
+    if args.reference is None or args.out is None:
+        raise ConfigError("scoring a folder needs --reference DIR|MANIFEST and --out DIR")
+    try:
+        recipe = get_recipe(args.recipe)
+    except KeyError as exc:
+        raise ConfigError(exc.args[0]) from exc
+    pins = {}
+    for pin in args.pin:
+        name, sep, digest = pin.partition("=")
+        if not sep or not name or not digest:
+            raise ConfigError(f"--pin takes CHECKPOINT=SHA256, got {pin!r}")
+        pins[name] = digest
+    generated, reference = clip_set(args.generated), clip_set(args.reference, args.split)
+    captions = read_captions(args.captions) if args.captions else None
+    metrics = [m.strip() for m in args.metrics.split(",") if m.strip()] if args.metrics else None
+    outcome = score_sets(generated, reference, recipe, EmbedderLoader(args.weights_dir, pins), ContentCache(args.cache_dir),
+                         metrics=metrics, n_boot=args.n_boot, captions=captions, captions_source=args.captions,
+                         allow_clipped=args.allow_clipped)
+    out = write_score(args.out, outcome)
+    for metric, result in outcome.results["metrics"].items():
+        print(f"{metric:8s} {result['value']:.6g}  [{result['ci_low']:.6g}, {result['ci_high']:.6g}]  n={result['n_generated']}")
+    print(f"score: wrote {out} (recipe {recipe.id}; embeddings {outcome.cache_hits} cached, {outcome.cache_misses} computed)")
+
+
+def _audit(args: argparse.Namespace) -> int:
+    from siren_bench.evaluation.audit import audit
+
+    report = audit(args.results, args.cache_dir, args.weights_dir)
+    print(report.text())
+    return 0 if report.ok else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="siren-bench", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -54,6 +102,26 @@ def build_parser() -> argparse.ArgumentParser:
         command = commands.add_parser(name, help=text, description=text)
         command.add_argument("--params", default="params.yaml", help="composed params file (default: params.yaml)")
         command.set_defaults(handler=_stage)
+    score = commands.add_parser("score", help="score a folder of audio under a recipe (or, without --generated, run the score stage)")
+    score.add_argument("--params", default="params.yaml", help="stage mode: composed params file")
+    score.add_argument("--generated", help="folder of audio files named <clip_id>.<ext>")
+    score.add_argument("--reference", help="folder of audio files, or a manifest .csv (captions come from it)")
+    score.add_argument("--split", help="with a manifest: score against this split only (e.g. test)")
+    score.add_argument("--recipe", default="clean", help="recipe name or name@version (default: clean)")
+    score.add_argument("--out", help="folder for results.json and per_clip.csv")
+    score.add_argument("--weights-dir", help="folder holding the checkpoint files the recipe names")
+    score.add_argument("--pin", action="append", default=[], metavar="CHECKPOINT=SHA256", help="pin a checkpoint's SHA-256")
+    score.add_argument("--captions", help="CSV with clip_id,caption for the CLAP score")
+    score.add_argument("--metrics", help="comma-separated subset of the recipe's metrics (default: all)")
+    score.add_argument("--n-boot", type=int, help="bootstrap resamples (default: the recipe's)")
+    score.add_argument("--allow-clipped", action="store_true", help="score clipped clips (listed in results.json)")
+    score.add_argument("--cache-dir", default="artifacts/cache/embeddings", help="embedding cache (default: artifacts/cache/embeddings)")
+    score.set_defaults(handler=_score)
+    audit = commands.add_parser("audit", help="recompute a results.json from its inputs and cached embeddings; say what differs")
+    audit.add_argument("results", help="results.json, or the folder holding it")
+    audit.add_argument("--cache-dir", help="embedding cache (default: the one recorded)")
+    audit.add_argument("--weights-dir", help="checkpoint folder (default: the one recorded)")
+    audit.set_defaults(handler=_audit)
     params = commands.add_parser("params", help="compose conf/ into params.yaml (Hydra overrides as arguments)")
     params.add_argument("overrides", nargs="*", help="e.g. profile=ci data.n_clips=64")
     params.add_argument("--conf", default="conf", help="Hydra config folder (default: conf)")
@@ -66,11 +134,11 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
-        args.handler(args)
+        status = args.handler(args)
     except USER_ERRORS as exc:
         print(f"siren-bench {args.command}: error: {exc}", file=sys.stderr)
         return 2
-    return 0
+    return int(status or 0)
 
 
 if __name__ == "__main__":

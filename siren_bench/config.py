@@ -118,6 +118,21 @@ class CodecConfig:
     text_probe: bool = True  # also regress caption text embeddings (offline MiniLM)
 
 
+@dataclass
+class EvalConfig:
+    """How generated audio is scored (`evaluators`, `generate` and `score` stages)."""
+
+    recipe: str = "smoke"  # a name in siren_bench.recipes.REGISTRY, "name" or "name@version"
+    n_bootstrap: int | None = None  # None: the recipe's own number of bootstrap resamples
+    weights_dir: str | None = None  # folder holding the checkpoint files the recipe names (real recipes)
+    weights_sha256: dict[str, str] = field(default_factory=dict)  # checkpoint name -> pinned SHA-256
+    allow_clipped: bool = False  # score clipped clips (recorded per clip) instead of refusing them
+    # the smoke evaluators (SynthCaps tagger, small CLAP against frozen MiniLM)
+    tagger_steps: int = 600
+    clap_steps: int = 400
+    evaluator_seed: int = 0
+
+
 DataConfig = SynthCapsConfig | AudioCapsConfig
 _DATA_CONFIGS: dict[str, type] = {"synthcaps": SynthCapsConfig, "audiocaps": AudioCapsConfig}
 
@@ -220,6 +235,21 @@ def codec_config(params: DictConfig, source: str = "params.yaml") -> CodecConfig
         raise ConfigError(f"{source}: codec.source={config.source} needs codec.path (a local weights file or folder)")
     if config.source == "train" and (config.train_steps < 1 or config.n_codebooks < 1):
         raise ConfigError(f"{source}: codec.train_steps and codec.n_codebooks must be positive")
+    return config
+
+
+def eval_config(params: DictConfig, source: str = "params.yaml") -> EvalConfig:
+    config = section(params, "eval", EvalConfig, source=source)
+    from siren_bench.recipes import get_recipe  # recipes import nothing from here; keep config light
+
+    try:
+        get_recipe(config.recipe)
+    except KeyError as exc:
+        raise ConfigError(f"{source}: eval.recipe: {exc.args[0]}") from exc
+    if config.n_bootstrap is not None and config.n_bootstrap < 1:
+        raise ConfigError(f"{source}: eval.n_bootstrap must be positive or null, got {config.n_bootstrap}")
+    if config.tagger_steps < 1 or config.clap_steps < 1:
+        raise ConfigError(f"{source}: eval.tagger_steps and eval.clap_steps must be positive")
     return config
 
 

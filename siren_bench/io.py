@@ -165,17 +165,21 @@ def read_audio(path: str | os.PathLike) -> tuple[np.ndarray, int]:
     return wave, int(sample_rate)
 
 
-def write_wav(path: str | os.PathLike, wave: np.ndarray, sample_rate: int) -> None:
-    """Write mono or [channels, samples] float audio as 16-bit PCM WAV, atomically.
+def write_wav(path: str | os.PathLike, wave: np.ndarray, sample_rate: int, subtype: str = "PCM_16") -> None:
+    """Write mono or [channels, samples] float audio as WAV, atomically.
 
-    Refuses samples outside [-1, 1] rather than letting the encoder clip them silently.
+    PCM_16 (datasets) refuses samples outside [-1, 1] rather than letting the encoder clip them
+    silently; FLOAT (a model's raw output) stores them as they are, so a scorer sees any
+    overshoot instead of a clipped copy.
     """
+    if subtype not in ("PCM_16", "FLOAT"):
+        raise ValueError(f"subtype must be PCM_16 or FLOAT, got {subtype!r}")
     wave = np.asarray(wave, dtype=np.float64)
     if not np.all(np.isfinite(wave)):
         raise AudioFileError(path, "refusing to write NaN or infinite samples")
     peak = float(np.max(np.abs(wave))) if wave.size else 0.0
-    if peak > 1.0:
+    if peak > 1.0 and subtype == "PCM_16":
         raise AudioFileError(path, f"refusing to write samples beyond full scale (peak {peak:.3f})")
     frames = wave.T if wave.ndim == 2 else wave
     with atomic_path(path) as tmp:
-        sf.write(str(tmp), frames, sample_rate, subtype="PCM_16", format="WAV")
+        sf.write(str(tmp), frames, sample_rate, subtype=subtype, format="WAV")

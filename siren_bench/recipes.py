@@ -162,13 +162,13 @@ SMOKE = Recipe(
     "The clean policies on the smoke profile's own evaluators (a SynthCaps tagger and a small CLAP trained "
     "against frozen MiniLM): numbers comparable only within a smoke run.",
     (
-        MetricSpec("fad", "smoke_tagger", "evaluators/tagger", _SMOKE_16K, "frames", _opts(fd_method="eigen")),
-        MetricSpec("fad_inf", "smoke_tagger", "evaluators/tagger", _SMOKE_16K, "frames", _opts(fd_method="eigen", seed=0, n_points=15)),
-        MetricSpec("kad", "smoke_tagger", "evaluators/tagger", _SMOKE_16K, "clip", _opts(bandwidth="median_reference")),
-        MetricSpec("fd", "smoke_tagger", "evaluators/tagger", _SMOKE_16K, "clip", _opts(fd_method="eigen")),
-        MetricSpec("kl", "smoke_tagger", "evaluators/tagger", _SMOKE_16K, "clip", _opts(direction="ref_gen", eps=0.0, also="gen_ref")),
-        MetricSpec("is", "smoke_tagger", "evaluators/tagger", _SMOKE_16K, "clip", _opts(splits=10, seed=0, shuffle=True)),
-        MetricSpec("clap", "smoke_clap", "evaluators/clap", _SMOKE_16K, "clip", _opts(report="raw")),
+        MetricSpec("fad", "smoke_tagger", "tagger.safetensors", _SMOKE_16K, "frames", _opts(fd_method="eigen")),
+        MetricSpec("fad_inf", "smoke_tagger", "tagger.safetensors", _SMOKE_16K, "frames", _opts(fd_method="eigen", seed=0, n_points=15)),
+        MetricSpec("kad", "smoke_tagger", "tagger.safetensors", _SMOKE_16K, "clip", _opts(bandwidth="median_reference")),
+        MetricSpec("fd", "smoke_tagger", "tagger.safetensors", _SMOKE_16K, "clip", _opts(fd_method="eigen")),
+        MetricSpec("kl", "smoke_tagger", "tagger.safetensors", _SMOKE_16K, "clip", _opts(direction="ref_gen", eps=0.0, also="gen_ref")),
+        MetricSpec("is", "smoke_tagger", "tagger.safetensors", _SMOKE_16K, "clip", _opts(splits=10, seed=0, shuffle=True)),
+        MetricSpec("clap", "smoke_clap", "clap.safetensors", _SMOKE_16K, "clip", _opts(report="raw")),
     ),
     n_boot=200,
 )

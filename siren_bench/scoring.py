@@ -8,6 +8,8 @@ are computed once per call, so several systems scored against one reference shar
 
 from __future__ import annotations
 
+from typing import Callable
+
 import numpy as np
 
 from siren_bench.embedders.base import Embedding
@@ -26,9 +28,29 @@ def _logits(clips: dict[str, Embedding], name: str) -> dict[str, np.ndarray]:
     return {cid: e.logits.mean(axis=0) for cid, e in clips.items()}
 
 
+def clip_level(frames: np.ndarray) -> np.ndarray:
+    """A clip's one vector: the mean of its frame embeddings, as a [1, d] float64 row."""
+    return np.asarray(frames, dtype=np.float64).mean(axis=0, keepdims=True)
+
+
+def reference_gaussian(reference: dict[str, Embedding], level: str) -> GaussianStats:
+    """Gaussian statistics of a reference set's frames (level "frames": FAD) or clip vectors
+    (level "clip": FD), in sorted clip-id order so the float sums never depend on dict order."""
+    if level not in ("frames", "clip"):
+        raise ValueError(f"level must be 'frames' or 'clip', got {level!r}")
+    rows = [np.asarray(reference[i].frames, dtype=np.float64) for i in sorted(reference)]
+    if level == "clip":
+        rows = [clip_level(r) for r in rows]
+    return GaussianStats.from_features(np.concatenate(rows))
+
+
 def score_metric(spec: MetricSpec, generated: dict[str, Embedding], reference: dict[str, Embedding], n_boot: int,
-                 seed: int, text: dict[str, np.ndarray] | None = None) -> dict:
-    """{"metric", "value", CI fields, "n_generated", "n_reference", "n_frames", "per_clip": {id: value}}."""
+                 seed: int, text: dict[str, np.ndarray] | None = None,
+                 reference_stats: Callable[[str], GaussianStats] | None = None) -> dict:
+    """{"metric", "value", CI fields, "n_generated", "n_reference", "n_frames", "per_clip": {id: value}}.
+
+    `reference_stats(level)`, where given, supplies the reference Gaussian (e.g. from a cache
+    shared by every system scored against this reference) instead of computing it here."""
     ids = sorted(generated)
     if len(ids) < 2:
         raise ValueError(f"{spec.metric}: need at least 2 generated clips, got {len(ids)}")
@@ -36,19 +58,19 @@ def score_metric(spec: MetricSpec, generated: dict[str, Embedding], reference: d
     metric = spec.metric
     if metric in ("fad", "fd", "fad_inf"):
         frames = [np.asarray(generated[i].frames, dtype=np.float64) for i in ids]
-        if metric == "fd":  # one vector per clip: the clip-level embedding
-            frames = [f.mean(axis=0, keepdims=True) for f in frames]
-            ref_frames = [np.asarray(e.frames, dtype=np.float64).mean(axis=0, keepdims=True) for e in reference.values()]
-        else:
-            ref_frames = [np.asarray(e.frames, dtype=np.float64) for e in reference.values()]
-        ref_stats = GaussianStats.from_features(np.concatenate(ref_frames))
+        level = "clip" if metric == "fd" else "frames"  # FD: one vector per clip
+        if level == "clip":
+            frames = [clip_level(f) for f in frames]
+        ref_stats = reference_stats(level) if reference_stats is not None else reference_gaussian(reference, level)
         clip_stats = [GaussianStats.from_features(f) for f in frames]
         method = spec.option("fd_method", "eigen")
         out["n_frames"] = int(sum(len(f) for f in frames))
         out["n_reference_frames"] = ref_stats.n
         if metric == "fad_inf":
             result = fad_inf(frames, ref_stats, seed=int(spec.option("seed", 0)), n_points=int(spec.option("n_points", 15)), method=method)
-            out.update(value=result.value, slope=result.slope, r_squared=result.r_squared, sizes=result.sizes, fd_values=result.fd_values)
+            out.update(value=result.value, ci_low=result.ci_low, ci_high=result.ci_high, intercept_se=result.intercept_se,
+                       ci_kind="95 % interval of the fitted intercept (t, points - 2 dof), not a bootstrap",
+                       slope=result.slope, r_squared=result.r_squared, sizes=result.sizes, fd_values=result.fd_values)
             return out
 
         def fd_of(indices: np.ndarray) -> float:
@@ -64,7 +86,7 @@ def score_metric(spec: MetricSpec, generated: dict[str, Embedding], reference: d
         return out
     if metric == "kad":
         x = np.stack([np.asarray(generated[i].frames, dtype=np.float64).mean(axis=0) for i in ids])
-        y = np.stack([np.asarray(e.frames, dtype=np.float64).mean(axis=0) for e in reference.values()])
+        y = np.stack([np.asarray(reference[i].frames, dtype=np.float64).mean(axis=0) for i in sorted(reference)])
         sigma = median_bandwidth(y)
         out.update(bootstrap(lambda idx: kernel_audio_distance(x[idx], y, sigma)[0], len(ids), n_boot, seed).as_dict())
         out.update(bandwidth=sigma, scale="x100")

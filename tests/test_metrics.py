@@ -1,6 +1,7 @@
 """Metric arithmetic against known answers (REFERENCES.md §4) and against each other."""
 
 import numpy as np
+from scipy.stats import t as student_t
 import pytest
 
 from siren_bench.metrics.bootstrap import bootstrap
@@ -107,6 +108,25 @@ def test_fad_inf_same_distribution_is_near_zero_and_biased_fd_is_not():
     shifted = [c + 1.0 for c in clips]
     assert fad_inf(shifted, reference, seed=0).value == pytest.approx(dim, rel=0.05)  # |mu1 - mu2|^2 = dim
     assert fad_inf(clips, reference, seed=0) == result
+    assert result.ci_low < result.value < result.ci_high
+
+
+def test_fad_inf_interval_is_the_least_squares_intercepts():
+    """The interval is the fitted intercept's: its standard error equals numpy's polyfit
+    covariance (scaled by RSS / (m - 2)), symmetric, half-width t(0.975, m - 2) standard errors."""
+    rng = np.random.default_rng(9)
+    dim = 16
+    reference = GaussianStats.from_features(rng.normal(size=(20000, dim)))
+    few = fad_inf([rng.normal(size=(2, dim)) for _ in range(40)], reference, seed=0)
+    many = fad_inf([rng.normal(size=(2, dim)) for _ in range(400)], reference, seed=0)
+    for result in (few, many):
+        x = 1.0 / np.asarray(result.sizes, dtype=np.float64)
+        fit = np.polyfit(x, result.fd_values, 1, cov=True)[1]  # numpy's covariance of (slope, intercept)
+        m = len(x)
+        # np.polyfit(cov=True) scales by RSS / (m - 2), the same s^2 as ours
+        assert result.intercept_se == pytest.approx(np.sqrt(fit[1, 1]), rel=1e-6)
+        assert result.ci_high - result.value == pytest.approx(result.value - result.ci_low, rel=1e-9)
+        assert (result.ci_high - result.value) / result.intercept_se == pytest.approx(student_t.ppf(0.975, m - 2), rel=1e-12)
 
 
 def test_per_clip_frechet_flags_the_outlier():

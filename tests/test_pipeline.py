@@ -51,7 +51,7 @@ def _results(repo: Path, profile: str) -> dict:
 
 def test_ci_profile_runs_then_repro_does_no_work(repo):
     out = _run(["dvc", "exp", "run", "-S", "profile=ci"], repo)
-    for stage in ("prepare", "codec", "tokenize", "diagnose", "report"):
+    for stage in ("prepare", "codec", "tokenize", "diagnose", "evaluators", "generate", "score", "report"):
         assert f"Running stage '{stage}'" in out
     assert "profile: ci" in (repo / "params.yaml").read_text()
     report = (repo / "reports" / "ci" / "report.md").read_text()
@@ -63,8 +63,15 @@ def test_ci_profile_runs_then_repro_does_no_work(repo):
     assert results["diagnose"]["fidelity"]["codebooks"] == list(range(1, 9))
     assert 0.0 <= results["diagnose"]["orthogonality"]["mean_abs_off_diagonal"] <= 1.0
     assert len(results["diagnose"]["semantics"]["alone"]) == 8
+    for heading in ("## Evaluators", "## Scores"):
+        assert heading in report
+    scores = results["scores"]["systems"]["codec_resynthesis"]
+    assert set(scores) == {"fad", "fad_inf", "kad", "fd", "kl", "is", "clap"}
+    assert all(s["n_generated"] == 12 and s["ci_low"] is not None for s in scores.values())
     tokenize = json.loads((repo / "artifacts" / "ci" / "tokenize" / "provenance.json").read_text())
     assert tokenize["cache"] == {"hits": 0, "misses": 48}
+    audit = _run(["siren-bench", "audit", "artifacts/ci/score/codec_resynthesis/results.json"], repo)
+    assert "0 differ" in audit and "0 recomputed" in audit
     assert (repo / "artifacts" / "ci" / "prepare" / "provenance.json").is_file()
     again = _run(["dvc", "repro"], repo)
     assert "Running stage" not in again and "up to date" in again

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import scipy.linalg
+from scipy.stats import t as student_t
 
 METHODS = ("eigen", "symmetric", "sqrtm", "sqrtm_eps_retry")
 
@@ -134,6 +135,9 @@ class FadInfResult:
     sizes: list[int]
     fd_values: list[float]
     seed: int
+    intercept_se: float  # standard error of the intercept under the least-squares fit
+    ci_low: float  # 95 % interval of the intercept: t quantile with (points - 2) degrees of freedom
+    ci_high: float
 
 
 def fad_inf(generated: list[np.ndarray], reference: GaussianStats, seed: int, n_points: int = 15,
@@ -153,15 +157,23 @@ def fad_inf(generated: list[np.ndarray], reference: GaussianStats, seed: int, n_
     fds = []
     for size in sizes:
         pick = rng.choice(n_clips, size=size, replace=False)
-        stats = GaussianStats.from_features(np.concatenate([generated[i] for i in pick]))
-        fds.append(frechet_distance(stats, reference, method).value)
+        subset = GaussianStats.from_features(np.concatenate([generated[i] for i in pick]))
+        fds.append(frechet_distance(subset, reference, method).value)
     x = 1.0 / np.asarray(sizes, dtype=np.float64)
     y = np.asarray(fds)
     slope, intercept = np.polyfit(x, y, 1)
     residual = y - (intercept + slope * x)
     total = np.sum((y - y.mean()) ** 2)
     r2 = float(1.0 - np.sum(residual ** 2) / total) if total > 0 else 1.0
-    return FadInfResult(float(intercept), float(slope), r2, sizes, [float(v) for v in fds], seed)
+    if len(sizes) < 3:
+        raise ValueError(f"FAD-inf needs at least 3 distinct subset sizes for an interval, got {sizes}")
+    # The fit's own uncertainty, as fadtk's line fit implies: se(a) = s sqrt(1/m + mean(x)^2 / Sxx)
+    m = len(sizes)
+    s2 = float(np.sum(residual ** 2)) / (m - 2)
+    se = float(np.sqrt(s2 * (1.0 / m + x.mean() ** 2 / np.sum((x - x.mean()) ** 2))))
+    half = float(student_t.ppf(0.975, m - 2)) * se
+    return FadInfResult(float(intercept), float(slope), r2, sizes, [float(v) for v in fds], seed, se,
+                        float(intercept) - half, float(intercept) + half)
 
 
 def per_clip_frechet(generated: list[np.ndarray], reference: GaussianStats, method: str = "eigen") -> list[float | None]:

@@ -1,0 +1,1 @@
+"""Scoring audio folders under a named recipe: clip sets, cached embeddings, results, audit."""

@@ -1,0 +1,253 @@
+"""From files to embeddings under a recipe: opening its embedders, checking and preparing each
+clip, and caching every clip's embedding by what determines it.
+
+Cache keys. A clip's embedding depends on the audio (its file's SHA-256), on the recipe's
+embedding knobs (embedder, checkpoint name, framing, audio policy: `embedding_knobs`) and on
+the weights (the embedder's weights SHA-256). The key hashes exactly these, not the whole
+recipe: FAD and KAD on the same VGGish share their entries, and changing a metric option (KL
+direction, IS splits) re-scores from the cache without re-embedding; changing a file, an audio
+policy knob or a checkpoint misses. Text embeddings of captions are keyed by (caption text,
+text tower weights). Reference-set statistics are keyed by (reference set hash, knobs,
+weights, level) and computed once for every system scored against that reference.
+
+Input checks, applied to every clip before it is embedded (and re-checked from the recorded
+facts on a cache hit): the file must read (io.read_audio refuses missing, zero-byte, corrupt,
+empty, NaN/inf and all-zero files), hold 1 or 2 channels, and not be clipped: more than
+CLIPPED_FRACTION of its samples at |x| >= CLIPPED_LEVEL, or any sample beyond full scale
+(|x| > 1, which float files can hold). Clipped clips are refused unless the caller allows them;
+then they are scored and listed. A clip shorter than the recipe's minimum is padded or refused
+as the recipe's pad policy says.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from siren_bench.audio_input import apply_policy
+from siren_bench.cache import ContentCache, cache_key
+from siren_bench.embedders.base import Embedder, Embedding
+from siren_bench.evaluation.clipsets import Clip
+from siren_bench.io import AudioFileError, read_audio, sha256_json
+from siren_bench.metrics.frechet import GaussianStats
+from siren_bench.recipes import MetricSpec
+from siren_bench.weights import CheckpointError
+
+EMBEDDING_VERSION = 1  # bump when the way an embedding is computed from the knobs changes
+CLIPPED_LEVEL = 0.999
+CLIPPED_FRACTION = 0.001
+MAX_CHANNELS = 2
+NOT_BUILT = {"openl3_44k_stereo": "OpenL3", "passt_32k": "PaSST"}
+
+
+def embedding_knobs(spec: MetricSpec) -> dict:
+    """The recipe knobs that determine a clip's embedding (and nothing else)."""
+    return {"embedder": spec.embedder, "checkpoint": spec.checkpoint, "framing": spec.framing,
+            "audio": dataclasses.asdict(spec.audio)}
+
+
+def knobs_sha256(spec: MetricSpec) -> str:
+    return sha256_json(embedding_knobs(spec))
+
+
+# ------------------------------------------------------------------------------------- embedders
+
+class EmbedderLoader:
+    """Opens a recipe's embedders from local weights, each once.
+
+    A recipe names its checkpoints as published (e.g. "vggish-10086976.pth", "Cnn14_mAP=0.431.pth",
+    "630k-audioset-best.pt", or "tagger.safetensors" for the smoke evaluators); they are looked up
+    in `weights_dir`. A CLAP checkpoint may be an HF-format folder of that name, or an original
+    LAION .pt file with the roberta-base tokenizer files in `weights_dir/roberta-base`. `pins`
+    maps a checkpoint name to its expected SHA-256 (a pinned VGGish skips the file-name prefix
+    check, which the full hash supersedes).
+    """
+
+    def __init__(self, weights_dir: str | Path | None, pins: dict[str, str] | None = None, device: str = "cpu"):
+        self.weights_dir = Path(weights_dir) if weights_dir is not None else None
+        self.pins = dict(pins or {})
+        self.device = device
+        self._open: dict[tuple[str, str, str], Embedder] = {}
+
+    def path(self, spec: MetricSpec) -> Path:
+        if self.weights_dir is None:
+            raise CheckpointError(f"{spec.embedder} needs its checkpoint {spec.checkpoint!r}: give the folder that holds it "
+                                  "(--weights-dir, or eval.weights_dir in params)")
+        path = self.weights_dir / spec.checkpoint
+        if not path.exists():
+            raise CheckpointError(f"{path}: checkpoint {spec.checkpoint!r} for {spec.embedder} not found")
+        return path
+
+    def open(self, spec: MetricSpec) -> Embedder:
+        key = (spec.embedder, spec.checkpoint, spec.framing)
+        if key not in self._open:
+            self._open[key] = self._load(spec)
+        return self._open[key]
+
+    def _load(self, spec: MetricSpec) -> Embedder:
+        name = spec.embedder
+        if name in NOT_BUILT:
+            raise CheckpointError(f"embedder {name} ({NOT_BUILT[name]}) is not built in siren-bench; recipes using it "
+                                  "are recorded for reference but cannot be scored yet")
+        path, pin = self.path(spec), self.pins.get(spec.checkpoint)
+        if name == "vggish":
+            from siren_bench.embedders.vggish import VGGISH_SHA256_PREFIX, VGGishEmbedder
+
+            return VGGishEmbedder.from_checkpoint(path, pin, framing=spec.framing, device=self.device,
+                                                  published_prefix=None if pin else VGGISH_SHA256_PREFIX)
+        if name in ("panns_cnn14_16k", "panns_cnn14_32k"):
+            from siren_bench.embedders.panns import PannsEmbedder
+
+            return PannsEmbedder.from_checkpoint(path, 16000 if name.endswith("16k") else 32000, pin, device=self.device)
+        if name == "clap":
+            from siren_bench.embedders.clap import ClapEmbedders
+
+            if path.is_dir():
+                return ClapEmbedders.from_hf_folder(path, expected_sha256=pin)
+            return ClapEmbedders.from_original_checkpoint(path, self.weights_dir / "roberta-base", expected_sha256=pin)
+        if name == "smoke_tagger":
+            from siren_bench.embedders.smoke import load_smoke_tagger
+
+            level = {"frames": "patch", "clip": "clip"}.get(spec.framing)
+            if level is None:
+                raise ValueError(f"smoke_tagger framing must be 'frames' or 'clip', got {spec.framing!r}")
+            return load_smoke_tagger(path, pin, level=level, device=self.device)
+        if name == "smoke_clap":
+            from siren_bench.embedders.smoke import load_smoke_clap
+
+            return load_smoke_clap(path, expected_sha256=pin, device=self.device)
+        raise ValueError(f"unknown embedder {name!r}")
+
+
+# ------------------------------------------------------------------------------------- clips
+
+@dataclass(frozen=True)
+class ClipFacts:
+    """What the input checks found in a file; cached with its embedding, reported per clip."""
+
+    sample_rate: int
+    channels: int
+    seconds: float
+    clipped_fraction: float
+    peak: float
+
+    @property
+    def clipped(self) -> bool:
+        return self.clipped_fraction > CLIPPED_FRACTION or self.peak > 1.0
+
+    def as_array(self) -> np.ndarray:
+        return np.array([self.sample_rate, self.channels, self.seconds, self.clipped_fraction, self.peak], dtype=np.float64)
+
+    @classmethod
+    def from_array(cls, a: np.ndarray) -> "ClipFacts":
+        return cls(int(a[0]), int(a[1]), float(a[2]), float(a[3]), float(a[4]))
+
+
+def check_clip(clip: Clip, facts: ClipFacts, allow_clipped: bool) -> None:
+    if facts.channels > MAX_CHANNELS:
+        raise AudioFileError(clip.path, f"{facts.channels} channels; scoring takes mono or stereo files")
+    if facts.clipped and not allow_clipped:
+        raise AudioFileError(clip.path, f"clipped: {100 * facts.clipped_fraction:.2f} % of samples at |x| >= {CLIPPED_LEVEL}, "
+                                        f"peak {facts.peak:.4f} (allow with --allow-clipped / eval.allow_clipped; "
+                                        "clipped clips are then listed in results.json)")
+
+
+def load_clip(clip: Clip, spec: MetricSpec, allow_clipped: bool) -> tuple[np.ndarray, ClipFacts]:
+    """Read, check and prepare one clip: float64 mono at the embedder's rate, per the recipe."""
+    wave, rate = read_audio(clip.path)
+    magnitude = np.abs(wave)
+    facts = ClipFacts(rate, wave.shape[0], wave.shape[1] / rate, float(np.mean(magnitude >= CLIPPED_LEVEL)), float(magnitude.max()))
+    check_clip(clip, facts, allow_clipped)
+    try:
+        prepared = apply_policy(wave.T, rate, spec.audio, str(clip.path))
+    except ValueError as exc:
+        raise AudioFileError(clip.path, str(exc).removeprefix(f"{clip.path}: ")) from exc
+    return prepared, facts
+
+
+# ------------------------------------------------------------------------------------- embedding
+
+@dataclass
+class EmbeddedSet:
+    embeddings: dict[str, Embedding]
+    facts: dict[str, ClipFacts]
+    keys: dict[str, str]  # clip id -> cache key (for audit)
+
+
+def embedding_key(audio_sha256: str, spec: MetricSpec, weights_sha256: str) -> str:
+    return cache_key(kind="embedding", version=EMBEDDING_VERSION, audio=audio_sha256, knobs=embedding_knobs(spec),
+                     weights=weights_sha256)
+
+
+def embed_clips(clips: list[Clip], spec: MetricSpec, embedder: Embedder, cache: ContentCache, *, allow_clipped: bool = False,
+                desc: str = "embed") -> EmbeddedSet:
+    """Embeddings of `clips` under `spec`, from the cache where present, computed otherwise.
+
+    Each clip is embedded in a call of its own: float32 networks round differently for other
+    batch shapes (about 1e-7 relative here), so a clip embedded beside other clips would not
+    be bit-identical to the same clip embedded alone, and a cached entry would depend on which
+    clips happened to share its batch."""
+    out = EmbeddedSet({}, {}, {})
+    todo = []
+    for clip in clips:
+        key = embedding_key(clip.sha256, spec, embedder.info.weights_sha256)
+        out.keys[clip.clip_id] = key
+        hit = cache.get(key)
+        if hit is None:
+            todo.append(clip)
+            continue
+        facts = ClipFacts.from_array(hit["facts"])
+        check_clip(clip, facts, allow_clipped)
+        out.embeddings[clip.clip_id] = Embedding(hit["frames"], hit["logits"] if "logits" in hit else None)
+        out.facts[clip.clip_id] = facts
+    for clip in tqdm(todo, desc=desc, unit="clip", disable=not todo):
+        wave, facts = load_clip(clip, spec, allow_clipped)
+        try:
+            embedding = embedder.embed([wave])[0]
+        except ValueError as exc:  # the embedder's own refusal, e.g. too short for one frame
+            raise AudioFileError(clip.path, f"{spec.embedder} cannot embed it after the recipe's audio policy ({exc})") from exc
+        arrays = {"frames": np.asarray(embedding.frames, dtype=np.float64), "facts": facts.as_array()}
+        if embedding.logits is not None:
+            arrays["logits"] = np.asarray(embedding.logits, dtype=np.float64)
+        cache.put(out.keys[clip.clip_id], arrays)
+        out.embeddings[clip.clip_id] = Embedding(arrays["frames"], arrays.get("logits"))
+        out.facts[clip.clip_id] = facts
+    return out
+
+
+def embed_captions(captions: dict[str, str], embedder, cache: ContentCache) -> dict[str, np.ndarray]:
+    """Text-tower embeddings of captions (a CLAP model's embed_text), cached per caption and,
+    like audio clips, computed one at a time so an entry never depends on its batch."""
+    if not hasattr(embedder, "embed_text"):
+        raise ValueError(f"{embedder.info.name} has no text tower; the CLAP score needs a CLAP model")
+    out, todo = {}, []
+    for clip_id in sorted(captions):
+        key = cache_key(kind="text-embedding", version=EMBEDDING_VERSION, embedder=embedder.info.name,
+                        caption=captions[clip_id], weights=embedder.info.weights_sha256)
+        hit = cache.get(key)
+        if hit is None:
+            todo.append((clip_id, key))
+        else:
+            out[clip_id] = hit["text"]
+    for clip_id, key in todo:  # one caption per call: padding to a batch's longest caption changes the rounding
+        vector = np.asarray(embedder.embed_text([captions[clip_id]]), dtype=np.float64)[0]
+        cache.put(key, {"text": vector})
+        out[clip_id] = vector
+    return out
+
+
+def cached_reference_stats(cache: ContentCache, reference_sha256: str, spec: MetricSpec, weights_sha256: str, compute):
+    """A function level -> GaussianStats of the reference set, computed once per (set, knobs,
+    weights, level) and kept in the cache for every later system scored against it."""
+
+    def stats(level: str) -> GaussianStats:
+        key = cache_key(kind="reference-stats", version=EMBEDDING_VERSION, reference=reference_sha256,
+                        knobs=embedding_knobs(spec), weights=weights_sha256, level=level)
+        arrays = cache.get_or_compute(key, lambda: dataclasses.asdict(compute(level)))
+        return GaussianStats(int(arrays["n"]), arrays["total"], arrays["outer"])
+
+    return stats

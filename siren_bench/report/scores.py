@@ -1,0 +1,90 @@
+"""Report sections for the smoke evaluators and the scored systems."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from siren_bench.recipes import get_recipe
+from siren_bench.report.dataset_card import Section, md_table
+
+# column order and labels of the main table; "kl" also shows its second direction where computed
+COLUMNS = (("fad", "FAD"), ("fad_inf", "FAD-inf"), ("kad", "KAD (x100)"), ("fd", "FD"), ("kl", "KL"), ("is", "IS"),
+           ("clap", "CLAP (cosine)"))
+
+
+def _interval(result: dict) -> str:
+    if result.get("ci_low") is None:
+        return f"{result['value']:.4g}"
+    return f"{result['value']:.4g} [{result['ci_low']:.4g}, {result['ci_high']:.4g}]"
+
+
+def evaluators_section(evaluators_dir: Path, out: Path) -> Section:
+    summary = json.loads((evaluators_dir / "evaluators.json").read_text())
+    if not summary["trained"]:
+        return Section("evaluators", summary, f"## Evaluators\n\n{summary['reason']}.\n")
+    tagger, clap = summary["tagger"]["heldout"], summary["clap"]["heldout"]
+    rows = [
+        ["tagger: mAP of clip logits", f"{tagger['map']:.3f}", f"{tagger['untrained_map']:.3f}", f"{tagger['chance_map']:.3f}"],
+        ["tagger: macro-F1 at p = 0.5", f"{tagger['macro_f1']:.3f}", "", ""],
+        ["CLAP: text-to-audio recall@1", f"{clap['t2a_recall_at_1']:.3f}", f"{clap['untrained_t2a_recall_at_1']:.3f}",
+         f"{clap['chance_recall_at_1']:.3f}"],
+        ["CLAP: text-to-audio recall@5", f"{clap['t2a_recall_at_5']:.3f}", "", f"{clap['chance_recall_at_5']:.3f}"],
+        ["CLAP: matched / mismatched cosine", f"{clap['matched_cosine']:.3f} / {clap['mismatched_cosine']:.3f}",
+         f"{clap['untrained_matched_cosine']:.3f} / {clap['untrained_mismatched_cosine']:.3f}", ""],
+    ]
+    markdown = f"""## Evaluators
+
+No pretrained VGGish, PANNs or CLAP weights exist on the build machine, so the smoke recipe
+scores with two small models trained by the `evaluators` stage on the SynthCaps train split
+({tagger['n_train']} clips, {summary['tagger']['steps']} and {summary['clap']['steps']} steps, seed {summary['seed']}): a 12-class tagger
+(embeddings for FAD / FD / KAD, logits for KL / IS) and a CLAP-style audio encoder trained
+against the frozen offline MiniLM text model. Their quality on the {tagger['n_val']} val clips, which
+says how much the smoke metrics can resolve:
+
+{md_table(["held-out measure", "trained", "untrained", "chance"], rows)}
+
+Weights: tagger `{summary['tagger']['weights_sha256'][:16]}...`, CLAP `{summary['clap']['weights_sha256'][:16]}...`
+(SHA-256 of the safetensors files; every score records them).
+"""
+    return Section("evaluators", summary, markdown)
+
+
+def scores_section(score_dir: Path, out: Path) -> Section:
+    summary = json.loads((score_dir / "summary.json").read_text())
+    recipe = get_recipe(summary["recipe"])
+    systems = summary["systems"]
+    present = [(m, label) for m, label in COLUMNS if any(m in s["metrics"] for s in systems.values())]
+    rows, results = [], {"recipe": summary["recipe"], "recipe_sha256": summary["recipe_sha256"], "split": summary["split"],
+                         "systems": {}}
+    for name in sorted(systems):
+        full = json.loads((score_dir / name / "results.json").read_text())
+        metrics = full["metrics"]
+        cells = [name, str(full["generated"]["n_clips"])]
+        for metric, _ in present:
+            cells.append(_interval(metrics[metric]) if metric in metrics else "")
+        rows.append(cells)
+        results["systems"][name] = {m: {k: r.get(k) for k in ("value", "ci_low", "ci_high", "n_generated", "n_frames")}
+                                    for m, r in metrics.items()}
+        if "kl" in metrics:
+            results["systems"][name]["kl"]["direction"] = metrics["kl"]["direction"]
+            other = [k for k in metrics["kl"] if k.startswith("value_")]
+            for key in other:
+                results["systems"][name]["kl"][key] = metrics["kl"][key]
+    kl = recipe.spec("kl") if any(s.metric == "kl" for s in recipe.metrics) else None
+    kl_note = (f" KL is KL({'reference || generated' if kl.option('direction') == 'ref_gen' else 'generated || reference'}) "
+               "on softmax of the clip logits, paired by clip id." if kl else "")
+    markdown = f"""## Scores
+
+Recipe `{recipe.id}` (SHA-256 `{recipe.sha256[:16]}...`): {recipe.description} Each system is
+scored against the {summary['split']} references (`{summary['reference']}`); cells are the value with its
+95 % bootstrap interval over the generated clips (FAD-inf: the fitted intercept's interval).{kl_note} Lower is better for FAD, FAD-inf, KAD,
+FD and KL; higher for IS and CLAP. Full results, per-clip scores and every input hash:
+`artifacts/<profile>/score/<system>/`; `siren-bench audit` re-derives them.
+
+{md_table(["system", "clips"] + [label for _, label in present], rows)}
+"""
+    if recipe.name == "smoke":
+        markdown += ("\nThese are smoke-evaluator numbers: comparable between systems of one smoke run, not with "
+                     "published FAD / KL / IS / CLAP scores, which use VGGish, PANNs and LAION CLAP on AudioCaps.\n")
+    return Section("scores", results, markdown)

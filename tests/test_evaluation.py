@@ -1,0 +1,368 @@
+"""`siren-bench score` and `audit` on folders of audio (siren_bench.evaluation): the numbers are the
+metrics of the files' embeddings, every input is recorded by hash, the cache answers only what
+it should, audit re-derives a score and names what changed, and bad input stops with the file.
+
+Runs the smoke recipe on small evaluators trained for a few steps on 1 s SynthCaps clips.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import soundfile as sf
+
+from siren_bench.audio_input import apply_policy
+from siren_bench.cache import ContentCache
+from siren_bench.cli import main
+from siren_bench.data.manifest import write_manifest
+from siren_bench.data.synthcaps import CLASS_NAMES, generate_clip
+from siren_bench.embedders.smoke import (
+    SmokeAudioConfig, SmokeClapConfig, SmokeTaggerConfig, load_smoke_tagger, save_smoke_evaluator, train_smoke_clap,
+    train_smoke_tagger,
+)
+from siren_bench.evaluation import score as score_module
+from siren_bench.evaluation.audit import audit
+from siren_bench.evaluation.clipsets import ClipSetError, clip_set, folder_clips, manifest_clips
+from siren_bench.evaluation.embedding import EmbedderLoader
+from siren_bench.evaluation.score import score_sets
+from siren_bench.io import AudioFileError, read_audio, sha256_file
+from siren_bench.metrics.frechet import GaussianStats, frechet_distance
+from siren_bench.recipes import get_recipe
+from siren_bench.text import load_minilm
+from siren_bench.weights import CheckpointError
+
+SR = 16000
+N = 12
+AUDIO = SmokeAudioConfig(channels=(16, 16, 16, 16), hidden_dim=32, embed_dim=16)
+SMOKE = get_recipe("smoke")
+
+
+def _clip(seed: int, index: int):
+    return generate_clip(seed, index, SR, 1.0, max_events=1)
+
+
+@pytest.fixture(scope="module")
+def weights(tmp_path_factory) -> Path:
+    """Smoke evaluators with the recipe's file names, trained a few steps on other clips."""
+    folder = tmp_path_factory.mktemp("weights")
+    clips = [_clip(5, i) for i in range(24)]
+    waves = [c.wave for c in clips]
+    labels = np.array([[int(n in c.labels) for n in CLASS_NAMES] for c in clips])
+    tagger = train_smoke_tagger(waves[:18], labels[:18], SmokeTaggerConfig(audio=AUDIO, steps=10, batch_size=8), seed=0,
+                                val_waves=waves[18:], val_labels=labels[18:])
+    clap = train_smoke_clap(waves[:18], [c.caption for c in clips[:18]], load_minilm(),
+                            SmokeClapConfig(audio=AUDIO, shared_dim=16, text_hidden_dim=32, steps=10, batch_size=8), seed=0,
+                            val_waves=waves[18:], val_captions=[c.caption for c in clips[18:]])
+    save_smoke_evaluator(tagger, folder / "tagger.safetensors")
+    save_smoke_evaluator(clap, folder / "clap.safetensors")
+    return folder
+
+
+@pytest.fixture
+def sets(tmp_path) -> dict:
+    """A reference manifest (12 clips with captions) and a generated folder with the same ids."""
+    rows = []
+    for i in range(N):
+        clip, clip_id = _clip(21, i), f"clip{i:02d}"
+        path = tmp_path / "reference" / "audio" / f"{clip_id}.wav"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        sf.write(path, clip.wave, SR, subtype="PCM_16")
+        rows.append({"clip_id": clip_id, "split": "test", "audio": f"audio/{clip_id}.wav", "sha256": sha256_file(path),
+                     "caption": clip.caption, "sample_rate": SR, "num_samples": len(clip.wave)})
+        generated = tmp_path / "generated" / f"{clip_id}.wav"
+        generated.parent.mkdir(exist_ok=True)
+        sf.write(generated, _clip(22, i).wave, SR, subtype="FLOAT")
+    write_manifest(tmp_path / "reference" / "manifest.csv", rows)
+    return {"generated": tmp_path / "generated", "manifest": tmp_path / "reference" / "manifest.csv",
+            "cache": tmp_path / "cache", "out": tmp_path / "out"}
+
+
+def _cli_score(sets, weights, *extra, out=None) -> int:
+    return main(["score", "--generated", str(sets["generated"]), "--reference", str(sets["manifest"]), "--recipe", "smoke",
+                 "--weights-dir", str(weights), "--out", str(out or sets["out"]), "--cache-dir", str(sets["cache"]),
+                 "--n-boot", "20", *extra])
+
+
+def _score(sets, weights, recipe=SMOKE, **kwargs):
+    return score_sets(folder_clips(sets["generated"]), manifest_clips(sets["manifest"]), recipe, EmbedderLoader(weights),
+                      ContentCache(sets["cache"]), n_boot=10, **kwargs)
+
+
+def test_score_cli_writes_results_whose_fad_is_the_files_fad(sets, weights, capsys):
+    assert _cli_score(sets, weights) == 0
+    assert "score: wrote" in capsys.readouterr().out
+    results = json.loads((sets["out"] / "results.json").read_text())
+    assert results["recipe"]["id"] == "smoke@1" and results["recipe"]["sha256"] == SMOKE.sha256
+    assert set(results["metrics"]) == {"fad", "fad_inf", "kad", "fd", "kl", "is", "clap"}
+    for metric, r in results["metrics"].items():
+        assert r["n_generated"] == N and r["ci_low"] < r["ci_high"], metric
+    for metric in ("kl", "clap", "fad_inf"):  # means of per-clip values, and a fitted intercept: the value lies inside;
+        r = results["metrics"][metric]  # FD-type intervals may not contain it (bootstrap bias, metrics/bootstrap.py)
+        assert r["ci_low"] <= r["value"] <= r["ci_high"], metric
+    assert results["metrics"]["fad"]["weights_sha256"] == sha256_file(weights / "tagger.safetensors")
+    assert results["metrics"]["clap"]["weights_sha256"] == sha256_file(weights / "clap.safetensors")
+    assert [c["sha256"] for c in results["generated"]["clips"]] == [sha256_file(p) for p in sorted(sets["generated"].iterdir())]
+    assert results["captions"]["texts"]["clip00"] == _clip(21, 0).caption
+    assert results["packages"]["numpy"] == np.__version__
+
+    # FAD recomputed here by hand: the tagger's patch embeddings of each file, Gaussian FD
+    tagger = load_smoke_tagger(weights / "tagger.safetensors", level="patch")
+    spec = SMOKE.spec("fad")
+
+    def frames(folder: Path) -> np.ndarray:
+        waves = []
+        for path in sorted(folder.glob("*.wav")):
+            wave, rate = read_audio(path)
+            waves.append(apply_policy(wave.T, rate, spec.audio, path.name))
+        return np.concatenate([tagger.embed([w])[0].frames for w in waves])  # one clip per call, as the scorer does
+
+    expected = frechet_distance(GaussianStats.from_features(frames(sets["generated"])),
+                                GaussianStats.from_features(frames(sets["manifest"].parent / "audio"))).value
+    assert results["metrics"]["fad"]["value"] == pytest.approx(expected, rel=1e-9)
+    assert results["metrics"]["fad"]["n_frames"] == len(frames(sets["generated"]))
+
+    per_clip = pd.read_csv(sets["out"] / "per_clip.csv")
+    assert len(per_clip) == N and {"fad_clip_fd", "kl", "clap_cosine", "clipped_fraction"} <= set(per_clip.columns)
+    assert per_clip["kl"].mean() == pytest.approx(results["metrics"]["kl"]["value"], rel=1e-9)
+    assert per_clip["clap_cosine"].mean() == pytest.approx(results["metrics"]["clap"]["value"], rel=1e-9)
+
+
+def test_warm_cache_embeds_nothing_and_gives_the_same_file(sets, weights, tmp_path):
+    assert _cli_score(sets, weights) == 0
+    first = (sets["out"] / "results.json").read_bytes()
+    cold = _score(sets, weights)
+    warm = _score(sets, weights)
+    assert cold.cache_hits > 0 and warm.cache_misses == 0
+    assert _cli_score(sets, weights, out=tmp_path / "again") == 0
+    assert (tmp_path / "again" / "results.json").read_bytes() == first
+
+
+def _misses_by_kind(monkeypatch) -> dict:
+    """Count cache misses per key kind (embedding, text-embedding, reference-stats)."""
+    counts: dict = {}
+    original = score_module.embed_clips
+
+    def counting(clips, spec, embedder, cache, **kwargs):
+        before = cache.misses
+        result = original(clips, spec, embedder, cache, **kwargs)
+        counts[(spec.embedder, spec.framing)] = counts.get((spec.embedder, spec.framing), 0) + cache.misses - before
+        return result
+
+    monkeypatch.setattr(score_module, "embed_clips", counting)
+    return counts
+
+
+def test_a_changed_file_recipe_knob_or_checkpoint_recomputes_exactly_what_it_affects(sets, weights, tmp_path, monkeypatch):
+    _score(sets, weights)
+    counts = _misses_by_kind(monkeypatch)
+
+    # one generated file changes: that clip, once per embedding group (tagger patch, tagger clip, CLAP)
+    sf.write(sets["generated"] / "clip03.wav", _clip(23, 3).wave, SR, subtype="FLOAT")
+    _score(sets, weights)
+    assert counts == {("smoke_tagger", "frames"): 1, ("smoke_tagger", "clip"): 1, ("smoke_clap", "clip"): 1}
+
+    # one audio-policy knob of the CLAP metric: every CLAP embedding (generated and reference), nothing else
+    counts.clear()
+    clap = SMOKE.spec("clap")
+    changed = dataclasses.replace(SMOKE, metrics=tuple(
+        dataclasses.replace(s, audio=dataclasses.replace(s.audio, remove_dc=True)) if s is clap else s for s in SMOKE.metrics))
+    assert changed.sha256 != SMOKE.sha256
+    _score(sets, weights, recipe=changed)
+    assert counts == {("smoke_tagger", "frames"): 0, ("smoke_tagger", "clip"): 0, ("smoke_clap", "clip"): 2 * N}
+
+    # a metric option (KL direction) changes the recipe but no embedding
+    counts.clear()
+    kl = SMOKE.spec("kl")
+    other_kl = dataclasses.replace(SMOKE, metrics=tuple(
+        dataclasses.replace(s, options=(("direction", "gen_ref"), ("eps", 0.0))) if s is kl else s for s in SMOKE.metrics))
+    _score(sets, weights, recipe=other_kl, metrics=["kl"])
+    assert counts == {("smoke_tagger", "clip"): 0}
+
+    # another tagger checkpoint: every tagger embedding, no CLAP one
+    counts.clear()
+    swapped = tmp_path / "swapped"
+    shutil.copytree(weights, swapped)
+    other = train_smoke_tagger([_clip(6, i).wave for i in range(8)], np.eye(len(CLASS_NAMES), dtype=int)[np.arange(8) % 12],
+                               SmokeTaggerConfig(audio=AUDIO, steps=2, batch_size=4), seed=1,
+                               val_waves=[_clip(7, i).wave for i in range(2)], val_labels=np.eye(len(CLASS_NAMES), dtype=int)[:2])
+    save_smoke_evaluator(other, swapped / "tagger.safetensors")
+    _score(sets, swapped)
+    assert counts == {("smoke_tagger", "frames"): 2 * N, ("smoke_tagger", "clip"): 2 * N, ("smoke_clap", "clip"): 0}
+
+
+def test_reference_statistics_are_computed_once_for_every_system(sets, weights, monkeypatch):
+    calls = []
+    original = score_module.reference_gaussian
+    monkeypatch.setattr(score_module, "reference_gaussian", lambda ref, level: calls.append(level) or original(ref, level))
+    _score(sets, weights)
+    assert sorted(calls) == ["clip", "frames"]  # FD (clip vectors) and FAD / FAD-inf (frames)
+    sf.write(sets["generated"] / "clip00.wav", _clip(24, 0).wave, SR, subtype="FLOAT")  # another system
+    _score(sets, weights)
+    assert sorted(calls) == ["clip", "frames"]
+
+
+def test_audit_rederives_a_score_and_names_what_differs(sets, weights):
+    assert _cli_score(sets, weights) == 0
+    report = audit(sets["out"])
+    assert report.ok, report.text()
+    assert report.cache_misses == 0 and report.cache_hits > 0
+
+    # a corrupted cache entry is detected and recomputed, and the numbers still agree
+    entry = next(sets["cache"].rglob("*.npz"))
+    entry.write_bytes(entry.read_bytes()[:-10] + b"0123456789")
+    again = audit(sets["out"])
+    assert again.ok and again.cache_misses == 1
+
+    # an edited number
+    results = json.loads((sets["out"] / "results.json").read_text())
+    results["metrics"]["kl"]["value"] += 0.01
+    (sets["out"] / "results.json").write_text(json.dumps(results))
+    edited = audit(sets["out"])
+    assert not edited.ok and any(d.startswith("kl.value") for d in edited.differences)
+    assert main(["audit", str(sets["out"] / "results.json")]) == 1
+
+    # a changed input file
+    assert _cli_score(sets, weights) == 0
+    sf.write(sets["generated"] / "clip05.wav", _clip(25, 5).wave, SR, subtype="FLOAT")
+    changed = audit(sets["out"])
+    assert not changed.ok and any("clip05.wav" in d and "SHA-256" in d for d in changed.differences)
+
+    # changed weights
+    assert _cli_score(sets, weights) == 0
+    moved = sets["out"].parent / "other-weights"
+    shutil.copytree(weights, moved)
+    (moved / "clap.safetensors").write_bytes((moved / "clap.safetensors").read_bytes() + b" ")
+    swapped = audit(sets["out"], weights_dir=moved)
+    assert not swapped.ok and any("weights of clap" in d for d in swapped.differences)
+
+
+# ----------------------------------------------------------------------------------- bad input
+
+def _write_bad(folder: Path, case: str) -> str:
+    """Make one generated file bad in the way `case` says; returns what the error must mention."""
+    target = folder / "clip04.wav"
+    if case == "unreadable":
+        target.write_bytes(b"RIFF\x00\x00not audio at all")
+        return "clip04.wav"
+    if case == "zero_bytes":
+        target.write_bytes(b"")
+        return "zero-byte"
+    if case == "nan":
+        wave = _clip(22, 4).wave.copy()
+        wave[100] = np.nan
+        sf.write(target, wave, SR, subtype="FLOAT")
+        return "NaN"
+    if case == "clipped":
+        wave = _clip(22, 4).wave
+        sf.write(target, np.clip(3 * wave / np.abs(wave).max(), -1, 1), SR, subtype="FLOAT")  # a loud render, hard-clipped
+        return "clipped"
+    if case == "beyond_full_scale":
+        wave = _clip(22, 4).wave.copy()
+        wave[10] = 1.5
+        sf.write(target, wave, SR, subtype="FLOAT")
+        return "clipped"
+    if case == "three_channels":
+        sf.write(target, np.stack([_clip(22, 4).wave] * 3, axis=1), SR, subtype="FLOAT")
+        return "3 channels"
+    if case == "missing_clip":
+        target.unlink()
+        return "clip04"
+    if case == "extra_clip":
+        sf.write(folder / "stranger.wav", _clip(22, 4).wave, SR, subtype="FLOAT")
+        return "stranger"
+    if case == "duplicate_id":
+        sf.write(folder / "clip04.flac", _clip(22, 4).wave, SR)
+        return "given twice"
+    if case == "empty_folder":
+        for path in folder.iterdir():
+            path.unlink()
+        return "no audio files"
+    raise AssertionError(case)
+
+
+BAD_CASES = ["unreadable", "zero_bytes", "nan", "clipped", "beyond_full_scale", "three_channels", "missing_clip",
+             "extra_clip", "duplicate_id", "empty_folder"]
+
+
+@pytest.mark.parametrize("case", BAD_CASES)
+def test_bad_generated_input_is_refused_by_name_and_writes_nothing(sets, weights, case, capsys):
+    needle = _write_bad(sets["generated"], case)
+    assert _cli_score(sets, weights) == 2
+    err = capsys.readouterr().err
+    assert "error:" in err and needle in err, err
+    assert not sets["out"].exists()
+
+
+def test_clipped_clips_are_scored_and_listed_when_allowed(sets, weights):
+    _write_bad(sets["generated"], "clipped")
+    assert _cli_score(sets, weights, "--allow-clipped") == 0
+    results = json.loads((sets["out"] / "results.json").read_text())
+    assert results["allow_clipped"] and results["clipped_clips"] == ["clip04"]
+
+
+def test_clips_shorter_than_a_no_padding_recipe_allows_are_refused(sets, weights):
+    sf.write(sets["generated"] / "clip02.wav", _clip(22, 2).wave[: SR // 2], SR, subtype="FLOAT")
+    strict = dataclasses.replace(SMOKE, metrics=tuple(dataclasses.replace(s, audio=dataclasses.replace(s.audio, pad="none"))
+                                                      for s in SMOKE.metrics))
+    with pytest.raises(AudioFileError, match=r"clip02\.wav.*shorter than the recipe's minimum"):
+        _score(sets, weights, recipe=strict)
+
+
+@pytest.mark.parametrize("case", ["missing", "wrong_pin", "corrupt"])
+def test_missing_or_wrong_weights_are_refused_by_name(sets, weights, tmp_path, case, capsys):
+    folder = tmp_path / "w"
+    shutil.copytree(weights, folder)
+    extra = []
+    if case == "missing":
+        (folder / "tagger.safetensors").unlink()
+    elif case == "wrong_pin":
+        extra = ["--pin", "tagger.safetensors=" + "0" * 64]
+    else:
+        (folder / "clap.safetensors").write_bytes(b"\x00" * 100)
+    assert _cli_score(sets, folder, *extra) == 2
+    err = capsys.readouterr().err
+    assert ("tagger.safetensors" if case != "corrupt" else "clap.safetensors") in err
+    assert not sets["out"].exists()
+
+
+def test_clap_without_captions_is_an_error_unless_left_out(sets, weights, tmp_path, capsys):
+    folder = tmp_path / "refs"
+    shutil.copytree(sets["manifest"].parent / "audio", folder)
+    main(["score", "--generated", str(sets["generated"]), "--reference", str(folder), "--recipe", "smoke", "--weights-dir",
+          str(weights), "--out", str(sets["out"]), "--cache-dir", str(sets["cache"]), "--n-boot", "5"])
+    assert "needs a caption for every generated clip" in capsys.readouterr().err
+    captions = tmp_path / "captions.csv"
+    pd.DataFrame({"clip_id": [f"clip{i:02d}" for i in range(N)], "caption": ["a tone"] * N}).to_csv(captions, index=False)
+    assert main(["score", "--generated", str(sets["generated"]), "--reference", str(folder), "--recipe", "smoke",
+                 "--weights-dir", str(weights), "--out", str(sets["out"]), "--cache-dir", str(sets["cache"]),
+                 "--n-boot", "5", "--captions", str(captions)]) == 0
+    assert main(["score", "--generated", str(sets["generated"]), "--reference", str(folder), "--recipe", "smoke",
+                 "--weights-dir", str(weights), "--out", str(tmp_path / "o2"), "--cache-dir", str(sets["cache"]),
+                 "--n-boot", "5", "--metrics", "fad,kad"]) == 0
+    assert set(json.loads((tmp_path / "o2" / "results.json").read_text())["metrics"]) == {"fad", "kad"}
+
+
+def test_out_folder_that_is_not_a_score_is_never_replaced(sets, weights, capsys):
+    sets["out"].mkdir()
+    (sets["out"] / "thesis.tex").write_text("precious")
+    assert _cli_score(sets, weights) == 2
+    assert "not an earlier score output" in capsys.readouterr().err
+    assert (sets["out"] / "thesis.tex").read_text() == "precious"
+
+
+def test_a_changed_reference_file_is_not_taken_for_the_manifests(sets):
+    path = sets["manifest"].parent / "audio" / "clip01.wav"
+    sf.write(path, _clip(30, 1).wave, SR, subtype="PCM_16")
+    with pytest.raises(ClipSetError, match=r"clip01\.wav: SHA-256 .* differs"):
+        clip_set(sets["manifest"])
+
+
+def test_recipes_with_unbuilt_backbones_say_so(sets, weights):
+    with pytest.raises(CheckpointError, match="PaSST"):
+        _score(sets, weights, recipe=get_recipe("audiocraft"), metrics=["kl"])
