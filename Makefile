@@ -49,7 +49,7 @@ test: setup
 	$(BIN)/python -m pytest
 
 bench: setup
-	$(BIN)/python -m pytest benchmarks --benchmark-enable --benchmark-only
+	SIREN_BENCH_FULL=1 $(BIN)/python -m pytest benchmarks --benchmark-enable --benchmark-only
 
 clean-venv:
 	rm -rf $(VENV)

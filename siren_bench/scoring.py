@@ -16,7 +16,7 @@ from siren_bench.embedders.base import Embedding
 from siren_bench.metrics.bootstrap import bootstrap
 from siren_bench.metrics.clap_score import clap_scores
 from siren_bench.metrics.divergence import inception_score, paired_kl
-from siren_bench.metrics.frechet import GaussianStats, distance_to_reference_mean, fad_inf, frechet_distance, per_clip_frechet
+from siren_bench.metrics.frechet import FrechetResampler, GaussianStats, distance_to_reference_mean, fad_inf, per_clip_frechet
 from siren_bench.metrics.kernel import kernel_audio_distance, median_bandwidth
 from siren_bench.recipes import MetricSpec
 
@@ -62,7 +62,6 @@ def score_metric(spec: MetricSpec, generated: dict[str, Embedding], reference: d
         if level == "clip":
             frames = [clip_level(f) for f in frames]
         ref_stats = reference_stats(level) if reference_stats is not None else reference_gaussian(reference, level)
-        clip_stats = [GaussianStats.from_features(f) for f in frames]
         method = spec.option("fd_method", "eigen")
         out["n_frames"] = int(sum(len(f) for f in frames))
         out["n_reference_frames"] = ref_stats.n
@@ -73,13 +72,7 @@ def score_metric(spec: MetricSpec, generated: dict[str, Embedding], reference: d
                        slope=result.slope, r_squared=result.r_squared, sizes=result.sizes, fd_values=result.fd_values)
             return out
 
-        def fd_of(indices: np.ndarray) -> float:
-            stats = clip_stats[indices[0]]
-            for i in indices[1:]:
-                stats = stats.merge(clip_stats[i])
-            return frechet_distance(stats, ref_stats, method).value
-
-        out.update(bootstrap(fd_of, len(ids), n_boot, seed).as_dict())
+        out.update(bootstrap(FrechetResampler(frames, ref_stats, method), len(ids), n_boot, seed).as_dict())
         per_clip = per_clip_frechet(frames, ref_stats, method) if metric == "fad" else distance_to_reference_mean(frames, ref_stats)
         out["per_clip_kind"] = "per-clip FD of the clip's frames" if metric == "fad" else "squared distance to the reference mean"
         out["per_clip"] = dict(zip(ids, per_clip))

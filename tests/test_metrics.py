@@ -7,7 +7,7 @@ import pytest
 from siren_bench.metrics.bootstrap import bootstrap
 from siren_bench.metrics.clap_score import clap_scores
 from siren_bench.metrics.divergence import inception_score, kl, paired_kl
-from siren_bench.metrics.frechet import GaussianStats, fad_inf, frechet_distance, per_clip_frechet
+from siren_bench.metrics.frechet import FrechetResampler, GaussianStats, fad_inf, frechet_distance, per_clip_frechet
 from siren_bench.metrics.kernel import kernel_audio_distance
 
 
@@ -163,3 +163,28 @@ def test_bootstrap_interval_covers_and_is_seeded():
     assert interval.low < interval.value < interval.high
     assert interval.high - interval.low == pytest.approx(2 * 1.96 / np.sqrt(400), rel=0.2)
     assert bootstrap(lambda idx: float(x[idx].mean()), len(x), n_boot=500, seed=1) == interval
+
+
+def test_resampled_fd_gram_form_equals_the_direct_forms():
+    """Draws with fewer pooled rows than dimensions take the Gram form; it must be the same FD
+    as pooling the rows and using the eigen / symmetric forms, duplicates included."""
+    rng = np.random.default_rng(12)
+    d = 96
+    mixing = rng.normal(size=(d, d)) / np.sqrt(d)
+    reference = GaussianStats.from_features(rng.normal(size=(300, d)) @ mixing + 0.3)
+    clips = [rng.normal(size=(int(rng.integers(1, 4)), d)) @ mixing for _ in range(30)]  # 30 clips, < 96 rows in all
+    resampler = FrechetResampler(clips, reference, "eigen")
+    for draw in (rng.integers(0, 30, 30), rng.integers(0, 30, 30), np.array([3, 3, 7, 9, 9, 9, 12])):
+        pooled = GaussianStats.from_features(np.concatenate([clips[i] for i in draw]))
+        assert sum(len(clips[i]) for i in draw) < d  # the Gram route is the one under test
+        # S1 is singular here (rank < d): the direct forms take square roots of rounding-level
+        # eigenvalues (~1e-15 -> ~3e-8 each), so they differ from each other by ~1e-8 relative;
+        # the Gram form drops those exact zeros. 1e-7 is that spread with room, not slack for errors.
+        for method in ("eigen", "symmetric", "sqrtm"):
+            assert resampler(draw) == pytest.approx(frechet_distance(pooled, reference, method).value, rel=1e-7)
+    # the full set is scored with the recipe's own method, draws with many rows by merging statistics
+    full = GaussianStats.from_features(np.concatenate(clips))
+    assert resampler(np.arange(30)) == frechet_distance(full, reference, "eigen").value
+    many = FrechetResampler([rng.normal(size=(200, 8)) for _ in range(3)], GaussianStats.from_features(rng.normal(size=(50, 8))))
+    assert many(np.array([0, 0, 2])) == pytest.approx(
+        frechet_distance(GaussianStats.from_features(np.concatenate([many.blocks[i] for i in (0, 0, 2)])), many.reference).value)
