@@ -224,7 +224,7 @@ def test_audit_rederives_a_score_and_names_what_differs(sets, weights):
     results["metrics"]["kl"]["value"] += 0.01
     (sets["out"] / "results.json").write_text(json.dumps(results))
     edited = audit(sets["out"])
-    assert not edited.ok and any(d.startswith("kl.value") for d in edited.differences)
+    assert not edited.ok and any(d.startswith("kl: kl.value recorded") for d in edited.differences)
     assert main(["audit", str(sets["out"] / "results.json")]) == 1
 
     # a changed input file
@@ -303,7 +303,7 @@ def test_clipped_clips_are_scored_and_listed_when_allowed(sets, weights):
     _write_bad(sets["generated"], "clipped")
     assert _cli_score(sets, weights, "--allow-clipped") == 0
     results = json.loads((sets["out"] / "results.json").read_text())
-    assert results["allow_clipped"] and results["clipped_clips"] == ["clip04"]
+    assert results["allow_clipped"] and results["clipped_clips"] == {"generated": ["clip04"], "reference": []}
 
 
 def test_clips_shorter_than_a_no_padding_recipe_allows_are_refused(sets, weights):
@@ -366,3 +366,8 @@ def test_a_changed_reference_file_is_not_taken_for_the_manifests(sets):
 def test_recipes_with_unbuilt_backbones_say_so(sets, weights):
     with pytest.raises(CheckpointError, match="PaSST"):
         _score(sets, weights, recipe=get_recipe("audiocraft"), metrics=["kl"])
+
+
+def test_asking_for_a_metric_the_recipe_lacks_is_an_error(sets, weights):
+    with pytest.raises(ClipSetError, match=r"recipe google_fad@1 has no \['kl'\]"):
+        _score(sets, weights, recipe=get_recipe("google_fad"), metrics=["kl"])

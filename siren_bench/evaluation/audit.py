@@ -121,10 +121,9 @@ def audit(results_path: str | Path, cache_dir: str | Path | None = None, weights
     report.cache_hits, report.cache_misses = outcome.cache_hits, outcome.cache_misses
     for metric, values in recorded["metrics"].items():
         again = outcome.results["metrics"][metric]
-        for key in sorted(set(values) | set(again)):
-            if not _close(values.get(key), again.get(key)):
-                report.add(f"{metric}.{key}", False, f"recorded {values.get(key)!r}, recomputed {again.get(key)!r}")
-        report.add(f"{metric}", True)
+        differing = [key for key in sorted(set(values) | set(again)) if not _close(values.get(key), again.get(key))]
+        report.add(metric, not differing,
+                   "; ".join(f"{metric}.{k} recorded {values.get(k)!r}, recomputed {again.get(k)!r}" for k in differing))
     _compare_per_clip(folder / PER_CLIP_NAME, outcome.per_clip, report)
     return report
 

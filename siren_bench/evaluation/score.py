@@ -49,6 +49,9 @@ def select_metrics(recipe: Recipe, metrics: list[str] | None) -> list[MetricSpec
     unknown = sorted(set(metrics) - set(METRICS))
     if unknown:
         raise ClipSetError(f"unknown metrics {unknown}; choose from {list(METRICS)}")
+    missing = [m for m in metrics if m not in {s.metric for s in recipe.metrics}]
+    if missing:
+        raise ClipSetError(f"recipe {recipe.id} has no {missing} (it has {[s.metric for s in recipe.metrics]})")
     return [recipe.spec(m) for m in dict.fromkeys(metrics)]
 
 
@@ -122,7 +125,8 @@ def score_sets(generated: ClipSet, reference: ClipSet, recipe: Recipe, loader: E
         table[column] = [facts[c][column] for c in generated.ids]
     for column, values in per_clip.items():
         table[column] = [values.get(c) for c in generated.ids]
-    clipped = sorted({cid for g, r in embedded.values() for s in (g, r) for cid, f in s.facts.items() if f.clipped})
+    clipped = {side: sorted({cid for pair in embedded.values() for cid, f in pair[k].facts.items() if f.clipped})
+               for k, side in enumerate(("generated", "reference"))}
     results = {
         "schema_version": SCHEMA_VERSION,
         "recipe": {"id": recipe.id, "sha256": recipe.sha256, "definition": recipe.as_dict()},
