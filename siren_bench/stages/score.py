@@ -40,6 +40,8 @@ def run(params_path: str | Path = "params.yaml") -> Path:
     generate_dir = stage.dir("generate")
     systems = json.loads((generate_dir / SYSTEMS_NAME).read_text())
     weights_dir = stage.dir("evaluators") if needs_smoke_evaluators(config.recipe) else config.weights_dir
+    # On CPU whatever run.device says: cache keys do not hold the device, and a GPU rounds float32
+    # differently, so CPU-only embeddings keep cached entries and audits exactly comparable.
     loader = EmbedderLoader(weights_dir, config.weights_sha256, device="cpu")
     cache = ContentCache(Path(run_cfg.cache_dir) / "embeddings")
     reference = manifest_clips(stage.dir("prepare") / MANIFEST_NAME, SCORED_SPLIT)
