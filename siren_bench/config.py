@@ -123,6 +123,7 @@ class EvalConfig:
     """How generated audio is scored (`evaluators`, `generate` and `score` stages)."""
 
     recipe: str = "smoke"  # a name in siren_bench.recipes.REGISTRY, "name" or "name@version"
+    systems: list[str] = field(default_factory=lambda: ["codec_resynthesis", "real_unpaired"])  # rendered by `generate`
     n_bootstrap: int | None = None  # None: the recipe's own number of bootstrap resamples
     weights_dir: str | None = None  # folder holding the checkpoint files the recipe names (real recipes)
     weights_sha256: dict[str, str] = field(default_factory=dict)  # checkpoint name -> pinned SHA-256
@@ -248,6 +249,11 @@ def eval_config(params: DictConfig, source: str = "params.yaml") -> EvalConfig:
         raise ConfigError(f"{source}: eval.recipe: {exc.args[0]}") from exc
     if config.n_bootstrap is not None and config.n_bootstrap < 1:
         raise ConfigError(f"{source}: eval.n_bootstrap must be positive or null, got {config.n_bootstrap}")
+    from siren_bench.stages.generate import SYSTEMS  # the systems `generate` can render
+
+    unknown = [name for name in config.systems if name not in SYSTEMS]
+    if unknown or not config.systems:
+        raise ConfigError(f"{source}: eval.systems must list some of {sorted(SYSTEMS)}, got {config.systems}")
     if config.tagger_steps < 1 or config.clap_steps < 1:
         raise ConfigError(f"{source}: eval.tagger_steps and eval.clap_steps must be positive")
     return config

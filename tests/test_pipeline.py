@@ -65,9 +65,10 @@ def test_ci_profile_runs_then_repro_does_no_work(repo):
     assert len(results["diagnose"]["semantics"]["alone"]) == 8
     for heading in ("## Evaluators", "## Scores"):
         assert heading in report
-    scores = results["scores"]["systems"]["codec_resynthesis"]
-    assert set(scores) == {"fad", "fad_inf", "kad", "fd", "kl", "is", "clap"}
-    assert all(s["n_generated"] == 12 and s["ci_low"] is not None for s in scores.values())
+    assert set(results["scores"]["systems"]) == {"codec_resynthesis", "real_unpaired"}
+    for system in results["scores"]["systems"].values():
+        assert set(system["metrics"]) == {"fad", "fad_inf", "kad", "fd", "kl", "is", "clap"}
+        assert all(s["n_generated"] == 12 and s["ci_low"] is not None for s in system["metrics"].values())
     tokenize = json.loads((repo / "artifacts" / "ci" / "tokenize" / "provenance.json").read_text())
     assert tokenize["cache"] == {"hits": 0, "misses": 48}
     audit = _run(["siren-bench", "audit", "artifacts/ci/score/codec_resynthesis/results.json"], repo)

@@ -64,13 +64,10 @@ def scores_section(score_dir: Path, out: Path) -> Section:
         for metric, _ in present:
             cells.append(_interval(metrics[metric]) if metric in metrics else "")
         rows.append(cells)
-        results["systems"][name] = {m: {k: r.get(k) for k in ("value", "ci_low", "ci_high", "n_generated", "n_frames")}
-                                    for m, r in metrics.items()}
-        if "kl" in metrics:
-            results["systems"][name]["kl"]["direction"] = metrics["kl"]["direction"]
-            other = [k for k in metrics["kl"] if k.startswith("value_")]
-            for key in other:
-                results["systems"][name]["kl"][key] = metrics["kl"][key]
+        table = {m: {k: r.get(k) for k in ("value", "ci_low", "ci_high", "n_generated", "n_frames")} for m, r in metrics.items()}
+        if "kl" in metrics:  # its direction, and the other direction where the recipe computes both
+            table["kl"] |= {k: v for k, v in metrics["kl"].items() if k == "direction" or k.startswith("value_")}
+        results["systems"][name] = {"description": systems[name]["description"], "metrics": table}
     kl = recipe.spec("kl") if any(s.metric == "kl" for s in recipe.metrics) else None
     kl_note = (f" KL is KL({'reference || generated' if kl.option('direction') == 'ref_gen' else 'generated || reference'}) "
                "on softmax of the clip logits, paired by clip id." if kl else "")
@@ -83,7 +80,8 @@ FD and KL; higher for IS and CLAP. Full results, per-clip scores and every input
 `artifacts/<profile>/score/<system>/`; `siren-bench audit` re-derives them.
 
 {md_table(["system", "clips"] + [label for _, label in present], rows)}
-"""
+
+""" + "\n".join(f"- `{name}`: {systems[name]['description']}" for name in sorted(systems)) + "\n"
     if recipe.name == "smoke":
         markdown += ("\nThese are smoke-evaluator numbers: comparable between systems of one smoke run, not with "
                      "published FAD / KL / IS / CLAP scores, which use VGGish, PANNs and LAION CLAP on AudioCaps.\n")

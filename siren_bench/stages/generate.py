@@ -1,17 +1,24 @@
 """Stage `generate`: render each configured system's audio for the test clips, one folder each.
 
-Built so far: `codec_resynthesis`, the test clips' own codes decoded by the pipeline's codec:
-the ceiling any LM over this tokenizer can reach, since a perfect LM would emit exactly these
-codes. Siren, its ablations and the baselines join as their stages arrive (issues 5-8).
+Built so far (eval.systems picks among them):
+- `codec_resynthesis`: the test clips' own codes decoded by the pipeline's codec: the ceiling any
+  LM over this tokenizer can reach, since a perfect LM would emit exactly these codes;
+- `real_unpaired`: real clips of the val split, one per test clip id in a seeded order: audio
+  from the reference distribution that ignores its captions. It anchors the score table: its
+  FAD / FD / KAD show what "same distribution" scores with these evaluators and this many clips,
+  its KL and CLAP what "unrelated to the caption" scores.
+Siren, its ablations and the baselines join as their stages arrive (issues 5-8).
 
 Output (artifacts/<profile>/generate/): <system>/<clip_id>.wav (32-bit float WAV at the codec's
 rate, trimmed to the reference clip's length: a model's raw output, so any overshoot past full
 scale reaches the scorer instead of being clipped on write), systems.json (per system: what it
-is, clip count, sample rate) and provenance.json.
+is, clip count, sample rate; for real_unpaired which val clip stands under which test id) and
+provenance.json.
 """
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +26,7 @@ import torch
 from tqdm import tqdm
 
 from siren_bench.codecs import Codec, load_stage_codec
-from siren_bench.config import codec_config
+from siren_bench.config import ConfigError, codec_config, eval_config
 from siren_bench.data.manifest import MANIFEST_NAME, read_manifest
 from siren_bench.io import atomic_directory, write_json_atomic, write_wav
 from siren_bench.provenance import build_record, write_provenance
@@ -27,7 +34,9 @@ from siren_bench.stages.common import open_stage
 from siren_bench.stages.tokenize import load_codes
 
 SCORED_SPLIT = "test"
+UNPAIRED_SPLIT = "val"
 SYSTEMS_NAME = "systems.json"
+SYSTEMS = ("codec_resynthesis", "real_unpaired")
 
 
 def codec_resynthesis(codec: Codec, ids: list[str], codes: dict[str, np.ndarray], lengths: dict[str, int], out: Path,
@@ -42,9 +51,28 @@ def codec_resynthesis(codec: Codec, ids: list[str], codes: dict[str, np.ndarray]
                 write_wav(out / f"{clip_id}.wav", wave[: lengths[clip_id]], codec.sample_rate, subtype="FLOAT")
 
 
+def real_unpaired(manifest, test_ids: list[str], seed: int, out: Path, source: str) -> dict[str, str]:
+    """Copy val clips, unchanged, under the test ids (a seeded draw without replacement);
+    returns test id -> source clip id."""
+    pool = manifest[manifest["split"] == UNPAIRED_SPLIT].sort_values("clip_id")
+    if len(pool) < len(test_ids):
+        raise ConfigError(f"{source}: the real_unpaired system needs at least as many {UNPAIRED_SPLIT} clips as "
+                          f"{SCORED_SPLIT} clips ({len(pool)} < {len(test_ids)}); raise data.splits.{UNPAIRED_SPLIT} "
+                          "or leave it out of eval.systems")
+    order = np.random.default_rng(seed).permutation(len(pool))[: len(test_ids)]
+    out.mkdir(parents=True)
+    mapping = {}
+    for test_id, row in zip(sorted(test_ids), order):
+        source_row = pool.iloc[int(row)]
+        shutil.copyfile(source_row["audio_path"], out / f"{test_id}{Path(source_row['audio_path']).suffix}")
+        mapping[test_id] = source_row["clip_id"]
+    return mapping
+
+
 def run(params_path: str | Path = "params.yaml") -> Path:
     stage = open_stage(params_path)
     run_cfg, config = stage.run, codec_config(stage.params, stage.source)
+    systems = eval_config(stage.params, stage.source).systems
     prepare_dir, tokenize_dir, codec_dir = stage.dir("prepare"), stage.dir("tokenize"), stage.dir("codec")
     manifest = read_manifest(prepare_dir / MANIFEST_NAME)
     test = manifest[manifest["split"] == SCORED_SPLIT]
@@ -62,14 +90,22 @@ def run(params_path: str | Path = "params.yaml") -> Path:
     lengths = dict(zip(test["clip_id"], test["num_samples"].astype(int)))
 
     out_dir = stage.dir("generate")
+    rendered = {}
     with atomic_directory(out_dir) as staging:
-        codec_resynthesis(codec, ids, codes, lengths, staging / "codec_resynthesis", config.batch_clips)
-        systems = {"codec_resynthesis": {
-            "description": f"the {SCORED_SPLIT} clips' own {codec.n_codebooks}-codebook codes decoded by the codec "
-                           f"({codec.info.name}): the ceiling for a codec LM", "n_clips": len(ids),
-            "sample_rate": codec.sample_rate, "split": SCORED_SPLIT, "seed": None}}
-        write_json_atomic(staging / SYSTEMS_NAME, systems)
-        record = build_record("generate", {"run": run_cfg, "codec": config},
+        if "codec_resynthesis" in systems:
+            codec_resynthesis(codec, ids, codes, lengths, staging / "codec_resynthesis", config.batch_clips)
+            rendered["codec_resynthesis"] = {
+                "description": f"the {SCORED_SPLIT} clips' own {codec.n_codebooks}-codebook codes decoded by the codec "
+                               f"({codec.info.name}): the ceiling for a codec LM", "n_clips": len(ids),
+                "sample_rate": codec.sample_rate, "split": SCORED_SPLIT, "seed": None}
+        if "real_unpaired" in systems:
+            mapping = real_unpaired(manifest, ids, run_cfg.seed, staging / "real_unpaired", stage.source)
+            rendered["real_unpaired"] = {
+                "description": f"real {UNPAIRED_SPLIT} clips under the {SCORED_SPLIT} ids (seeded draw): the reference "
+                               "distribution, unrelated to the captions", "n_clips": len(ids),
+                "sample_rate": codec.sample_rate, "split": UNPAIRED_SPLIT, "seed": run_cfg.seed, "source_clips": mapping}
+        write_json_atomic(staging / SYSTEMS_NAME, rendered)
+        record = build_record("generate", {"run": run_cfg, "codec": config, "systems": systems},
                               inputs={"manifest": prepare_dir / MANIFEST_NAME, "codes": tokenize_dir / "codes.npz",
                                       "codec": codec_dir / "model"}, device=run_cfg.device)
         write_provenance(staging, record)

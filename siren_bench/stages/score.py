@@ -56,6 +56,7 @@ def run(params_path: str | Path = "params.yaml") -> Path:
                                  allow_clipped=config.allow_clipped)
             write_score(staging / system, outcome)
             summary["systems"][system] = {
+                "description": systems[system]["description"],
                 "metrics": {m: {k: r.get(k) for k in SUMMARY_FIELDS} | {"embedder": r["embedder"]}
                             for m, r in outcome.results["metrics"].items()},
                 "clipped_clips": outcome.results["clipped_clips"],
