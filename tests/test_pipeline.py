@@ -76,6 +76,12 @@ def test_ci_profile_runs_then_repro_does_no_work(repo):
     assert (repo / "artifacts" / "ci" / "prepare" / "provenance.json").is_file()
     again = _run(["dvc", "repro"], repo)
     assert "Running stage" not in again and "up to date" in again
+    # scoring again from the warm cache gives the same bytes (after the no-op check: it rewrites a stage output) and embeds nothing
+    first = {p.relative_to(repo): p.read_bytes() for p in (repo / "artifacts" / "ci" / "score").glob("*/results.json")}
+    _run(["siren-bench", "score", "--params", "params.yaml"], repo)
+    assert {p.relative_to(repo): p.read_bytes() for p in (repo / "artifacts" / "ci" / "score").glob("*/results.json")} == first
+    summary = json.loads((repo / "artifacts" / "ci" / "score" / "summary.json").read_text())
+    assert all(s["cache"]["misses"] == 0 for s in summary["systems"].values())
 
 
 def test_single_key_override_reuses_cached_codes(repo):
