@@ -118,6 +118,9 @@ class CodecConfig:
     text_probe: bool = True  # also regress caption text embeddings (offline MiniLM)
 
 
+GENERATED_SYSTEMS = ("codec_resynthesis", "real_unpaired")  # what the `generate` stage can render
+
+
 @dataclass
 class EvalConfig:
     """How generated audio is scored (`evaluators`, `generate` and `score` stages)."""
@@ -249,11 +252,9 @@ def eval_config(params: DictConfig, source: str = "params.yaml") -> EvalConfig:
         raise ConfigError(f"{source}: eval.recipe: {exc.args[0]}") from exc
     if config.n_bootstrap is not None and config.n_bootstrap < 1:
         raise ConfigError(f"{source}: eval.n_bootstrap must be positive or null, got {config.n_bootstrap}")
-    from siren_bench.stages.generate import SYSTEMS  # the systems `generate` can render
-
-    unknown = [name for name in config.systems if name not in SYSTEMS]
+    unknown = [name for name in config.systems if name not in GENERATED_SYSTEMS]
     if unknown or not config.systems:
-        raise ConfigError(f"{source}: eval.systems must list some of {sorted(SYSTEMS)}, got {config.systems}")
+        raise ConfigError(f"{source}: eval.systems must list some of {list(GENERATED_SYSTEMS)}, got {config.systems}")
     if config.tagger_steps < 1 or config.clap_steps < 1:
         raise ConfigError(f"{source}: eval.tagger_steps and eval.clap_steps must be positive")
     return config

@@ -371,3 +371,9 @@ def test_recipes_with_unbuilt_backbones_say_so(sets, weights):
 def test_asking_for_a_metric_the_recipe_lacks_is_an_error(sets, weights):
     with pytest.raises(ClipSetError, match=r"recipe google_fad@1 has no \['kl'\]"):
         _score(sets, weights, recipe=get_recipe("google_fad"), metrics=["kl"])
+
+
+def test_a_metric_that_is_not_finite_is_an_error_not_a_null(sets, weights, monkeypatch):
+    monkeypatch.setattr(score_module, "score_metric", lambda spec, *a, **k: {"metric": spec.metric, "value": float("inf")})
+    with pytest.raises(ClipSetError, match="fad: value is not finite"):
+        _score(sets, weights, metrics=["fad"])

@@ -66,10 +66,14 @@ def _captions_for(generated: ClipSet, reference: ClipSet, captions: dict[str, st
     return {cid: captions[cid] for cid in generated.ids}, source or "given"
 
 
-def _finite_or_none(value):
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
+def _require_finite(metric: str, result: dict) -> dict:
+    """A metric that came out NaN or infinite is an error, not a null in results.json."""
+    for key, value in result.items():
+        values = value if isinstance(value, list) else [value]
+        if any(isinstance(v, float) and not math.isfinite(v) for v in values):
+            raise ClipSetError(f"{metric}: {key} is not finite ({value}); the embeddings or logits of these sets "
+                               "give an undefined value (e.g. a zero probability under KL with eps 0)")
+    return result
 
 
 def score_sets(generated: ClipSet, reference: ClipSet, recipe: Recipe, loader: EmbedderLoader, cache: ContentCache, *,
@@ -115,7 +119,7 @@ def score_sets(generated: ClipSet, reference: ClipSet, recipe: Recipe, loader: E
         values = result.pop("per_clip", None)
         if values is not None:
             per_clip[PER_CLIP_COLUMNS[spec.metric]] = values
-        scores[spec.metric] = {key: _finite_or_none(v) for key, v in result.items()} | {
+        scores[spec.metric] = _require_finite(spec.metric, result) | {
             "embedding": group, "weights_sha256": embedder.info.weights_sha256, "options": dict(spec.options)}
 
     first_gen = next(iter(embedded.values()))[0]

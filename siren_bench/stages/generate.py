@@ -36,7 +36,6 @@ from siren_bench.stages.tokenize import load_codes
 SCORED_SPLIT = "test"
 UNPAIRED_SPLIT = "val"
 SYSTEMS_NAME = "systems.json"
-SYSTEMS = ("codec_resynthesis", "real_unpaired")
 
 
 def codec_resynthesis(codec: Codec, ids: list[str], codes: dict[str, np.ndarray], lengths: dict[str, int], out: Path,
