@@ -84,14 +84,22 @@ CODEC_SOURCES = ("train", "dac_original", "dac_hf", "encodec_original", "encodec
 
 @dataclass
 class CodecConfig:
-    """Which codec tokenizes the audio: the small DAC-architecture codec trained by the `codec`
-    stage (source=train), or pretrained weights from a local file or HF folder."""
+    """Which codec tokenizes the audio: the small codec trained by the `codec` stage
+    (source=train), or pretrained weights from a local file or HF folder."""
 
     name: str = "small_rvq"
     source: str = "train"
     path: str | None = None  # pretrained sources: the weights file or HF folder
     sha256: str | None = None  # pretrained sources: pinned SHA-256 (or a leading prefix of it)
-    # architecture of the trained codec (transformers DacConfig fields)
+    # architecture of the trained codec: "spectral" (log-mel encoder, DAC's quantizer, inverse-STFT
+    # decoder; codecs/spectral.py) or "dac" (transformers' DacModel)
+    architecture: str = "spectral"
+    hop_length: int = 320  # spectral: samples per frame (the STFT window is 4x)
+    n_mels: int = 80  # spectral: encoder input
+    width: int = 128  # spectral: channels of encoder and decoder
+    n_blocks: int = 4  # spectral: ConvNeXt blocks in each of encoder and decoder
+    latent_dim: int = 64  # spectral: the latent the quantizer sees
+    # dac: transformers DacConfig fields
     encoder_hidden_size: int = 8
     decoder_hidden_size: int = 64
     downsampling_ratios: list[int] = field(default_factory=lambda: [2, 4, 5, 8])

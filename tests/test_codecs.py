@@ -187,29 +187,35 @@ def synth_waves() -> tuple[np.ndarray, np.ndarray]:
     return waves[:20], waves[20:]
 
 
-def test_small_codec_beats_untrained_baseline_without_collapsing(synth_waves, tmp_path):
-    from siren_bench.codecs.train import build_small_dac, train_small_codec
-    from siren_bench.stages.codec import evaluate
+@pytest.mark.parametrize("architecture", ["spectral", "dac"])
+def test_small_codec_beats_untrained_baseline_without_collapsing(architecture, synth_waves, tmp_path):
+    from siren_bench.codecs import wrap_trained
+    from siren_bench.codecs.train import build_small_codec, train_small_codec
+    from siren_bench.stages.codec import codes_matter, evaluate
 
     train, held_out = synth_waves
-    config = CodecConfig(train_steps=40, batch_size=4, crop_seconds=0.5, checkpoint_every=100)
-    trained = DacCodec(train_small_codec(config, train, 16000, tmp_path).model, "small", "t")
+    config = CodecConfig(architecture=architecture, train_steps=40, batch_size=4, crop_seconds=0.5, checkpoint_every=100)
+    trained = wrap_trained(architecture, train_small_codec(config, train, 16000, tmp_path).model, "small", "t")
     torch.manual_seed(config.seed)
-    untrained = DacCodec(build_small_dac(config, 16000), "init", "u")
+    untrained = wrap_trained(architecture, build_small_codec(config, 16000), "init", "u")
     ids = [str(i) for i in range(len(held_out))]
-    ours, base = evaluate(trained, held_out, ids)["summary"], evaluate(untrained, held_out, ids)["summary"]
-    assert ours["mel_distance"]["mean"] < base["mel_distance"]["mean"]
-    assert ours["lsd_db"]["mean"] < base["lsd_db"]["mean"]
+    ours, base = evaluate(trained, held_out, ids), evaluate(untrained, held_out, ids)
+    assert ours["summary"]["mel_distance"]["mean"] < base["summary"]["mel_distance"]["mean"]
+    assert ours["summary"]["lsd_db"]["mean"] < base["summary"]["lsd_db"]["mean"]
     codes = trained.encode(torch.from_numpy(held_out.astype(np.float32)))
     in_use = [len(torch.unique(codes[:, k])) for k in range(codes.shape[1])]
     assert min(in_use) >= 2, f"codebook collapse: codes in use per layer {in_use}"
+    if architecture == "spectral":  # the small DAC does not get this far in a CPU budget (README "Codecs")
+        assert codes_matter(ours, evaluate(trained, held_out, ids, shift=1))["decoder_uses_codes"]
 
 
-def test_interrupted_training_resumes_to_the_same_losses(synth_waves, tmp_path):
+@pytest.mark.parametrize("architecture", ["spectral", "dac"])
+def test_interrupted_training_resumes_to_the_same_losses(architecture, synth_waves, tmp_path):
     from siren_bench.codecs.train import resume_file, train_small_codec
 
     train, _ = synth_waves
-    config = CodecConfig(train_steps=6, batch_size=2, crop_seconds=0.5, checkpoint_every=3, dead_code_reset_every=2)
+    config = CodecConfig(architecture=architecture, train_steps=6, batch_size=2, crop_seconds=0.5, checkpoint_every=3,
+                         dead_code_reset_every=2)
     full = train_small_codec(config, train, 16000, tmp_path / "a")
     train_small_codec(config, train, 16000, tmp_path / "b", stop_after=3)  # "killed" after step 3
     assert resume_file(tmp_path / "b", config).is_file()
@@ -220,10 +226,56 @@ def test_interrupted_training_resumes_to_the_same_losses(synth_waves, tmp_path):
         assert torch.equal(value, resumed.model.state_dict()[key]), key
 
 
-def test_dead_codes_are_reseeded_from_batch_latents():
-    from siren_bench.codecs.train import build_small_dac, reset_dead_codes
+def test_unknown_codec_architecture_is_an_error():
+    from siren_bench.codecs.train import build_small_codec
 
-    model = build_small_dac(CodecConfig(n_codebooks=2, codebook_size=16), 16000)
+    with pytest.raises(ValueError, match="codec.architecture='wavenet'"):
+        build_small_codec(CodecConfig(architecture="wavenet"), 16000)
+
+
+def _spectral_codec(seed: int = 0):
+    from siren_bench.codecs import SpectralCodec
+    from siren_bench.codecs.train import build_small_codec
+
+    torch.manual_seed(seed)
+    return SpectralCodec(build_small_codec(CodecConfig(n_codebooks=4, codebook_size=32, width=32, n_blocks=2), 16000), "s", "x")
+
+
+def test_spectral_codec_folder_round_trips_and_refuses_missing_weights(tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    from siren_bench.codecs import SpectralCodec
+
+    codec = _spectral_codec()
+    codec.model.save_pretrained(tmp_path / "model", safe_serialization=True)
+    loaded = SpectralCodec.from_hf_folder(tmp_path / "model", name="s")
+    wave = torch.randn(2, 8000) * 0.1
+    codes = codec.encode(wave)
+    assert codes.shape == (2, 4, 25) and codes.dtype == torch.int64
+    assert torch.equal(loaded.encode(wave), codes)
+    torch.testing.assert_close(loaded.decode(codes), codec.decode(codes))
+    assert codec.decode(codes[:, :1]).shape == (2, 8000)  # any prefix of the codebooks decodes
+    weights = tmp_path / "model" / "model.safetensors"
+    state = load_file(weights)
+    del state["decoder.0.weight"]
+    save_file(state, weights, metadata={"format": "pt"})
+    with pytest.raises(CheckpointError, match="missing keys"):
+        SpectralCodec.from_hf_folder(tmp_path / "model")
+
+
+def test_spectral_codec_frames_do_not_depend_on_clip_length():
+    """Tokenize sees whole clips, training sees crops: a frame's codes must depend only on its
+    neighbourhood (the receptive field is 19 frames either side, plus the STFT window)."""
+    codec = _spectral_codec()
+    wave = torch.randn(1, 32000) * 0.1
+    whole, crop = codec.encode(wave), codec.encode(wave[:, :16000])
+    assert torch.equal(whole[..., :25], crop[..., :25])
+
+
+def test_dead_codes_are_reseeded_from_batch_latents():
+    from siren_bench.codecs.train import build_small_codec, reset_dead_codes
+
+    model = build_small_codec(CodecConfig(n_codebooks=2, codebook_size=16), 16000)
     usage = torch.zeros(2, 16, dtype=torch.int64)
     usage[:, 0] = 7  # over the interval only entry 0 was used, in both layers
     projected = torch.randn(2, 2 * 8, 5)

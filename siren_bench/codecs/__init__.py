@@ -1,5 +1,5 @@
 """Codecs behind one interface (base.Codec): DAC and EnCodec from local weights, and the small
-trainable codec. `load_pretrained` reads a user's weights; `load_stage_codec` reads the folder
+trainable codecs (the spectral codec, or DacModel at CPU size). `load_pretrained` reads a user's weights; `load_stage_codec` reads the folder
 the `codec` stage wrote, which every later stage uses."""
 
 from __future__ import annotations
@@ -10,13 +10,20 @@ from pathlib import Path
 from siren_bench.codecs.base import Codec, CodecInfo
 from siren_bench.codecs.dac import DacCodec
 from siren_bench.codecs.encodec import EncodecCodec
+from siren_bench.codecs.spectral import SpectralCodec
 from siren_bench.weights import CheckpointError
 from siren_bench.config import CodecConfig
 
 CODEC_INFO_NAME = "codec.json"
-_BACKENDS = {"dac": DacCodec, "encodec": EncodecCodec}
+_BACKENDS = {"dac": DacCodec, "encodec": EncodecCodec, "spectral": SpectralCodec}
 
-__all__ = ["Codec", "CodecInfo", "DacCodec", "EncodecCodec", "CheckpointError", "load_pretrained", "load_stage_codec"]
+__all__ = ["Codec", "CodecInfo", "DacCodec", "EncodecCodec", "SpectralCodec", "CheckpointError", "load_pretrained",
+           "load_stage_codec", "wrap_trained"]
+
+
+def wrap_trained(backend: str, model, name: str, weights_sha256: str) -> Codec:
+    """The Codec interface over a model the codec stage built or trained."""
+    return _BACKENDS[backend](model, name, weights_sha256)
 
 
 def load_pretrained(config: CodecConfig) -> tuple[str, Codec]:

@@ -42,12 +42,7 @@ class DacCodec(Codec):
         return self.model.encode(wave[:, None, :]).audio_codes
 
     def layer_features(self, codes: torch.Tensor) -> torch.Tensor:
-        layers = []
-        for i in range(codes.shape[1]):
-            quantizer = self.model.quantizer.quantizers[i]
-            vectors = quantizer.codebook(codes[:, i]).transpose(1, 2)  # [B, d, F]
-            layers.append(quantizer.out_proj(vectors))  # [B, D, F]
-        return torch.stack(layers, dim=1)
+        return rvq_layer_features(self.model.quantizer, codes)
 
     def decode_latent(self, latent: torch.Tensor) -> torch.Tensor:
         return self.model.decoder(latent).squeeze(1)
@@ -56,11 +51,8 @@ class DacCodec(Codec):
 
     @classmethod
     def from_hf_folder(cls, folder: str | Path, name: str = "dac", expected_sha256: str | None = None) -> "DacCodec":
-        folder = Path(folder)
-        weights = hf_weights_file(folder)
-        digest = verify_sha256(weights, expected_sha256)
-        model = from_pretrained_strict(DacModel, folder)
-        return cls(model, name, sha256_json({"weights": digest, "config": model.config.to_diff_dict()}))
+        model, identity = load_hf_folder(DacModel, Path(folder), expected_sha256)
+        return cls(model, name, identity)
 
     @classmethod
     def from_original_checkpoint(cls, path: str | Path, name: str = "dac", expected_sha256: str | None = None) -> "DacCodec":
@@ -73,6 +65,25 @@ class DacCodec(Codec):
         model = DacModel(config)
         load_exact(model, map_original_dac_keys(fuse_all_weight_norms(checkpoint["state_dict"]), len(config.downsampling_ratios)), path)
         return cls(model, name, digest)
+
+
+def rvq_layer_features(quantizer, codes: torch.Tensor) -> torch.Tensor:
+    """[B, k, F] codes -> [B, k, D, F] through a DacResidualVectorQuantizer: each layer's code
+    vector projected back to the latent space (the terms the quantized latent sums)."""
+    layers = []
+    for i in range(codes.shape[1]):
+        layer = quantizer.quantizers[i]
+        vectors = layer.codebook(codes[:, i]).transpose(1, 2)  # [B, d, F]
+        layers.append(layer.out_proj(vectors))  # [B, D, F]
+    return torch.stack(layers, dim=1)
+
+
+def load_hf_folder(model_class, folder: Path, expected_sha256: str | None):
+    """(model, weights identity) from an HF-format folder: the hash of the weights file (checked
+    against a pin if given) together with the config, so two configs never share an identity."""
+    digest = verify_sha256(hf_weights_file(folder), expected_sha256)
+    model = from_pretrained_strict(model_class, folder)
+    return model, sha256_json({"weights": digest, "config": model.config.to_diff_dict()})
 
 
 def hf_weights_file(folder: Path) -> Path:

@@ -16,9 +16,8 @@ import torch
 from transformers import EncodecConfig, EncodecModel
 
 from siren_bench.codecs.base import Codec, CodecInfo
-from siren_bench.codecs.dac import hf_weights_file
-from siren_bench.weights import CheckpointError, from_pretrained_strict, load_exact, load_torch_checkpoint, verify_sha256
-from siren_bench.io import sha256_json
+from siren_bench.codecs.dac import load_hf_folder
+from siren_bench.weights import CheckpointError, load_exact, load_torch_checkpoint, verify_sha256
 
 ENCODEC_24KHZ_SHA256_PREFIX = "d7cc33bc"
 
@@ -54,10 +53,8 @@ class EncodecCodec(Codec):
 
     @classmethod
     def from_hf_folder(cls, folder: str | Path, name: str = "encodec", expected_sha256: str | None = None) -> "EncodecCodec":
-        folder = Path(folder)
-        digest = verify_sha256(hf_weights_file(folder), expected_sha256)
-        model = from_pretrained_strict(EncodecModel, folder)
-        return cls(model, name, sha256_json({"weights": digest, "config": model.config.to_diff_dict()}))
+        model, identity = load_hf_folder(EncodecModel, Path(folder), expected_sha256)
+        return cls(model, name, identity)
 
     @classmethod
     def from_original_checkpoint(cls, path: str | Path, name: str = "encodec", expected_sha256: str | None = None,

@@ -1,9 +1,11 @@
-"""Training the small RVQ codec (transformers' DacModel at CPU size) on the training split.
+"""Training the small RVQ codec on the training split: the spectral codec (codecs/spectral.py,
+the default) or transformers' DacModel at CPU size (`codec.architecture=dac`).
 
 Losses: multi-scale log-mel L1 (the reconstruction term DAC and EnCodec train with), waveform
-L1, and the VQ commitment + codebook losses DacModel computes. Quantizer dropout (DacModel's
-own) makes every prefix of codebooks a usable decoder input. No adversarial losses: a GAN does
-not train usefully in the smoke budget, so the small codec is blurrier than a real one.
+L1, and the VQ commitment + codebook losses of DAC's quantizer, which both architectures share.
+Quantizer dropout (the quantizer's own) makes every prefix of codebooks a usable decoder input.
+No adversarial losses: a GAN does not train usefully in the smoke budget, so the small codec is
+blurrier than a real one.
 
 Training resumes: every `checkpoint_every` steps the model, optimizer, RNG states and log are
 saved in one file (written atomically, loaded weights-only) named by the config hash, and a
@@ -23,10 +25,31 @@ from tqdm import tqdm
 from transformers import DacConfig, DacModel
 from transformers.audio_utils import mel_filter_bank
 
+from siren_bench.codecs.spectral import SpectralCodecConfig, SpectralCodecModel
 from siren_bench.config import CodecConfig, config_hash
 from siren_bench.io import atomic_path
 
 N_MELS = {256: 32, 512: 64, 1024: 80, 2048: 128}
+ARCHITECTURES = ("spectral", "dac")
+
+
+def build_small_codec(config: CodecConfig, sample_rate: int) -> SpectralCodecModel | DacModel:
+    """The untrained model `codec.architecture` names, at the seed's current RNG state."""
+    if config.architecture == "spectral":
+        return SpectralCodecModel(SpectralCodecConfig(
+            sampling_rate=sample_rate, hop_length=config.hop_length, n_mels=config.n_mels, width=config.width,
+            n_blocks=config.n_blocks, latent_dim=config.latent_dim, n_codebooks=config.n_codebooks,
+            codebook_size=config.codebook_size, codebook_dim=config.codebook_dim,
+            quantizer_dropout=config.quantizer_dropout,
+        ))
+    if config.architecture == "dac":
+        return build_small_dac(config, sample_rate)
+    raise ValueError(f"codec.architecture={config.architecture!r}: expected one of {ARCHITECTURES}")
+
+
+def codec_hop(config: CodecConfig) -> int:
+    """Samples per codec frame."""
+    return config.hop_length if config.architecture == "spectral" else int(np.prod(config.downsampling_ratios))
 
 
 def build_small_dac(config: CodecConfig, sample_rate: int) -> DacModel:
@@ -73,7 +96,7 @@ class MultiScaleMelLoss(torch.nn.Module):
 
 @dataclass
 class TrainResult:
-    model: DacModel
+    model: SpectralCodecModel | DacModel
     log: list[dict]
     resumed_from: int
 
@@ -84,7 +107,7 @@ def code_usage(codes: torch.Tensor, codebook_size: int) -> torch.Tensor:
 
 
 @torch.no_grad()
-def reset_dead_codes(model: DacModel, usage: torch.Tensor, projected: torch.Tensor, rng: np.random.Generator) -> int:
+def reset_dead_codes(model: SpectralCodecModel | DacModel, usage: torch.Tensor, projected: torch.Tensor, rng: np.random.Generator) -> int:
     """Re-seed the codebook entries no frame used since the last reset with latents of the batch.
 
     Usage is counted over the whole interval (`dead_code_reset_every` batches), not one batch:
@@ -117,13 +140,13 @@ def train_small_codec(
     if train_waves.ndim != 2 or len(train_waves) == 0:
         raise ValueError(f"training waves must be a non-empty [N, T] array, got shape {train_waves.shape}")
     crop = int(config.crop_seconds * sample_rate)
-    hop = int(np.prod(config.downsampling_ratios))
+    hop = codec_hop(config)
     crop -= crop % hop
     if train_waves.shape[1] < crop:
         raise ValueError(f"clips of {train_waves.shape[1]} samples are shorter than codec.crop_seconds={config.crop_seconds}")
 
     torch.manual_seed(config.seed)
-    model = build_small_dac(config, sample_rate)
+    model = build_small_codec(config, sample_rate)
     model.train()
     mel_loss = MultiScaleMelLoss(sample_rate, config.mel_windows, config.mel_floor)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, betas=(0.8, 0.99))

@@ -15,13 +15,20 @@ from siren_bench.report.dataset_card import Section, md_table
 METRIC_LABELS = {"mel_distance": "multi-scale mel distance", "si_snr_db": "SI-SNR (dB)", "lsd_db": "log-spectral distance (dB)"}
 
 
+ARCHITECTURES = {
+    "spectral": "log-mel encoder, DAC's residual quantizer, decoder predicting STFT magnitude and phase (one inverse STFT)",
+    "dac": "transformers' DacModel (waveform encoder and decoder)",
+    "encodec": "transformers' EncodecModel",
+}
+
+
 def _fmt(summary: dict) -> str:
     return f"{summary['mean']:.3f} [{summary['ci95_low']:.3f}, {summary['ci95_high']:.3f}]"
 
 
 def codec_section(codec_dir: Path, out: Path) -> Section:
     info = json.loads((codec_dir / "codec.json").read_text())
-    shape = (f"`{info['name']}` ({info['backend']} architecture): {info['n_codebooks']} codebooks x {info['codebook_size']} entries, "
+    shape = (f"`{info['name']}` ({info['backend']} architecture: {ARCHITECTURES[info['backend']]}): {info['n_codebooks']} codebooks x {info['codebook_size']} entries, "
              f"{info['frame_rate']:g} frames/s at {info['sample_rate']} Hz, latent dimension {info['latent_dim']}; "
              f"weights identity `{info['weights_sha256'][:16]}...`")
     results = {"codec": info}

@@ -1,6 +1,6 @@
 """Stage `codec`: the tokenizer every later stage uses, as an HF-format folder.
 
-source=train: train the small DAC-architecture codec on the training split, then measure it on
+source=train: train the small codec (`codec.architecture`) on the training split, then measure it on
 the validation split against a trivial baseline (the same architecture at its random
 initialisation), so the report shows what training bought. Pretrained sources: load the
 user's local weights (verified by hash), and save them in the same folder format.
@@ -18,9 +18,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from siren_bench.codecs import CODEC_INFO_NAME, DacCodec, load_pretrained
+from siren_bench.codecs import CODEC_INFO_NAME, load_pretrained, wrap_trained
 from siren_bench.codecs.base import Codec
-from siren_bench.codecs.train import build_small_dac, clear_resume_state, train_small_codec
+from siren_bench.codecs.train import build_small_codec, clear_resume_state, train_small_codec
 from siren_bench.config import CodecConfig, codec_config, data_config
 from siren_bench.data.manifest import MANIFEST_NAME, load_waves, read_manifest
 from siren_bench.diagnostics.fidelity import METRICS, reconstruction_metrics, summarize
@@ -64,7 +64,7 @@ def run(params_path: str | Path = "params.yaml") -> Path:
     resume_dir = Path(run_cfg.artifacts_dir) / run_cfg.profile / "resume"
     with atomic_directory(out_dir) as staging:
         if config.source == "train":
-            backend = "dac"
+            backend = config.architecture
             codec, extra = _train(config, manifest, data_cfg.sample_rate, resume_dir, staging)
         else:
             backend, codec = load_pretrained(config)
@@ -81,17 +81,17 @@ def run(params_path: str | Path = "params.yaml") -> Path:
     return out_dir
 
 
-def _train(config: CodecConfig, manifest, sample_rate: int, resume_dir: Path, staging: Path) -> tuple[DacCodec, dict]:
+def _train(config: CodecConfig, manifest, sample_rate: int, resume_dir: Path, staging: Path) -> tuple[Codec, dict]:
     train = manifest[manifest["split"] == "train"]
     held_out = manifest[manifest["split"] == EVAL_SPLIT]
     if train.empty or held_out.empty:
         raise ValueError(f"the codec needs clips in the train and {EVAL_SPLIT} splits; the manifest has {manifest['split'].value_counts().to_dict()}")
     result = train_small_codec(config, load_waves(train, sample_rate), sample_rate, resume_dir)
     write_text_atomic(staging / "train_log.jsonl", "".join(json.dumps(row) + "\n" for row in result.log))
-    codec = DacCodec(result.model, config.name, weights_sha256="unsaved")
+    codec = wrap_trained(config.architecture, result.model, config.name, weights_sha256="unsaved")
 
     torch.manual_seed(config.seed)  # the baseline is the same architecture at its initialisation
-    untrained = DacCodec(build_small_dac(config, sample_rate), "untrained", weights_sha256="random-init")
+    untrained = wrap_trained(config.architecture, build_small_codec(config, sample_rate), "untrained", weights_sha256="random-init")
     waves, ids = load_waves(held_out, sample_rate), held_out["clip_id"].tolist()
     trained, shuffled = evaluate(codec, waves, ids), evaluate(codec, waves, ids, shift=1)
     evaluation = {"split": EVAL_SPLIT, "n_clips": len(ids), "trained": trained, "untrained_baseline": evaluate(untrained, waves, ids),
