@@ -1,0 +1,147 @@
+"""Siren experts: cached collaborative generation reproduces the teacher-forced logits exactly;
+no prediction depends on later frames or on codebooks at or above its own; the published
+configurations have the published sizes; a tiny model overfits; sampling is seeded."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from siren_bench.models.collaborative import SamplingConfig, Siren, sample_codes
+from siren_bench.models.siren import SirenConfig, SirenExpert, Text
+from tests.conftest import REPO
+
+
+def tiny_config(**overrides) -> SirenConfig:
+    fields = dict(n_codebooks=4, codebook_size=16, code_dim=8, codebooks_per_expert=2, dim=32, n_heads=4, n_kv_heads=2,
+                  temporal_layers=2, depth_layers=2, text_dim=12, dropout=0.0, max_frames=64)
+    return SirenConfig(**(fields | overrides))
+
+
+def tiny_siren(seed: int = 0, **overrides) -> Siren:
+    torch.manual_seed(seed)
+    config = tiny_config(**overrides)
+    model = Siren(config).eval()
+    model.set_code_table(torch.randn(config.n_codebooks, config.codebook_size, config.code_dim))
+    return model
+
+
+def random_text(batch: int, length: int = 5, dim: int = 12, seed: int = 1) -> Text:
+    g = torch.Generator().manual_seed(seed)
+    mask = torch.ones(batch, length, dtype=torch.bool)
+    mask[0, 3:] = False  # a shorter caption in the batch
+    return Text(torch.randn(batch, length, dim, generator=g), mask, torch.randn(batch, dim, generator=g))
+
+
+@pytest.mark.parametrize("grouping", [dict(), dict(codebooks_per_expert=1), dict(groups=[[0], [1, 2, 3]])])
+def test_cached_generation_gives_exactly_the_teacher_forced_logits(grouping):
+    model = tiny_siren(**grouping)
+    text = random_text(2)
+    codes, cached = model.generate(text, 6, SamplingConfig(), torch.Generator().manual_seed(0), return_logits=True)
+    assert codes.shape == (2, 4, 6) and cached.shape == (2, 4, 6, 16)
+    with torch.no_grad():
+        uncached = model(codes, text)
+    torch.testing.assert_close(cached, uncached, rtol=1e-5, atol=1e-5)
+
+
+def test_no_prediction_sees_later_frames_or_its_own_or_higher_codebooks():
+    model = tiny_siren()
+    text = random_text(1)
+    g = torch.Generator().manual_seed(3)
+    codes = torch.randint(0, 16, (1, 4, 8), generator=g)
+    with torch.no_grad():
+        base = model(codes, text)
+        t = 4
+        for k in range(4):
+            changed = codes.clone()
+            changed[:, k:, t] = (changed[:, k:, t] + 1) % 16  # codebook k and above at frame t
+            changed[:, :, t + 1 :] = torch.randint(0, 16, changed[:, :, t + 1 :].shape, generator=g)  # later frames
+            after = model(changed, text)
+            torch.testing.assert_close(after[:, k, : t + 1], base[:, k, : t + 1], rtol=0, atol=0)
+        # and the test can fail: the previous frame does matter
+        earlier = codes.clone()
+        earlier[:, :, t - 1] = (earlier[:, :, t - 1] + 1) % 16
+        assert not torch.allclose(model(earlier, text)[:, :, t], base[:, :, t])
+        # as do the lower codebooks of the same frame (causal conditioning)
+        lower = codes.clone()
+        lower[:, 0, t] = (lower[:, 0, t] + 1) % 16
+        assert not torch.allclose(model(lower, text)[:, 2, t], base[:, 2, t])
+
+
+def _preset(name: str) -> SirenConfig:
+    params = yaml.safe_load((REPO / "conf" / "model" / f"{name}.yaml").read_text())
+    fields = {k: v for k, v in params.items() if k in SirenConfig.__dataclass_fields__}
+    return SirenConfig(**fields)
+
+
+@pytest.mark.parametrize("name, per_expert", [("siren_1_6b", 273e6), ("siren_3_1b", 515e6)])
+def test_published_configurations_have_the_published_sizes(name, per_expert):
+    """About 273 M and 515 M parameters per expert (REFERENCES.md §2), counting the frozen
+    code-embedding table (12 x 1024 entries of the 1024-d DAC latent) as the official count does."""
+    config = _preset(name)
+    assert config.expert_groups() == [[0, 1], [2, 3], [4, 5], [6, 7], [8, 9], [10, 11]]
+    with torch.device("meta"):
+        expert = SirenExpert(config, [0, 1])
+    count = sum(p.numel() for p in expert.parameters())
+    assert abs(count - per_expert) / per_expert < 0.01, f"{name}: {count / 1e6:.1f} M parameters per expert"
+
+
+def test_tiny_siren_overfits_a_handful_of_clips():
+    model = tiny_siren(seed=0)
+    model.train()
+    text = random_text(4)
+    codes = torch.randint(0, 16, (4, 4, 12), generator=torch.Generator().manual_seed(5))
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    losses = []
+    for _ in range(150):
+        loss = sum(expert.loss(codes, text) for expert in model.experts) / len(model.experts)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert losses[0] > 2.5  # about ln 16 at initialisation
+    assert losses[-1] < 0.1 * losses[0], losses[::25]
+
+
+def test_frozen_code_table_gets_no_gradient():
+    model = tiny_siren()
+    model.train()
+    text = random_text(2)
+    codes = torch.randint(0, 16, (2, 4, 5))
+    model.experts[0].loss(codes, text).backward()
+    assert model.experts[0].code_table.weight.grad is None
+    assert model.experts[0].projector.weight.grad is not None
+    assert all(p.grad is None for p in model.experts[1].parameters())  # experts share nothing
+
+
+def test_generation_is_seeded_and_guidance_uses_the_null_caption():
+    model = tiny_siren()
+    text = random_text(2)
+    sampling = SamplingConfig(temperature=1.0, top_k=8, top_p=0.9, guidance=3.0)
+    a = model.generate(text, 5, sampling, torch.Generator().manual_seed(7))
+    b = model.generate(text, 5, sampling, torch.Generator().manual_seed(7))
+    c = model.generate(text, 5, sampling, torch.Generator().manual_seed(8))
+    assert torch.equal(a, b) and not torch.equal(a, c)
+    assert a.min() >= 0 and a.max() < 16
+
+
+def test_sampling_filters():
+    logits = torch.tensor([[0.0, 3.0, 1.0, 2.0]])
+    g = torch.Generator().manual_seed(0)
+    assert sample_codes(logits, SamplingConfig(temperature=0), g).item() == 1
+    assert all(sample_codes(logits, SamplingConfig(top_k=1), g).item() == 1 for _ in range(20))
+    assert all(sample_codes(logits, SamplingConfig(top_p=0.01), g).item() == 1 for _ in range(20))
+    drawn = {sample_codes(logits, SamplingConfig(top_k=2), g).item() for _ in range(200)}
+    assert drawn == {1, 3}
+    with pytest.raises(ValueError):
+        SamplingConfig(top_p=0.0)
+
+
+def test_bad_groupings_are_refused():
+    with pytest.raises(ValueError, match="does not divide"):
+        tiny_config(codebooks_per_expert=3).expert_groups()
+    with pytest.raises(ValueError, match="contiguous"):
+        tiny_config(groups=[[0, 2], [1, 3]]).expert_groups()
