@@ -25,6 +25,7 @@ STAGES = {
     "tokenize": "encode every clip to RVQ codes",
     "diagnose": "fidelity vs depth, cross-layer orthogonality, semantic richness per layer",
     "evaluators": "train the smoke profile's metric models (SynthCaps tagger, small CLAP)",
+    "train_siren": "Siren Stage 1: train each expert on the train split's codes and captions",
     "generate": "render each system's audio for the test clips",
     "report": "write reports/<profile>/ from the stage outputs that exist",
 }

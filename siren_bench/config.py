@@ -126,7 +126,50 @@ class CodecConfig:
     text_probe: bool = True  # also regress caption text embeddings (offline MiniLM)
 
 
-GENERATED_SYSTEMS = ("codec_resynthesis", "real_unpaired")  # what the `generate` stage can render
+@dataclass
+class ModelConfig:
+    """Siren: architecture (models/siren.SirenConfig fields), Stage-1 training and sampling.
+    n_codebooks, codebook_size and code_dim come from the pipeline's codec when null."""
+
+    name: str = "siren_tiny"
+    n_codebooks: int | None = None
+    codebook_size: int | None = None
+    code_dim: int | None = None
+    codebooks_per_expert: int = 2
+    groups: list[list[int]] | None = None
+    dim: int = 128
+    n_heads: int = 4
+    n_kv_heads: int = 2
+    temporal_layers: int = 2
+    depth_layers: int = 1
+    text_dim: int | None = None  # null: the text encoder's width
+    dropout: float = 0.1
+    max_frames: int = 2048
+    # Stage-1 training (the official recipe's shape: AdamW, warm-up, cosine to 0.1 x lr, clip 1.0)
+    train_steps: int = 800
+    batch_size: int = 16
+    grad_accum: int = 1
+    crop_frames: int = 300  # official: 6 s crops = 300 frames; shorter clips train whole
+    learning_rate: float = 3e-4
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.95])
+    weight_decay: float = 0.05  # matrices only
+    warmup_steps: int = 50
+    min_lr_ratio: float = 0.1
+    grad_clip: float = 1.0
+    caption_dropout: float = 0.1  # for classifier-free guidance
+    seed: int = 0  # expert i trains with seed + i
+    checkpoint_every: int = 100
+    val_every: int = 100
+    bf16: bool = True  # autocast on CUDA only
+    # generation
+    temperature: float = 1.0
+    top_k: int = 0
+    top_p: float = 1.0
+    guidance: float = 3.0
+    generation_seed: int = 0
+
+
+GENERATED_SYSTEMS = ("codec_resynthesis", "real_unpaired", "siren")  # what the `generate` stage can render
 
 
 @dataclass
@@ -247,6 +290,18 @@ def codec_config(params: DictConfig, source: str = "params.yaml") -> CodecConfig
         raise ConfigError(f"{source}: codec.source={config.source} needs codec.path (a local weights file or folder)")
     if config.source == "train" and (config.train_steps < 1 or config.n_codebooks < 1):
         raise ConfigError(f"{source}: codec.train_steps and codec.n_codebooks must be positive")
+    return config
+
+
+def model_config(params: DictConfig, source: str = "params.yaml") -> ModelConfig:
+    config = section(params, "model", ModelConfig, source=source)
+    problems = [f"model.{k} must be positive, got {getattr(config, k)}" for k in
+                ("train_steps", "batch_size", "grad_accum", "crop_frames", "checkpoint_every", "val_every")
+                if getattr(config, k) < 1]
+    if not 0 <= config.caption_dropout < 1:
+        problems.append(f"model.caption_dropout must be in [0, 1), got {config.caption_dropout}")
+    if problems:
+        raise ConfigError(f"{source}: " + "; ".join(problems))
     return config
 
 

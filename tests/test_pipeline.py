@@ -51,7 +51,7 @@ def _results(repo: Path, profile: str) -> dict:
 
 def test_ci_profile_runs_then_repro_does_no_work(repo):
     out = _run(["dvc", "exp", "run", "-S", "profile=ci"], repo)
-    for stage in ("prepare", "codec", "tokenize", "diagnose", "evaluators", "generate", "score", "report"):
+    for stage in ("prepare", "codec", "tokenize", "diagnose", "evaluators", "train_siren", "generate", "score", "report"):
         assert f"Running stage '{stage}'" in out
     assert "profile: ci" in (repo / "params.yaml").read_text()
     report = (repo / "reports" / "ci" / "report.md").read_text()
@@ -65,7 +65,10 @@ def test_ci_profile_runs_then_repro_does_no_work(repo):
     assert len(results["diagnose"]["semantics"]["alone"]) == 8
     for heading in ("## Evaluators", "## Scores"):
         assert heading in report
-    assert set(results["scores"]["systems"]) == {"codec_resynthesis", "real_unpaired"}
+    assert set(results["scores"]["systems"]) == {"codec_resynthesis", "real_unpaired", "siren"}
+    siren = json.loads((repo / "artifacts" / "ci" / "siren" / "siren.json").read_text())
+    assert [e["codebooks"] for e in siren["experts"]] == [[0, 1], [2, 3], [4, 5], [6, 7]]
+    assert all(e["steps"] == 30 and e["final_val_loss"] > 0 for e in siren["experts"])
     for system in results["scores"]["systems"].values():
         assert set(system["metrics"]) == {"fad", "fad_inf", "kad", "fd", "kl", "is", "clap"}
         assert all(s["n_generated"] == 12 and s["ci_low"] is not None for s in system["metrics"].values())

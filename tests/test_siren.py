@@ -145,3 +145,43 @@ def test_bad_groupings_are_refused():
         tiny_config(codebooks_per_expert=3).expert_groups()
     with pytest.raises(ValueError, match="contiguous"):
         tiny_config(groups=[[0, 2], [1, 3]]).expert_groups()
+
+
+def _token_set(n: int, frames: int, seed: int):
+    from siren_bench.models.train import TokenSet
+
+    g = torch.Generator().manual_seed(seed)
+    codes = [torch.randint(0, 16, (4, frames + i), generator=g).numpy() for i in range(n)]  # unequal lengths
+    return TokenSet(codes, random_text(n, seed=seed))
+
+
+def test_interrupted_siren_training_resumes_to_the_same_losses(tmp_path):
+    from siren_bench.config import ModelConfig
+    from siren_bench.models.train import train_expert
+
+    siren = tiny_config(dropout=0.1)
+    config = ModelConfig(train_steps=6, batch_size=3, crop_frames=6, checkpoint_every=3, val_every=3, warmup_steps=2,
+                         learning_rate=1e-3, grad_accum=2)
+    table = torch.randn(4, 16, 8)
+    train, val = _token_set(5, 8, 0), _token_set(2, 7, 1)
+    args = (1, siren, config, table, train, val)
+    full = train_expert(*args, tmp_path / "a", "d", torch.device("cpu"))
+    train_expert(*args, tmp_path / "b", "d", torch.device("cpu"), stop_after=3)  # "killed" after step 3
+    resumed = train_expert(*args, tmp_path / "b", "d", torch.device("cpu"))
+    assert resumed.resumed_from == 3
+    assert [r["loss"] for r in resumed.log] == [r["loss"] for r in full.log]
+    assert [r.get("val_loss") for r in resumed.log] == [r.get("val_loss") for r in full.log]
+    assert full.log[2]["val_loss"] > 0 and "val_loss" not in full.log[0]
+    for key, value in full.expert.state_dict().items():
+        assert torch.equal(value, resumed.expert.state_dict()[key]), key
+
+
+def test_learning_rate_warms_up_then_decays_to_the_floor():
+    from siren_bench.config import ModelConfig
+    from siren_bench.models.train import lr_factor
+
+    config = ModelConfig(train_steps=100, warmup_steps=10, min_lr_ratio=0.1)
+    factors = [lr_factor(s, config) for s in range(100)]
+    assert factors[0] == pytest.approx(0.1) and factors[9] == pytest.approx(1.0)
+    assert all(a >= b for a, b in zip(factors[10:], factors[11:]))
+    assert lr_factor(100, config) == pytest.approx(0.1)

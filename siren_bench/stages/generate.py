@@ -7,7 +7,10 @@ Built so far (eval.systems picks among them):
   from the reference distribution that ignores its captions. It anchors the score table: its
   FAD / FD / KAD show what "same distribution" scores with these evaluators and this many clips,
   its KL and CLAP what "unrelated to the caption" scores.
-Siren, its ablations and the baselines join as their stages arrive (issues 5-8).
+- `siren`: the trained experts (train_siren stage) generate codes for each test caption,
+  collaboratively and seeded (model.generation_seed, model.temperature / top_k / top_p /
+  guidance), as many frames as the reference clip lasts; the codec decodes them.
+Its ablations and the baselines join as their stages arrive (issues 6-8).
 
 Output (artifacts/<profile>/generate/): <system>/<clip_id>.wav (32-bit float WAV at the codec's
 rate, trimmed to the reference clip's length: a model's raw output, so any overshoot past full
@@ -26,7 +29,7 @@ import torch
 from tqdm import tqdm
 
 from siren_bench.codecs import Codec, load_stage_codec
-from siren_bench.config import ConfigError, codec_config, eval_config
+from siren_bench.config import ConfigError, ModelConfig, codec_config, eval_config, model_config
 from siren_bench.data.manifest import MANIFEST_NAME, read_manifest
 from siren_bench.io import atomic_directory, write_json_atomic, write_wav
 from siren_bench.provenance import build_record, write_provenance
@@ -48,6 +51,38 @@ def codec_resynthesis(codec: Codec, ids: list[str], codes: dict[str, np.ndarray]
             decoded = codec.decode(torch.from_numpy(np.stack([codes[c] for c in chunk]))).double().numpy()
             for clip_id, wave in zip(chunk, decoded):
                 write_wav(out / f"{clip_id}.wav", wave[: lengths[clip_id]], codec.sample_rate, subtype="FLOAT")
+
+
+def siren_system(siren_dir: Path, codec: Codec, test, lengths: dict[str, int], config: ModelConfig, out: Path,
+                 batch: int) -> dict:
+    """Generate every test caption with the trained experts; returns what systems.json records."""
+    from siren_bench.models.collaborative import SamplingConfig
+    from siren_bench.stages.train_siren import encode_captions, load_stage_siren
+    from siren_bench.text import load_minilm
+
+    model, info = load_stage_siren(siren_dir)
+    if info["codec"]["weights_sha256"] != codec.info.weights_sha256:
+        raise ValueError(f"{siren_dir}: Siren was trained on codec {info['codec']['weights_sha256'][:16]}..., the pipeline's codec is "
+                         f"{codec.info.weights_sha256[:16]}...; re-run train_siren")
+    encoder = load_minilm()
+    if encoder.weights_sha256 != info["text_encoder"]["weights_sha256"]:
+        raise ValueError(f"{siren_dir}: trained with text encoder weights {info['text_encoder']['weights_sha256'][:16]}..., "
+                         f"loaded {encoder.weights_sha256[:16]}...")
+    sampling = SamplingConfig(config.temperature, config.top_k, config.top_p, config.guidance)
+    generator = torch.Generator().manual_seed(config.generation_seed)
+    ids, captions = test["clip_id"].tolist(), test["caption"].tolist()
+    out.mkdir(parents=True)
+    for start in tqdm(range(0, len(ids), batch), desc="siren generate", unit="batch"):
+        chunk = ids[start : start + batch]
+        n_frames = max(-(-lengths[c] // codec.hop_length) for c in chunk)
+        codes = model.generate(encode_captions(encoder, captions[start : start + batch]), n_frames, sampling, generator)
+        with torch.no_grad():
+            decoded = codec.decode(codes).double().numpy()
+        for clip_id, wave in zip(chunk, decoded):
+            write_wav(out / f"{clip_id}.wav", wave[: lengths[clip_id]], codec.sample_rate, subtype="FLOAT")
+    return {"description": f"Siren ({len(model.experts)} experts, Stage 1 only) generating the {SCORED_SPLIT} captions",
+            "n_clips": len(ids), "sample_rate": codec.sample_rate, "split": SCORED_SPLIT, "seed": config.generation_seed,
+            "sampling": vars(sampling), "batch": batch}
 
 
 def real_unpaired(manifest, test_ids: list[str], seed: int, out: Path, source: str) -> dict[str, str]:
@@ -103,9 +138,15 @@ def run(params_path: str | Path = "params.yaml") -> Path:
                 "description": f"real {UNPAIRED_SPLIT} clips under the {SCORED_SPLIT} ids (seeded draw): the reference "
                                "distribution, unrelated to the captions", "n_clips": len(ids),
                 "sample_rate": codec.sample_rate, "split": UNPAIRED_SPLIT, "seed": run_cfg.seed, "source_clips": mapping}
+        if "siren" in systems:
+            rendered["siren"] = siren_system(stage.dir("siren"), codec, test, lengths, model_config(stage.params, stage.source),
+                                             staging / "siren", config.batch_clips)
         write_json_atomic(staging / SYSTEMS_NAME, rendered)
-        record = build_record("generate", {"run": run_cfg, "codec": config, "systems": systems},
+        record = build_record("generate", {"run": run_cfg, "codec": config, "systems": systems,
+                                           "model": model_config(stage.params, stage.source) if "siren" in systems else None},
                               inputs={"manifest": prepare_dir / MANIFEST_NAME, "codes": tokenize_dir / "codes.npz",
-                                      "codec": codec_dir / "model"}, device=run_cfg.device)
+                                      "codec": codec_dir / "model",
+                                      **({"siren": stage.dir("siren")} if "siren" in systems else {})},
+                              device=run_cfg.device)
         write_provenance(staging, record)
     return out_dir

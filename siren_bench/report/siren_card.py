@@ -1,0 +1,61 @@
+"""Report section for Siren Stage 1: the experts, their training and validation loss curves.
+
+Losses are per-token cross-entropy in nats; ln(codebook size) is what a uniform guess scores,
+so the table shows how far each expert got below chance. Wall-clock time stays in report.md.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+
+from siren_bench.report import figures
+from siren_bench.report.dataset_card import Section, md_table
+
+
+def siren_section(siren_dir: Path, out: Path) -> Section:
+    info = json.loads((siren_dir / "siren.json").read_text())
+    log = [json.loads(line) for line in (siren_dir / "train_log.jsonl").read_text().splitlines()]
+    arch = info["architecture"]
+    chance = math.log(arch["codebook_size"])
+
+    fig, ax = plt.subplots(figsize=(6.5, 3.6))
+    for summary in info["experts"]:
+        rows = [r for r in log if r["expert"] == summary["expert"]]
+        steps, losses = np.array([r["step"] for r in rows]), np.array([r["loss"] for r in rows])
+        window = max(1, len(rows) // 20)
+        line, = ax.plot(steps[window - 1 :], np.convolve(losses, np.ones(window) / window, mode="valid"),
+                        label=f"expert {summary['expert']} (codebooks {summary['codebooks']})")
+        val = [(r["step"], r["val_loss"]) for r in rows if "val_loss" in r]
+        if val:
+            ax.plot(*zip(*val), marker="o", linestyle="--", color=line.get_color())
+    ax.axhline(chance, color="grey", linewidth=0.8, linestyle=":", label=f"uniform guess (ln {arch['codebook_size']})")
+    ax.set_xlabel("step")
+    ax.set_ylabel("cross-entropy (nats / token)")
+    ax.set_title("Siren Stage 1: training (lines) and validation (dots) loss")
+    ax.legend(fontsize=7)
+    curve = figures.save(fig, out / "figures" / "siren_training.png")
+
+    table = [[s["expert"], ", ".join(map(str, s["codebooks"])), s["steps"], f"{s['final_train_loss']:.3f}",
+              "-" if s["final_val_loss"] is None else f"{s['final_val_loss']:.3f}"] for s in info["experts"]]
+    seconds = round(sum(r["seconds"] for r in log), 1)
+    results = {"architecture": arch, "experts": info["experts"], "parameters_per_expert": info["parameters_per_expert"],
+               "n_train_clips": info["n_train_clips"], "n_val_clips": info["n_val_clips"], "chance_loss": chance}
+    markdown = f"""## Siren Stage 1
+
+{len(info['experts'])} isolated experts over {arch['n_codebooks']} codebooks of {arch['codebook_size']} entries
+(dim {arch['dim']}, {arch['temporal_layers']} temporal + {arch['depth_layers']} depth layers,
+{arch['n_heads']} heads / {arch['n_kv_heads']} KV heads, {info['parameters_per_expert']:,} parameters per expert
+including the frozen code table), text from `{info['text_encoder']['name']}`; trained on
+{info['n_train_clips']} clips, validated on {info['n_val_clips']} ({seconds} s on {info['device']}). Stage 1 only:
+no alignment. A uniform guess scores {chance:.3f} nats per token.
+
+{md_table(['expert', 'codebooks', 'steps', 'final train loss', 'final val loss'], table)}
+
+![siren training](figures/siren_training.png)
+"""
+    return Section("siren", results, markdown, [curve])

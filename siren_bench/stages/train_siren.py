@@ -1,0 +1,141 @@
+"""Stage `train_siren`: Siren Stage 1, one expert after another on this device.
+
+Each expert trains as its own job (seed + expert index) on the train split's codes and captions,
+with the val split's loss logged. Text conditioning: the offline MiniLM encoder (token states,
+mask, pooled vector), the smoke profile's stand-in for CLAP's text tower. Codes are embedded
+through the codec's own per-codebook decode vectors (frozen) and a trainable projector.
+
+Experts share nothing, so they could train in parallel, one per GPU; this stage runs them in
+sequence on one device (parallel jobs and data parallelism are not built yet). Output (artifacts/<profile>/siren/): siren.json (the
+architecture, groups, codec and text encoder identities, per-expert losses),
+expert_<i>.safetensors, train_log.jsonl, provenance.json. Resume state lives in
+artifacts/<profile>/resume/.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+
+from siren_bench.codecs import Codec, load_stage_codec
+from siren_bench.config import ConfigError, ModelConfig, model_config
+from siren_bench.data.manifest import MANIFEST_NAME, read_manifest
+from siren_bench.io import atomic_directory, sha256_file, sha256_json, write_json_atomic, write_text_atomic
+from siren_bench.models.collaborative import Siren
+from siren_bench.models.siren import SirenConfig, Text
+from siren_bench.models.train import TokenSet, clear_resume_state, resume_file, train_expert
+from siren_bench.provenance import build_record, write_provenance
+from siren_bench.stages.common import open_stage
+from siren_bench.stages.tokenize import load_codes
+from siren_bench.text import HFSentenceEncoder, load_minilm
+from siren_bench.weights import CheckpointError
+
+SIREN_INFO_NAME = "siren.json"
+
+
+def code_table(codec: Codec) -> torch.Tensor:
+    """[K, V, D]: every codebook entry's decode vector (what `layer_features` gives it)."""
+    entries = torch.arange(codec.info.codebook_size).expand(1, codec.n_codebooks, -1)
+    with torch.no_grad():
+        return codec.layer_features(entries)[0].transpose(1, 2).contiguous().float()
+
+
+def siren_config(config: ModelConfig, codec: Codec, text_dim: int, source: str) -> SirenConfig:
+    """The architecture, with the codec's shape filled in where the config leaves it null."""
+    from_codec = {"n_codebooks": codec.n_codebooks, "codebook_size": codec.info.codebook_size,
+                  "code_dim": codec.info.latent_dim, "text_dim": text_dim}
+    fields = {k: getattr(config, k) for k in SirenConfig.__dataclass_fields__ if hasattr(config, k)}
+    for key, actual in from_codec.items():
+        if fields[key] is None:
+            fields[key] = actual
+        elif fields[key] != actual:
+            raise ConfigError(f"{source}: model.{key}={fields[key]} but the pipeline's codec / text encoder has {actual}")
+    siren = SirenConfig(**fields)
+    try:
+        siren.expert_groups()
+    except ValueError as exc:
+        raise ConfigError(f"{source}: {exc}") from exc
+    return siren
+
+
+def encode_captions(encoder: HFSentenceEncoder, captions: list[str]) -> Text:
+    embedded = encoder.encode(captions)
+    return Text(embedded.tokens.float(), embedded.mask.bool(), embedded.pooled.float())
+
+
+def token_set(frame, codes: dict[str, np.ndarray], encoder: HFSentenceEncoder) -> TokenSet:
+    return TokenSet([codes[c].astype(np.int64) for c in frame["clip_id"]], encode_captions(encoder, frame["caption"].tolist()))
+
+
+def run(params_path: str | Path = "params.yaml") -> Path:
+    stage = open_stage(params_path)
+    run_cfg, config = stage.run, model_config(stage.params, stage.source)
+    prepare_dir, tokenize_dir, codec_dir = stage.dir("prepare"), stage.dir("tokenize"), stage.dir("codec")
+    manifest = read_manifest(prepare_dir / MANIFEST_NAME)
+    codec = load_stage_codec(codec_dir)
+    codes = load_codes(tokenize_dir)
+    encoder = load_minilm()
+    siren = siren_config(config, codec, encoder.dim, stage.source)
+    splits = {name: manifest[manifest["split"] == name] for name in ("train", "val")}
+    if splits["train"].empty:
+        raise ValueError(f"{prepare_dir / MANIFEST_NAME}: no train clips to train Siren on")
+    train = token_set(splits["train"], codes, encoder)
+    val = token_set(splits["val"], codes, encoder) if not splits["val"].empty else None
+    table = code_table(codec)
+    device = torch.device("cuda" if run_cfg.device in ("auto", "cuda") and torch.cuda.is_available() else "cpu")
+    data_id = sha256_json({"codes": sha256_file(tokenize_dir / "codes.npz"), "codec": codec.info.weights_sha256,
+                           "manifest": sha256_file(prepare_dir / MANIFEST_NAME)})
+    resume_dir = Path(run_cfg.artifacts_dir) / run_cfg.profile / "resume"
+
+    out_dir = stage.dir("siren")
+    finished = []
+    with atomic_directory(out_dir) as staging:
+        logs, summaries = [], []
+        for index in range(len(siren.expert_groups())):
+            result = train_expert(index, siren, config, table, train, val, resume_dir, data_id, device)
+            save_file({k: v.detach().cpu().contiguous() for k, v in result.expert.state_dict().items()},
+                      staging / f"expert_{index}.safetensors")
+            logs += [{"expert": index, **row} for row in result.log]
+            vals = [r["val_loss"] for r in result.log if "val_loss" in r]
+            summaries.append({"expert": index, "codebooks": siren.expert_groups()[index], "steps": len(result.log),
+                              "final_train_loss": result.log[-1]["loss"], "final_val_loss": vals[-1] if vals else None,
+                              "resumed_from_step": result.resumed_from})
+            finished.append(resume_file(resume_dir, config, siren, index, data_id))
+        write_text_atomic(staging / "train_log.jsonl", "".join(json.dumps(row) + "\n" for row in logs))
+        info = {"architecture": asdict(siren), "experts": summaries, "codec": codec.info.as_dict(),
+                "text_encoder": {"name": encoder.name, "weights_sha256": encoder.weights_sha256},
+                "n_train_clips": len(train.codes), "n_val_clips": len(val.codes) if val else 0, "device": device.type,
+                "parameters_per_expert": sum(p.numel() for p in result.expert.parameters())}
+        write_json_atomic(staging / SIREN_INFO_NAME, info)
+        record = build_record("train_siren", {"run": run_cfg, "model": config},
+                              inputs={"codes": tokenize_dir / "codes.npz", "manifest": prepare_dir / MANIFEST_NAME,
+                                      "codec": codec_dir / "model"},
+                              seeds={"model.seed (expert i uses seed + i)": config.seed}, device=device.type)
+        write_provenance(staging, record)
+    for path in finished:
+        clear_resume_state(path)
+    return out_dir
+
+
+def load_stage_siren(siren_dir: str | Path) -> tuple[Siren, dict]:
+    """The trained experts from the stage folder, every tensor checked against the architecture."""
+    siren_dir = Path(siren_dir)
+    info_path = siren_dir / SIREN_INFO_NAME
+    if not info_path.is_file():
+        raise CheckpointError(f"{info_path}: not found (run the train_siren stage first)")
+    info = json.loads(info_path.read_text())
+    model = Siren(SirenConfig(**info["architecture"]))
+    for index, expert in enumerate(model.experts):
+        path = siren_dir / f"expert_{index}.safetensors"
+        if not path.is_file():
+            raise CheckpointError(f"{path}: missing (the stage trains every expert into one folder)")
+        try:
+            expert.load_state_dict(load_file(path), strict=True)
+        except (RuntimeError, OSError) as exc:
+            raise CheckpointError(f"{path}: does not fit expert {index} of {info_path}: {exc}") from exc
+    return model.eval(), info
