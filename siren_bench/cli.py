@@ -26,7 +26,7 @@ STAGES = {
     "diagnose": "fidelity vs depth, cross-layer orthogonality, semantic richness per layer",
     "evaluators": "train the smoke profile's metric models (SynthCaps tagger, small CLAP)",
     "train_siren": "Siren Stage 1: train each expert on the train split's codes and captions",
-    "generate": "render each system's audio for the test clips",
+
     "report": "write reports/<profile>/ from the stage outputs that exist",
 }
 
@@ -87,6 +87,21 @@ def _score(args: argparse.Namespace) -> None:
     print(f"score: wrote {out} (recipe {recipe.id}; embeddings {outcome.cache_hits} cached, {outcome.cache_misses} computed)")
 
 
+def _generate(args: argparse.Namespace) -> None:
+    """Without --captions: the pipeline's generate stage. With it: one system renders a captions file."""
+    if args.captions is None:
+        if args.out is not None or args.system is not None:
+            raise ConfigError("--system and --out go with --captions (a CSV of clip_id,caption to render)")
+        _stage(args)
+        return
+    from siren_bench.stages.generate import generate_captions
+
+    if args.system != "siren" or args.out is None:
+        raise ConfigError("rendering a captions file needs --system siren and --out DIR (the only captioned system so far)")
+    out = generate_captions(args.params, args.captions, Path(args.out), args.seconds)
+    print(f"generate: wrote {out}")
+
+
 def _audit(args: argparse.Namespace) -> int:
     from siren_bench.evaluation.audit import audit
 
@@ -118,6 +133,13 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_argument("--allow-clipped", action="store_true", help="score clipped clips (listed in results.json)")
     score.add_argument("--cache-dir", default="artifacts/cache/embeddings", help="embedding cache (default: artifacts/cache/embeddings)")
     score.set_defaults(handler=_score)
+    generate = commands.add_parser("generate", help="render each system's audio for the test clips (or, with --captions, one system for a captions file)")
+    generate.add_argument("--params", default="params.yaml", help="composed params file (default: params.yaml)")
+    generate.add_argument("--system", help="with --captions: the system to render (siren)")
+    generate.add_argument("--captions", help="CSV with clip_id,caption: render these instead of the test split")
+    generate.add_argument("--out", help="with --captions: folder for <clip_id>.wav (must not exist)")
+    generate.add_argument("--seconds", type=float, default=None, help="with --captions: clip length (default: data.clip_seconds)")
+    generate.set_defaults(handler=_generate)
     audit = commands.add_parser("audit", help="recompute a results.json from its inputs and cached embeddings; say what differs")
     audit.add_argument("results", help="results.json, or the folder holding it")
     audit.add_argument("--cache-dir", help="embedding cache (default: the one recorded)")

@@ -87,6 +87,22 @@ def test_ci_profile_runs_then_repro_does_no_work(repo):
     assert all(s["cache"]["misses"] == 0 for s in summary["systems"].values())
 
 
+def test_trained_siren_renders_a_captions_file(repo, tmp_path):
+    captions = tmp_path / "captions.csv"
+    captions.write_text('clip_id,caption\nmine_1,A loud siren wails\nmine_2,"Rain, then a click train"\n')
+    out = tmp_path / "rendered"
+    args = ["siren-bench", "generate", "--system", "siren", "--captions", str(captions), "--out", str(out), "--seconds", "1.5"]
+    _run(args, repo)
+    import soundfile
+
+    for clip_id in ("mine_1", "mine_2"):
+        wave, rate = soundfile.read(out / f"{clip_id}.wav")
+        assert rate == 16000 and wave.shape == (24000,) and wave.std() > 0
+    assert json.loads((out / "systems.json").read_text())["siren"]["n_clips"] == 2
+    done = subprocess.run(args, cwd=repo, capture_output=True, text=True, env=os.environ | {"PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"})
+    assert done.returncode == 2 and "already exists" in done.stderr  # nothing is overwritten
+
+
 def test_single_key_override_reuses_cached_codes(repo):
     """More clips, same seed: the old 48 clips are identical, so only the new ones are encoded...
     but the codec retrains on the new training split, so every clip is re-encoded: the cache key

@@ -29,7 +29,7 @@ import torch
 from tqdm import tqdm
 
 from siren_bench.codecs import Codec, load_stage_codec
-from siren_bench.config import ConfigError, ModelConfig, codec_config, eval_config, model_config
+from siren_bench.config import ConfigError, ModelConfig, codec_config, data_config, eval_config, model_config
 from siren_bench.data.manifest import MANIFEST_NAME, read_manifest
 from siren_bench.io import atomic_directory, write_json_atomic, write_wav
 from siren_bench.provenance import build_record, write_provenance
@@ -71,7 +71,7 @@ def siren_system(siren_dir: Path, codec: Codec, test, lengths: dict[str, int], c
     sampling = SamplingConfig(config.temperature, config.top_k, config.top_p, config.guidance)
     generator = torch.Generator().manual_seed(config.generation_seed)
     ids, captions = test["clip_id"].tolist(), test["caption"].tolist()
-    out.mkdir(parents=True)
+    out.mkdir(parents=True, exist_ok=True)
     for start in tqdm(range(0, len(ids), batch), desc="siren generate", unit="batch"):
         chunk = ids[start : start + batch]
         n_frames = max(-(-lengths[c] // codec.hop_length) for c in chunk)
@@ -80,9 +80,40 @@ def siren_system(siren_dir: Path, codec: Codec, test, lengths: dict[str, int], c
             decoded = codec.decode(codes).double().numpy()
         for clip_id, wave in zip(chunk, decoded):
             write_wav(out / f"{clip_id}.wav", wave[: lengths[clip_id]], codec.sample_rate, subtype="FLOAT")
-    return {"description": f"Siren ({len(model.experts)} experts, Stage 1 only) generating the {SCORED_SPLIT} captions",
+    return {"description": f"Siren ({len(model.experts)} experts, Stage 1 only) generating the captions",
             "n_clips": len(ids), "sample_rate": codec.sample_rate, "split": SCORED_SPLIT, "seed": config.generation_seed,
             "sampling": vars(sampling), "batch": batch}
+
+
+def generate_captions(params_path: str | Path, captions_path: str | Path, out: Path, seconds: float | None) -> Path:
+    """`siren-bench generate --system siren --captions FILE --out DIR`: the trained Siren of the
+    params' profile renders every caption of FILE into DIR/<clip_id>.wav, with systems.json and
+    provenance.json beside them. DIR must not exist (nothing is overwritten)."""
+    import pandas as pd
+
+    from siren_bench.evaluation.clipsets import read_captions
+
+    stage = open_stage(params_path)
+    if out.exists():
+        raise ConfigError(f"{out}: already exists; choose a new --out folder")
+    captions = read_captions(captions_path)
+    if not captions:
+        raise ConfigError(f"{captions_path}: no captions")
+    seconds = data_config(stage.params, stage.source).clip_seconds if seconds is None else seconds
+    if seconds <= 0:
+        raise ConfigError(f"--seconds must be positive, got {seconds}")
+    codec = load_stage_codec(stage.dir("codec"))
+    frame = pd.DataFrame({"clip_id": list(captions), "caption": list(captions.values())})
+    length = int(round(seconds * codec.sample_rate))
+    config = model_config(stage.params, stage.source)
+    with atomic_directory(out) as staging:
+        record = siren_system(stage.dir("siren"), codec, frame, {c: length for c in captions}, config, staging,
+                              codec_config(stage.params, stage.source).batch_clips)
+        write_json_atomic(staging / SYSTEMS_NAME, {"siren": record | {"captions": str(captions_path), "seconds": seconds}})
+        write_provenance(staging, build_record("generate", {"run": stage.run, "model": config},
+                                               inputs={"captions": Path(captions_path), "siren": stage.dir("siren"),
+                                                       "codec": stage.dir("codec") / "model"}, device=stage.run.device))
+    return out
 
 
 def real_unpaired(manifest, test_ids: list[str], seed: int, out: Path, source: str) -> dict[str, str]:
