@@ -13,7 +13,7 @@ from typing import Callable
 
 from siren_bench.io import atomic_directory, write_json_atomic, write_text_atomic
 from siren_bench.provenance import build_record, write_provenance
-from siren_bench.report import codec_card, dataset_card, scores, siren_card
+from siren_bench.report import codec_card, dataset_card, listening, scores, siren_card
 from siren_bench.report.dataset_card import Section
 from siren_bench.stages.common import open_stage
 
@@ -27,6 +27,7 @@ SECTIONS: tuple[tuple[str, str, Callable[[Path, Path], Section]], ...] = (
     ("evaluators", "Evaluators", scores.evaluators_section),
     ("siren", "Siren Stage 1", siren_card.siren_section),
     ("score", "Scores", scores.scores_section),
+    ("generate", "Listen", listening.listening_section),
 )
 
 

@@ -1,0 +1,69 @@
+"""Report section: listen to what each system generated, next to the reference and its caption.
+
+The audio stays where the generate stage wrote it (artifacts/<profile>/generate/, a DVC output,
+not committed); the report links the first test clips of every system by relative path, so the
+links work wherever `dvc repro` has run. A spectrogram figure shows the same clips.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+
+from siren_bench.diagnostics.fidelity import power_spectrogram
+from siren_bench.io import read_audio
+from siren_bench.report import figures
+from siren_bench.report.dataset_card import Section, md_table
+
+N_CLIPS = 4
+
+
+def listening_section(generate_dir: Path, out: Path) -> Section:
+    systems = json.loads((generate_dir / "systems.json").read_text())
+    manifest = pd.read_csv(generate_dir.parent / "prepare" / "manifest.csv", dtype={"clip_id": str}, keep_default_na=False)
+    test = manifest[manifest["split"] == "test"].sort_values("clip_id").head(N_CLIPS)
+    prepare_dir = generate_dir.parent / "prepare"
+    # the staging folder sits beside the final report folder, so links relative to it hold there
+    link = lambda path: os.path.relpath(path, out).replace(os.sep, "/")  # noqa: E731
+    names = sorted(systems)
+    rows, files = [], []
+    for clip_id, caption, audio in zip(test["clip_id"], test["caption"], test["audio"]):
+        cells = [clip_id, caption, f"[wav]({link(prepare_dir / audio)})"]
+        clip_files = [prepare_dir / audio]
+        for name in names:
+            found = sorted((generate_dir / name).glob(f"{clip_id}.*"))
+            if not found:
+                raise FileNotFoundError(f"{generate_dir / name}: no audio for test clip {clip_id}")
+            path = found[0]
+            cells.append(f"[wav]({link(path)})")
+            clip_files.append(path)
+        rows.append(cells)
+        files.append(clip_files)
+
+    fig, axes = plt.subplots(len(files), 1 + len(names), figsize=(2.6 * (1 + len(names)), 1.9 * len(files)), squeeze=False)
+    for r, clip_files in enumerate(files):
+        for c, path in enumerate(clip_files):
+            wave, rate = read_audio(path)
+            power = power_spectrogram(wave.mean(axis=0), 512, 128)
+            axes[r, c].imshow(10 * np.log10(power + 1e-10), origin="lower", aspect="auto", vmin=-100, vmax=0, cmap="magma",
+                              extent=(0, wave.shape[1] / rate, 0, rate / 2000))
+            axes[r, c].set_title(("reference" if c == 0 else names[c - 1]) + f" {test['clip_id'].iloc[r]}", fontsize=7)
+            axes[r, c].tick_params(labelsize=6)
+    fig.supylabel("kHz", fontsize=8)
+    fig.supxlabel("seconds", fontsize=8)
+    figure = figures.save(fig, out / "figures" / "listening_spectrograms.png")
+    markdown = f"""## Listen
+
+The first {len(rows)} test clips: the reference and each system's output (links into
+`artifacts/`, present after `dvc repro`).
+
+{md_table(['clip', 'caption', 'reference'] + names, rows)}
+
+![spectrograms of generated clips](figures/listening_spectrograms.png)
+"""
+    return Section("listening", {"clips": test["clip_id"].tolist(), "systems": names}, markdown, [figure])
