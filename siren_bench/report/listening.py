@@ -52,10 +52,13 @@ def listening_section(generate_dir: Path, out: Path) -> Section:
             power = power_spectrogram(wave.mean(axis=0), 512, 128)
             axes[r, c].imshow(10 * np.log10(power + 1e-10), origin="lower", aspect="auto", vmin=-100, vmax=0, cmap="magma",
                               extent=(0, wave.shape[1] / rate, 0, rate / 2000))
-            axes[r, c].set_title(("reference" if c == 0 else names[c - 1]) + f" {test['clip_id'].iloc[r]}", fontsize=7)
+            if r == 0:
+                axes[r, c].set_title("reference" if c == 0 else names[c - 1], fontsize=8)
+            if c == 0:
+                axes[r, c].set_ylabel(f"{test['clip_id'].iloc[r]}\nkHz", fontsize=7)
             axes[r, c].tick_params(labelsize=6)
-    fig.supylabel("kHz", fontsize=8)
     fig.supxlabel("seconds", fontsize=8)
+    fig.tight_layout()
     figure = figures.save(fig, out / "figures" / "listening_spectrograms.png")
     markdown = f"""## Listen
 
