@@ -26,7 +26,6 @@ STAGES = {
     "diagnose": "fidelity vs depth, cross-layer orthogonality, semantic richness per layer",
     "evaluators": "train the smoke profile's metric models (SynthCaps tagger, small CLAP)",
     "train_siren": "Siren Stage 1: train each expert on the train split's codes and captions",
-
     "report": "write reports/<profile>/ from the stage outputs that exist",
 }
 

@@ -169,6 +169,7 @@ class ModelConfig:
     generation_seed: int = 0
 
 
+CODEC_ARCHITECTURES = ("spectral", "dac")  # of the trainable small codec (codecs/train.py)
 GENERATED_SYSTEMS = ("codec_resynthesis", "real_unpaired", "siren")  # what the `generate` stage can render
 
 
@@ -286,6 +287,7 @@ def _check_synthcaps(config: SynthCapsConfig, source: str) -> None:
 def codec_config(params: DictConfig, source: str = "params.yaml") -> CodecConfig:
     config = section(params, "codec", CodecConfig, source=source)
     _check_choice(source, "codec.source", config.source, CODEC_SOURCES)
+    _check_choice(source, "codec.architecture", config.architecture, CODEC_ARCHITECTURES)
     if config.source != "train" and not config.path:
         raise ConfigError(f"{source}: codec.source={config.source} needs codec.path (a local weights file or folder)")
     if config.source == "train" and (config.train_steps < 1 or config.n_codebooks < 1):

@@ -128,6 +128,24 @@ def test_generation_is_seeded_and_guidance_uses_the_null_caption():
     assert a.min() >= 0 and a.max() < 16
 
 
+def test_guided_sampling_follows_uncond_plus_scale_times_the_difference():
+    """Greedy guided generation picks, at every step, the argmax of u + s (c - u), where c and u
+    are the teacher-forced logits with the caption and with the learned null caption."""
+    model = tiny_siren()
+    for expert in model.experts:  # make the null caption differ clearly from the captions
+        torch.nn.init.normal_(expert.null_tokens, std=1.0)
+        torch.nn.init.normal_(expert.null_pooled, std=1.0)
+    text = random_text(2)
+    codes = model.generate(text, 5, SamplingConfig(temperature=0, guidance=3.0))
+    with torch.no_grad():
+        cond = model(codes, text)
+        drop = torch.ones(2, dtype=torch.bool)
+        uncond = torch.cat([expert(codes, text, drop) for expert in model.experts], dim=1)
+    assert not torch.allclose(cond, uncond, atol=1e-3)  # the null caption is really used
+    assert torch.equal(codes, (uncond + 3.0 * (cond - uncond)).argmax(-1))
+    assert not torch.equal(codes, cond.argmax(-1))  # and guidance changed something
+
+
 def test_sampling_filters():
     logits = torch.tensor([[0.0, 3.0, 1.0, 2.0]])
     g = torch.Generator().manual_seed(0)
@@ -185,3 +203,26 @@ def test_learning_rate_warms_up_then_decays_to_the_floor():
     assert factors[0] == pytest.approx(0.1) and factors[9] == pytest.approx(1.0)
     assert all(a >= b for a, b in zip(factors[10:], factors[11:]))
     assert lr_factor(100, config) == pytest.approx(0.1)
+
+
+def test_an_untrained_siren_folder_is_refused_by_name(tmp_path):
+    from siren_bench.stages.train_siren import load_stage_siren
+    from siren_bench.weights import CheckpointError
+
+    (tmp_path / "siren.json").write_text('{"trained": false, "reason": "eval.systems does not list siren"}')
+    with pytest.raises(CheckpointError, match="not trained.*eval.systems does not list siren"):
+        load_stage_siren(tmp_path)
+
+
+@pytest.mark.parametrize("device, problem", [("gpu", "must be auto, cpu or cuda"), ("cuda", "no CUDA device")])
+def test_run_device_is_checked(device, problem):
+    from omegaconf import OmegaConf
+
+    from siren_bench.config import ConfigError, RunConfig
+    from siren_bench.stages.common import StageContext
+
+    if device == "cuda" and torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    context = StageContext(OmegaConf.create({}), "params.yaml", RunConfig(profile="ci", device=device))
+    with pytest.raises(ConfigError, match=problem):
+        context.device()

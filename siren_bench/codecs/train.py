@@ -26,11 +26,10 @@ from transformers import DacConfig, DacModel
 from transformers.audio_utils import mel_filter_bank
 
 from siren_bench.codecs.spectral import SpectralCodecConfig, SpectralCodecModel
-from siren_bench.config import CodecConfig, config_hash
+from siren_bench.config import CODEC_ARCHITECTURES, CodecConfig, config_hash
 from siren_bench.io import atomic_path
 
 N_MELS = {256: 32, 512: 64, 1024: 80, 2048: 128}
-ARCHITECTURES = ("spectral", "dac")
 
 
 def build_small_codec(config: CodecConfig, sample_rate: int) -> SpectralCodecModel | DacModel:
@@ -44,7 +43,7 @@ def build_small_codec(config: CodecConfig, sample_rate: int) -> SpectralCodecMod
         ))
     if config.architecture == "dac":
         return build_small_dac(config, sample_rate)
-    raise ValueError(f"codec.architecture={config.architecture!r}: expected one of {ARCHITECTURES}")
+    raise ValueError(f"codec.architecture={config.architecture!r}: expected one of {CODEC_ARCHITECTURES}")
 
 
 def codec_hop(config: CodecConfig) -> int:

@@ -81,7 +81,7 @@ class Siren(torch.nn.Module):
             drop = torch.arange(2 * B, device=text.tokens.device) >= B
             texts = [expert.condition(doubled, drop) for expert in self.experts]
         else:
-            texts = [expert.condition(text, None) for expert in self.experts]
+            texts = [text] * len(self.experts)
         rows = 2 * B if guided else B
 
         def pick(logits: torch.Tensor) -> torch.Tensor:

@@ -20,7 +20,7 @@ Experts share no parameters; generation interleaves them frame by frame (`collab
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -45,7 +45,6 @@ class SirenConfig:
     init_std: float = 0.02
     max_frames: int = 2048
     ffn_multiple: int = 256  # SwiGLU hidden = int(8 dim / 3) rounded up to this multiple
-    extra: dict = field(default_factory=dict)  # free-form notes carried into checkpoints
 
     def expert_groups(self) -> list[list[int]]:
         """The codebooks each expert predicts, in order; they must tile 0..K-1 contiguously."""

@@ -67,10 +67,13 @@ def lr_factor(step: int, config: ModelConfig) -> float:
 
 
 def optimizer_for(expert: SirenExpert, config: ModelConfig) -> torch.optim.AdamW:
+    """Weight decay on the linear layers' matrices only; none on norms, start, slot and null
+    caption vectors."""
+    decayed = {id(m.weight) for m in expert.modules() if isinstance(m, torch.nn.Linear)}
     trainable = [p for p in expert.parameters() if p.requires_grad]
     return torch.optim.AdamW(
-        [{"params": [p for p in trainable if p.dim() >= 2], "weight_decay": config.weight_decay},
-         {"params": [p for p in trainable if p.dim() < 2], "weight_decay": 0.0}],
+        [{"params": [p for p in trainable if id(p) in decayed], "weight_decay": config.weight_decay},
+         {"params": [p for p in trainable if id(p) not in decayed], "weight_decay": 0.0}],
         lr=config.learning_rate, betas=tuple(config.betas))
 
 
@@ -126,7 +129,9 @@ def train_expert(index: int, siren: SirenConfig, config: ModelConfig, code_table
         expert.load_state_dict(state["expert"])
         optimizer.load_state_dict(state["optimizer"])
         schedule.load_state_dict(state["schedule"])
-        torch.set_rng_state(state["torch_rng"])
+        torch.set_rng_state(state["torch_rng"].cpu())
+        if device.type == "cuda":  # dropout on the GPU draws from the CUDA generator
+            torch.cuda.set_rng_state(state["cuda_rng"].cpu(), device)
         rng.bit_generator.state = json.loads(state["numpy_rng"])
         log, start = json.loads(state["log"]), int(state["step"])
 
@@ -148,22 +153,24 @@ def train_expert(index: int, siren: SirenConfig, config: ModelConfig, code_table
         grad_norm = torch.nn.utils.clip_grad_norm_(expert.parameters(), config.grad_clip)
         optimizer.step()
         schedule.step()
-        row = {"step": step + 1, "loss": step_loss, "grad_norm": float(grad_norm), "lr": schedule.get_last_lr()[0],
-               "seconds": time.perf_counter() - began}
+        row = {"step": step + 1, "loss": step_loss, "grad_norm": float(grad_norm), "lr": schedule.get_last_lr()[0]}
         if val is not None and ((step + 1) % config.val_every == 0 or step + 1 == config.train_steps):
             row["val_loss"] = validation_loss(expert, val, device)
+        row["seconds"] = time.perf_counter() - began  # the step and its validation
         log.append(row)
         progress.set_postfix(loss=f"{step_loss:.3f}")
         if (step + 1) % config.checkpoint_every == 0 or step + 1 == last:
-            _save_state(state_file, expert, optimizer, schedule, rng, log, step + 1)
+            _save_state(state_file, expert, optimizer, schedule, rng, log, step + 1, device)
     expert.eval()
     return TrainedExpert(expert, log, start)
 
 
-def _save_state(path: Path, expert, optimizer, schedule, rng, log, step: int) -> None:
+def _save_state(path: Path, expert, optimizer, schedule, rng, log, step: int, device: torch.device) -> None:
     state = {"expert": expert.state_dict(), "optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(),
              "torch_rng": torch.get_rng_state(), "numpy_rng": json.dumps(rng.bit_generator.state),
              "log": json.dumps(log), "step": step}
+    if device.type == "cuda":
+        state["cuda_rng"] = torch.cuda.get_rng_state(device)
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as tmp:
         torch.save(state, tmp)

@@ -19,6 +19,9 @@ from siren_bench.report.dataset_card import Section, md_table
 
 def siren_section(siren_dir: Path, out: Path) -> Section:
     info = json.loads((siren_dir / "siren.json").read_text())
+    if not info.get("trained"):
+        return Section("siren", {"trained": False, "reason": info.get("reason")},
+                       f"## Siren Stage 1\n\nNot trained in this run: {info.get('reason')}.\n")
     log = [json.loads(line) for line in (siren_dir / "train_log.jsonl").read_text().splitlines()]
     arch = info["architecture"]
     chance = math.log(arch["codebook_size"])
@@ -40,21 +43,20 @@ def siren_section(siren_dir: Path, out: Path) -> Section:
     ax.legend(fontsize=7)
     curve = figures.save(fig, out / "figures" / "siren_training.png")
 
-    table = [[s["expert"], ", ".join(map(str, s["codebooks"])), s["steps"], f"{s['final_train_loss']:.3f}",
+    table = [[s["expert"], ", ".join(map(str, s["codebooks"])), f"{s['parameters']:,}", s["steps"], f"{s['final_train_loss']:.3f}",
               "-" if s["final_val_loss"] is None else f"{s['final_val_loss']:.3f}"] for s in info["experts"]]
     seconds = round(sum(r["seconds"] for r in log), 1)
-    results = {"architecture": arch, "experts": info["experts"], "parameters_per_expert": info["parameters_per_expert"],
-               "n_train_clips": info["n_train_clips"], "n_val_clips": info["n_val_clips"], "chance_loss": chance}
+    results = {"trained": True, "architecture": arch, "experts": info["experts"], "n_train_clips": info["n_train_clips"], "n_val_clips": info["n_val_clips"], "chance_loss": chance}
     markdown = f"""## Siren Stage 1
 
 {len(info['experts'])} isolated experts over {arch['n_codebooks']} codebooks of {arch['codebook_size']} entries
 (dim {arch['dim']}, {arch['temporal_layers']} temporal + {arch['depth_layers']} depth layers,
-{arch['n_heads']} heads / {arch['n_kv_heads']} KV heads, {info['parameters_per_expert']:,} parameters per expert
-including the frozen code table), text from `{info['text_encoder']['name']}`; trained on
-{info['n_train_clips']} clips, validated on {info['n_val_clips']} ({seconds} s on {info['device']}). Stage 1 only:
+{arch['n_heads']} heads / {arch['n_kv_heads']} KV heads; parameter counts include the frozen code
+table), text from `{info['text_encoder']['name']}`; trained on
+{info['n_train_clips']} clips, validated on {info['n_val_clips']} ({seconds} s of training and validation on {info['device']}). Stage 1 only:
 no alignment. A uniform guess scores {chance:.3f} nats per token.
 
-{md_table(['expert', 'codebooks', 'steps', 'final train loss', 'final val loss'], table)}
+{md_table(['expert', 'codebooks', 'parameters', 'steps', 'final train loss', 'final val loss'], table)}
 
 ![siren training](figures/siren_training.png)
 """

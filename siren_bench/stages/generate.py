@@ -54,13 +54,16 @@ def codec_resynthesis(codec: Codec, ids: list[str], codes: dict[str, np.ndarray]
 
 
 def siren_system(siren_dir: Path, codec: Codec, test, lengths: dict[str, int], config: ModelConfig, out: Path,
-                 batch: int) -> dict:
-    """Generate every test caption with the trained experts; returns what systems.json records."""
+                 batch: int, device: torch.device) -> dict:
+    """Generate every caption of `test` with the trained experts on `device` (the codec decodes on
+    CPU); returns what systems.json records. A seed gives the same audio on the same device."""
     from siren_bench.models.collaborative import SamplingConfig
+    from siren_bench.models.siren import Text
     from siren_bench.stages.train_siren import encode_captions, load_stage_siren
     from siren_bench.text import load_minilm
 
     model, info = load_stage_siren(siren_dir)
+    model.to(device)
     if info["codec"]["weights_sha256"] != codec.info.weights_sha256:
         raise ValueError(f"{siren_dir}: Siren was trained on codec {info['codec']['weights_sha256'][:16]}..., the pipeline's codec is "
                          f"{codec.info.weights_sha256[:16]}...; re-run train_siren")
@@ -69,20 +72,22 @@ def siren_system(siren_dir: Path, codec: Codec, test, lengths: dict[str, int], c
         raise ValueError(f"{siren_dir}: trained with text encoder weights {info['text_encoder']['weights_sha256'][:16]}..., "
                          f"loaded {encoder.weights_sha256[:16]}...")
     sampling = SamplingConfig(config.temperature, config.top_k, config.top_p, config.guidance)
-    generator = torch.Generator().manual_seed(config.generation_seed)
+    generator = torch.Generator(device).manual_seed(config.generation_seed)
     ids, captions = test["clip_id"].tolist(), test["caption"].tolist()
     out.mkdir(parents=True, exist_ok=True)
     for start in tqdm(range(0, len(ids), batch), desc="siren generate", unit="batch"):
         chunk = ids[start : start + batch]
         n_frames = max(-(-lengths[c] // codec.hop_length) for c in chunk)
-        codes = model.generate(encode_captions(encoder, captions[start : start + batch]), n_frames, sampling, generator)
+        text = encode_captions(encoder, captions[start : start + batch])
+        text = Text(text.tokens.to(device), text.mask.to(device), text.pooled.to(device))
+        codes = model.generate(text, n_frames, sampling, generator).cpu()
         with torch.no_grad():
             decoded = codec.decode(codes).double().numpy()
         for clip_id, wave in zip(chunk, decoded):
             write_wav(out / f"{clip_id}.wav", wave[: lengths[clip_id]], codec.sample_rate, subtype="FLOAT")
     return {"description": f"Siren ({len(model.experts)} experts, Stage 1 only) generating the captions",
             "n_clips": len(ids), "sample_rate": codec.sample_rate, "split": SCORED_SPLIT, "seed": config.generation_seed,
-            "sampling": vars(sampling), "batch": batch}
+            "sampling": vars(sampling), "batch": batch, "device": device.type}
 
 
 def generate_captions(params_path: str | Path, captions_path: str | Path, out: Path, seconds: float | None) -> Path:
@@ -99,6 +104,9 @@ def generate_captions(params_path: str | Path, captions_path: str | Path, out: P
     captions = read_captions(captions_path)
     if not captions:
         raise ConfigError(f"{captions_path}: no captions")
+    unsafe = [c for c in captions if not c or Path(c).name != c or c in (".", "..")]
+    if unsafe:
+        raise ConfigError(f"{captions_path}: clip ids must be plain file names (they name the output files), got {unsafe[:3]}")
     seconds = data_config(stage.params, stage.source).clip_seconds if seconds is None else seconds
     if seconds <= 0:
         raise ConfigError(f"--seconds must be positive, got {seconds}")
@@ -107,12 +115,13 @@ def generate_captions(params_path: str | Path, captions_path: str | Path, out: P
     length = int(round(seconds * codec.sample_rate))
     config = model_config(stage.params, stage.source)
     with atomic_directory(out) as staging:
+        device = stage.device()
         record = siren_system(stage.dir("siren"), codec, frame, {c: length for c in captions}, config, staging,
-                              codec_config(stage.params, stage.source).batch_clips)
+                              codec_config(stage.params, stage.source).batch_clips, device)
         write_json_atomic(staging / SYSTEMS_NAME, {"siren": record | {"captions": str(captions_path), "seconds": seconds}})
         write_provenance(staging, build_record("generate", {"run": stage.run, "model": config},
                                                inputs={"captions": Path(captions_path), "siren": stage.dir("siren"),
-                                                       "codec": stage.dir("codec") / "model"}, device=stage.run.device))
+                                                       "codec": stage.dir("codec") / "model"}, device=device.type))
     return out
 
 
@@ -171,13 +180,13 @@ def run(params_path: str | Path = "params.yaml") -> Path:
                 "sample_rate": codec.sample_rate, "split": UNPAIRED_SPLIT, "seed": run_cfg.seed, "source_clips": mapping}
         if "siren" in systems:
             rendered["siren"] = siren_system(stage.dir("siren"), codec, test, lengths, model_config(stage.params, stage.source),
-                                             staging / "siren", config.batch_clips)
+                                             staging / "siren", config.batch_clips, stage.device())
         write_json_atomic(staging / SYSTEMS_NAME, rendered)
         record = build_record("generate", {"run": run_cfg, "codec": config, "systems": systems,
                                            "model": model_config(stage.params, stage.source) if "siren" in systems else None},
                               inputs={"manifest": prepare_dir / MANIFEST_NAME, "codes": tokenize_dir / "codes.npz",
                                       "codec": codec_dir / "model",
                                       **({"siren": stage.dir("siren")} if "siren" in systems else {})},
-                              device=run_cfg.device)
+                              device=stage.device().type if "siren" in systems else "cpu")
         write_provenance(staging, record)
     return out_dir

@@ -23,7 +23,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from siren_bench.codecs import Codec, load_stage_codec
-from siren_bench.config import ConfigError, ModelConfig, model_config
+from siren_bench.config import ConfigError, ModelConfig, eval_config, model_config
 from siren_bench.data.manifest import MANIFEST_NAME, read_manifest
 from siren_bench.io import atomic_directory, sha256_file, sha256_json, write_json_atomic, write_text_atomic
 from siren_bench.models.collaborative import Siren
@@ -68,13 +68,19 @@ def encode_captions(encoder: HFSentenceEncoder, captions: list[str]) -> Text:
     return Text(embedded.tokens.float(), embedded.mask.bool(), embedded.pooled.float())
 
 
-def token_set(frame, codes: dict[str, np.ndarray], encoder: HFSentenceEncoder) -> TokenSet:
+def token_set(frame, codes: dict[str, np.ndarray], encoder: HFSentenceEncoder, tokenize_dir: Path) -> TokenSet:
+    missing = [c for c in frame["clip_id"] if c not in codes]
+    if missing:
+        raise ValueError(f"{tokenize_dir}: no codes for {len(missing)} clips (e.g. {missing[:3]}); re-run tokenize")
     return TokenSet([codes[c].astype(np.int64) for c in frame["clip_id"]], encode_captions(encoder, frame["caption"].tolist()))
 
 
 def run(params_path: str | Path = "params.yaml") -> Path:
     stage = open_stage(params_path)
     run_cfg, config = stage.run, model_config(stage.params, stage.source)
+    out_dir = stage.dir("siren")
+    if "siren" not in eval_config(stage.params, stage.source).systems:
+        return _not_trained(stage, config, out_dir, "eval.systems does not list siren")
     prepare_dir, tokenize_dir, codec_dir = stage.dir("prepare"), stage.dir("tokenize"), stage.dir("codec")
     manifest = read_manifest(prepare_dir / MANIFEST_NAME)
     codec = load_stage_codec(codec_dir)
@@ -83,16 +89,16 @@ def run(params_path: str | Path = "params.yaml") -> Path:
     siren = siren_config(config, codec, encoder.dim, stage.source)
     splits = {name: manifest[manifest["split"] == name] for name in ("train", "val")}
     if splits["train"].empty:
-        raise ValueError(f"{prepare_dir / MANIFEST_NAME}: no train clips to train Siren on")
-    train = token_set(splits["train"], codes, encoder)
-    val = token_set(splits["val"], codes, encoder) if not splits["val"].empty else None
+        raise ConfigError(f"{prepare_dir / MANIFEST_NAME}: no train clips to train Siren on; leave siren out of eval.systems "
+                          "for a test-only dataset")
+    train = token_set(splits["train"], codes, encoder, tokenize_dir)
+    val = token_set(splits["val"], codes, encoder, tokenize_dir) if not splits["val"].empty else None
     table = code_table(codec)
-    device = torch.device("cuda" if run_cfg.device in ("auto", "cuda") and torch.cuda.is_available() else "cpu")
+    device = stage.device()
     data_id = sha256_json({"codes": sha256_file(tokenize_dir / "codes.npz"), "codec": codec.info.weights_sha256,
-                           "manifest": sha256_file(prepare_dir / MANIFEST_NAME)})
+                           "manifest": sha256_file(prepare_dir / MANIFEST_NAME), "text_encoder": encoder.weights_sha256})
     resume_dir = Path(run_cfg.artifacts_dir) / run_cfg.profile / "resume"
 
-    out_dir = stage.dir("siren")
     finished = []
     with atomic_directory(out_dir) as staging:
         logs, summaries = [], []
@@ -104,13 +110,13 @@ def run(params_path: str | Path = "params.yaml") -> Path:
             vals = [r["val_loss"] for r in result.log if "val_loss" in r]
             summaries.append({"expert": index, "codebooks": siren.expert_groups()[index], "steps": len(result.log),
                               "final_train_loss": result.log[-1]["loss"], "final_val_loss": vals[-1] if vals else None,
-                              "resumed_from_step": result.resumed_from})
+                              "resumed_from_step": result.resumed_from,
+                              "parameters": sum(p.numel() for p in result.expert.parameters())})
             finished.append(resume_file(resume_dir, config, siren, index, data_id))
         write_text_atomic(staging / "train_log.jsonl", "".join(json.dumps(row) + "\n" for row in logs))
-        info = {"architecture": asdict(siren), "experts": summaries, "codec": codec.info.as_dict(),
+        info = {"trained": True, "architecture": asdict(siren), "experts": summaries, "codec": codec.info.as_dict(),
                 "text_encoder": {"name": encoder.name, "weights_sha256": encoder.weights_sha256},
-                "n_train_clips": len(train.codes), "n_val_clips": len(val.codes) if val else 0, "device": device.type,
-                "parameters_per_expert": sum(p.numel() for p in result.expert.parameters())}
+                "n_train_clips": len(train.codes), "n_val_clips": len(val.codes) if val else 0, "device": device.type}
         write_json_atomic(staging / SIREN_INFO_NAME, info)
         record = build_record("train_siren", {"run": run_cfg, "model": config},
                               inputs={"codes": tokenize_dir / "codes.npz", "manifest": prepare_dir / MANIFEST_NAME,
@@ -122,6 +128,14 @@ def run(params_path: str | Path = "params.yaml") -> Path:
     return out_dir
 
 
+def _not_trained(stage, config: ModelConfig, out_dir: Path, reason: str) -> Path:
+    """A stage folder saying why nothing was trained, so later stages and the report can say so."""
+    with atomic_directory(out_dir) as staging:
+        write_json_atomic(staging / SIREN_INFO_NAME, {"trained": False, "reason": reason})
+        write_provenance(staging, build_record("train_siren", {"run": stage.run, "model": config}, device="cpu"))
+    return out_dir
+
+
 def load_stage_siren(siren_dir: str | Path) -> tuple[Siren, dict]:
     """The trained experts from the stage folder, every tensor checked against the architecture."""
     siren_dir = Path(siren_dir)
@@ -129,6 +143,8 @@ def load_stage_siren(siren_dir: str | Path) -> tuple[Siren, dict]:
     if not info_path.is_file():
         raise CheckpointError(f"{info_path}: not found (run the train_siren stage first)")
     info = json.loads(info_path.read_text())
+    if not info.get("trained"):
+        raise CheckpointError(f"{info_path}: Siren was not trained ({info.get('reason')}); re-run train_siren with siren in eval.systems")
     model = Siren(SirenConfig(**info["architecture"]))
     for index, expert in enumerate(model.experts):
         path = siren_dir / f"expert_{index}.safetensors"
