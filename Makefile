@@ -13,7 +13,7 @@ PIP_ARGS    ?=
 BIN   := $(VENV)/bin
 # The stamp's name carries a hash of the pins and dependency list, so choosing other
 # constraints (or editing them) reinstalls, whatever the files' timestamps say.
-INSTALL_KEY := $(shell cat $(CONSTRAINTS) pyproject.toml 2>/dev/null | sha256sum | cut -c1-16)
+INSTALL_KEY := $(shell cat $(CONSTRAINTS) pyproject.toml requirements-nodeps.txt 2>/dev/null | sha256sum | cut -c1-16)
 STAMP := $(VENV)/.installed-$(INSTALL_KEY)
 
 export HF_HUB_OFFLINE := 1
@@ -29,6 +29,7 @@ $(STAMP):
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --upgrade --quiet pip
 	$(BIN)/python -m pip install --quiet $(PIP_ARGS) -c $(CONSTRAINTS) -e '.[test]'
+	$(BIN)/python -m pip install --quiet $(PIP_ARGS) --no-deps -r requirements-nodeps.txt
 	rm -f $(VENV)/.installed-*
 	touch $@
 

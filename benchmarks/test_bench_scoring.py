@@ -51,6 +51,7 @@ from siren_bench.cache import ContentCache
 from siren_bench.data.synthcaps import CLASS_NAMES, generate_clip
 from siren_bench.embedders.clap import ClapEmbedders, load_roberta_tokenizer
 from siren_bench.embedders.panns import Cnn14, PannsEmbedder, cnn14_config
+from siren_bench.embedders.passt import Passt, PasstEmbedder
 from siren_bench.embedders.smoke import SmokeAudioConfig, SmokeClap, SmokeClapConfig, SmokeClapNet, SmokeTagger, SmokeTaggerNet
 from siren_bench.embedders.vggish import VGGishEmbedder, VGGishNetwork
 from siren_bench.evaluation.clipsets import folder_clips
@@ -121,6 +122,10 @@ def _panns(sample_rate: int):
     return PannsEmbedder(_seeded(lambda: Cnn14(cnn14_config(sample_rate))), weights_sha256="random")
 
 
+def _passt():
+    return PasstEmbedder(_seeded(Passt), weights_sha256="random", framing="chunks_10s")
+
+
 def _clap(tmp_path: Path):
     from tests.test_clap import write_tiny_tokenizer  # a ~280-token RoBERTa BPE: the audio tower never tokenizes
 
@@ -142,6 +147,7 @@ EMBEDDERS = {
     "vggish": lambda tmp: _vggish(),
     "panns_cnn14_16k": lambda tmp: _panns(16000),
     "panns_cnn14_32k": lambda tmp: _panns(32000),
+    "passt_32k": lambda tmp: _passt(),
     "clap": _clap,
     "smoke_tagger": lambda tmp: _smoke_tagger(),
     "smoke_clap": lambda tmp: _smoke_clap(),

@@ -173,26 +173,63 @@ SMOKE = Recipe(
     n_boot=200,
 )
 
-# Recorded so that results can name them; their backbones (OpenL3, PaSST) are not built in this
-# harness yet, and scoring with them stops with an error naming the missing embedder.
-STABLE_AUDIO_METRICS = Recipe(
+# Version 1 of the two PaSST presets was recorded before PaSST was built and got two facts wrong:
+# both toolkits put eps = 1e-6 inside the log of KL's second argument (not exact log-softmax), and
+# the checkpoint file is "passt-s-f128-p16-s10-ap.476-swa.pt". Published versions are never
+# edited, so version 2 corrects them; version 1 stays resolvable as "name@1".
+_PASST = "passt-s-f128-p16-s10-ap.476-swa.pt"
+_SAM_44K = AudioPolicy(44100, channels="mean", level="peak_-1dBFS")
+_SAM_32K = AudioPolicy(32000, channels="mean", level="peak_-1dBFS")
+_SAM_QUIRKS = (
+    "OpenL3 on stereo channels",
+    "PaSST logits averaged over 10 s windows at a 5 s hop (collect='mean'), then one softmax per clip",
+    "a window shorter than 10 s is zero-padded when it holds more than 1.5 s and passed unpadded otherwise",
+    "KL(generated || reference) with eps 1e-6 inside the log of the reference distribution",
+    "audio peak-normalised to -1 dBFS",
+)
+_AUDIOCRAFT_QUIRKS = (
+    "10 s chunks without padding; chunks of 0.15 s or less dropped",
+    "softmax of each chunk's PaSST logits; KL(reference || generated) with eps 1e-6 inside the log of the generated distribution",
+    "the FAD background set is the evaluated batch's own references",
+)
+# Where siren-bench does not reproduce the toolkit bit for bit (listed in the README too).
+_PASST_DIFFERENCES = (
+    "resampling is soxr VHQ here (stable-audio-metrics: librosa's soxr_hq; audiocraft: julius' windowed sinc)",
+    "clips longer than 10 s: audiocraft pairs generated and reference chunks one by one; siren-bench averages a "
+    "clip's chunk logits first (identical for clips of at most 10 s, such as AudioCaps')",
+)
+
+STABLE_AUDIO_METRICS_V1 = Recipe(
     "stable_audio_metrics", 1,
-    "stable-audio-metrics: OpenL3 FD at 44.1 kHz stereo, PaSST KL(generated || reference), LAION CLAP fusion.",
+    "stable-audio-metrics: OpenL3 FD at 44.1 kHz stereo, PaSST KL(generated || reference), LAION CLAP fusion. "
+    "Superseded by version 2 (KL eps and checkpoint file name).",
     (
-        MetricSpec("fd", "openl3_44k_stereo", "openl3 (env, mel256, 512)",
-                   AudioPolicy(44100, channels="mean", level="peak_-1dBFS"), "clip", _opts(fd_method="sqrtm")),
-        MetricSpec("kl", "passt_32k", "passt-s-f128-p16-s10-ap.476-swa",
-                   AudioPolicy(32000, channels="mean", level="peak_-1dBFS"), "windows_10s_hop5s", _opts(direction="gen_ref", eps=0.0)),
+        MetricSpec("fd", "openl3_44k_stereo", "openl3 (env, mel256, 512)", _SAM_44K, "clip", _opts(fd_method="sqrtm")),
+        MetricSpec("kl", "passt_32k", "passt-s-f128-p16-s10-ap.476-swa", _SAM_32K, "windows_10s_hop5s", _opts(direction="gen_ref", eps=0.0)),
         MetricSpec("clap", "clap", "630k-audioset-fusion-best.pt", _CLAP_48K, "clip", _opts(report="raw")),
     ),
     quirks=("OpenL3 on stereo channels", "KL(generated || reference) on PaSST logits averaged over 10 s windows, 5 s hop",
             "audio peak-normalised to -1 dBFS"),
 )
 
-AUDIOCRAFT = Recipe(
+# The OpenL3 backbone is not built in this harness: its FD stops with an error naming it.
+STABLE_AUDIO_METRICS = Recipe(
+    "stable_audio_metrics", 2,
+    "stable-audio-metrics: OpenL3 FD at 44.1 kHz stereo (not built here), PaSST KL(generated || reference), "
+    "LAION CLAP fusion.",
+    (
+        MetricSpec("fd", "openl3_44k_stereo", "openl3 (env, mel256, 512)", _SAM_44K, "clip", _opts(fd_method="sqrtm")),
+        MetricSpec("kl", "passt_32k", _PASST, _SAM_32K, "windows_10s_hop5s", _opts(direction="gen_ref", eps=1e-6)),
+        MetricSpec("clap", "clap", "630k-audioset-fusion-best.pt", _CLAP_48K, "clip", _opts(report="raw")),
+    ),
+    quirks=_SAM_QUIRKS + tuple(f"not reproduced: {d}" for d in _PASST_DIFFERENCES),
+)
+
+AUDIOCRAFT_V1 = Recipe(
     "audiocraft", 1,
     "audiocraft: PaSST KL at 32 kHz on 10 s chunks without padding; FAD background = the batch's own references; "
-    "CLAP text consistency with LAION music_audioset_epoch_15_esc_90.14.",
+    "CLAP text consistency with LAION music_audioset_epoch_15_esc_90.14. Superseded by version 2 (KL eps and "
+    "checkpoint file name).",
     (
         MetricSpec("kl", "passt_32k", "passt-s-f128-p16-s10-ap.476-swa",
                    AudioPolicy(32000, channels="mean", pad="none"), "chunks_10s", _opts(direction="ref_gen", eps=0.0)),
@@ -201,7 +238,20 @@ AUDIOCRAFT = Recipe(
     quirks=("10 s chunks without padding", "the FAD background set is the evaluated batch's own references"),
 )
 
-REGISTRY: dict[str, Recipe] = {r.id: r for r in (AUDIOLDM_EVAL, GOOGLE_FAD, CLEAN, SMOKE, STABLE_AUDIO_METRICS, AUDIOCRAFT)}
+AUDIOCRAFT = Recipe(
+    "audiocraft", 2,
+    "audiocraft: PaSST KL at 32 kHz on 10 s chunks without padding; FAD background = the batch's own references; "
+    "CLAP text consistency with LAION music_audioset_epoch_15_esc_90.14.",
+    (
+        MetricSpec("kl", "passt_32k", _PASST, AudioPolicy(32000, channels="mean", pad="none"), "chunks_10s",
+                   _opts(direction="ref_gen", eps=1e-6)),
+        MetricSpec("clap", "clap", "music_audioset_epoch_15_esc_90.14.pt", _CLAP_48K, "clip", _opts(report="raw")),
+    ),
+    quirks=_AUDIOCRAFT_QUIRKS + tuple(f"not reproduced: {d}" for d in _PASST_DIFFERENCES),
+)
+
+REGISTRY: dict[str, Recipe] = {r.id: r for r in (AUDIOLDM_EVAL, GOOGLE_FAD, CLEAN, SMOKE, STABLE_AUDIO_METRICS_V1,
+                                                  STABLE_AUDIO_METRICS, AUDIOCRAFT_V1, AUDIOCRAFT)}
 
 
 def get_recipe(name: str) -> Recipe:

@@ -364,8 +364,8 @@ def test_a_changed_reference_file_is_not_taken_for_the_manifests(sets):
 
 
 def test_recipes_with_unbuilt_backbones_say_so(sets, weights):
-    with pytest.raises(CheckpointError, match="PaSST"):
-        _score(sets, weights, recipe=get_recipe("audiocraft"), metrics=["kl"])
+    with pytest.raises(CheckpointError, match="OpenL3"):
+        _score(sets, weights, recipe=get_recipe("stable_audio_metrics"), metrics=["fd"])
 
 
 def test_asking_for_a_metric_the_recipe_lacks_is_an_error(sets, weights):

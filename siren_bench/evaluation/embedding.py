@@ -41,7 +41,7 @@ EMBEDDING_VERSION = 1  # bump when the way an embedding is computed from the kno
 CLIPPED_LEVEL = 0.999
 CLIPPED_FRACTION = 0.001
 MAX_CHANNELS = 2
-NOT_BUILT = {"openl3_44k_stereo": "OpenL3", "passt_32k": "PaSST"}
+NOT_BUILT = {"openl3_44k_stereo": "OpenL3"}
 
 
 def embedding_knobs(spec: MetricSpec) -> dict:
@@ -60,8 +60,8 @@ class EmbedderLoader:
     """Opens a recipe's embedders from local weights, each once.
 
     A recipe names its checkpoints as published (e.g. "vggish-10086976.pth", "Cnn14_mAP=0.431.pth",
-    "630k-audioset-best.pt", or "tagger.safetensors" for the smoke evaluators); they are looked up
-    in `weights_dir`. A CLAP checkpoint may be an HF-format folder of that name, or an original
+    "630k-audioset-best.pt", "passt-s-f128-p16-s10-ap.476-swa.pt", or "tagger.safetensors" for the
+    smoke evaluators); they are looked up in `weights_dir`. A CLAP checkpoint may be an HF-format folder of that name, or an original
     LAION .pt file with the roberta-base tokenizer files in `weights_dir/roberta-base`. `pins`
     maps a checkpoint name to its expected SHA-256 (a pinned VGGish skips the file-name prefix
     check, which the full hash supersedes).
@@ -109,6 +109,10 @@ class EmbedderLoader:
             if path.is_dir():
                 return ClapEmbedders.from_hf_folder(path, expected_sha256=pin)
             return ClapEmbedders.from_original_checkpoint(path, self.weights_dir / "roberta-base", expected_sha256=pin)
+        if name == "passt_32k":
+            from siren_bench.embedders.passt import PasstEmbedder
+
+            return PasstEmbedder.from_checkpoint(path, pin, framing=spec.framing, device=self.device)
         if name == "smoke_tagger":
             from siren_bench.embedders.smoke import load_smoke_tagger
 
