@@ -101,6 +101,13 @@ def _generate(args: argparse.Namespace) -> None:
     print(f"generate: wrote {out}")
 
 
+def _train_expert(args: argparse.Namespace) -> None:
+    from siren_bench.stages.train_siren import train_one_expert
+
+    state = train_one_expert(args.params, args.index)
+    print(f"train-expert: expert {args.index} finished; its state {state} is what train_siren assembles")
+
+
 def _audit(args: argparse.Namespace) -> int:
     from siren_bench.evaluation.audit import audit
 
@@ -139,6 +146,10 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--out", help="with --captions: folder for <clip_id>.wav (must not exist)")
     generate.add_argument("--seconds", type=float, default=None, help="with --captions: clip length (default: data.clip_seconds)")
     generate.set_defaults(handler=_generate)
+    expert = commands.add_parser("train-expert", help="train one Siren expert outside DVC (one job per GPU; torchrun for data parallelism)")
+    expert.add_argument("--index", type=int, required=True, help="which expert (0-based)")
+    expert.add_argument("--params", default="params.yaml", help="composed params file (default: params.yaml)")
+    expert.set_defaults(handler=_train_expert)
     audit = commands.add_parser("audit", help="recompute a results.json from its inputs and cached embeddings; say what differs")
     audit.add_argument("results", help="results.json, or the folder holding it")
     audit.add_argument("--cache-dir", help="embedding cache (default: the one recorded)")

@@ -143,6 +143,11 @@ class ModelConfig:
     temporal_layers: int = 2
     depth_layers: int = 1
     text_dim: int | None = None  # null: the text encoder's width
+    # text conditioning (siren_bench/text.py): minilm (shipped in its package), clap or t5 from local weights
+    text_encoder: str = "minilm"
+    text_encoder_path: str | None = None  # clap: an HF ClapModel folder or a LAION .pt; t5: an HF folder
+    text_encoder_sha256: str | None = None  # pin of the weights file
+    text_max_tokens: int = 128  # the official code's CLAP limit
     dropout: float = 0.1
     max_frames: int = 2048
     # Stage-1 training (the official recipe's shape: AdamW, warm-up, cosine to 0.1 x lr, clip 1.0)
@@ -169,6 +174,7 @@ class ModelConfig:
     generation_seed: int = 0
 
 
+TEXT_ENCODERS = ("minilm", "clap", "t5")  # Siren's text conditioning backends (text.py)
 CODEC_ARCHITECTURES = ("spectral", "dac")  # of the trainable small codec (codecs/train.py)
 GENERATED_SYSTEMS = ("codec_resynthesis", "real_unpaired", "siren")  # what the `generate` stage can render
 
@@ -302,6 +308,10 @@ def model_config(params: DictConfig, source: str = "params.yaml") -> ModelConfig
                 if getattr(config, k) < 1]
     if not 0 <= config.caption_dropout < 1:
         problems.append(f"model.caption_dropout must be in [0, 1), got {config.caption_dropout}")
+    if config.text_encoder not in TEXT_ENCODERS:
+        problems.append(f"model.text_encoder must be one of {list(TEXT_ENCODERS)}, got {config.text_encoder!r}")
+    elif config.text_encoder == "minilm" and config.text_encoder_path is not None:
+        problems.append("model.text_encoder_path must be null for minilm (it ships in its package)")
     if problems:
         raise ConfigError(f"{source}: " + "; ".join(problems))
     return config

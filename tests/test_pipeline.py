@@ -103,6 +103,23 @@ def test_trained_siren_renders_a_captions_file(repo, tmp_path):
     assert done.returncode == 2 and "already exists" in done.stderr  # nothing is overwritten
 
 
+def test_expert_jobs_trained_outside_the_stage_are_assembled_not_retrained(repo):
+    """`siren-bench train-expert` (the one-job-per-GPU path; expert 0 data-parallel over 2 gloo
+    ranks through torchrun) leaves finished states that the stage picks up; a plain job trains
+    exactly the expert the stage itself trained."""
+    siren_dir = repo / "artifacts" / "ci" / "siren"
+    before = (siren_dir / "expert_1.safetensors").read_bytes()
+    torchrun = str(Path(sys.executable).parent / "torchrun")
+    out = _run([torchrun, "--standalone", "--nproc-per-node", "2", "-m", "siren_bench.cli", "train-expert", "--index", "0"], repo)
+    assert "expert 0 finished" in out
+    _run(["siren-bench", "train-expert", "--index", "1"], repo)
+    _run(["siren-bench", "train_siren"], repo)
+    experts = json.loads((siren_dir / "siren.json").read_text())["experts"]
+    assert [e["resumed_from_step"] for e in experts] == [30, 30, 0, 0]
+    assert (siren_dir / "expert_1.safetensors").read_bytes() == before
+    assert not list((repo / "artifacts" / "ci" / "resume").glob("*.pt"))  # assembled states are cleared
+
+
 def test_single_key_override_reuses_cached_codes(repo):
     """More clips, same seed: the old 48 clips are identical, so only the new ones are encoded...
     but the codec retrains on the new training split, so every clip is re-encoded: the cache key

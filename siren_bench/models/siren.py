@@ -190,6 +190,14 @@ class Text:
     mask: torch.Tensor  # [B, L] bool
     pooled: torch.Tensor  # [B, text_dim]
 
+    def to(self, device: torch.device | str) -> "Text":
+        return Text(self.tokens.to(device), self.mask.to(device), self.pooled.to(device))
+
+    def select(self, index) -> "Text":
+        """The rows `index` picks (a slice, or integer indices)."""
+        index = index if isinstance(index, slice) else torch.as_tensor(index)
+        return Text(self.tokens[index], self.mask[index], self.pooled[index])
+
 
 class SirenExpert(nn.Module):
     def __init__(self, config: SirenConfig, group: list[int]):
@@ -274,15 +282,18 @@ class SirenExpert(nn.Module):
         return slots + self.slot_embedding
 
     def loss(self, codes: torch.Tensor, text: Text, frame_mask: torch.Tensor | None = None,
-             drop: torch.Tensor | None = None) -> torch.Tensor:
-        """Cross-entropy averaged over the expert's codebooks and the valid frames (teacher forcing)."""
+             drop: torch.Tensor | None = None, n_frames: float | None = None) -> torch.Tensor:
+        """Cross-entropy averaged over the expert's codebooks and the valid frames (teacher forcing).
+        `n_frames`: divide by this many valid frames instead of this batch's own (a data-parallel
+        shard divides by the whole batch's, so the shards' losses add up to the batch mean)."""
         logits = self(codes, text, drop)  # [B, g, F, V]
         targets = codes[:, self.group]  # [B, g, F]
         per_token = F.cross_entropy(logits.flatten(0, 2).float(), targets.flatten(), reduction="none").view_as(targets)
         if frame_mask is None:
-            return per_token.mean()
+            frame_mask = torch.ones(targets.shape[0], targets.shape[2], device=targets.device)
         weight = frame_mask[:, None, :].expand_as(per_token).float()
-        return (per_token * weight).sum() / weight.sum().clamp_min(1.0)
+        total = weight.sum() if n_frames is None else torch.tensor(n_frames * len(self.group), device=weight.device)
+        return (per_token * weight).sum() / total.clamp_min(1.0)
 
     # ------------------------------------------------------------------ cached, step-by-step inference
 

@@ -7,6 +7,14 @@ dropout (the null caption, for classifier-free guidance), a validation loss on h
 and resumption: every `checkpoint_every` steps the expert, optimizer, schedule, both RNGs and
 the log go into one atomically written file, and a restarted run continues from it to the same
 losses as an uninterrupted one.
+
+Data parallelism (one expert over several devices, launched by torchrun): every rank draws the
+same global batch from the same seeded stream, keeps rows rank, rank + W, ... and divides its
+loss by the global batch's frame count times 1 / W, so DistributedDataParallel's gradient mean
+is the one-process gradient of the whole batch. With dropout 0 the run matches a one-process
+run to float rounding; with dropout, every rank draws the same masks (one shared torch stream,
+which keeps resumption exact), so losses match in distribution, not bit for bit. Rank 0 alone
+validates and writes the resume state.
 """
 
 from __future__ import annotations
@@ -19,6 +27,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from siren_bench.config import ModelConfig, config_hash
@@ -38,8 +48,7 @@ class TokenSet:
             raise ValueError(f"{len(self.codes)} clips but {self.text.tokens.shape[0]} caption rows")
 
     def rows(self, index) -> Text:
-        index = torch.as_tensor(index)
-        return Text(self.text.tokens[index], self.text.mask[index], self.text.pooled[index])
+        return self.text.select(index)
 
 
 def make_batch(tokens: TokenSet, rows: np.ndarray, offsets_rng: np.random.Generator, crop: int):
@@ -86,15 +95,11 @@ def validation_loss(expert: SirenExpert, tokens: TokenSet, device: torch.device,
     for start in range(0, len(tokens.codes), batch):
         rows = np.arange(start, min(start + batch, len(tokens.codes)))
         codes, mask, text = make_batch(tokens, rows, np.random.default_rng(0), crop=10**9)
-        loss = expert.loss(codes.to(device), _to(text, device), mask.to(device))
+        loss = expert.loss(codes.to(device), text.to(device), mask.to(device))
         n = int(mask.sum())
         total, frames = total + loss.item() * n, frames + n
     expert.train(was_training)
     return total / frames
-
-
-def _to(text: Text, device: torch.device) -> Text:
-    return Text(text.tokens.to(device), text.mask.to(device), text.pooled.to(device))
 
 
 @dataclass
@@ -114,10 +119,17 @@ def train_expert(index: int, siren: SirenConfig, config: ModelConfig, code_table
                  stop_after: int | None = None) -> TrainedExpert:
     """Train expert `index` (codebooks siren.expert_groups()[index]); `stop_after` ends early
     (tests of resumption). `data_id` names the training data in the resume file's key."""
+    rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_available() and dist.is_initialized() else (0, 1)
+    if config.batch_size % world:
+        raise ValueError(f"model.batch_size={config.batch_size} does not split over {world} data-parallel ranks")
     torch.manual_seed(config.seed + index)
     expert = SirenExpert(siren, siren.expert_groups()[index])
     expert.set_code_table(code_table)
     expert.to(device).train()
+    shard_loss = _ShardLoss(expert)
+    # find_unused_parameters: a shard without dropped captions leaves the null caption unused
+    step_loss_of = DistributedDataParallel(shard_loss, device_ids=[device] if device.type == "cuda" else None,
+                                           find_unused_parameters=True) if world > 1 else shard_loss
     optimizer = optimizer_for(expert, config)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, config))
     rng = np.random.default_rng(np.random.SeedSequence([config.seed, index, 0x51E]))
@@ -137,32 +149,52 @@ def train_expert(index: int, siren: SirenConfig, config: ModelConfig, code_table
 
     autocast = device.type == "cuda" and config.bf16
     last = config.train_steps if stop_after is None else min(config.train_steps, stop_after)
-    progress = tqdm(range(start, last), desc=f"siren expert {index}", unit="step", initial=start, total=config.train_steps)
+    progress = tqdm(range(start, last), desc=f"siren expert {index}", unit="step", initial=start, total=config.train_steps,
+                    disable=rank > 0)
     for step in progress:
         began = time.perf_counter()
         optimizer.zero_grad(set_to_none=True)
-        step_loss = 0.0
+        step_loss = torch.zeros((), device=device)
         for _ in range(config.grad_accum):
             rows = rng.integers(0, len(train.codes), size=config.batch_size)
             codes, mask, text = make_batch(train, rows, rng, config.crop_frames)
-            drop = torch.from_numpy(rng.random(config.batch_size) < config.caption_dropout).to(device)
+            drop = torch.from_numpy(rng.random(config.batch_size) < config.caption_dropout)
+            shard = slice(rank, None, world)  # every rank drew the whole batch; it trains on its rows
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
-                loss = expert.loss(codes.to(device), _to(text, device), mask.to(device), drop) / config.grad_accum
+                loss = step_loss_of(codes[shard].to(device), text.select(shard).to(device), mask[shard].to(device),
+                                    drop[shard].to(device), float(mask.sum())) / config.grad_accum
             loss.backward()
-            step_loss += loss.item()
+            step_loss += loss.detach()
+        if world > 1:  # the whole batch's loss, for the log: the shards' losses add up to it
+            dist.all_reduce(step_loss)
+            step_loss /= world
         grad_norm = torch.nn.utils.clip_grad_norm_(expert.parameters(), config.grad_clip)
         optimizer.step()
         schedule.step()
-        row = {"step": step + 1, "loss": step_loss, "grad_norm": float(grad_norm), "lr": schedule.get_last_lr()[0]}
-        if val is not None and ((step + 1) % config.val_every == 0 or step + 1 == config.train_steps):
+        row = {"step": step + 1, "loss": step_loss.item(), "grad_norm": float(grad_norm), "lr": schedule.get_last_lr()[0]}
+        if rank == 0 and val is not None and ((step + 1) % config.val_every == 0 or step + 1 == config.train_steps):
             row["val_loss"] = validation_loss(expert, val, device)
         row["seconds"] = time.perf_counter() - began  # the step and its validation
         log.append(row)
-        progress.set_postfix(loss=f"{step_loss:.3f}")
-        if (step + 1) % config.checkpoint_every == 0 or step + 1 == last:
+        progress.set_postfix(loss=f"{row['loss']:.3f}")
+        if rank == 0 and ((step + 1) % config.checkpoint_every == 0 or step + 1 == last):
             _save_state(state_file, expert, optimizer, schedule, rng, log, step + 1, device)
     expert.eval()
     return TrainedExpert(expert, log, start)
+
+
+class _ShardLoss(torch.nn.Module):
+    """The expert's loss as a module forward, so DistributedDataParallel can wrap it: the shard's
+    share of the whole batch's mean loss (its sum over n_frames, the batch's frame count), times
+    W because DDP averages the ranks' gradients where the batch mean needs their sum."""
+
+    def __init__(self, expert: SirenExpert):
+        super().__init__()
+        self.expert = expert
+
+    def forward(self, codes, text: Text, mask, drop, n_frames: float) -> torch.Tensor:
+        world = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+        return world * self.expert.loss(codes, text, mask, drop, n_frames=n_frames)
 
 
 def _save_state(path: Path, expert, optimizer, schedule, rng, log, step: int, device: torch.device) -> None:

@@ -85,10 +85,7 @@ def run(params_path: str | Path = "params.yaml") -> Path:
     prepare_dir, tokenize_dir, codec_dir = stage.dir("prepare"), stage.dir("tokenize"), stage.dir("codec")
     manifest = read_manifest(prepare_dir / MANIFEST_NAME)
     codec = load_stage_codec(codec_dir)
-    codes = load_codes(tokenize_dir)
-    missing = sorted(set(manifest["clip_id"]) - set(codes))
-    if missing:
-        raise ValueError(f"{tokenize_dir}: no codes for {len(missing)} clips of the manifest (e.g. {missing[:3]}); re-run tokenize")
+    codes = load_codes(tokenize_dir, required=sorted(manifest["clip_id"]))
 
     test = manifest[manifest["split"] == FIDELITY_SPLIT]
     if test.empty:  # AudioCaps has only a test split; SynthCaps has all three

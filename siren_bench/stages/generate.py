@@ -58,19 +58,18 @@ def siren_system(siren_dir: Path, codec: Codec, test, lengths: dict[str, int], c
     """Generate every caption of `test` with the trained experts on `device` (the codec decodes on
     CPU); returns what systems.json records. A seed gives the same audio on the same device."""
     from siren_bench.models.collaborative import SamplingConfig
-    from siren_bench.models.siren import Text
-    from siren_bench.stages.train_siren import encode_captions, load_stage_siren
-    from siren_bench.text import load_minilm
+    from siren_bench.stages.train_siren import encode_captions, load_stage_siren, text_encoder
 
     model, info = load_stage_siren(siren_dir)
     model.to(device)
     if info["codec"]["weights_sha256"] != codec.info.weights_sha256:
         raise ValueError(f"{siren_dir}: Siren was trained on codec {info['codec']['weights_sha256'][:16]}..., the pipeline's codec is "
                          f"{codec.info.weights_sha256[:16]}...; re-run train_siren")
-    encoder = load_minilm()
+    encoder = text_encoder(config)
     if encoder.weights_sha256 != info["text_encoder"]["weights_sha256"]:
-        raise ValueError(f"{siren_dir}: trained with text encoder weights {info['text_encoder']['weights_sha256'][:16]}..., "
-                         f"loaded {encoder.weights_sha256[:16]}...")
+        raise ValueError(f"{siren_dir}: trained with text encoder {info['text_encoder']['name']} "
+                         f"({info['text_encoder']['weights_sha256'][:16]}...), model.text_encoder loads {encoder.name} "
+                         f"({encoder.weights_sha256[:16]}...)")
     sampling = SamplingConfig(config.temperature, config.top_k, config.top_p, config.guidance)
     generator = torch.Generator(device).manual_seed(config.generation_seed)
     ids, captions = test["clip_id"].tolist(), test["caption"].tolist()
@@ -78,8 +77,7 @@ def siren_system(siren_dir: Path, codec: Codec, test, lengths: dict[str, int], c
     for start in tqdm(range(0, len(ids), batch), desc="siren generate", unit="batch"):
         chunk = ids[start : start + batch]
         n_frames = max(-(-lengths[c] // codec.hop_length) for c in chunk)
-        text = encode_captions(encoder, captions[start : start + batch])
-        text = Text(text.tokens.to(device), text.mask.to(device), text.pooled.to(device))
+        text = encode_captions(encoder, captions[start : start + batch]).to(device)
         codes = model.generate(text, n_frames, sampling, generator).cpu()
         with torch.no_grad():
             decoded = codec.decode(codes).double().numpy()
@@ -152,12 +150,9 @@ def run(params_path: str | Path = "params.yaml") -> Path:
     test = manifest[manifest["split"] == SCORED_SPLIT]
     if test.empty:
         raise ValueError(f"{prepare_dir / MANIFEST_NAME}: no clips in the {SCORED_SPLIT} split to generate for")
-    codes = load_codes(tokenize_dir)
-    codec = load_stage_codec(codec_dir)
     ids = test["clip_id"].tolist()
-    missing = [c for c in ids if c not in codes]
-    if missing:
-        raise ValueError(f"{tokenize_dir}: no codes for {len(missing)} test clips (e.g. {missing[:3]}); re-run tokenize")
+    codes = load_codes(tokenize_dir, required=ids)
+    codec = load_stage_codec(codec_dir)
     for clip_id, rate in zip(test["clip_id"], test["sample_rate"]):
         if int(rate) != codec.sample_rate:
             raise ValueError(f"{prepare_dir / MANIFEST_NAME}: clip {clip_id} is {rate} Hz but the codec runs at {codec.sample_rate} Hz")

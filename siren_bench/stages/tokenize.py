@@ -63,9 +63,14 @@ def tokenize_clips(codec: Codec, manifest: pd.DataFrame, cache: ContentCache, ba
     return codes
 
 
-def load_codes(tokenize_dir: str | Path) -> dict[str, np.ndarray]:
+def load_codes(tokenize_dir: str | Path, required=()) -> dict[str, np.ndarray]:
+    """Every clip's codes [K, T]; a clip of `required` without codes is an error naming the folder."""
     with np.load(Path(tokenize_dir) / CODES_NAME, allow_pickle=False) as archive:
-        return {name: archive[name].astype(np.int64) for name in archive.files}
+        codes = {name: archive[name].astype(np.int64) for name in archive.files}
+    missing = [c for c in required if c not in codes]
+    if missing:
+        raise ValueError(f"{tokenize_dir}: no codes for {len(missing)} clips (e.g. {missing[:3]}); re-run tokenize")
+    return codes
 
 
 def run(params_path: str | Path = "params.yaml") -> Path:

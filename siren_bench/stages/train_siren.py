@@ -1,21 +1,23 @@
 """Stage `train_siren`: Siren Stage 1, one expert after another on this device.
 
 Each expert trains as its own job (seed + expert index) on the train split's codes and captions,
-with the val split's loss logged. Text conditioning: the offline MiniLM encoder (token states,
-mask, pooled vector), the smoke profile's stand-in for CLAP's text tower. Codes are embedded
-through the codec's own per-codebook decode vectors (frozen) and a trainable projector.
+with the val split's loss logged. Text conditioning: the encoder `model.text_encoder` names
+(token states, mask, pooled vector): the offline MiniLM in the smoke profile, CLAP's text tower
+(the official choice) or T5 from local weights. Codes are embedded through the codec's own
+per-codebook decode vectors (frozen) and a trainable projector.
 
-Experts share nothing, so they could train in parallel, one per GPU; this stage runs them in
-sequence on one device (parallel jobs and data parallelism are not built yet). Output (artifacts/<profile>/siren/): siren.json (the
+Experts share nothing. This stage runs them in sequence on one device; `siren-bench
+train-expert --index I` runs one outside DVC (one job per GPU, or data-parallel under torchrun)
+and leaves its finished state in artifacts/<profile>/resume/, which the stage then assembles
+instead of training that expert again. Output (artifacts/<profile>/siren/): siren.json (the
 architecture, groups, codec and text encoder identities, per-expert losses),
-expert_<i>.safetensors, train_log.jsonl, provenance.json. Resume state lives in
-artifacts/<profile>/resume/.
+expert_<i>.safetensors, train_log.jsonl, provenance.json.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -32,7 +34,7 @@ from siren_bench.models.train import TokenSet, clear_resume_state, resume_file, 
 from siren_bench.provenance import build_record, write_provenance
 from siren_bench.stages.common import open_stage
 from siren_bench.stages.tokenize import load_codes
-from siren_bench.text import HFSentenceEncoder, load_minilm
+from siren_bench.text import TextEncoder, load_text_encoder
 from siren_bench.weights import CheckpointError
 
 SIREN_INFO_NAME = "siren.json"
@@ -63,16 +65,82 @@ def siren_config(config: ModelConfig, codec: Codec, text_dim: int, source: str) 
     return siren
 
 
-def encode_captions(encoder: HFSentenceEncoder, captions: list[str]) -> Text:
+def encode_captions(encoder: TextEncoder, captions: list[str]) -> Text:
     embedded = encoder.encode(captions)
     return Text(embedded.tokens.float(), embedded.mask.bool(), embedded.pooled.float())
 
 
-def token_set(frame, codes: dict[str, np.ndarray], encoder: HFSentenceEncoder, tokenize_dir: Path) -> TokenSet:
-    missing = [c for c in frame["clip_id"] if c not in codes]
-    if missing:
-        raise ValueError(f"{tokenize_dir}: no codes for {len(missing)} clips (e.g. {missing[:3]}); re-run tokenize")
+def token_set(frame, codes: dict[str, np.ndarray], encoder: TextEncoder) -> TokenSet:
     return TokenSet([codes[c].astype(np.int64) for c in frame["clip_id"]], encode_captions(encoder, frame["caption"].tolist()))
+
+
+@dataclass
+class ExpertJobs:
+    """Everything an expert's training job reads, built the same way by the stage and by
+    `siren-bench train-expert`, so both find the same resume state (its key holds data_id)."""
+
+    siren: SirenConfig
+    config: ModelConfig
+    table: torch.Tensor
+    train: TokenSet
+    val: TokenSet | None
+    resume_dir: Path
+    data_id: str
+    encoder: TextEncoder
+    codec: Codec
+
+    def train_expert(self, index: int, device: torch.device):
+        return train_expert(index, self.siren, self.config, self.table, self.train, self.val, self.resume_dir,
+                            self.data_id, device)
+
+
+def expert_jobs(stage) -> ExpertJobs:
+    config = model_config(stage.params, stage.source)
+    prepare_dir, tokenize_dir, codec_dir = stage.dir("prepare"), stage.dir("tokenize"), stage.dir("codec")
+    manifest = read_manifest(prepare_dir / MANIFEST_NAME)
+    codec = load_stage_codec(codec_dir)
+    encoder = text_encoder(config)
+    siren = siren_config(config, codec, encoder.dim, stage.source)
+    splits = {name: manifest[manifest["split"] == name] for name in ("train", "val")}
+    if splits["train"].empty:
+        raise ConfigError(f"{prepare_dir / MANIFEST_NAME}: no train clips to train Siren on; leave siren out of eval.systems "
+                          "for a test-only dataset")
+    codes = load_codes(tokenize_dir, required=[c for split in splits.values() for c in split["clip_id"]])
+    data_id = sha256_json({"codes": sha256_file(tokenize_dir / "codes.npz"), "codec": codec.info.weights_sha256,
+                           "manifest": sha256_file(prepare_dir / MANIFEST_NAME), "text_encoder": encoder.weights_sha256})
+    return ExpertJobs(siren, config, code_table(codec), token_set(splits["train"], codes, encoder),
+                      token_set(splits["val"], codes, encoder) if not splits["val"].empty else None,
+                      Path(stage.run.artifacts_dir) / stage.run.profile / "resume", data_id, encoder, codec)
+
+
+def train_one_expert(params_path: str | Path, index: int) -> Path:
+    """`siren-bench train-expert --index I`: train expert I to the end outside DVC (one job per
+    GPU, in parallel), leaving its finished state where the `train_siren` stage picks it up
+    instead of training it again. Under torchrun (WORLD_SIZE > 1) the ranks train this one
+    expert data-parallel: NCCL on CUDA (rank r on cuda:LOCAL_RANK), gloo on CPU."""
+    import os
+
+    import torch.distributed as dist
+
+    stage = open_stage(params_path)
+    if "siren" not in eval_config(stage.params, stage.source).systems:
+        raise ConfigError(f"{stage.source}: eval.systems does not list siren; there is nothing to train")
+    jobs = expert_jobs(stage)
+    if not 0 <= index < len(jobs.siren.expert_groups()):
+        raise ConfigError(f"--index {index}: the model has experts 0..{len(jobs.siren.expert_groups()) - 1}")
+    device = stage.device()
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1:
+        if device.type == "cuda":
+            device = torch.device("cuda", int(os.environ["LOCAL_RANK"]))
+            torch.cuda.set_device(device)
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    try:
+        jobs.train_expert(index, device)
+    finally:
+        if world > 1:
+            dist.destroy_process_group()
+    return resume_file(jobs.resume_dir, jobs.config, jobs.siren, index, jobs.data_id)
 
 
 def run(params_path: str | Path = "params.yaml") -> Path:
@@ -82,28 +150,15 @@ def run(params_path: str | Path = "params.yaml") -> Path:
     if "siren" not in eval_config(stage.params, stage.source).systems:
         return _not_trained(stage, config, out_dir, "eval.systems does not list siren")
     prepare_dir, tokenize_dir, codec_dir = stage.dir("prepare"), stage.dir("tokenize"), stage.dir("codec")
-    manifest = read_manifest(prepare_dir / MANIFEST_NAME)
-    codec = load_stage_codec(codec_dir)
-    codes = load_codes(tokenize_dir)
-    encoder = load_minilm()
-    siren = siren_config(config, codec, encoder.dim, stage.source)
-    splits = {name: manifest[manifest["split"] == name] for name in ("train", "val")}
-    if splits["train"].empty:
-        raise ConfigError(f"{prepare_dir / MANIFEST_NAME}: no train clips to train Siren on; leave siren out of eval.systems "
-                          "for a test-only dataset")
-    train = token_set(splits["train"], codes, encoder, tokenize_dir)
-    val = token_set(splits["val"], codes, encoder, tokenize_dir) if not splits["val"].empty else None
-    table = code_table(codec)
+    jobs = expert_jobs(stage)
+    siren, train, val, encoder, codec = jobs.siren, jobs.train, jobs.val, jobs.encoder, jobs.codec
     device = stage.device()
-    data_id = sha256_json({"codes": sha256_file(tokenize_dir / "codes.npz"), "codec": codec.info.weights_sha256,
-                           "manifest": sha256_file(prepare_dir / MANIFEST_NAME), "text_encoder": encoder.weights_sha256})
-    resume_dir = Path(run_cfg.artifacts_dir) / run_cfg.profile / "resume"
 
     finished = []
     with atomic_directory(out_dir) as staging:
         logs, summaries = [], []
         for index in range(len(siren.expert_groups())):
-            result = train_expert(index, siren, config, table, train, val, resume_dir, data_id, device)
+            result = jobs.train_expert(index, device)
             save_file({k: v.detach().cpu().contiguous() for k, v in result.expert.state_dict().items()},
                       staging / f"expert_{index}.safetensors")
             logs += [{"expert": index, **row} for row in result.log]
@@ -112,10 +167,10 @@ def run(params_path: str | Path = "params.yaml") -> Path:
                               "final_train_loss": result.log[-1]["loss"], "final_val_loss": vals[-1] if vals else None,
                               "resumed_from_step": result.resumed_from,
                               "parameters": sum(p.numel() for p in result.expert.parameters())})
-            finished.append(resume_file(resume_dir, config, siren, index, data_id))
+            finished.append(resume_file(jobs.resume_dir, config, siren, index, jobs.data_id))
         write_text_atomic(staging / "train_log.jsonl", "".join(json.dumps(row) + "\n" for row in logs))
         info = {"trained": True, "architecture": asdict(siren), "experts": summaries, "codec": codec.info.as_dict(),
-                "text_encoder": {"name": encoder.name, "weights_sha256": encoder.weights_sha256},
+                "text_encoder": {"kind": config.text_encoder, **encoder.identity()},
                 "n_train_clips": len(train.codes), "n_val_clips": len(val.codes) if val else 0, "device": device.type}
         write_json_atomic(staging / SIREN_INFO_NAME, info)
         record = build_record("train_siren", {"run": run_cfg, "model": config},
@@ -134,6 +189,14 @@ def _not_trained(stage, config: ModelConfig, out_dir: Path, reason: str) -> Path
         write_json_atomic(staging / SIREN_INFO_NAME, {"trained": False, "reason": reason})
         write_provenance(staging, build_record("train_siren", {"run": stage.run, "model": config}, device="cpu"))
     return out_dir
+
+
+def text_encoder(config: ModelConfig) -> TextEncoder:
+    try:
+        return load_text_encoder(config.text_encoder, config.text_encoder_path, config.text_encoder_sha256,
+                                 config.text_max_tokens)
+    except ValueError as exc:  # CheckpointError included: it names the file
+        raise ConfigError(f"model.text_encoder: {exc}") from exc
 
 
 def load_stage_siren(siren_dir: str | Path) -> tuple[Siren, dict]:
