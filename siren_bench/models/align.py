@@ -1,0 +1,216 @@
+"""Anti-causal alignment: policy-gradient fine-tuning of one Siren expert against the final audio.
+
+The paper's RL stage is not public (REFERENCES.md §1: no algorithm, reward or hyper-parameters),
+so everything here is the harness's own interpretation, each choice a field of `AlignConfig`:
+
+- **Policy**: one expert (`expert`, default 0, the coarse one) of the Stage-1 Siren; every other
+  expert, the codec and the reward models are frozen. A frozen copy of the Stage-1 expert is the
+  reference policy of the KL penalty.
+- **Rollouts**: for each caption, `group_size` samples of the full code stack, the policy's
+  codebooks sampled by the policy and the rest completed by the frozen experts, frame by frame
+  (collaborative generation) at `temperature` with no top-k / top-p and no guidance, so that the
+  sampling distribution is exactly the policy's softmax that the update differentiates.
+- **Reward** on the decoded audio (the "anti-causal" credit: the first layer is judged by what
+  later layers and the decoder make of it): any callable from (codes, clip indices) to one
+  number per sample; `AudioReward` is cosine(embed(sample), embed(the caption's reference clip))
+  x `audio_weight` + CLAP cosine(sample, caption) x `clap_weight`.
+- **Objective** (GRPO-style): advantage = reward - its group's mean, divided by the group's std
+  when `normalise_std`; per token of the policy's codebooks, the PPO clipped surrogate
+  min(r A, clip(r, 1 - eps, 1 + eps) A) with r = pi / pi_old, minus `kl_coef` x the k3 estimate
+  of KL(pi || pi_ref) = exp(ref - new) - (ref - new) - 1; means over tokens, then samples.
+  `ppo_epochs` updates per batch of rollouts. Dropout is off throughout (eval mode), so r = 1 on
+  the first update.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from siren_bench.io import atomic_path
+from siren_bench.models.collaborative import SamplingConfig, Siren
+from siren_bench.models.siren import SirenExpert, Text
+
+# (codes [N, K, F], clip index of each sample [N]) -> rewards [N] (float64)
+RewardFn = Callable[[torch.Tensor, np.ndarray], torch.Tensor]
+
+
+@dataclass
+class AlignConfig:
+    expert: int = 0  # which expert is tuned (0: the coarse one, as the paper describes)
+    steps: int = 100
+    captions_per_step: int = 4
+    group_size: int = 4  # samples per caption; advantages are relative within the group
+    n_frames: int = 100  # length of each rollout
+    temperature: float = 1.0
+    ppo_epochs: int = 2
+    clip_eps: float = 0.2
+    kl_coef: float = 0.05
+    normalise_std: bool = True
+    learning_rate: float = 1e-5
+    weight_decay: float = 0.0
+    grad_clip: float = 1.0
+    audio_weight: float = 1.0  # AudioReward: cosine to the reference clip's embedding
+    clap_weight: float = 0.0  # AudioReward: text-audio CLAP cosine
+    seed: int = 0
+    checkpoint_every: int = 25
+
+    def __post_init__(self):
+        if self.group_size < 2:
+            raise ValueError(f"group_size must be at least 2 (advantages are relative within a group), got {self.group_size}")
+        if self.temperature <= 0 or not 0 < self.clip_eps < 1 or self.kl_coef < 0 or self.ppo_epochs < 1:
+            raise ValueError(f"invalid alignment settings {self}")
+
+
+def token_logprobs(expert: SirenExpert, codes: torch.Tensor, text: Text, temperature: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """log pi(code) of the expert's codebooks in `codes`, and the entropy there: both [N, g, F]."""
+    logits = expert(codes, text).float() / temperature  # [N, g, F, V]
+    logp = F.log_softmax(logits, dim=-1)
+    taken = logp.gather(-1, codes[:, expert.group, :, None])[..., 0]
+    entropy = -(logp.exp() * logp).sum(-1)
+    return taken, entropy
+
+
+def group_advantages(rewards: torch.Tensor, group_size: int, normalise_std: bool, eps: float = 1e-6) -> torch.Tensor:
+    """Rewards [N] in consecutive groups of `group_size` -> reward minus its group's mean (over
+    the group's std when asked; a group of equal rewards gets advantage 0, not a division by 0)."""
+    grouped = rewards.view(-1, group_size)
+    centred = grouped - grouped.mean(1, keepdim=True)
+    if normalise_std:
+        centred = centred / (grouped.std(1, keepdim=True, unbiased=False) + eps)
+    return centred.reshape(-1)
+
+
+def clipped_objective(logp: torch.Tensor, logp_old: torch.Tensor, logp_ref: torch.Tensor, advantages: torch.Tensor,
+                      clip_eps: float, kl_coef: float) -> tuple[torch.Tensor, dict]:
+    """The loss to minimise (negated surrogate + KL penalty), and its statistics."""
+    ratio = torch.exp(logp - logp_old)
+    adv = advantages.view(-1, *([1] * (logp.dim() - 1))).to(logp.dtype)
+    surrogate = torch.minimum(ratio * adv, ratio.clamp(1 - clip_eps, 1 + clip_eps) * adv)
+    log_ref_ratio = logp_ref - logp
+    kl = torch.exp(log_ref_ratio) - log_ref_ratio - 1  # k3: unbiased, non-negative per token
+    per_sample = (-surrogate + kl_coef * kl).flatten(1).mean(1)
+    stats = {"kl": float(kl.detach().mean()), "clip_fraction": float(((ratio.detach() - 1).abs() > clip_eps).float().mean()),
+             "ratio_max": float(ratio.detach().max())}
+    return per_sample.mean(), stats
+
+
+class Aligner:
+    """One expert of a trained Siren, tuned against a reward on complete rollouts."""
+
+    def __init__(self, siren: Siren, config: AlignConfig, reward: RewardFn, device: torch.device | str = "cpu"):
+        if not 0 <= config.expert < len(siren.experts):
+            raise ValueError(f"expert {config.expert}: the model has experts 0..{len(siren.experts) - 1}")
+        self.config, self.reward, self.device = config, reward, torch.device(device)
+        self.siren = siren.to(self.device).eval().requires_grad_(False)
+        self.policy = self.siren.experts[config.expert]
+        self.reference = copy.deepcopy(self.policy).eval()
+        trainable = [p for n, p in self.policy.named_parameters() if not n.startswith("code_table")]
+        for p in trainable:
+            p.requires_grad_(True)
+        self.optimizer = torch.optim.AdamW(trainable, lr=config.learning_rate, weight_decay=config.weight_decay,
+                                           betas=(0.9, 0.95))
+        self.sampling = SamplingConfig(temperature=config.temperature)
+
+    def step(self, text: Text, clip_index: np.ndarray, generator: torch.Generator) -> dict:
+        """One batch of rollouts (every caption of `text` x group_size) and ppo_epochs updates."""
+        c = self.config
+        repeat = torch.arange(text.tokens.shape[0], device=self.device).repeat_interleave(c.group_size)
+        group_text = text.to(self.device).select(repeat)
+        codes = self.siren.generate(group_text, c.n_frames, self.sampling, generator)
+        rewards = self.reward(codes, np.asarray(clip_index)[repeat.cpu().numpy()]).to(self.device, torch.float64)
+        advantages = group_advantages(rewards, c.group_size, c.normalise_std)
+        with torch.no_grad():
+            logp_old, entropy = token_logprobs(self.policy, codes, group_text, c.temperature)
+            logp_ref, _ = token_logprobs(self.reference, codes, group_text, c.temperature)
+        for _ in range(c.ppo_epochs):
+            self.optimizer.zero_grad(set_to_none=True)
+            logp, _ = token_logprobs(self.policy, codes, group_text, c.temperature)
+            loss, stats = clipped_objective(logp, logp_old, logp_ref, advantages, c.clip_eps, c.kl_coef)
+            loss.backward()
+            grad_norm = torch.nn.utils.clip_grad_norm_(self.optimizer.param_groups[0]["params"], c.grad_clip)
+            self.optimizer.step()
+        return {"reward_mean": float(rewards.mean()), "reward_std": float(rewards.std(unbiased=False)),
+                "advantage_mean": float(advantages.mean()), "advantage_abs_mean": float(advantages.abs().mean()),
+                "entropy": float(entropy.mean()), "loss": float(loss), "grad_norm": float(grad_norm), **stats}
+
+    # ------------------------------------------------------------------ resumable loop
+
+    def train(self, text: Text, state_file: Path, log: list[dict] | None = None) -> list[dict]:
+        """`config.steps` steps over the captions of `text` (clip i = row i), drawn per step from a
+        seeded stream; the policy, optimizer, both RNGs and the log are saved every
+        `checkpoint_every` steps, and a restarted run continues to the same numbers."""
+        c = self.config
+        rng = np.random.default_rng(np.random.SeedSequence([c.seed, c.expert, 0xA11]))
+        generator = torch.Generator(self.device).manual_seed(c.seed)
+        log, start = [], 0
+        if state_file.is_file():
+            state = torch.load(state_file, map_location=self.device, weights_only=True)
+            self.policy.load_state_dict(state["policy"])
+            self.optimizer.load_state_dict(state["optimizer"])
+            generator.set_state(state["generator"].cpu())
+            rng.bit_generator.state = json.loads(state["numpy_rng"])
+            log, start = json.loads(state["log"]), int(state["step"])
+        n = text.tokens.shape[0]
+        for step in tqdm(range(start, c.steps), desc=f"align expert {c.expert}", unit="step", initial=start, total=c.steps):
+            rows = rng.choice(n, size=min(c.captions_per_step, n), replace=False)
+            log.append({"step": step + 1, **self.step(text.select(torch.as_tensor(rows)), rows, generator)})
+            if (step + 1) % c.checkpoint_every == 0 or step + 1 == c.steps:
+                self._save(state_file, generator, rng, log, step + 1)
+        return log
+
+    def _save(self, path: Path, generator: torch.Generator, rng: np.random.Generator, log: list[dict], step: int) -> None:
+        state = {"policy": self.policy.state_dict(), "optimizer": self.optimizer.state_dict(),
+                 "generator": generator.get_state(), "numpy_rng": json.dumps(rng.bit_generator.state),
+                 "log": json.dumps(log), "step": step}
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(path) as tmp:
+            torch.save(state, tmp)
+
+
+def cosine_rows(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Row-wise cosine similarity in float64."""
+    a, b = a.double(), b.double()
+    return (a * b).sum(-1) / (a.norm(dim=-1) * b.norm(dim=-1)).clamp_min(1e-12)
+
+
+@dataclass
+class AudioReward:
+    """Decode the codes, embed the audio, and score it against the caption's reference clip (and
+    the caption itself, through CLAP). `embed_audio` / `embed_clap_audio`: waves [N, T] at the
+    codec's rate -> [N, D]; `reference_embeddings` [n_clips, D] and `caption_embeddings`
+    [n_clips, D'] are computed once from the reference clips and captions."""
+
+    decode: Callable[[torch.Tensor], torch.Tensor]
+    embed_audio: Callable[[torch.Tensor], torch.Tensor]
+    reference_embeddings: torch.Tensor
+    audio_weight: float = 1.0
+    embed_clap_audio: Callable[[torch.Tensor], torch.Tensor] | None = None
+    caption_embeddings: torch.Tensor | None = None
+    clap_weight: float = 0.0
+
+    def __post_init__(self):
+        if self.clap_weight and (self.embed_clap_audio is None or self.caption_embeddings is None):
+            raise ValueError("a CLAP reward weight needs the CLAP audio embedder and the caption embeddings")
+        if not (self.audio_weight or self.clap_weight) or not math.isfinite(self.audio_weight + self.clap_weight):
+            raise ValueError("the reward needs a finite, non-zero audio or CLAP weight")
+
+    @torch.no_grad()
+    def __call__(self, codes: torch.Tensor, clip_index: np.ndarray) -> torch.Tensor:
+        waves = self.decode(codes.cpu())
+        index = torch.as_tensor(clip_index)
+        reward = torch.zeros(len(index), dtype=torch.float64)
+        if self.audio_weight:
+            reward += self.audio_weight * cosine_rows(self.embed_audio(waves), self.reference_embeddings[index])
+        if self.clap_weight:
+            reward += self.clap_weight * cosine_rows(self.embed_clap_audio(waves), self.caption_embeddings[index])
+        return reward
