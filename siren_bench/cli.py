@@ -26,6 +26,9 @@ STAGES = {
     "diagnose": "fidelity vs depth, cross-layer orthogonality, semantic richness per layer",
     "evaluators": "train the smoke profile's metric models (SynthCaps tagger, small CLAP)",
     "train_siren": "Siren Stage 1: train each expert on the train split's codes and captions",
+    "train_baselines": "train the baselines listed in eval.systems on Siren's tokens and captions",
+    "align_siren": "anti-causal alignment: tune the coarse expert against a reward on the decoded audio",
+    "sweep": "fidelity-capacity sweep: Siren and the shared LM retrained and scored at each RVQ depth",
     "report": "write reports/<profile>/ from the stage outputs that exist",
 }
 
@@ -95,9 +98,9 @@ def _generate(args: argparse.Namespace) -> None:
         return
     from siren_bench.stages.generate import generate_captions
 
-    if args.system != "siren" or args.out is None:
-        raise ConfigError("rendering a captions file needs --system siren and --out DIR (the only captioned system so far)")
-    out = generate_captions(args.params, args.captions, Path(args.out), args.seconds)
+    if args.system not in ("siren", "siren_aligned") or args.out is None:
+        raise ConfigError("rendering a captions file needs --system siren|siren_aligned and --out DIR")
+    out = generate_captions(args.params, args.captions, Path(args.out), args.seconds, args.system)
     print(f"generate: wrote {out}")
 
 
@@ -141,7 +144,7 @@ def build_parser() -> argparse.ArgumentParser:
     score.set_defaults(handler=_score)
     generate = commands.add_parser("generate", help="render each system's audio for the test clips (or, with --captions, one system for a captions file)")
     generate.add_argument("--params", default="params.yaml", help="composed params file (default: params.yaml)")
-    generate.add_argument("--system", help="with --captions: the system to render (siren)")
+    generate.add_argument("--system", help="with --captions: the system to render (siren or siren_aligned)")
     generate.add_argument("--captions", help="CSV with clip_id,caption: render these instead of the test split")
     generate.add_argument("--out", help="with --captions: folder for <clip_id>.wav (must not exist)")
     generate.add_argument("--seconds", type=float, default=None, help="with --captions: clip length (default: data.clip_seconds)")

@@ -165,6 +165,9 @@ class ModelConfig:
     seed: int = 0  # expert i trains with seed + i
     checkpoint_every: int = 100
     val_every: int = 100
+    # gradient interference (diagnostics/interference.py), measured on a fixed batch of val clips
+    interference_every: int = 100  # steps; 0 turns it off
+    interference_clips: int = 8
     bf16: bool = True  # autocast on CUDA only
     # generation
     temperature: float = 1.0
@@ -174,9 +177,69 @@ class ModelConfig:
     generation_seed: int = 0
 
 
+@dataclass
+class AlignConfig:
+    """The anti-causal alignment stage (models/align.py; its choices in docs/alignment.md). The
+    paper publishes no algorithm, reward or hyper-parameters: every value here is the harness's."""
+
+    expert: int = 0  # which expert is tuned (0: the coarse one, as the paper describes)
+    steps: int = 100
+    captions_per_step: int = 4
+    group_size: int = 4  # samples per caption; advantages are relative within the group
+    n_frames: int = 100  # length of each rollout (the reward's reference clip is cut to match)
+    temperature: float = 1.0
+    ppo_epochs: int = 2
+    clip_eps: float = 0.2
+    kl_coef: float = 0.05  # weight of KL(policy || Stage-1 expert)
+    normalise_std: bool = True  # advantages divided by their group's std
+    learning_rate: float = 1e-5
+    warmup_steps: int = 10  # linear warm-up of the learning rate (Adam's first steps are large otherwise)
+    weight_decay: float = 0.0
+    grad_clip: float = 1.0
+    # reward = audio_weight x cosine(audio embedding of the sample, of the caption's reference clip)
+    #        + clap_weight x cosine(CLAP audio embedding of the sample, CLAP text embedding of the caption)
+    audio_weight: float = 1.0
+    clap_weight: float = 0.0
+    reward_recipe: str | None = None  # recipe whose embedders the reward uses; null: eval.recipe
+    audio_metric: str = "fad"  # its metric whose embedder gives the audio embedding (mean over frames)
+    clap_metric: str = "clap"  # its metric whose CLAP model gives the text-audio term
+    seed: int = 0
+    checkpoint_every: int = 25
+
+    def __post_init__(self):
+        problems = [f"{k} must be positive, got {getattr(self, k)}" for k in
+                    ("steps", "captions_per_step", "n_frames", "ppo_epochs", "checkpoint_every", "temperature")
+                    if not getattr(self, k) > 0]
+        if self.group_size < 2:
+            problems.append(f"group_size must be at least 2 (advantages are relative within a group), got {self.group_size}")
+        if not 0 < self.clip_eps < 1:
+            problems.append(f"clip_eps must be in (0, 1), got {self.clip_eps}")
+        if self.kl_coef < 0 or self.learning_rate <= 0 or self.grad_clip <= 0 or self.warmup_steps < 0:
+            problems.append("kl_coef and warmup_steps must be non-negative, learning_rate and grad_clip positive")
+        if self.audio_weight < 0 or self.clap_weight < 0 or not (self.audio_weight or self.clap_weight):
+            problems.append(f"audio_weight and clap_weight must be non-negative and not both 0, got "
+                            f"{self.audio_weight} and {self.clap_weight}")
+        if problems:
+            raise ConfigError("align: " + "; ".join(problems))
+
+
 TEXT_ENCODERS = ("minilm", "clap", "t5")  # Siren's text conditioning backends (text.py)
 CODEC_ARCHITECTURES = ("spectral", "dac")  # of the trainable small codec (codecs/train.py)
-GENERATED_SYSTEMS = ("codec_resynthesis", "real_unpaired", "siren")  # what the `generate` stage can render
+BASELINE_SYSTEMS = ("shared_lm", "delay_lm", "ar_nar", "latent_diffusion")  # baselines/registry.py
+GENERATED_SYSTEMS = ("codec_resynthesis", "real_unpaired", "siren", "siren_aligned", *BASELINE_SYSTEMS)  # `generate` renders
+
+
+@dataclass
+class BaselinesConfig:
+    """Architectures of the baselines (`train_baselines` stage): each key holds fields of that
+    model's config dataclass (baselines/<name>.py); the pipeline fills the data's shape. They
+    train with model.* settings, like Siren. shared_lm defaults to the sizes of one Siren expert
+    (model.dim, heads, layers)."""
+
+    shared_lm: dict = field(default_factory=dict)
+    delay_lm: dict = field(default_factory=dict)
+    ar_nar: dict = field(default_factory=dict)
+    latent_diffusion: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -304,8 +367,10 @@ def codec_config(params: DictConfig, source: str = "params.yaml") -> CodecConfig
 def model_config(params: DictConfig, source: str = "params.yaml") -> ModelConfig:
     config = section(params, "model", ModelConfig, source=source)
     problems = [f"model.{k} must be positive, got {getattr(config, k)}" for k in
-                ("train_steps", "batch_size", "grad_accum", "crop_frames", "checkpoint_every", "val_every")
+                ("train_steps", "batch_size", "grad_accum", "crop_frames", "checkpoint_every", "val_every", "interference_clips")
                 if getattr(config, k) < 1]
+    if config.interference_every < 0:
+        problems.append(f"model.interference_every must be 0 (off) or positive, got {config.interference_every}")
     if not 0 <= config.caption_dropout < 1:
         problems.append(f"model.caption_dropout must be in [0, 1), got {config.caption_dropout}")
     if config.text_encoder not in TEXT_ENCODERS:
@@ -315,6 +380,38 @@ def model_config(params: DictConfig, source: str = "params.yaml") -> ModelConfig
     if problems:
         raise ConfigError(f"{source}: " + "; ".join(problems))
     return config
+
+
+def align_config(params: DictConfig, source: str = "params.yaml") -> AlignConfig:
+    try:
+        return section(params, "align", AlignConfig, source=source)
+    except ConfigError as exc:
+        if str(exc).startswith("align: "):  # from AlignConfig's own checks, which do not know the file
+            raise ConfigError(f"{source}: {exc}") from exc
+        raise
+
+
+@dataclass
+class SweepConfig:
+    """The fidelity-capacity sweep (`sweep` stage): Siren and the shared LM retrained on the first
+    d codebooks for each d in `depths`, with model.* settings, scored with the profile's recipe
+    next to the codec's own resynthesis at depth d. The full depth is the main run's."""
+
+    depths: list[int] = field(default_factory=lambda: [2, 4])
+    systems: list[str] = field(default_factory=lambda: ["siren", "shared_lm"])
+
+
+def sweep_config(params: DictConfig, source: str = "params.yaml") -> SweepConfig:
+    config = section(params, "sweep", SweepConfig, source=source)
+    unknown = [s for s in config.systems if s not in ("siren", "shared_lm")]
+    if unknown or any(d < 1 for d in config.depths) or len(set(config.depths)) != len(config.depths):
+        raise ConfigError(f"{source}: sweep.systems must be among [siren, shared_lm] and sweep.depths distinct positive "
+                          f"codebook counts, got {config.systems} and {config.depths}")
+    return config
+
+
+def baselines_config(params: DictConfig, source: str = "params.yaml") -> BaselinesConfig:
+    return section(params, "baselines", BaselinesConfig, source=source)
 
 
 def eval_config(params: DictConfig, source: str = "params.yaml") -> EvalConfig:
@@ -330,6 +427,9 @@ def eval_config(params: DictConfig, source: str = "params.yaml") -> EvalConfig:
     unknown = [name for name in config.systems if name not in GENERATED_SYSTEMS]
     if unknown or not config.systems:
         raise ConfigError(f"{source}: eval.systems must list some of {list(GENERATED_SYSTEMS)}, got {config.systems}")
+    if "siren_aligned" in config.systems and "siren" not in config.systems:
+        raise ConfigError(f"{source}: eval.systems lists siren_aligned without siren: alignment starts from the Stage-1 "
+                          "model, and the report compares the two")
     if config.tagger_steps < 1 or config.clap_steps < 1:
         raise ConfigError(f"{source}: eval.tagger_steps and eval.clap_steps must be positive")
     return config

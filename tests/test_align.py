@@ -27,7 +27,7 @@ def _token_probability(aligner: Aligner, text) -> float:
 
 
 def _config(**overrides) -> AlignConfig:
-    return AlignConfig(**(dict(steps=12, captions_per_step=2, group_size=4, n_frames=6, learning_rate=3e-3, kl_coef=0.0,
+    return AlignConfig(**(dict(steps=12, captions_per_step=2, group_size=4, n_frames=6, learning_rate=3e-3, kl_coef=0.0, warmup_steps=2,
                                checkpoint_every=4) | overrides))
 
 

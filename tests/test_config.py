@@ -7,7 +7,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from siren_bench.config import (
-    AudioCapsConfig, ConfigError, SynthCapsConfig, data_config, load_params, run_config,
+    AudioCapsConfig, ConfigError, SynthCapsConfig, align_config, data_config, eval_config, load_params, run_config,
 )
 from tests.conftest import REPO
 
@@ -91,3 +91,28 @@ def test_ranges_are_checked(write_params, data, message):
     path = write_params(data)
     with pytest.raises(ConfigError, match=message):
         data_config(load_params(path), str(path))
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        ({"group_size": 1}, "group_size must be at least 2"),
+        ({"clip_eps": 1.5}, "clip_eps"),
+        ({"audio_weight": 0.0, "clap_weight": 0.0}, "not both 0"),
+        ({"steps": "many"}, "steps"),
+    ],
+    ids=["group", "clip", "no-reward", "wrong-type"],
+)
+def test_bad_alignment_settings_name_the_file(tmp_path, overrides, message):
+    path = tmp_path / "params.yaml"
+    OmegaConf.save(OmegaConf.create({"align": overrides}), path)
+    with pytest.raises(ConfigError, match=message) as info:
+        align_config(load_params(path), str(path))
+    assert str(path) in str(info.value)
+
+
+def test_aligned_siren_needs_the_stage1_system(tmp_path):
+    path = tmp_path / "params.yaml"
+    OmegaConf.save(OmegaConf.create({"eval": {"systems": ["codec_resynthesis", "siren_aligned"]}}), path)
+    with pytest.raises(ConfigError, match="siren_aligned without siren"):
+        eval_config(load_params(path), str(path))

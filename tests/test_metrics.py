@@ -4,7 +4,7 @@ import numpy as np
 from scipy.stats import t as student_t
 import pytest
 
-from siren_bench.metrics.bootstrap import bootstrap
+from siren_bench.metrics.bootstrap import bootstrap, paired_difference
 from siren_bench.metrics.clap_score import clap_scores
 from siren_bench.metrics.divergence import inception_score, kl, paired_kl
 from siren_bench.metrics.frechet import FrechetResampler, GaussianStats, fad_inf, frechet_distance, per_clip_frechet
@@ -163,6 +163,23 @@ def test_bootstrap_interval_covers_and_is_seeded():
     assert interval.low < interval.value < interval.high
     assert interval.high - interval.low == pytest.approx(2 * 1.96 / np.sqrt(400), rel=0.2)
     assert bootstrap(lambda idx: float(x[idx].mean()), len(x), n_boot=500, seed=1) == interval
+
+
+def test_paired_difference_sees_a_shift_that_unpaired_intervals_would_hide():
+    """Clip-level variation much larger than the shift: the paired interval excludes 0 and its
+    p-value is small; a pure relabelling of the same values gives a difference of exactly 0."""
+    rng = np.random.default_rng(3)
+    base = rng.normal(scale=5.0, size=200)
+    shifted = base + 0.3 + rng.normal(scale=0.1, size=200)
+    result = paired_difference(shifted, base, n_boot=500, seed=0)
+    assert result["value"] == pytest.approx(0.3, abs=0.03) and 0 < result["ci_low"] < result["ci_high"]
+    assert result["p_value"] < 0.01 and result["n"] == 200
+    same = paired_difference(base, base.copy(), n_boot=50, seed=0)
+    assert same["value"] == 0.0 and same["p_value"] == 1.0
+    null = paired_difference(base + rng.normal(scale=1.0, size=200), base, n_boot=500, seed=0)
+    assert null["ci_low"] < 0 < null["ci_high"] and null["p_value"] > 0.05
+    with pytest.raises(ValueError, match="equal-length"):
+        paired_difference(base, base[:-1], n_boot=10, seed=0)
 
 
 def test_resampled_fd_gram_form_equals_the_direct_forms():

@@ -51,7 +51,8 @@ def _results(repo: Path, profile: str) -> dict:
 
 def test_ci_profile_runs_then_repro_does_no_work(repo):
     out = _run(["dvc", "exp", "run", "-S", "profile=ci"], repo)
-    for stage in ("prepare", "codec", "tokenize", "diagnose", "evaluators", "train_siren", "generate", "score", "report"):
+    for stage in ("prepare", "codec", "tokenize", "diagnose", "evaluators", "train_siren", "train_baselines", "align_siren",
+                  "generate", "score", "sweep", "report"):
         assert f"Running stage '{stage}'" in out
     assert "profile: ci" in (repo / "params.yaml").read_text()
     report = (repo / "reports" / "ci" / "report.md").read_text()
@@ -65,7 +66,24 @@ def test_ci_profile_runs_then_repro_does_no_work(repo):
     assert len(results["diagnose"]["semantics"]["alone"]) == 8
     for heading in ("## Evaluators", "## Scores"):
         assert heading in report
-    assert set(results["scores"]["systems"]) == {"codec_resynthesis", "real_unpaired", "siren"}
+    baselines = {"shared_lm", "delay_lm", "ar_nar", "latent_diffusion"}
+    assert set(results["scores"]["systems"]) == {"codec_resynthesis", "real_unpaired", "siren", "siren_aligned"} | baselines
+    assert set(results["baselines"]["models"]) == baselines and all(m["steps"] == 30 for m in results["baselines"]["models"].values())
+    interference = results["interference"]["series"]
+    assert [p["step"] for p in interference["shared_lm"]] == [1, 15, 30] and interference["shared_lm"][0]["pairs"] == 28
+    assert all(-1 <= p["mean"] <= 1 for p in interference["shared_lm"]) and interference["siren expert 0"][0]["pairs"] == 1
+    sweep = results["sweep"]["points"]
+    assert set(sweep) == {"codec_resynthesis", "siren", "shared_lm"} and all(set(p) == {"2", "4", "8"} for p in sweep.values())
+    for heading in ("## Baselines", "## Gradient interference", "## Fidelity-capacity sweep", "![depth sweep]"):
+        assert heading in report
+    alignment = results["alignment"]
+    assert "## Anti-causal alignment" in report and "![alignment curves]" in report
+    assert alignment["summary"]["rollouts"] == 4 * 2 * 2 and alignment["reward"]["audio"]["embedder"] == "smoke_tagger"
+    assert set(alignment["side_by_side"]) == {"fad", "fad_inf", "kad", "fd", "kl", "is", "clap"}
+    for paired in alignment["paired"].values():
+        assert paired["n"] == 12 and paired["ci_low"] <= paired["value"] <= paired["ci_high"] and 0 <= paired["p_value"] <= 1
+    log = [json.loads(line) for line in (repo / "artifacts" / "ci" / "siren_aligned" / "align_log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log] == [1, 2, 3, 4] and all(r["kl"] >= 0 for r in log)
     siren = json.loads((repo / "artifacts" / "ci" / "siren" / "siren.json").read_text())
     assert [e["codebooks"] for e in siren["experts"]] == [[0, 1], [2, 3], [4, 5], [6, 7]]
     assert all(e["steps"] == 30 and e["final_val_loss"] > 0 for e in siren["experts"])
@@ -87,18 +105,19 @@ def test_ci_profile_runs_then_repro_does_no_work(repo):
     assert all(s["cache"]["misses"] == 0 for s in summary["systems"].values())
 
 
-def test_trained_siren_renders_a_captions_file(repo, tmp_path):
+@pytest.mark.parametrize("system", ["siren", "siren_aligned"])
+def test_trained_siren_renders_a_captions_file(repo, tmp_path, system):
     captions = tmp_path / "captions.csv"
     captions.write_text('clip_id,caption\nmine_1,A loud siren wails\nmine_2,"Rain, then a click train"\n')
     out = tmp_path / "rendered"
-    args = ["siren-bench", "generate", "--system", "siren", "--captions", str(captions), "--out", str(out), "--seconds", "1.5"]
+    args = ["siren-bench", "generate", "--system", system, "--captions", str(captions), "--out", str(out), "--seconds", "1.5"]
     _run(args, repo)
     import soundfile
 
     for clip_id in ("mine_1", "mine_2"):
         wave, rate = soundfile.read(out / f"{clip_id}.wav")
         assert rate == 16000 and wave.shape == (24000,) and wave.std() > 0
-    assert json.loads((out / "systems.json").read_text())["siren"]["n_clips"] == 2
+    assert json.loads((out / "systems.json").read_text())[system]["n_clips"] == 2
     done = subprocess.run(args, cwd=repo, capture_output=True, text=True, env=os.environ | {"PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"})
     assert done.returncode == 2 and "already exists" in done.stderr  # nothing is overwritten
 

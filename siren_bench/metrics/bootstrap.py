@@ -48,3 +48,26 @@ def bootstrap(statistic: Callable[[np.ndarray], float], n_items: int, n_boot: in
     low, high = np.quantile(draws, [alpha, 1.0 - alpha])
     std = float(draws.std(ddof=1)) if n_boot > 1 else 0.0
     return Interval(value, float(low), float(high), std, float(draws.mean()), n_boot, level, seed)
+
+
+def paired_difference(a: np.ndarray, b: np.ndarray, n_boot: int, seed: int, level: float = 0.95) -> dict:
+    """Mean of the per-clip differences a - b (same clips, same order), its percentile interval
+    over seeded resamples of the clips, and the two-sided bootstrap p-value for "no difference"
+    (twice the smaller share of resampled means on either side of 0, at most 1)."""
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    if a.shape != b.shape or a.ndim != 1:
+        raise ValueError(f"paired values need two equal-length vectors, got {a.shape} and {b.shape}")
+    if not (np.isfinite(a).all() and np.isfinite(b).all()):
+        raise ValueError("paired values must be finite")
+    diff = a - b
+    draws: list[float] = []
+
+    def mean_of(rows: np.ndarray) -> float:
+        value = float(diff[rows].mean())
+        draws.append(value)
+        return value
+
+    interval = bootstrap(mean_of, len(diff), n_boot, seed, level)
+    resampled = np.array(draws[1:])  # draws[0] is the full set
+    p = min(1.0, 2.0 * min(float((resampled <= 0).mean()), float((resampled >= 0).mean())))
+    return interval.as_dict() | {"n": len(diff), "p_value": p}

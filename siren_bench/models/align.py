@@ -18,7 +18,8 @@ so everything here is the harness's own interpretation, each choice a field of `
   when `normalise_std`; per token of the policy's codebooks, the PPO clipped surrogate
   min(r A, clip(r, 1 - eps, 1 + eps) A) with r = pi / pi_old, minus `kl_coef` x the k3 estimate
   of KL(pi || pi_ref) = exp(ref - new) - (ref - new) - 1; means over tokens, then samples.
-  `ppo_epochs` updates per batch of rollouts. Dropout is off throughout (eval mode), so r = 1 on
+  `ppo_epochs` updates per batch of rollouts, the learning rate warmed up linearly over
+  `warmup_steps` batches. Dropout is off throughout (eval mode), so r = 1 on
   the first update.
 """
 
@@ -36,39 +37,13 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from siren_bench.config import AlignConfig
 from siren_bench.io import atomic_path
 from siren_bench.models.collaborative import SamplingConfig, Siren
 from siren_bench.models.siren import SirenExpert, Text
 
 # (codes [N, K, F], clip index of each sample [N]) -> rewards [N] (float64)
 RewardFn = Callable[[torch.Tensor, np.ndarray], torch.Tensor]
-
-
-@dataclass
-class AlignConfig:
-    expert: int = 0  # which expert is tuned (0: the coarse one, as the paper describes)
-    steps: int = 100
-    captions_per_step: int = 4
-    group_size: int = 4  # samples per caption; advantages are relative within the group
-    n_frames: int = 100  # length of each rollout
-    temperature: float = 1.0
-    ppo_epochs: int = 2
-    clip_eps: float = 0.2
-    kl_coef: float = 0.05
-    normalise_std: bool = True
-    learning_rate: float = 1e-5
-    weight_decay: float = 0.0
-    grad_clip: float = 1.0
-    audio_weight: float = 1.0  # AudioReward: cosine to the reference clip's embedding
-    clap_weight: float = 0.0  # AudioReward: text-audio CLAP cosine
-    seed: int = 0
-    checkpoint_every: int = 25
-
-    def __post_init__(self):
-        if self.group_size < 2:
-            raise ValueError(f"group_size must be at least 2 (advantages are relative within a group), got {self.group_size}")
-        if self.temperature <= 0 or not 0 < self.clip_eps < 1 or self.kl_coef < 0 or self.ppo_epochs < 1:
-            raise ValueError(f"invalid alignment settings {self}")
 
 
 def token_logprobs(expert: SirenExpert, codes: torch.Tensor, text: Text, temperature: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -119,6 +94,8 @@ class Aligner:
             p.requires_grad_(True)
         self.optimizer = torch.optim.AdamW(trainable, lr=config.learning_rate, weight_decay=config.weight_decay,
                                            betas=(0.9, 0.95))
+        warmup = config.warmup_steps
+        self.schedule = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda step: min(1.0, (step + 1) / max(1, warmup)))
         self.sampling = SamplingConfig(temperature=config.temperature)
 
     def step(self, text: Text, clip_index: np.ndarray, generator: torch.Generator) -> dict:
@@ -139,9 +116,11 @@ class Aligner:
             loss.backward()
             grad_norm = torch.nn.utils.clip_grad_norm_(self.optimizer.param_groups[0]["params"], c.grad_clip)
             self.optimizer.step()
+        lr = self.schedule.get_last_lr()[0]
+        self.schedule.step()  # per rollout batch, not per PPO epoch
         return {"reward_mean": float(rewards.mean()), "reward_std": float(rewards.std(unbiased=False)),
                 "advantage_mean": float(advantages.mean()), "advantage_abs_mean": float(advantages.abs().mean()),
-                "entropy": float(entropy.mean()), "loss": float(loss), "grad_norm": float(grad_norm), **stats}
+                "entropy": float(entropy.mean()), "loss": float(loss.detach()), "grad_norm": float(grad_norm), "lr": lr, **stats}
 
     # ------------------------------------------------------------------ resumable loop
 
@@ -157,6 +136,7 @@ class Aligner:
             state = torch.load(state_file, map_location=self.device, weights_only=True)
             self.policy.load_state_dict(state["policy"])
             self.optimizer.load_state_dict(state["optimizer"])
+            self.schedule.load_state_dict(state["schedule"])
             generator.set_state(state["generator"].cpu())
             rng.bit_generator.state = json.loads(state["numpy_rng"])
             log, start = json.loads(state["log"]), int(state["step"])
@@ -169,7 +149,7 @@ class Aligner:
         return log
 
     def _save(self, path: Path, generator: torch.Generator, rng: np.random.Generator, log: list[dict], step: int) -> None:
-        state = {"policy": self.policy.state_dict(), "optimizer": self.optimizer.state_dict(),
+        state = {"policy": self.policy.state_dict(), "optimizer": self.optimizer.state_dict(), "schedule": self.schedule.state_dict(),
                  "generator": generator.get_state(), "numpy_rng": json.dumps(rng.bit_generator.state),
                  "log": json.dumps(log), "step": step}
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -104,10 +104,12 @@ class KVCache:
 
 class Attention(nn.Module):
     """Multi-head attention with grouped KV heads through scaled_dot_product_attention. Self-
-    attention is causal; cross-attention reads `context` (text tokens) under its key mask."""
+    attention is causal unless `causal=False` (the baselines' non-autoregressive and diffusion
+    models); cross-attention reads `context` (text tokens) under its key mask."""
 
-    def __init__(self, config: SirenConfig, context_dim: int | None = None):
+    def __init__(self, config: SirenConfig, context_dim: int | None = None, causal: bool = True):
         super().__init__()
+        self.causal = causal
         if config.dim % config.n_heads or config.n_heads % config.n_kv_heads:
             raise ValueError(f"dim {config.dim}, n_heads {config.n_heads}, n_kv_heads {config.n_kv_heads}: heads must divide dim and kv heads divide heads")
         self.n_heads, self.n_kv_heads = config.n_heads, config.n_kv_heads
@@ -133,7 +135,9 @@ class Attention(nn.Module):
         if cache is not None:
             past = 0 if cache.k is None else cache.k.shape[2]
             k, v = cache.extend(k, v)
-        if context is None:
+        if context is None and not self.causal:
+            mask = None
+        elif context is None:
             # query i sits at absolute position past + i and may see keys 0..past + i
             mask = torch.ones(x.shape[1], k.shape[2], dtype=torch.bool, device=x.device).tril(diagonal=past)
         else:
@@ -144,12 +148,14 @@ class Attention(nn.Module):
 
 
 class TemporalBlock(nn.Module):
-    def __init__(self, config: SirenConfig):
+    """Text cross-attention, self-attention (causal unless `causal=False`), SwiGLU; pre-norm."""
+
+    def __init__(self, config: SirenConfig, causal: bool = True):
         super().__init__()
         self.cross_norm = RMSNorm(config.dim, config.norm_eps)
         self.cross = Attention(config, context_dim=config.text_dim)
         self.self_norm = RMSNorm(config.dim, config.norm_eps)
-        self.attn = Attention(config)
+        self.attn = Attention(config, causal=causal)
         self.mlp_norm = RMSNorm(config.dim, config.norm_eps)
         self.mlp = SwiGLU(config.dim, config.ffn_hidden, config.dropout)
         self.dropout = nn.Dropout(config.dropout)

@@ -24,6 +24,7 @@ import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -75,7 +76,7 @@ def lr_factor(step: int, config: ModelConfig) -> float:
     return config.min_lr_ratio + (1 - config.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
-def optimizer_for(expert: SirenExpert, config: ModelConfig) -> torch.optim.AdamW:
+def optimizer_for(expert: torch.nn.Module, config: ModelConfig) -> torch.optim.AdamW:
     """Weight decay on the linear layers' matrices only; none on norms, start, slot and null
     caption vectors."""
     decayed = {id(m.weight) for m in expert.modules() if isinstance(m, torch.nn.Linear)}
@@ -87,7 +88,7 @@ def optimizer_for(expert: SirenExpert, config: ModelConfig) -> torch.optim.AdamW
 
 
 @torch.no_grad()
-def validation_loss(expert: SirenExpert, tokens: TokenSet, device: torch.device, batch: int = 16) -> float:
+def validation_loss(expert: torch.nn.Module, tokens: TokenSet, device: torch.device, batch: int = 16) -> float:
     """Mean per-frame loss over whole held-out clips, no caption dropout, eval mode."""
     was_training = expert.training
     expert.eval()
@@ -114,31 +115,54 @@ def resume_file(resume_dir: Path, config: ModelConfig, siren: SirenConfig, index
     return resume_dir / f"siren-expert{index}-{config_hash({'model': config, 'siren': siren, 'data': data_id})[:16]}.pt"
 
 
+class Probe(Protocol):
+    """A measurement taken during training every `every` steps (and at the first and last):
+    (model, step) -> numbers for that step's log row. It must leave the model's mode and the
+    RNG streams as it found them, so a probed run trains exactly like an unprobed one."""
+
+    every: int
+
+    def __call__(self, model: torch.nn.Module, step: int) -> dict: ...
+
+
 def train_expert(index: int, siren: SirenConfig, config: ModelConfig, code_table: torch.Tensor, train: TokenSet,
                  val: TokenSet | None, resume_dir: Path, data_id: str, device: torch.device,
-                 stop_after: int | None = None) -> TrainedExpert:
+                 stop_after: int | None = None, probe: Probe | None = None) -> TrainedExpert:
     """Train expert `index` (codebooks siren.expert_groups()[index]); `stop_after` ends early
     (tests of resumption). `data_id` names the training data in the resume file's key."""
-    rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_available() and dist.is_initialized() else (0, 1)
-    if config.batch_size % world:
-        raise ValueError(f"model.batch_size={config.batch_size} does not split over {world} data-parallel ranks")
     torch.manual_seed(config.seed + index)
     expert = SirenExpert(siren, siren.expert_groups()[index])
     expert.set_code_table(code_table)
-    expert.to(device).train()
-    shard_loss = _ShardLoss(expert)
+    log, start = train_model(expert, f"siren expert {index}", config, train, val,
+                             resume_file(resume_dir, config, siren, index, data_id), device, [config.seed, index, 0x51E],
+                             stop_after, probe)
+    return TrainedExpert(expert, log, start)
+
+
+def train_model(model: torch.nn.Module, label: str, config: ModelConfig, train: TokenSet, val: TokenSet | None,
+                state_file: Path, device: torch.device, stream: list[int], stop_after: int | None = None,
+                probe: Probe | None = None) -> tuple[list[dict], int]:
+    """The training loop every code model shares (Siren's experts, the baselines): `model.loss
+    (codes, text, frame_mask, drop, n_frames=)` on seeded batches from the NumPy stream
+    `stream`, resumable from `state_file`; returns (log, the step it resumed from). The caller
+    seeds torch and builds the model, so initialisation belongs to the model's own seed. `probe`,
+    every `probe.every` steps, adds measurements (e.g. gradient interference) to the log row."""
+    rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_available() and dist.is_initialized() else (0, 1)
+    if config.batch_size % world:
+        raise ValueError(f"model.batch_size={config.batch_size} does not split over {world} data-parallel ranks")
+    model.to(device).train()
+    shard_loss = _ShardLoss(model)
     # find_unused_parameters: a shard without dropped captions leaves the null caption unused
     step_loss_of = DistributedDataParallel(shard_loss, device_ids=[device] if device.type == "cuda" else None,
                                            find_unused_parameters=True) if world > 1 else shard_loss
-    optimizer = optimizer_for(expert, config)
+    optimizer = optimizer_for(model, config)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, config))
-    rng = np.random.default_rng(np.random.SeedSequence([config.seed, index, 0x51E]))
+    rng = np.random.default_rng(np.random.SeedSequence(stream))
     log: list[dict] = []
     start = 0
-    state_file = resume_file(resume_dir, config, siren, index, data_id)
     if state_file.is_file():
         state = torch.load(state_file, map_location=device, weights_only=True)
-        expert.load_state_dict(state["expert"])
+        model.load_state_dict(state["expert"])
         optimizer.load_state_dict(state["optimizer"])
         schedule.load_state_dict(state["schedule"])
         torch.set_rng_state(state["torch_rng"].cpu())
@@ -149,8 +173,7 @@ def train_expert(index: int, siren: SirenConfig, config: ModelConfig, code_table
 
     autocast = device.type == "cuda" and config.bf16
     last = config.train_steps if stop_after is None else min(config.train_steps, stop_after)
-    progress = tqdm(range(start, last), desc=f"siren expert {index}", unit="step", initial=start, total=config.train_steps,
-                    disable=rank > 0)
+    progress = tqdm(range(start, last), desc=label, unit="step", initial=start, total=config.train_steps, disable=rank > 0)
     for step in progress:
         began = time.perf_counter()
         optimizer.zero_grad(set_to_none=True)
@@ -168,19 +191,21 @@ def train_expert(index: int, siren: SirenConfig, config: ModelConfig, code_table
         if world > 1:  # the whole batch's loss, for the log: the shards' losses add up to it
             dist.all_reduce(step_loss)
             step_loss /= world
-        grad_norm = torch.nn.utils.clip_grad_norm_(expert.parameters(), config.grad_clip)
+        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
         optimizer.step()
         schedule.step()
         row = {"step": step + 1, "loss": step_loss.item(), "grad_norm": float(grad_norm), "lr": schedule.get_last_lr()[0]}
         if rank == 0 and val is not None and ((step + 1) % config.val_every == 0 or step + 1 == config.train_steps):
-            row["val_loss"] = validation_loss(expert, val, device)
-        row["seconds"] = time.perf_counter() - began  # the step and its validation
+            row["val_loss"] = validation_loss(model, val, device)
+        if rank == 0 and probe is not None and (step == 0 or (step + 1) % probe.every == 0 or step + 1 == config.train_steps):
+            row |= probe(model, step + 1)
+        row["seconds"] = time.perf_counter() - began  # the step, its validation and probe
         log.append(row)
         progress.set_postfix(loss=f"{row['loss']:.3f}")
         if rank == 0 and ((step + 1) % config.checkpoint_every == 0 or step + 1 == last):
-            _save_state(state_file, expert, optimizer, schedule, rng, log, step + 1, device)
-    expert.eval()
-    return TrainedExpert(expert, log, start)
+            _save_state(state_file, model, optimizer, schedule, rng, log, step + 1, device)
+    model.eval()
+    return log, start
 
 
 class _ShardLoss(torch.nn.Module):
@@ -188,9 +213,9 @@ class _ShardLoss(torch.nn.Module):
     share of the whole batch's mean loss (its sum over n_frames, the batch's frame count), times
     W because DDP averages the ranks' gradients where the batch mean needs their sum."""
 
-    def __init__(self, expert: SirenExpert):
+    def __init__(self, model: torch.nn.Module):
         super().__init__()
-        self.expert = expert
+        self.expert = model
 
     def forward(self, codes, text: Text, mask, drop, n_frames: float) -> torch.Tensor:
         world = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1

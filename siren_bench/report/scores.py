@@ -13,7 +13,7 @@ COLUMNS = (("fad", "FAD"), ("fad_inf", "FAD-inf"), ("kad", "KAD (x100)"), ("fd",
            ("clap", "CLAP (cosine)"))
 
 
-def _interval(result: dict) -> str:
+def interval_text(result: dict) -> str:
     if result.get("ci_low") is None:
         return f"{result['value']:.4g}"
     return f"{result['value']:.4g} [{result['ci_low']:.4g}, {result['ci_high']:.4g}]"
@@ -62,7 +62,7 @@ def scores_section(score_dir: Path, out: Path) -> Section:
         metrics = full["metrics"]
         cells = [name, str(full["generated"]["n_clips"])]
         for metric, _ in present:
-            cells.append(_interval(metrics[metric]) if metric in metrics else "")
+            cells.append(interval_text(metrics[metric]) if metric in metrics else "")
         rows.append(cells)
         table = {m: {k: r.get(k) for k in ("value", "ci_low", "ci_high", "n_generated", "n_frames")} for m, r in metrics.items()}
         if "kl" in metrics:  # its direction, and the other direction where the recipe computes both

@@ -10,7 +10,10 @@ Built so far (eval.systems picks among them):
 - `siren`: the trained experts (train_siren stage) generate codes for each test caption,
   collaboratively and seeded (model.generation_seed, model.temperature / top_k / top_p /
   guidance), as many frames as the reference clip lasts; the codec decodes them.
-Its ablations and the baselines join as their stages arrive (issues 6-8).
+- `siren_aligned`: the same, with the align_siren stage's tuned expert swapped in; same seed and
+  sampling, so the two rows differ only by the alignment.
+- `shared_lm`, `delay_lm`, `ar_nar`, `latent_diffusion`: the train_baselines stage's models,
+  rendered with the same captions, seed and sampling settings as Siren (baselines/registry.py).
 
 Output (artifacts/<profile>/generate/): <system>/<clip_id>.wav (32-bit float WAV at the codec's
 rate, trimmed to the reference clip's length: a model's raw output, so any overshoot past full
@@ -29,7 +32,7 @@ import torch
 from tqdm import tqdm
 
 from siren_bench.codecs import Codec, load_stage_codec
-from siren_bench.config import ConfigError, ModelConfig, codec_config, data_config, eval_config, model_config
+from siren_bench.config import BASELINE_SYSTEMS, ConfigError, ModelConfig, codec_config, data_config, eval_config, model_config
 from siren_bench.data.manifest import MANIFEST_NAME, read_manifest
 from siren_bench.io import atomic_directory, write_json_atomic, write_wav
 from siren_bench.provenance import build_record, write_provenance
@@ -53,45 +56,81 @@ def codec_resynthesis(codec: Codec, ids: list[str], codes: dict[str, np.ndarray]
                 write_wav(out / f"{clip_id}.wav", wave[: lengths[clip_id]], codec.sample_rate, subtype="FLOAT")
 
 
-def siren_system(siren_dir: Path, codec: Codec, test, lengths: dict[str, int], config: ModelConfig, out: Path,
-                 batch: int, device: torch.device) -> dict:
-    """Generate every caption of `test` with the trained experts on `device` (the codec decodes on
-    CPU); returns what systems.json records. A seed gives the same audio on the same device."""
-    from siren_bench.models.collaborative import SamplingConfig
-    from siren_bench.stages.train_siren import encode_captions, load_stage_siren, text_encoder
+def check_trained_with(where: Path, info: dict, codec: Codec, config: ModelConfig):
+    """The pipeline's text encoder, after checking that the model at `where` was trained on this
+    codec and this text encoder (its info records both)."""
+    from siren_bench.stages.train_siren import text_encoder
 
-    model, info = load_stage_siren(siren_dir)
-    model.to(device)
     if info["codec"]["weights_sha256"] != codec.info.weights_sha256:
-        raise ValueError(f"{siren_dir}: Siren was trained on codec {info['codec']['weights_sha256'][:16]}..., the pipeline's codec is "
-                         f"{codec.info.weights_sha256[:16]}...; re-run train_siren")
+        raise ValueError(f"{where}: trained on codec {info['codec']['weights_sha256'][:16]}..., the pipeline's codec is "
+                         f"{codec.info.weights_sha256[:16]}...; re-run its training stage")
     encoder = text_encoder(config)
     if encoder.weights_sha256 != info["text_encoder"]["weights_sha256"]:
-        raise ValueError(f"{siren_dir}: trained with text encoder {info['text_encoder']['name']} "
+        raise ValueError(f"{where}: trained with text encoder {info['text_encoder']['name']} "
                          f"({info['text_encoder']['weights_sha256'][:16]}...), model.text_encoder loads {encoder.name} "
                          f"({encoder.weights_sha256[:16]}...)")
+    return encoder
+
+
+def render(model, output: str, name: str, codec: Codec, encoder, test, lengths: dict[str, int], config: ModelConfig,
+           out: Path, batch: int, device: torch.device) -> dict:
+    """Every caption of `test` through `model.generate` on `device` (seeded by
+    model.generation_seed; sampling model.temperature / top_k / top_p / guidance, the same for
+    every system), decoded by the codec on CPU from codes or from a latent (`output`), written as
+    float WAV trimmed to the reference length. Returns the sampling facts systems.json records."""
+    from siren_bench.models.collaborative import SamplingConfig
+    from siren_bench.stages.train_siren import encode_captions
+
+    model.to(device)
     sampling = SamplingConfig(config.temperature, config.top_k, config.top_p, config.guidance)
     generator = torch.Generator(device).manual_seed(config.generation_seed)
     ids, captions = test["clip_id"].tolist(), test["caption"].tolist()
     out.mkdir(parents=True, exist_ok=True)
-    for start in tqdm(range(0, len(ids), batch), desc="siren generate", unit="batch"):
+    for start in tqdm(range(0, len(ids), batch), desc=f"{name} generate", unit="batch"):
         chunk = ids[start : start + batch]
         n_frames = max(-(-lengths[c] // codec.hop_length) for c in chunk)
         text = encode_captions(encoder, captions[start : start + batch]).to(device)
-        codes = model.generate(text, n_frames, sampling, generator).cpu()
+        generated = model.generate(text, n_frames, sampling, generator).cpu()
         with torch.no_grad():
-            decoded = codec.decode(codes).double().numpy()
+            decoded = (codec.decode(generated) if output == "codes" else codec.decode_latent(generated.float())).double().numpy()
         for clip_id, wave in zip(chunk, decoded):
             write_wav(out / f"{clip_id}.wav", wave[: lengths[clip_id]], codec.sample_rate, subtype="FLOAT")
-    return {"description": f"Siren ({len(model.experts)} experts, Stage 1 only) generating the captions",
-            "n_clips": len(ids), "sample_rate": codec.sample_rate, "split": SCORED_SPLIT, "seed": config.generation_seed,
+    return {"n_clips": len(ids), "sample_rate": codec.sample_rate, "split": SCORED_SPLIT, "seed": config.generation_seed,
             "sampling": vars(sampling), "batch": batch, "device": device.type}
 
 
-def generate_captions(params_path: str | Path, captions_path: str | Path, out: Path, seconds: float | None) -> Path:
-    """`siren-bench generate --system siren --captions FILE --out DIR`: the trained Siren of the
-    params' profile renders every caption of FILE into DIR/<clip_id>.wav, with systems.json and
-    provenance.json beside them. DIR must not exist (nothing is overwritten)."""
+def siren_system(siren_dir: Path, codec: Codec, test, lengths: dict[str, int], config: ModelConfig, out: Path,
+                 batch: int, device: torch.device, aligned_dir: Path | None = None) -> dict:
+    """The trained experts, with the aligned expert swapped in when `aligned_dir` is given."""
+    from siren_bench.stages.align_siren import load_stage_aligned
+    from siren_bench.stages.train_siren import load_stage_siren
+
+    model, info = load_stage_siren(siren_dir) if aligned_dir is None else load_stage_aligned(siren_dir, aligned_dir)
+    encoder = check_trained_with(siren_dir, info, codec, config)
+    what = ("Stage 1 only" if aligned_dir is None else
+            f"expert {info['aligned']['expert']} aligned for {info['aligned']['settings']['steps']} steps")
+    return {"description": f"Siren ({len(model.experts)} experts, {what}) generating the captions",
+            **render(model, "codes", "siren" if aligned_dir is None else "siren_aligned", codec, encoder, test, lengths,
+                     config, out, batch, device)}
+
+
+def baseline_system(folder: Path, codec: Codec, test, lengths: dict[str, int], config: ModelConfig, out: Path, batch: int,
+                    device: torch.device) -> dict:
+    """A trained baseline (train_baselines stage) generating the captions, like Siren."""
+    from baselines import registry
+
+    model, info = registry.load(folder)
+    encoder = check_trained_with(folder, info, codec, config)
+    return {"description": f"{info['description']}; {info['parameters']:,} parameters",
+            **render(model, model.output, info["name"], codec, encoder, test, lengths, config, out, batch, device)}
+
+
+def generate_captions(params_path: str | Path, captions_path: str | Path, out: Path, seconds: float | None,
+                      system: str = "siren") -> Path:
+    """`siren-bench generate --system siren|siren_aligned --captions FILE --out DIR`: the trained
+    Siren of the params' profile (with its aligned expert for siren_aligned) renders every caption
+    of FILE into DIR/<clip_id>.wav, with systems.json and provenance.json beside them. DIR must
+    not exist (nothing is overwritten)."""
     import pandas as pd
 
     from siren_bench.evaluation.clipsets import read_captions
@@ -114,12 +153,14 @@ def generate_captions(params_path: str | Path, captions_path: str | Path, out: P
     config = model_config(stage.params, stage.source)
     with atomic_directory(out) as staging:
         device = stage.device()
+        aligned = stage.dir("siren_aligned") if system == "siren_aligned" else None
         record = siren_system(stage.dir("siren"), codec, frame, {c: length for c in captions}, config, staging,
-                              codec_config(stage.params, stage.source).batch_clips, device)
-        write_json_atomic(staging / SYSTEMS_NAME, {"siren": record | {"captions": str(captions_path), "seconds": seconds}})
+                              codec_config(stage.params, stage.source).batch_clips, device, aligned)
+        write_json_atomic(staging / SYSTEMS_NAME, {system: record | {"captions": str(captions_path), "seconds": seconds}})
         write_provenance(staging, build_record("generate", {"run": stage.run, "model": config},
                                                inputs={"captions": Path(captions_path), "siren": stage.dir("siren"),
-                                                       "codec": stage.dir("codec") / "model"}, device=device.type))
+                                                       "codec": stage.dir("codec") / "model",
+                                                       **({"siren_aligned": aligned} if aligned else {})}, device=device.type))
     return out
 
 
@@ -173,15 +214,23 @@ def run(params_path: str | Path = "params.yaml") -> Path:
                 "description": f"real {UNPAIRED_SPLIT} clips under the {SCORED_SPLIT} ids (seeded draw): the reference "
                                "distribution, unrelated to the captions", "n_clips": len(ids),
                 "sample_rate": codec.sample_rate, "split": UNPAIRED_SPLIT, "seed": run_cfg.seed, "source_clips": mapping}
-        if "siren" in systems:
-            rendered["siren"] = siren_system(stage.dir("siren"), codec, test, lengths, model_config(stage.params, stage.source),
-                                             staging / "siren", config.batch_clips, stage.device())
+        for system in ("siren", "siren_aligned"):
+            if system in systems:
+                rendered[system] = siren_system(stage.dir("siren"), codec, test, lengths, model_config(stage.params, stage.source),
+                                                staging / system, config.batch_clips, stage.device(),
+                                                stage.dir("siren_aligned") if system == "siren_aligned" else None)
+        for system in (s for s in systems if s in BASELINE_SYSTEMS):
+            rendered[system] = baseline_system(stage.dir("baselines") / system, codec, test, lengths,
+                                               model_config(stage.params, stage.source), staging / system, config.batch_clips,
+                                               stage.device())
         write_json_atomic(staging / SYSTEMS_NAME, rendered)
+        models = [s for s in systems if s in ("siren", "siren_aligned", *BASELINE_SYSTEMS)]
+        model_dirs = {"siren": stage.dir("siren"), "siren_aligned": stage.dir("siren_aligned")}
         record = build_record("generate", {"run": run_cfg, "codec": config, "systems": systems,
-                                           "model": model_config(stage.params, stage.source) if "siren" in systems else None},
+                                           "model": model_config(stage.params, stage.source) if models else None},
                               inputs={"manifest": prepare_dir / MANIFEST_NAME, "codes": tokenize_dir / "codes.npz",
                                       "codec": codec_dir / "model",
-                                      **({"siren": stage.dir("siren")} if "siren" in systems else {})},
-                              device=stage.device().type if "siren" in systems else "cpu")
+                                      **{s: model_dirs.get(s, stage.dir("baselines") / s) for s in models}},
+                              device=stage.device().type if models else "cpu")
         write_provenance(staging, record)
     return out_dir

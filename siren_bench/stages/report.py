@@ -13,7 +13,9 @@ from typing import Callable
 
 from siren_bench.io import atomic_directory, write_json_atomic, write_text_atomic
 from siren_bench.provenance import build_record, write_provenance
-from siren_bench.report import codec_card, dataset_card, listening, scores, siren_card
+from siren_bench.report import (
+    alignment_card, baselines_card, codec_card, dataset_card, listening, scores, siren_card, sweep_card,
+)
 from siren_bench.report.dataset_card import Section
 from siren_bench.stages.common import open_stage
 
@@ -26,7 +28,11 @@ SECTIONS: tuple[tuple[str, str, Callable[[Path, Path], Section]], ...] = (
     ("diagnose", "RVQ diagnostics", codec_card.diagnose_section),
     ("evaluators", "Evaluators", scores.evaluators_section),
     ("siren", "Siren Stage 1", siren_card.siren_section),
+    ("baselines", "Baselines", baselines_card.baselines_section),
+    ("baselines", "Gradient interference", baselines_card.interference_section),
     ("score", "Scores", scores.scores_section),
+    ("siren_aligned", "Anti-causal alignment", alignment_card.alignment_section),
+    ("sweep", "Fidelity-capacity sweep", sweep_card.sweep_section),
     ("generate", "Listen", listening.listening_section),
 )
 

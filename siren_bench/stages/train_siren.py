@@ -90,8 +90,11 @@ class ExpertJobs:
     codec: Codec
 
     def train_expert(self, index: int, device: torch.device):
+        """Train (or resume) expert `index`, logging its codebooks' gradient interference."""
+        from siren_bench.diagnostics.interference import interference_probe
+
         return train_expert(index, self.siren, self.config, self.table, self.train, self.val, self.resume_dir,
-                            self.data_id, device)
+                            self.data_id, device, probe=interference_probe(self.config, self.val or self.train))
 
 
 def expert_jobs(stage) -> ExpertJobs:

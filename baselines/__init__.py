@@ -1,0 +1,1 @@
+"""Baseline text-to-audio generators trained by the pipeline on Siren's tokens and captions."""

@@ -1,0 +1,229 @@
+"""Delay-pattern language model: the AudioGen / MusicGen baseline (REFERENCES.md §3), our own writing.
+
+One decoder-only transformer reads and predicts all K codebooks at once. With plain stacking the
+K codes of a frame would be predicted independently of each other; the "delay" pattern shifts
+codebook q right by q steps, so when step s predicts codebook q (frame s - q) it has already seen
+the codebooks below q of that same frame (they sat at steps s - q .. s - 1). The cost is K - 1
+extra steps, against K x more steps for full flattening.
+
+  delayed step s:     0    1    2    3    4    5
+  codebook 0:        c00  c01  c02  c03   .    .
+  codebook 1:         .   c10  c11  c12  c13   .        ( . = pad, q = 1 shifted by one)
+  codebook 2:         .    .   c20  c21  c22  c23
+
+The input at step s is the sum over codebooks of per-codebook embeddings of the tokens at step
+s - 1 (at s = 0, the sum of the special ids' embeddings: a learned start), plus sinusoidal
+positions. Siren's `TemporalBlock`s (text cross-attention, causal self-attention, SwiGLU) do the
+rest; K linear heads predict the K tokens of step s.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from baselines.base import Generator, NullCaption, guided, masked_mean
+from siren_bench.models.collaborative import SamplingConfig, sample_codes
+from siren_bench.models.siren import KVCache, RMSNorm, SirenConfig, TemporalBlock, Text, sinusoidal_positions
+
+# ---------------------------------------------------------------------------- the delay pattern
+
+
+def delay_pattern(codes: torch.Tensor, pad_token: int) -> torch.Tensor:
+    """codes [B, K, F] -> [B, K, F + K - 1]: codebook q shifted right by q steps, `pad_token` elsewhere."""
+    if codes.dim() != 3:
+        raise ValueError(f"codes must be [B, K, F], got {tuple(codes.shape)}")
+    B, K, n_frames = codes.shape
+    delayed = codes.new_full((B, K, n_frames + K - 1), pad_token)
+    for q in range(K):
+        delayed[:, q, q : q + n_frames] = codes[:, q]
+    return delayed
+
+
+def undelay_pattern(delayed: torch.Tensor) -> torch.Tensor:
+    """[B, K, F + K - 1, ...] -> [B, K, F, ...]: the inverse of `delay_pattern`. Trailing dims
+    ride along, so it also maps per-step logits [B, K, S, V] back to frames [B, K, F, V]."""
+    if delayed.dim() < 3 or delayed.shape[2] < delayed.shape[1]:
+        raise ValueError(f"delayed must be [B, K, F + K - 1, ...] with F >= 1, got {tuple(delayed.shape)}")
+    K = delayed.shape[1]
+    n_frames = delayed.shape[2] - K + 1
+    return torch.stack([delayed[:, q, q : q + n_frames] for q in range(K)], dim=1)
+
+
+def delay_mask(n_codebooks: int, n_frames: int, device: torch.device | str | None = None) -> torch.Tensor:
+    """[K, F + K - 1] bool: True where the delayed grid holds a real code (q <= s < q + F)."""
+    steps = torch.arange(n_frames + n_codebooks - 1, device=device)[None]
+    q = torch.arange(n_codebooks, device=device)[:, None]
+    return (steps >= q) & (steps < q + n_frames)
+
+
+# ---------------------------------------------------------------------------- configuration
+
+
+@dataclass
+class DelayLMConfig:
+    n_codebooks: int = 12  # the harness fills these two from the codec
+    codebook_size: int = 1024
+    text_dim: int = 768
+    dim: int = 128  # tiny CPU defaults; PAPER_SCALE below for the published size
+    n_heads: int = 4
+    n_kv_heads: int = 2
+    layers: int = 4
+    dropout: float = 0.1
+    max_frames: int = 2048
+    norm_eps: float = 1e-5
+    init_std: float = 0.02
+    ffn_multiple: int = 256  # SwiGLU hidden = int(8 dim / 3) rounded up to this multiple, as in Siren
+
+    def block_config(self) -> SirenConfig:
+        """The fields Siren's building blocks read (dim, heads, dropout, text_dim, norms, FFN width)."""
+        return SirenConfig(n_codebooks=self.n_codebooks, codebook_size=self.codebook_size, dim=self.dim,
+                           n_heads=self.n_heads, n_kv_heads=self.n_kv_heads, text_dim=self.text_dim,
+                           dropout=self.dropout, norm_eps=self.norm_eps, init_std=self.init_std,
+                           max_frames=self.max_frames, ffn_multiple=self.ffn_multiple)
+
+
+# AudioGen-medium-like (~1.5 B parameters in the paper): 48 layers of width 1536, 24 heads, full
+# multi-head attention; EnCodec 16 kHz with 4 codebooks x 2048 entries (the harness takes K and V
+# from its own codec). With SwiGLU and 768-d text this writing counts about 1.7 B.
+PAPER_SCALE = dict(dim=1536, n_heads=24, n_kv_heads=24, layers=48, dropout=0.1, n_codebooks=4, codebook_size=2048)
+
+
+def delay_lm_config(paper_scale: bool = False, **fields) -> DelayLMConfig:
+    """A config from `fields`, on top of PAPER_SCALE when `paper_scale`; unknown names are refused."""
+    unknown = set(fields) - set(DelayLMConfig.__dataclass_fields__)
+    if unknown:
+        raise ValueError(f"unknown DelayLMConfig fields: {sorted(unknown)}")
+    return DelayLMConfig(**((PAPER_SCALE if paper_scale else {}) | fields))
+
+
+# ---------------------------------------------------------------------------- the model
+
+
+class DelayPatternLM(Generator):
+    """One causal transformer over the delayed code sequence. It embeds codes with its own
+    per-codebook tables (one extra id, `codebook_size`, for pad and start), so `set_code_table`
+    is the default no-op."""
+
+    def __init__(self, config: DelayLMConfig):
+        super().__init__()
+        self.config = dataclasses.replace(config)  # own copy: models share nothing mutable
+        K, V = config.n_codebooks, config.codebook_size
+        self.special = V  # pad / start id
+        block_config = config.block_config()
+        self.embeddings = nn.ModuleList(nn.Embedding(V + 1, config.dim) for _ in range(K))
+        self.null_caption = NullCaption(config.text_dim, config.init_std)
+        self.blocks = nn.ModuleList(TemporalBlock(block_config, causal=True) for _ in range(config.layers))
+        self.norm = RMSNorm(config.dim, config.norm_eps)
+        self.heads = nn.ModuleList(nn.Linear(config.dim, V, bias=False) for _ in range(K))
+        for module in self.modules():
+            if isinstance(module, (nn.Linear, nn.Embedding)):
+                nn.init.normal_(module.weight, std=config.init_std)
+
+    # ------------------------------------------------------------------ checks
+
+    def _check(self, text: Text, n_frames: int, codes: torch.Tensor | None = None,
+               frame_mask: torch.Tensor | None = None) -> None:
+        c = self.config
+        if codes is not None:
+            if codes.dim() != 3 or codes.shape[1] != c.n_codebooks:
+                raise ValueError(f"codes must be [B, {c.n_codebooks}, F], got {tuple(codes.shape)}")
+            if frame_mask is not None and tuple(frame_mask.shape) != (codes.shape[0], codes.shape[2]):
+                raise ValueError(f"frame_mask must be [{codes.shape[0]}, {codes.shape[2]}], got {tuple(frame_mask.shape)}")
+            real = codes if frame_mask is None else codes.transpose(1, 2)[frame_mask.bool()]  # padding may hold anything
+            if real.numel() and (int(real.min()) < 0 or int(real.max()) >= c.codebook_size):
+                raise ValueError(f"codes must lie in [0, {c.codebook_size}), got [{int(real.min())}, {int(real.max())}]")
+        if not 1 <= n_frames <= c.max_frames:
+            raise ValueError(f"n_frames must be in 1..{c.max_frames}, got {n_frames}")
+        B = text.tokens.shape[0] if codes is None else codes.shape[0]
+        if text.tokens.dim() != 3 or text.tokens.shape[0] != B or text.tokens.shape[2] != c.text_dim \
+                or tuple(text.mask.shape) != tuple(text.tokens.shape[:2]) or tuple(text.pooled.shape) != (B, c.text_dim):
+            raise ValueError(f"text must be tokens [{B}, L, {c.text_dim}], mask [{B}, L], pooled [{B}, {c.text_dim}]; got "
+                             f"{tuple(text.tokens.shape)}, {tuple(text.mask.shape)}, {tuple(text.pooled.shape)}")
+
+    # ------------------------------------------------------------------ teacher-forced forward
+
+    def embed(self, tokens: torch.Tensor) -> torch.Tensor:
+        """tokens [B, K, T] (codes or the special id) -> [B, T, dim], summed over codebooks."""
+        return sum(table(tokens[:, q]) for q, table in enumerate(self.embeddings))
+
+    def logits(self, x: torch.Tensor, text: Text, positions: torch.Tensor, caches: list[KVCache] | None = None) -> torch.Tensor:
+        """Step inputs x [B, T, dim] at `positions` [T] -> per-step logits [B, K, T, V]."""
+        x = x + sinusoidal_positions(positions, self.config.dim).to(x.dtype)
+        for i, block in enumerate(self.blocks):
+            x = block(x, text.tokens, text.mask, cache=None if caches is None else caches[i])
+        x = self.norm(x)
+        return torch.stack([head(x) for head in self.heads], dim=1)
+
+    def forward(self, codes: torch.Tensor, text: Text, drop: torch.Tensor | None = None,
+                frame_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """codes [B, K, F] -> logits [B, K, F, V] in the frame layout: logits[:, q, t] predict
+        codes[:, q, t] from delayed steps before t + q (teacher forcing).
+
+        Under the delay, codebook q of frame t reads the lower codebooks of frames up to
+        t + q - 1, so a clip's last frames read past its end. Frames outside `frame_mask` [B, F]
+        therefore enter as the pad id, as they do when generating exactly that many frames."""
+        self._check(text, codes.shape[-1], codes, frame_mask)
+        text = self.null_caption(text, drop)
+        if frame_mask is not None:
+            codes = codes.masked_fill(~frame_mask.bool()[:, None, :], self.special)
+        delayed = delay_pattern(codes, self.special)  # [B, K, S]
+        start = torch.full_like(delayed[:, :, :1], self.special)
+        inputs = torch.cat([start, delayed[:, :, :-1]], dim=2)  # step s reads step s - 1
+        steps = torch.arange(delayed.shape[2], device=codes.device)
+        return undelay_pattern(self.logits(self.embed(inputs), text, steps))
+
+    def loss(self, codes: torch.Tensor, text: Text, frame_mask: torch.Tensor | None = None,
+             drop: torch.Tensor | None = None, n_frames: float | None = None) -> torch.Tensor:
+        """Cross-entropy over the delayed grid's real positions (the undelayed logits are exactly
+        those) whose frame is valid under `frame_mask`, per codebook and frame; divided by
+        n_frames x K when `n_frames` is given."""
+        logits = self(codes, text, drop, frame_mask)  # [B, K, F, V]
+        targets = codes if frame_mask is None else codes.masked_fill(~frame_mask.bool()[:, None, :], 0)  # weight 0 there
+        per_token = F.cross_entropy(logits.flatten(0, 2).float(), targets.flatten(), reduction="none").view_as(codes)
+        return masked_mean(per_token, frame_mask, n_frames, per_frame=self.config.n_codebooks)
+
+    # ------------------------------------------------------------------ cached sampling
+
+    @torch.no_grad()
+    def generate(self, text: Text, n_frames: int, sampling: SamplingConfig, generator: torch.Generator | None = None,
+                 return_logits: bool = False):
+        """codes [B, K, n_frames] int64 (and, if asked, the conditional logits [B, K, n_frames, V]).
+
+        Steps s = 0 .. n_frames + K - 2, one KV cache per layer; at step s every codebook whose
+        delayed position is real is sampled, the others get the pad id. Guidance != 1 runs the
+        captions and the null caption as one doubled batch and samples from `guided` logits."""
+        self._check(text, n_frames)
+        K, V = self.config.n_codebooks, self.config.codebook_size
+        B = text.tokens.shape[0]
+        use_guidance = sampling.guidance != 1.0
+        cond_text = self.null_caption.doubled(text) if use_guidance else text
+        rows = 2 * B if use_guidance else B
+        device = text.tokens.device
+        valid = delay_mask(K, n_frames, device)  # [K, S]
+        n_steps = valid.shape[1]
+        delayed = torch.full((rows, K, n_steps), self.special, dtype=torch.long, device=device)
+        caches = [KVCache() for _ in self.blocks]
+        previous = torch.full((rows, K, 1), self.special, dtype=torch.long, device=device)  # start
+        step_logits = []
+        for s in range(n_steps):
+            logits = self.logits(self.embed(previous), cond_text, torch.tensor([s], device=device), caches)[:, :, 0]  # [rows, K, V]
+            live = valid[:, s].nonzero()[:, 0]  # codebooks with a real code at this step
+            picked = logits[:, live]  # [rows, k, V]
+            if use_guidance:
+                chosen = sample_codes(guided(picked, sampling.guidance).reshape(-1, V), sampling, generator).view(B, -1)
+                chosen = torch.cat([chosen, chosen])
+            else:
+                chosen = sample_codes(picked.reshape(-1, V), sampling, generator).view(rows, -1)
+            delayed[:, live, s] = chosen
+            previous = delayed[:, :, s : s + 1]
+            if return_logits:
+                step_logits.append(logits[:B])
+        codes = undelay_pattern(delayed[:B])
+        if return_logits:
+            return codes, undelay_pattern(torch.stack(step_logits, dim=2))
+        return codes

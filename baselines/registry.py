@@ -1,0 +1,125 @@
+"""The baselines by name: how each is built from the pipeline's shapes and its config section,
+saved, and loaded back. `eval.systems` names the ones a run trains, renders and scores.
+
+Each entry takes the shape of the data from the pipeline (codebooks, entries, code vector width,
+text width, longest sequence) and its architecture from `baselines.<name>` in params (fields of
+its config dataclass; anything unknown is an error). Training settings (steps, batch, learning
+rate schedule, caption dropout, seed) are `model.*`, shared with Siren so that every system
+gets the same budget on the same tokens and captions.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from baselines.base import Generator
+from siren_bench.io import sha256_file, write_json_atomic
+from siren_bench.weights import CheckpointError
+
+
+@dataclass(frozen=True)
+class BaselineSpec:
+    name: str
+    description: str
+    seed_offset: int  # the model trains with model.seed + this (distinct from Siren's experts' seeds)
+    config_class: Callable[[], type]  # its architecture dataclass (imported lazily)
+    model_class: Callable[[], type]
+
+
+def _shared_lm():
+    from baselines.shared_lm import SharedLM
+
+    return SharedLM
+
+
+def _siren_config():
+    from siren_bench.models.siren import SirenConfig
+
+    return SirenConfig
+
+
+def _delay():
+    from baselines import delay_lm
+
+    return delay_lm
+
+
+def _ar_nar():
+    from baselines import ar_nar
+
+    return ar_nar
+
+
+def _diffusion():
+    from baselines import latent_diffusion
+
+    return latent_diffusion
+
+
+BASELINES: dict[str, BaselineSpec] = {spec.name: spec for spec in (
+    BaselineSpec("shared_lm", "shared LM: one temporal + depth transformer over all codebooks (RQ-Transformer / UniAudio shape)",
+                 100, _siren_config, _shared_lm),
+    BaselineSpec("delay_lm", "delay-pattern LM: one transformer over all codebooks, codebook q delayed q steps (AudioGen / MusicGen)",
+                 200, lambda: _delay().DelayLMConfig, lambda: _delay().DelayPatternLM),
+    BaselineSpec("ar_nar", "AR + NAR LM: autoregressive first codebook, non-autoregressive rest (VALL-E)",
+                 300, lambda: _ar_nar().ArNarConfig, lambda: _ar_nar().ArNarLM),
+    BaselineSpec("latent_diffusion", "latent diffusion: transformer denoiser on the codec's quantized latent, DDIM (AudioLDM / Tango)",
+                 400, lambda: _diffusion().LatentDiffusionConfig, lambda: _diffusion().LatentDiffusion),
+)}
+
+# pipeline shape -> the config fields it fills when a config class has them
+SHAPE_FIELDS = ("n_codebooks", "codebook_size", "code_dim", "latent_dim", "text_dim", "max_frames")
+
+
+def build(name: str, architecture: dict, shape: dict, source: str = "params.yaml") -> tuple[Generator, dict]:
+    """The untrained model and its full config (as saved beside the weights)."""
+    spec = BASELINES[name]
+    config_class = spec.config_class()
+    fields = {f.name for f in dataclasses.fields(config_class)}
+    unknown = sorted(set(architecture) - fields)
+    if unknown:
+        raise ValueError(f"{source}: baselines.{name} has unknown keys {unknown}; {config_class.__name__} takes {sorted(fields)}")
+    values = {k: v for k, v in shape.items() if k in fields} | dict(architecture)
+    config = config_class(**values)
+    return spec.model_class()(config), dataclasses.asdict(config)
+
+
+def save(model: Generator, name: str, config: dict, folder: Path, extra: dict) -> None:
+    folder.mkdir(parents=True)
+    save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, folder / "model.safetensors")
+    write_json_atomic(folder / "config.json", {"name": name, "config": config, **extra})
+
+
+def load(folder: Path) -> tuple[Generator, dict]:
+    """A trained baseline from its folder, every tensor checked against the saved architecture."""
+    info_path, weights = folder / "config.json", folder / "model.safetensors"
+    if not info_path.is_file() or not weights.is_file():
+        raise CheckpointError(f"{folder}: no trained baseline here (config.json and model.safetensors; run train_baselines)")
+    info = json.loads(info_path.read_text())
+    if info.get("name") not in BASELINES:
+        raise CheckpointError(f"{info_path}: unknown baseline {info.get('name')!r}")
+    spec = BASELINES[info["name"]]
+    model = spec.model_class()(spec.config_class()(**info["config"]))
+    try:
+        model.load_state_dict(load_file(weights), strict=True)
+    except (RuntimeError, OSError) as exc:
+        raise CheckpointError(f"{weights}: does not fit {info['name']} as {info_path} describes it: {exc}") from exc
+    return model.eval(), info | {"weights_sha256": sha256_file(weights)}
+
+
+def parameter_count(model: torch.nn.Module, trainable_only: bool = True) -> int:
+    return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
+
+
+def config_key(name: str, architecture: dict, training, data_id: str) -> str:
+    """Names an interrupted run of exactly this model, training config and data (resume files)."""
+    from siren_bench.config import config_hash
+
+    return config_hash({"name": name, "architecture": architecture, "training": training, "data": data_id})[:16]

@@ -1,0 +1,82 @@
+"""Gradient interference: do the codebooks pull a shared trunk in different directions?
+
+The claim behind Siren's isolated experts is that one transformer predicting every RVQ layer
+receives conflicting gradients: the coarse layers' loss wants one thing of the shared weights,
+the fine layers' loss another. Measured here directly: for a fixed probe batch, the gradient
+that each codebook's cross-entropy sends into the trunk (every trainable parameter except the
+output heads, which no two codebooks share), flattened, and the pairwise cosine similarity of
+those gradients. Negative cosines are conflict; near-zero is independence; positive, agreement.
+
+In the shared LM every codebook pair shares the trunk. In Siren only the codebooks of one expert
+do; two codebooks of different experts touch disjoint parameters, so their gradient cosine is 0
+by construction, not by measurement (the report says so rather than computing zeros).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from siren_bench.config import ModelConfig
+from siren_bench.models.siren import SirenExpert, Text
+from siren_bench.models.train import TokenSet, make_batch
+
+
+def codebook_gradient_cosines(model: SirenExpert, codes: torch.Tensor, text: Text, frame_mask: torch.Tensor) -> np.ndarray:
+    """[g, g] float64 cosine similarities of the trunk gradients of the expert's codebooks'
+    losses (g = len(model.group)), in eval mode (no dropout), on one batch."""
+    was_training = model.training
+    model.eval()
+    trunk = [p for name, p in model.named_parameters() if p.requires_grad and not name.startswith("heads.")]
+    try:
+        logits = model(codes, text)  # [B, g, F, V]
+        weight = frame_mask[:, None, :].float()
+        per_token = F.cross_entropy(logits.flatten(0, 2).float(), codes[:, model.group].flatten(), reduction="none")
+        per_codebook = (per_token.view(codes.shape[0], len(model.group), -1) * weight).sum((0, 2)) / weight.sum().clamp_min(1)
+        grads = []
+        for j in range(len(model.group)):
+            g = torch.autograd.grad(per_codebook[j], trunk, retain_graph=j + 1 < len(model.group), allow_unused=True)
+            grads.append(torch.cat([(x if x is not None else torch.zeros_like(p)).flatten() for x, p in zip(g, trunk)]).double())
+    finally:
+        model.train(was_training)
+    matrix = torch.stack(grads)
+    norms = matrix.norm(dim=1).clamp_min(1e-30)
+    return ((matrix @ matrix.T) / (norms[:, None] * norms[None, :])).numpy()
+
+
+def off_diagonal_summary(cosines: np.ndarray) -> dict:
+    """Mean, minimum and share of negative pairwise cosines (upper triangle); None for one codebook."""
+    upper = cosines[np.triu_indices(cosines.shape[0], k=1)]
+    if upper.size == 0:
+        return {"mean": None, "min": None, "negative_share": None, "pairs": 0}
+    return {"mean": float(upper.mean()), "min": float(upper.min()), "negative_share": float((upper < 0).mean()),
+            "pairs": int(upper.size)}
+
+
+@dataclass
+class InterferenceProbe:
+    """A training probe (models/train.Probe): the gradient cosines on a fixed batch, logged as
+    `interference` (the [g, g] matrix as nested lists) every `every` steps."""
+
+    codes: torch.Tensor
+    text: Text
+    frame_mask: torch.Tensor
+    every: int
+
+    def __call__(self, model: torch.nn.Module, step: int) -> dict:
+        device = next(model.parameters()).device
+        cosines = codebook_gradient_cosines(model, self.codes.to(device), self.text.to(device), self.frame_mask.to(device))
+        return {"interference": cosines.round(6).tolist()}
+
+
+def interference_probe(config: ModelConfig, tokens: TokenSet, n_codebooks: int | None = None) -> InterferenceProbe | None:
+    """The fixed probe batch: the first `interference_clips` clips of `tokens` (the val split),
+    their first crop_frames frames, first `n_codebooks` codebooks."""
+    if not config.interference_every:
+        return None
+    rows = np.arange(min(config.interference_clips, len(tokens.codes)))
+    codes, mask, text = make_batch(tokens, rows, np.random.default_rng(0), config.crop_frames)
+    return InterferenceProbe(codes if n_codebooks is None else codes[:, :n_codebooks], text, mask, config.interference_every)

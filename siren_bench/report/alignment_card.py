@@ -1,0 +1,125 @@
+"""Report section for the anti-causal alignment: its training curves, and Siren with and without
+it side by side on every metric of the score table, with paired per-clip differences.
+
+Both rows come from the same captions, seed and sampling settings, so per-clip metrics (KL,
+CLAP cosine, distance to the reference mean) pair clip by clip: the paired bootstrap interval of
+the mean difference says whether alignment moved them, whichever way.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+
+from siren_bench.metrics.bootstrap import paired_difference
+from siren_bench.recipes import get_recipe
+from siren_bench.report import figures
+from siren_bench.report.dataset_card import Section, md_table
+from siren_bench.report.scores import COLUMNS, interval_text
+
+# per-clip columns of score/<system>/per_clip.csv compared pairwise, and which way is better
+PAIRED = (("clap_cosine", "CLAP cosine", "higher"), ("kl", "KL", "lower"),
+          ("fd_sq_distance_to_reference_mean", "squared distance to the reference mean", "lower"))
+CURVES = (("reward_mean", "reward (group mean)"), ("kl", "KL to Stage 1 (k3)"), ("entropy", "entropy (nats / token)"),
+          ("clip_fraction", "clipped ratio share"))
+
+
+def _smooth(values: np.ndarray) -> tuple[np.ndarray, int]:
+    window = max(1, len(values) // 10)
+    return np.convolve(values, np.ones(window) / window, mode="valid"), window
+
+
+def _curves(log: list[dict], path: Path) -> Path:
+    steps = np.array([r["step"] for r in log])
+    fig, axes = plt.subplots(1, len(CURVES), figsize=(3.3 * len(CURVES), 3.0))
+    for ax, (key, label) in zip(axes, CURVES):
+        values = np.array([r[key] for r in log], dtype=np.float64)
+        ax.plot(steps, values, color="tab:blue", alpha=0.3, linewidth=0.8)
+        smooth, window = _smooth(values)
+        ax.plot(steps[window - 1 :], smooth, color="tab:blue", label=f"mean of {window} steps")
+        if key == "reward_mean":
+            spread = np.array([r["reward_std"] for r in log])
+            ax.fill_between(steps, values - spread, values + spread, color="tab:blue", alpha=0.1, linewidth=0)
+        ax.set_title(label, fontsize=9)
+        ax.set_xlabel("step", fontsize=8)
+        ax.tick_params(labelsize=7)
+    axes[0].legend(fontsize=7)
+    fig.suptitle("Anti-causal alignment of the coarse expert", y=1.03)
+    return figures.save(fig, path)
+
+
+def alignment_section(aligned_dir: Path, out: Path) -> Section:
+    info = json.loads((aligned_dir / "aligned.json").read_text())
+    if not info.get("trained"):
+        return Section("alignment", {"trained": False, "reason": info.get("reason")},
+                       f"## Anti-causal alignment\n\nNot run: {info.get('reason')}.\n")
+    log = [json.loads(line) for line in (aligned_dir / "align_log.jsonl").read_text().splitlines()]
+    s, summary, reward = info["settings"], info["summary"], info["reward"]
+    figure = _curves(log, out / "figures" / "alignment_curves.png")
+    terms = []
+    if "audio" in reward:
+        terms.append(f"{reward['audio_weight']} x cosine to the reference clip in `{reward['audio']['embedder']}`'s embedding")
+    if "clap" in reward:
+        terms.append(f"{reward['clap_weight']} x text-audio cosine in `{reward['clap']['embedder']}`")
+    results = {"trained": True, "expert": info["expert"], "settings": s, "reward": reward, "summary": summary}
+    markdown = f"""## Anti-causal alignment
+
+Expert {info['expert']} (codebooks {info['codebooks']}) tuned for {s['steps']} steps on the {info['n_captions']}
+train captions, the other experts, the codec and the reward models frozen: {s['captions_per_step']} captions x
+{s['group_size']} rollouts of {s['n_frames']} frames per step ({summary['rollouts']} rollouts in all), reward =
+{' + '.join(terms)} (recipe `{reward['recipe']}`), group-relative advantages{' / group std' if s['normalise_std'] else ''},
+PPO clip {s['clip_eps']}, KL coefficient {s['kl_coef']}, learning rate {s['learning_rate']}, seed {s['seed']}
+({info['seconds']} s on {info['device']}). The paper's own recipe is not public: docs/alignment.md lists
+each choice and the config key that changes it. Mean reward over the first / last {summary['window_steps']} steps:
+{summary['first_reward_mean']:.4f} / {summary['last_reward_mean']:.4f} (each step draws other captions, so single
+steps are noisy); KL to Stage 1 over the last steps: {summary['last_kl']:.4f}.
+
+![alignment curves](figures/alignment_curves.png)
+"""
+    score_dir = aligned_dir.parent / "score"
+    if not (score_dir / "siren_aligned" / "results.json").is_file() or not (score_dir / "siren" / "results.json").is_file():
+        return Section("alignment", results, markdown + "\nNo scores for `siren` and `siren_aligned` yet (score stage).\n", [figure])
+    side, paired = _side_by_side(score_dir)
+    results |= {"side_by_side": side, "paired": paired}
+    header = ["metric", "siren (Stage 1)", "siren_aligned", "better"]
+    rows = [[label, side[m]["siren"], side[m]["siren_aligned"], "lower" if m not in ("is", "clap") else "higher"]
+            for m, label in COLUMNS if m in side]
+    paired_rows = [[label, f"{p['value']:+.4g} [{p['ci_low']:+.4g}, {p['ci_high']:+.4g}]", f"{p['p_value']:.3f}", better, p["n"]]
+                   for column, label, better in PAIRED if (p := paired.get(column))]
+    markdown += f"""
+Siren with and without alignment on the test captions (same seed and sampling; 95 % bootstrap intervals from the
+score stage):
+
+{md_table(header, rows)}
+
+Paired per-clip differences, aligned minus Stage 1 (mean, 95 % paired bootstrap interval, two-sided bootstrap p):
+
+{md_table(["per-clip measure", "aligned - Stage 1", "p", "better", "clips"], paired_rows)}
+
+With the smoke recipe the reward's audio embedding is the tagger that FAD, FD and KAD are computed in, so
+gains there are partly the reward being optimised; the CLAP row is held out from the reward unless
+`align.clap_weight` is set.
+"""
+    return Section("alignment", results, markdown, [figure])
+
+
+def _side_by_side(score_dir: Path) -> tuple[dict, dict]:
+    full = {name: json.loads((score_dir / name / "results.json").read_text()) for name in ("siren", "siren_aligned")}
+    side = {}
+    for metric, _ in COLUMNS:
+        if all(metric in f["metrics"] for f in full.values()):
+            side[metric] = {name: interval_text(f["metrics"][metric]) for name, f in full.items()}
+    recipe = get_recipe(full["siren"]["recipe"]["id"])
+    per_clip = {name: pd.read_csv(score_dir / name / "per_clip.csv").set_index("clip_id").sort_index() for name in full}
+    if list(per_clip["siren"].index) != list(per_clip["siren_aligned"].index):
+        raise ValueError(f"{score_dir}: siren and siren_aligned were scored on different clips")
+    paired = {}
+    for column, _, _ in PAIRED:
+        if all(column in frame for frame in per_clip.values()):
+            paired[column] = paired_difference(per_clip["siren_aligned"][column].to_numpy(), per_clip["siren"][column].to_numpy(),
+                                               recipe.n_boot, recipe.bootstrap_seed)
+    return side, paired

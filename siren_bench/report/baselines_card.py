@@ -1,0 +1,111 @@
+"""Report sections for the baselines: their training, and gradient interference in the shared LM
+against Siren's isolated experts (diagnostics/interference.py says what is measured)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+
+from siren_bench.diagnostics.interference import off_diagonal_summary
+from siren_bench.report import figures
+from siren_bench.report.dataset_card import Section, md_table
+
+
+def _read_log(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def baselines_section(baselines_dir: Path, out: Path) -> Section:
+    summary = json.loads((baselines_dir / "baselines.json").read_text())
+    if not summary["trained"]:
+        return Section("baselines", summary, f"## Baselines\n\nNone trained in this run: {summary['reason']}.\n")
+    fig, ax = plt.subplots(figsize=(6.5, 3.6))
+    rows = []
+    for name, facts in summary["models"].items():
+        log = _read_log(baselines_dir / name / "train_log.jsonl")
+        steps, losses = np.array([r["step"] for r in log]), np.array([r["loss"] for r in log])
+        window = max(1, len(log) // 20)
+        ax.plot(steps[window - 1 :], np.convolve(losses, np.ones(window) / window, mode="valid"), label=name)
+        rows.append([name, f"{facts['parameters']:,}", facts["steps"], f"{facts['final_train_loss']:.3f}",
+                     "-" if facts["final_val_loss"] is None else f"{facts['final_val_loss']:.3f}", facts["output"]])
+    ax.set_xlabel("step")
+    ax.set_ylabel("training loss")
+    ax.set_yscale("log")
+    ax.set_title("Baselines: training loss (cross-entropy; diffusion: v-MSE)")
+    ax.legend(fontsize=7)
+    figures.save(fig, out / "figures" / "baselines_training.png")
+    descriptions = "\n".join(f"- `{n}`: {f['description']} (seed {f['seed']})" for n, f in summary["models"].items())
+    markdown = f"""## Baselines
+
+Trained by `train_baselines` on Siren's tokens, captions and text encoder with Siren's training settings
+(`model.*`); generated with the same seed and sampling. Losses are not comparable across model kinds
+(per-token cross-entropy for the LMs, the v-prediction MSE for diffusion).
+
+{md_table(["baseline", "trainable parameters", "steps", "final train loss", "final val loss", "generates"], rows)}
+
+{descriptions}
+
+![baselines training](figures/baselines_training.png)
+"""
+    return Section("baselines", summary, markdown)
+
+
+def interference_section(baselines_dir: Path, out: Path) -> Section:
+    shared_log = baselines_dir / "shared_lm" / "train_log.jsonl"
+    siren_log = baselines_dir.parent / "siren" / "train_log.jsonl"
+    if not shared_log.is_file() or not siren_log.is_file():
+        return Section("interference", {"measured": False},
+                       "## Gradient interference\n\nNeeds both the shared LM (`shared_lm` in eval.systems) and Siren trained.\n")
+    shared = [r for r in _read_log(shared_log) if "interference" in r]
+    siren = [r for r in _read_log(siren_log) if "interference" in r]
+    if not shared:
+        return Section("interference", {"measured": False}, "## Gradient interference\n\nNot measured (model.interference_every = 0).\n")
+    experts = sorted({r["expert"] for r in siren})
+    series = {"shared_lm": [(r["step"], off_diagonal_summary(np.array(r["interference"]))) for r in shared]}
+    for e in experts:
+        series[f"siren expert {e}"] = [(r["step"], off_diagonal_summary(np.array(r["interference"]))) for r in siren if r["expert"] == e]
+    last = np.array(shared[-1]["interference"])
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 3.8), gridspec_kw={"width_ratios": [1.6, 1]})
+    for name, points in series.items():
+        if points and points[0][1]["pairs"]:
+            left.plot([s for s, _ in points], [p["mean"] for _, p in points], marker="o", label=name,
+                      linewidth=2.2 if name == "shared_lm" else 1.0)
+    left.axhline(0, color="grey", linewidth=0.8)
+    left.set_xlabel("training step")
+    left.set_ylabel("mean pairwise gradient cosine")
+    left.set_title("Codebook gradients into the shared trunk")
+    left.legend(fontsize=7)
+    image = right.imshow(last, vmin=-1, vmax=1, cmap="coolwarm")
+    right.set_title(f"shared_lm, step {shared[-1]['step']}: cosine per codebook pair", fontsize=9)
+    right.set_xlabel("codebook")
+    right.set_ylabel("codebook")
+    fig.colorbar(image, ax=right, fraction=0.046)
+    figures.save(fig, out / "figures" / "gradient_interference.png")
+
+    rows = []
+    for name, points in series.items():
+        first, final = points[0][1], points[-1][1]
+        if not final["pairs"]:
+            continue
+        rows.append([name, final["pairs"], f"{first['mean']:+.3f}", f"{final['mean']:+.3f}", f"{final['min']:+.3f}",
+                     f"{final['negative_share']:.2f}"])
+    results = {"measured": True, "series": {n: [{"step": s, **p} for s, p in pts] for n, pts in series.items()},
+               "shared_lm_final_matrix": last.tolist()}
+    markdown = f"""## Gradient interference
+
+For a fixed batch of {len(shared[-1]['interference'])}-codebook val clips, the gradient each codebook's loss sends into the
+parameters it shares with other codebooks (everything but the output heads), compared pairwise by cosine
+similarity (`siren_bench/diagnostics/interference.py`). In the shared LM all {last.shape[0]} codebooks share one trunk;
+in Siren only the codebooks of one expert do, and codebooks of different experts share no parameter, so their
+cosine is 0 by construction. Negative values mean one codebook's loss pushes the shared weights against
+another's.
+
+{md_table(["model", "codebook pairs", "mean cosine, first probe", "mean cosine, last probe", "min, last", "share negative, last"], rows)}
+
+![gradient interference](figures/gradient_interference.png)
+"""
+    return Section("interference", results, markdown)

@@ -1,0 +1,81 @@
+"""Report section for the fidelity-capacity sweep: generation quality of Siren and the shared LM,
+and the codec's own resynthesis, at each RVQ depth, next to reconstruction fidelity."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+
+from siren_bench.report import figures
+from siren_bench.report.dataset_card import Section, md_table
+from siren_bench.report.scores import interval_text
+
+SERIES = ("codec_resynthesis", "siren", "shared_lm")
+PANELS = (("fad", "FAD (lower is better)"), ("clap", "CLAP cosine (higher is better)"))
+
+
+def _points(sweep: dict, score_dir: Path) -> dict[str, dict[int, dict]]:
+    """system -> depth -> metrics, the sweep's depths plus the main run's full depth."""
+    points = {name: {int(d): entry["metrics"] for d, entry in sweep["systems"].get(name, {}).items()} for name in SERIES}
+    summary_path = score_dir / "summary.json"
+    if summary_path.is_file():
+        main = json.loads(summary_path.read_text())["systems"]
+        for name in SERIES:
+            if name in main and points[name]:
+                points[name][sweep["full_depth"]] = main[name]["metrics"]
+    return {name: dict(sorted(p.items())) for name, p in points.items() if p}
+
+
+def sweep_section(sweep_dir: Path, out: Path) -> Section:
+    sweep = json.loads((sweep_dir / "sweep.json").read_text())
+    if not sweep["depths"]:
+        return Section("sweep", sweep, f"## Fidelity-capacity sweep\n\nNot run: {sweep['reason']}.\n")
+    points = _points(sweep, sweep_dir.parent / "score")
+    panels = [(m, label) for m, label in PANELS if any(m in metrics for p in points.values() for metrics in p.values())]
+    fidelity_path = sweep_dir.parent / "diagnose" / "fidelity.json"
+    fidelity = json.loads(fidelity_path.read_text()) if fidelity_path.is_file() else None
+    n_panels = len(panels) + (1 if fidelity else 0)
+    fig, axes = plt.subplots(1, n_panels, figsize=(4.2 * n_panels, 3.4), squeeze=False)
+    for ax, (metric, label) in zip(axes[0], panels):
+        for name, by_depth in points.items():
+            depths = [d for d, m in by_depth.items() if metric in m]
+            values = [by_depth[d][metric] for d in depths]
+            ax.errorbar(depths, [v["value"] for v in values], marker="o", capsize=3, label=name,
+                        yerr=[[v["value"] - v["ci_low"] for v in values], [v["ci_high"] - v["value"] for v in values]])
+        ax.set_xlabel("codebooks (RVQ depth)")
+        ax.set_title(label, fontsize=9)
+        ax.set_xticks(sorted({d for p in points.values() for d in p}))
+    axes[0][0].legend(fontsize=7)
+    if fidelity:
+        ax = axes[0][-1]
+        distance = fidelity["metrics"]["mel_distance"]
+        ax.plot(fidelity["codebooks"], [r["mean"] for r in distance], marker="o", color="tab:grey")
+        ax.set_xlabel("codebooks (RVQ depth)")
+        ax.set_title("codec reconstruction: mel distance (diagnose)", fontsize=9)
+    fig.suptitle("Fidelity-capacity sweep", y=1.03)
+    figures.save(fig, out / "figures" / "depth_sweep.png")
+
+    metrics = [m for m, _ in panels]
+    rows = []
+    for name, by_depth in points.items():
+        for depth, m in by_depth.items():
+            val = sweep["systems"].get(name, {}).get(str(depth), {}).get("val_loss")
+            rows.append([name, depth, *(interval_text(m[k]) if k in m else "" for k in metrics),
+                         "-" if val is None else f"{val:.3f}", "main run" if depth == sweep["full_depth"] else "sweep"])
+    results = {"depths": sweep["depths"], "full_depth": sweep["full_depth"], "recipe": sweep["recipe"],
+               "points": {n: {str(d): {k: m[k] for k in metrics if k in m} for d, m in p.items()} for n, p in points.items()}}
+    markdown = f"""## Fidelity-capacity sweep
+
+Siren and the shared LM retrained from scratch on the first d codebooks (d = {', '.join(map(str, sweep['depths']))}) with the main
+run's settings, generating the test captions; the codec's resynthesis from the test clips' first d codebooks is
+the ceiling at each depth. The {sweep['full_depth']}-codebook points are the main run's rows. Recipe `{sweep['recipe']}`, 95 %
+bootstrap intervals. With two codebooks per expert, Siren at depth 2 is a single expert over both codebooks,
+the same architecture as the shared LM at depth 2 (another seed): their gap there is seed noise.
+
+{md_table(["system", "depth", *[label.split(' (')[0] for _, label in panels], "val loss", "from"], rows)}
+
+![depth sweep](figures/depth_sweep.png)
+"""
+    return Section("sweep", results, markdown)

@@ -1,0 +1,97 @@
+"""Stage `train_baselines`: the comparison systems of baselines/, trained on Siren's data.
+
+Every baseline listed in eval.systems (shared_lm, delay_lm, ar_nar, latent_diffusion) trains on
+exactly the tokens, captions, text encoder and training settings (model.*) that Siren's experts
+train on, each with its own seed (model.seed + the registry's offset), resumably. The shared LM
+also logs gradient interference (diagnostics/interference.py) on the same fixed val batch as
+Siren's experts, so the report can set the two side by side.
+
+Output (artifacts/<profile>/baselines/): <name>/model.safetensors + config.json (architecture,
+parameter count, losses) and <name>/train_log.jsonl per baseline, baselines.json (what was
+trained) and provenance.json.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import torch
+
+from baselines import registry
+from siren_bench.config import BASELINE_SYSTEMS, baselines_config, eval_config
+from siren_bench.diagnostics.interference import interference_probe
+from siren_bench.io import atomic_directory, write_json_atomic, write_text_atomic
+from siren_bench.models.train import clear_resume_state, train_model
+from siren_bench.provenance import build_record, write_provenance
+from siren_bench.stages.common import open_stage
+from siren_bench.stages.train_siren import ExpertJobs, expert_jobs
+
+SUMMARY_NAME = "baselines.json"
+
+
+def shape_of(jobs: ExpertJobs) -> dict:
+    s = jobs.siren
+    return {"n_codebooks": s.n_codebooks, "codebook_size": s.codebook_size, "code_dim": s.code_dim, "latent_dim": s.code_dim,
+            "text_dim": s.text_dim, "max_frames": s.max_frames}
+
+
+def architecture(name: str, jobs: ExpertJobs, overrides: dict) -> dict:
+    """shared_lm starts from the sizes of one Siren expert; the others from their own defaults."""
+    if name != "shared_lm":
+        return dict(overrides)
+    return {k: v for k, v in dataclasses.asdict(jobs.siren).items() if k not in ("groups", "codebooks_per_expert")} | dict(overrides)
+
+
+def train_baseline(name: str, jobs: ExpertJobs, overrides: dict, device: torch.device, source: str):
+    """(model, its config, log, resumed_from, resume state path) for one baseline."""
+    config, spec = jobs.config, registry.BASELINES[name]
+    torch.manual_seed(config.seed + spec.seed_offset)
+    model, arch = registry.build(name, architecture(name, jobs, overrides), shape_of(jobs), source)
+    model.set_code_table(jobs.table)
+    if hasattr(model, "fit_normaliser"):  # latent diffusion: per-channel latent statistics of the train clips
+        model.fit_normaliser(jobs.train.codes)
+    probe = interference_probe(config, jobs.val or jobs.train) if name == "shared_lm" else None
+    key = registry.config_key(name, arch, config, jobs.data_id)
+    state_file = jobs.resume_dir / f"baseline-{name}-{key}.pt"
+    log, start = train_model(model, name, config, jobs.train, jobs.val, state_file, device,
+                             [config.seed, spec.seed_offset, 0xBA5E], probe=probe)
+    return model, arch, log, start, state_file
+
+
+def run(params_path: str | Path = "params.yaml") -> Path:
+    stage = open_stage(params_path)
+    names = [s for s in eval_config(stage.params, stage.source).systems if s in BASELINE_SYSTEMS]
+    overrides = baselines_config(stage.params, stage.source)
+    out_dir = stage.dir("baselines")
+    if not names:
+        with atomic_directory(out_dir) as staging:
+            write_json_atomic(staging / SUMMARY_NAME, {"trained": [], "reason": "eval.systems lists no baseline"})
+            write_provenance(staging, build_record("train_baselines", {"run": stage.run}, device="cpu"))
+        return out_dir
+    jobs = expert_jobs(stage)
+    device = stage.device()
+    finished, summary = [], {"trained": names, "models": {}}
+    with atomic_directory(out_dir) as staging:
+        for name in names:
+            model, arch, log, start, state_file = train_baseline(name, jobs, getattr(overrides, name), device, stage.source)
+            vals = [r["val_loss"] for r in log if "val_loss" in r]
+            facts = {"description": registry.BASELINES[name].description, "parameters": registry.parameter_count(model),
+                     "steps": len(log), "final_train_loss": log[-1]["loss"], "final_val_loss": vals[-1] if vals else None,
+                     "resumed_from_step": start, "seed": jobs.config.seed + registry.BASELINES[name].seed_offset,
+                     "output": model.output, "codec": jobs.codec.info.as_dict(),
+                     "text_encoder": {"kind": jobs.config.text_encoder, **jobs.encoder.identity()}}
+            registry.save(model, name, arch, staging / name, facts)
+            write_text_atomic(staging / name / "train_log.jsonl", "".join(json.dumps(row) + "\n" for row in log))
+            summary["models"][name] = {k: v for k, v in facts.items() if k not in ("codec", "text_encoder")}
+            finished.append(state_file)
+        write_json_atomic(staging / SUMMARY_NAME, summary)
+        write_provenance(staging, build_record(
+            "train_baselines", {"run": stage.run, "model": jobs.config, "baselines": overrides},
+            inputs={"codes": stage.dir("tokenize") / "codes.npz", "codec": stage.dir("codec") / "model"},
+            seeds={f"{n} (model.seed + offset)": jobs.config.seed + registry.BASELINES[n].seed_offset for n in names},
+            device=device.type))
+    for path in finished:
+        clear_resume_state(path)
+    return out_dir
