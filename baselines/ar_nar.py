@@ -30,28 +30,17 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from baselines.base import Generator, NullCaption, guided, masked_mean
+from baselines.base import BlockShape, Generator, NullCaption, guided, masked_mean
 from siren_bench.models.collaborative import SamplingConfig, sample_codes
-from siren_bench.models.siren import KVCache, RMSNorm, SirenConfig, TemporalBlock, Text, sinusoidal_positions
+from siren_bench.models.siren import KVCache, RMSNorm, TemporalBlock, Text, sinusoidal_positions
 
 NAR_SAMPLING = ("greedy", "sample")
 
 
 @dataclass
-class ArNarConfig:
-    n_codebooks: int = 12
-    codebook_size: int = 1024
-    text_dim: int = 768
-    dim: int = 128
-    n_heads: int = 4
-    n_kv_heads: int = 2
+class ArNarConfig(BlockShape):
     ar_layers: int = 3
     nar_layers: int = 3
-    dropout: float = 0.1
-    max_frames: int = 2048
-    norm_eps: float = 1e-5
-    init_std: float = 0.02
-    ffn_multiple: int = 256  # SwiGLU hidden = int(8 dim / 3) rounded up to this multiple (as Siren)
     nar_sampling: str = "greedy"  # "greedy": argmax per NAR pass (VALL-E); "sample": use the SamplingConfig
 
     def __post_init__(self):
@@ -59,12 +48,6 @@ class ArNarConfig:
             raise ValueError(f"an AR + NAR model needs n_codebooks >= 2, got {self.n_codebooks}")
         if self.nar_sampling not in NAR_SAMPLING:
             raise ValueError(f"nar_sampling must be one of {NAR_SAMPLING}, got {self.nar_sampling!r}")
-
-    def block_config(self) -> SirenConfig:
-        """The fields Siren's Attention / TemporalBlock read, so the blocks are reused unchanged."""
-        return SirenConfig(dim=self.dim, n_heads=self.n_heads, n_kv_heads=self.n_kv_heads, text_dim=self.text_dim,
-                           dropout=self.dropout, norm_eps=self.norm_eps, init_std=self.init_std,
-                           max_frames=self.max_frames, ffn_multiple=self.ffn_multiple)
 
 
 # VALL-E's published sizes: AR and NAR each 12 layers, 16 heads, width 1024 (FFN 4096), dropout 0.1.
@@ -158,7 +141,7 @@ class ArNarLM(Generator):
     # ------------------------------------------------------------------ checks
 
     def _check(self, codes: torch.Tensor, text: Text) -> None:
-        K, V, T = self.config.n_codebooks, self.config.codebook_size, self.config.max_frames
+        K, T = self.config.n_codebooks, self.config.max_frames
         if codes.dim() != 3 or codes.shape[1] != K or not 1 <= codes.shape[2] <= T:
             raise ValueError(f"codes must be [B, {K}, 1..{T}], got {tuple(codes.shape)}")
         if codes.dtype.is_floating_point or codes.dtype == torch.bool:

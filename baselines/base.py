@@ -20,13 +20,40 @@ Models share nothing mutable: each builds its own modules from its own config.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from dataclasses import dataclass
 
 import torch
 from torch import nn
-from torch.nn import functional as F
 
 from siren_bench.models.collaborative import SamplingConfig
-from siren_bench.models.siren import Text
+from siren_bench.models.siren import SirenConfig, Text, drop_captions
+
+
+@dataclass
+class BlockShape:
+    """What every baseline's transformer shares: the data's shape (the harness fills the codebooks,
+    entries, text width and longest sequence from the pipeline) and the width of Siren's blocks,
+    which the baselines reuse unchanged. Tiny CPU sizes by default; each model's PAPER_SCALE has
+    the published ones."""
+
+    n_codebooks: int = 12
+    codebook_size: int = 1024
+    text_dim: int = 768
+    dim: int = 128
+    n_heads: int = 4
+    n_kv_heads: int = 2
+    dropout: float = 0.1
+    max_frames: int = 2048
+    norm_eps: float = 1e-5
+    init_std: float = 0.02
+    ffn_multiple: int = 256  # SwiGLU hidden = int(8 dim / 3) rounded up to this multiple, as in Siren
+
+    def block_config(self) -> SirenConfig:
+        """The fields Siren's Attention / TemporalBlock / SwiGLU read."""
+        return SirenConfig(n_codebooks=self.n_codebooks, codebook_size=self.codebook_size, dim=self.dim,
+                           n_heads=self.n_heads, n_kv_heads=self.n_kv_heads, text_dim=self.text_dim,
+                           dropout=self.dropout, norm_eps=self.norm_eps, init_std=self.init_std,
+                           max_frames=self.max_frames, ffn_multiple=self.ffn_multiple)
 
 
 class Generator(nn.Module, ABC):
@@ -53,15 +80,7 @@ class NullCaption(nn.Module):
         self.pooled = nn.Parameter(torch.randn(text_dim) * init_std)
 
     def forward(self, text: Text, drop: torch.Tensor | None) -> Text:
-        if drop is None or not bool(drop.any()):
-            return text
-        B, L, _ = text.tokens.shape
-        null_tokens = F.pad(self.tokens, (0, 0, 0, L - 1))[None].expand(B, L, -1)
-        null_mask = torch.zeros(B, L, dtype=torch.bool, device=text.mask.device)
-        null_mask[:, 0] = True
-        d = drop[:, None]
-        return Text(torch.where(d[..., None], null_tokens, text.tokens), torch.where(d, null_mask, text.mask.bool()),
-                    torch.where(d, self.pooled[None], text.pooled))
+        return drop_captions(text, drop, self.tokens, self.pooled)
 
     def doubled(self, text: Text) -> Text:
         """Rows 0..B-1 the captions, rows B..2B-1 the null caption: one batch for guidance."""

@@ -26,9 +26,9 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from baselines.base import Generator, NullCaption, guided, masked_mean
+from baselines.base import BlockShape, Generator, NullCaption, guided, masked_mean
 from siren_bench.models.collaborative import SamplingConfig, sample_codes
-from siren_bench.models.siren import KVCache, RMSNorm, SirenConfig, TemporalBlock, Text, sinusoidal_positions
+from siren_bench.models.siren import KVCache, RMSNorm, TemporalBlock, Text, sinusoidal_positions
 
 # ---------------------------------------------------------------------------- the delay pattern
 
@@ -65,26 +65,8 @@ def delay_mask(n_codebooks: int, n_frames: int, device: torch.device | str | Non
 
 
 @dataclass
-class DelayLMConfig:
-    n_codebooks: int = 12  # the harness fills these two from the codec
-    codebook_size: int = 1024
-    text_dim: int = 768
-    dim: int = 128  # tiny CPU defaults; PAPER_SCALE below for the published size
-    n_heads: int = 4
-    n_kv_heads: int = 2
+class DelayLMConfig(BlockShape):
     layers: int = 4
-    dropout: float = 0.1
-    max_frames: int = 2048
-    norm_eps: float = 1e-5
-    init_std: float = 0.02
-    ffn_multiple: int = 256  # SwiGLU hidden = int(8 dim / 3) rounded up to this multiple, as in Siren
-
-    def block_config(self) -> SirenConfig:
-        """The fields Siren's building blocks read (dim, heads, dropout, text_dim, norms, FFN width)."""
-        return SirenConfig(n_codebooks=self.n_codebooks, codebook_size=self.codebook_size, dim=self.dim,
-                           n_heads=self.n_heads, n_kv_heads=self.n_kv_heads, text_dim=self.text_dim,
-                           dropout=self.dropout, norm_eps=self.norm_eps, init_std=self.init_std,
-                           max_frames=self.max_frames, ffn_multiple=self.ffn_multiple)
 
 
 # AudioGen-medium-like (~1.5 B parameters in the paper): 48 layers of width 1536, 24 heads, full

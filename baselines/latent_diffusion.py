@@ -30,7 +30,7 @@ from typing import Callable, Iterable
 import torch
 from torch import nn
 
-from baselines.base import Generator, NullCaption, guided, masked_mean
+from baselines.base import BlockShape, Generator, NullCaption, guided, masked_mean
 from siren_bench.models.collaborative import SamplingConfig
 from siren_bench.models.siren import RMSNorm, SirenConfig, TemporalBlock, Text, sinusoidal_positions
 
@@ -39,19 +39,9 @@ SCHEDULES = ("cosine", "linear")
 
 
 @dataclass
-class LatentDiffusionConfig:
+class LatentDiffusionConfig(BlockShape):
     latent_dim: int = 1024  # D, the codec's latent width (DAC 16 kHz: 1024)
-    n_codebooks: int = 12
-    codebook_size: int = 1024
-    text_dim: int = 768
-    dim: int = 128
-    n_heads: int = 4
-    n_kv_heads: int = 2
     layers: int = 4
-    dropout: float = 0.1
-    max_frames: int = 2048
-    norm_eps: float = 1e-5
-    init_std: float = 0.02
     train_timesteps: int = 1000
     schedule: str = "cosine"  # "cosine" (Nichol & Dhariwal) or "linear" (DDPM)
     prediction: str = "v"  # "v" or "epsilon"; see NoiseSchedule.split on why v is the default
@@ -67,12 +57,6 @@ class LatentDiffusionConfig:
             raise ValueError(f"sampling_steps must be in 1..train_timesteps={self.train_timesteps}, got {self.sampling_steps}")
         if self.eta < 0:
             raise ValueError(f"eta must be >= 0, got {self.eta}")
-
-    def blocks(self) -> SirenConfig:
-        """The fields Siren's blocks read (Attention, TemporalBlock, SwiGLU)."""
-        return SirenConfig(n_codebooks=self.n_codebooks, codebook_size=self.codebook_size, code_dim=self.latent_dim,
-                           dim=self.dim, n_heads=self.n_heads, n_kv_heads=self.n_kv_heads, text_dim=self.text_dim,
-                           dropout=self.dropout, norm_eps=self.norm_eps, init_std=self.init_std, max_frames=self.max_frames)
 
 
 # Tango's sampler settings (200 steps, guidance 3: REFERENCES.md §3); width and depth are our choice (~0.4 B parameters at D 1024, text 768).
@@ -202,7 +186,7 @@ class Denoiser(nn.Module):
     def __init__(self, config: LatentDiffusionConfig):
         super().__init__()
         self.config = config
-        blocks = config.blocks()
+        blocks = config.block_config()
         self.input = nn.Linear(config.latent_dim, config.dim)
         self.time_mlp = nn.Sequential(nn.Linear(config.dim, config.dim), nn.SiLU(), nn.Linear(config.dim, config.dim))
         self.text_pool = nn.Linear(config.text_dim, config.dim, bias=False)

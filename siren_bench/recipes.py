@@ -15,7 +15,7 @@ published versions are never edited in place: a change is a new version.
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from siren_bench.io import sha256_json
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from torch.nn import functional as F
 
 from siren_bench.models.siren import SirenConfig, SirenExpert, Text
 

@@ -205,6 +205,20 @@ class Text:
         return Text(self.tokens[index], self.mask[index], self.pooled[index])
 
 
+def drop_captions(text: Text, drop: torch.Tensor | None, null_tokens: torch.Tensor, null_pooled: torch.Tensor) -> Text:
+    """Rows where `drop` is True get the null caption: one learned token [1, text_dim] (the rest
+    masked out) and a learned pooled vector [text_dim]; classifier-free guidance's unconditional."""
+    if drop is None or not bool(drop.any()):
+        return text
+    B, L, _ = text.tokens.shape
+    tokens = F.pad(null_tokens, (0, 0, 0, L - 1))[None].expand(B, L, -1)
+    mask = torch.zeros(B, L, dtype=torch.bool, device=text.mask.device)
+    mask[:, 0] = True
+    d = drop[:, None]
+    return Text(torch.where(d[..., None], tokens, text.tokens), torch.where(d, mask, text.mask.bool()),
+                torch.where(d, null_pooled[None], text.pooled))
+
+
 class SirenExpert(nn.Module):
     def __init__(self, config: SirenConfig, group: list[int]):
         super().__init__()
@@ -245,15 +259,7 @@ class SirenExpert(nn.Module):
 
     def condition(self, text: Text, drop: torch.Tensor | None) -> Text:
         """Replace the captions of rows where `drop` is True by the learned null caption."""
-        if drop is None or not bool(drop.any()):
-            return text
-        B, L, _ = text.tokens.shape
-        null_tokens = F.pad(self.null_tokens, (0, 0, 0, L - 1))[None].expand(B, L, -1)
-        null_mask = torch.zeros(B, L, dtype=torch.bool, device=text.mask.device)
-        null_mask[:, 0] = True
-        d = drop[:, None]
-        return Text(torch.where(d[..., None], null_tokens, text.tokens), torch.where(d, null_mask, text.mask.bool()),
-                    torch.where(d, self.null_pooled[None], text.pooled))
+        return drop_captions(text, drop, self.null_tokens, self.null_pooled)
 
     # ------------------------------------------------------------------ teacher-forced forward
 
