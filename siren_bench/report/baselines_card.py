@@ -34,15 +34,16 @@ def baselines_section(baselines_dir: Path, out: Path) -> Section:
     ax.set_xlabel("step")
     ax.set_ylabel("training loss")
     ax.set_yscale("log")
-    ax.set_title("Baselines: training loss (cross-entropy; diffusion: v-MSE)")
+    ax.set_title("Baselines: training loss (its own objective each)")
     ax.legend(fontsize=7)
     figures.save(fig, out / "figures" / "baselines_training.png")
     descriptions = "\n".join(f"- `{n}`: {f['description']} (seed {f['seed']})" for n, f in summary["models"].items())
     markdown = f"""## Baselines
 
 Trained by `train_baselines` on Siren's tokens, captions and text encoder with Siren's training settings
-(`model.*`); generated with the same seed and sampling. Losses are not comparable across model kinds
-(per-token cross-entropy for the LMs, the v-prediction MSE for diffusion).
+(`model.*`); generated with the same seed and sampling. Losses are not comparable across model kinds:
+per-token cross-entropy for shared_lm and delay_lm, the sum of the AR and the NAR cross-entropies for
+ar_nar, the denoising MSE (of the configured v- or epsilon-prediction) for latent_diffusion.
 
 {md_table(["baseline", "trainable parameters", "steps", "final train loss", "final val loss", "generates"], rows)}
 
