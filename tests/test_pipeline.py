@@ -74,8 +74,12 @@ def test_ci_profile_runs_then_repro_does_no_work(repo):
     assert all(-1 <= p["mean"] <= 1 for p in interference["shared_lm"]) and interference["siren expert 0"][0]["pairs"] == 1
     sweep = results["sweep"]["points"]
     assert set(sweep) == {"codec_resynthesis", "siren", "shared_lm"} and all(set(p) == {"2", "4", "8"} for p in sweep.values())
-    for heading in ("## Baselines", "## Gradient interference", "## Fidelity-capacity sweep", "![depth sweep]"):
+    for heading in ("## Baselines", "## Gradient interference", "## Fidelity-capacity sweep", "![depth sweep]",
+                    "## Claimed vs reproduced"):
         assert heading in report
+    claims = results["claims"]["rows"]
+    assert claims and not any(r["comparable"] for r in claims)  # SynthCaps: nothing compares with AudioCaps claims
+    assert all(r["reproduced"] is not None for r in claims)  # every role is in the ci run
     alignment = results["alignment"]
     assert "## Anti-causal alignment" in report and "![alignment curves]" in report
     assert alignment["summary"]["rollouts"] == 4 * 2 * 2 and alignment["reward"]["audio"]["embedder"] == "smoke_tagger"

@@ -14,7 +14,7 @@ from typing import Callable
 from siren_bench.io import atomic_directory, write_json_atomic, write_text_atomic
 from siren_bench.provenance import build_record, write_provenance
 from siren_bench.report import (
-    alignment_card, baselines_card, codec_card, dataset_card, listening, scores, siren_card, sweep_card,
+    alignment_card, baselines_card, claims_card, codec_card, dataset_card, listening, scores, siren_card, sweep_card,
 )
 from siren_bench.report.dataset_card import Section
 from siren_bench.stages.common import open_stage
@@ -31,6 +31,7 @@ SECTIONS: tuple[tuple[str, str, Callable[[Path, Path], Section]], ...] = (
     ("baselines", "Baselines", baselines_card.baselines_section),
     ("baselines", "Gradient interference", baselines_card.interference_section),
     ("score", "Scores", scores.scores_section),
+    ("score", "Claimed vs reproduced", claims_card.claims_section),
     ("siren_aligned", "Anti-causal alignment", alignment_card.alignment_section),
     ("sweep", "Fidelity-capacity sweep", sweep_card.sweep_section),
     ("generate", "Listen", listening.listening_section),

@@ -1,0 +1,47 @@
+"""Report section: the published numbers (siren_bench/claims.py) beside this run's, with deltas,
+each marked comparable or not, and why not."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from siren_bench.claims import CLAIMS, CLAIMS_VERSION, comparability
+from siren_bench.report.dataset_card import Section, md_table
+from siren_bench.report.scores import interval_text
+
+LABELS = {"fad": "FAD", "fd": "FD", "kl": "KL", "is": "IS", "clap": "CLAP (cosine)"}
+
+
+def claims_section(score_dir: Path, out: Path) -> Section:
+    summary = json.loads((score_dir / "summary.json").read_text())
+    dataset = json.loads((score_dir.parent / "prepare" / "dataset.json").read_text())
+    systems = summary["systems"]
+    rows, results = [], []
+    for claim in CLAIMS:
+        comparable, why = comparability(claim, dataset, summary["recipe"])
+        reproduced = systems.get(claim.role, {}).get("metrics", {}).get(claim.metric)
+        delta = None if reproduced is None else reproduced["value"] - claim.value
+        results.append({"label": claim.label, "role": claim.role, "metric": claim.metric, "claimed": claim.value,
+                        "source": claim.source, "protocol": claim.protocol, "recipe": claim.recipe,
+                        "reproduced": None if reproduced is None else {k: reproduced.get(k) for k in ("value", "ci_low", "ci_high")},
+                        "delta": delta, "comparable": comparable, "why_not": why})
+        rows.append([claim.label, LABELS[claim.metric], f"{claim.value:g}", f"`{claim.role}`",
+                     "not in this run" if reproduced is None else interval_text(reproduced),
+                     "" if delta is None else f"{delta:+.4g}", "yes" if comparable else f"no: {why}"])
+    sources = sorted({c.source for c in CLAIMS})
+    notes = sorted({f"{c.label}: {c.note}" for c in CLAIMS if c.note})
+    markdown = f"""## Claimed vs reproduced
+
+The published numbers (claims registry v{CLAIMS_VERSION}, `siren_bench/claims.py`), each beside this run's system
+in the same role, with the difference reproduced minus claimed. A pair is comparable only when this run
+used the claim's AudioCaps test list and its metric recipe; every other delta is shown for orientation
+and must not be read as a reproduction gap. This run: dataset `{dataset.get('name')}`, recipe `{summary['recipe']}`.
+
+{md_table(["published system", "metric", "claimed", "harness role", "reproduced [95 % CI]", "delta", "comparable"], rows)}
+
+Sources: {'; '.join(sources)}.
+
+""" + "".join(f"- {n}\n" for n in notes)
+    return Section("claims", {"version": CLAIMS_VERSION, "dataset": dataset.get("name"), "recipe": summary["recipe"],
+                              "rows": results}, markdown)

@@ -1,0 +1,58 @@
+"""The claims registry: every claim is well formed and in harness units, and a claim is marked
+comparable only under its own AudioCaps list and metric recipe."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from siren_bench.claims import CLAIMS, comparability
+from siren_bench.config import GENERATED_SYSTEMS
+from siren_bench.data.audiocaps import PROTOCOLS_BY_NAME
+from siren_bench.recipes import METRICS, get_recipe
+from siren_bench.report.claims_card import claims_section
+
+
+def test_every_claim_is_well_formed():
+    for claim in CLAIMS:
+        assert claim.metric in METRICS and claim.role in GENERATED_SYSTEMS and claim.source, claim
+        assert claim.protocol is None or claim.protocol in PROTOCOLS_BY_NAME, claim
+        if claim.recipe is not None:
+            get_recipe(claim.recipe)
+        if claim.metric == "clap":
+            assert 0 < claim.value < 1, f"{claim}: CLAP in the harness's units is a cosine"
+    siren = {c.metric: c.value for c in CLAIMS if c.label == "Siren 1.6B"}
+    assert siren == {"fad": 1.35, "fd": 10.65, "is": 12.85, "kl": 1.33, "clap": pytest.approx(0.2418)}
+    assert len({(c.label, c.metric, c.source) for c in CLAIMS}) == len(CLAIMS)
+
+
+def _claim(label: str, metric: str):
+    return next(c for c in CLAIMS if c.label == label and c.metric == metric)
+
+
+@pytest.mark.parametrize("dataset, recipe, label, comparable, reason", [
+    ({"name": "synthcaps"}, "smoke@1", "AudioLDM-L", False, "not AudioCaps"),
+    ({"name": "audiocaps", "protocol": "audioldm_964"}, "audioldm_eval@1", "AudioLDM-L", True, ""),
+    ({"name": "audiocaps", "protocol": "tango_886"}, "audioldm_eval@1", "AudioLDM-L", False, "list is tango_886"),
+    ({"name": "audiocaps", "protocol": "audioldm_964"}, "clean@1", "AudioLDM-L", False, "recipe is clean@1"),
+    ({"name": "audiocaps", "protocol": "audioldm_964"}, "audioldm_eval@1", "Siren 1.6B", False, "does not state its test list"),
+])
+def test_comparable_only_under_the_claims_own_list_and_recipe(dataset, recipe, label, comparable, reason):
+    ok, why = comparability(_claim(label, "fad"), dataset, recipe)
+    assert ok is comparable and reason in why
+
+
+def test_the_section_shows_deltas_and_marks_a_smoke_run_not_comparable(tmp_path):
+    score, prepare = tmp_path / "score", tmp_path / "prepare"
+    score.mkdir()
+    prepare.mkdir()
+    (prepare / "dataset.json").write_text(json.dumps({"name": "synthcaps"}))
+    metric = {"value": 3.0, "ci_low": 2.5, "ci_high": 3.5}
+    (score / "summary.json").write_text(json.dumps({"recipe": "smoke@1", "systems": {"siren_aligned": {"metrics": {"fad": metric}}}}))
+    section = claims_section(score, tmp_path / "report")
+    rows = section.results["rows"]
+    brief = next(r for r in rows if r["label"] == "Siren" and r["metric"] == "fad")
+    assert brief["delta"] == pytest.approx(3.0 - 0.92) and brief["comparable"] is False
+    assert next(r for r in rows if r["role"] == "delay_lm")["reproduced"] is None  # a system not in the run
+    assert "not in this run" in section.markdown and "+2.08" in section.markdown
