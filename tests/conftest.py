@@ -15,6 +15,26 @@ import soundfile as sf  # noqa: E402
 import yaml  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+@pytest.fixture(autouse=True, scope="session")
+def refuse_network():
+    """In-process tests may not open connections off this machine (loopback, which torchrun's
+    rendezvous uses, stays open). Subprocesses (dvc, torchrun) run with the hub offline."""
+    import socket
+
+    connect = socket.socket.connect
+
+    def guarded(sock, address):
+        host = address[0] if isinstance(address, tuple) else None
+        if sock.family in (socket.AF_INET, socket.AF_INET6) and host not in LOOPBACK:
+            raise RuntimeError(f"a test tried to reach the network: {address}")
+        return connect(sock, address)
+
+    socket.socket.connect = guarded
+    yield
+    socket.socket.connect = connect
 
 
 @pytest.fixture
