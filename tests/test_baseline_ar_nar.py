@@ -11,6 +11,7 @@ import torch
 from baselines.ar_nar import PAPER_SCALE, ArNarConfig, ArNarLM
 from siren_bench.models.collaborative import SamplingConfig
 from siren_bench.models.siren import Text
+from tests.generation_checks import assert_seeded_codes
 
 K, V, TEXT_DIM = 4, 16, 12
 
@@ -119,17 +120,7 @@ def test_loss_honours_frame_mask_caption_dropout_and_n_frames():
 
 
 def test_generation_is_seeded_in_range_and_guided():
-    model = tiny_model()
-    text = random_text(2)
-    sampling = SamplingConfig(temperature=1.0, top_k=8)
-    a = model.generate(text, 6, sampling, torch.Generator().manual_seed(7))
-    b = model.generate(text, 6, sampling, torch.Generator().manual_seed(7))
-    c = model.generate(text, 6, sampling, torch.Generator().manual_seed(8))
-    assert a.dtype == torch.int64 and a.shape == (2, K, 6)
-    assert a.min() >= 0 and a.max() < V
-    assert torch.equal(a, b) and not torch.equal(a, c)
-    g = model.generate(text, 6, SamplingConfig(guidance=3.0), torch.Generator().manual_seed(7))
-    assert g.shape == (2, K, 6) and g.min() >= 0 and g.max() < V
+    assert_seeded_codes(tiny_model(), random_text(2), K, V, n_frames=6)
 
 
 def test_greedy_nar_is_a_function_of_codebook_zero_and_the_text():

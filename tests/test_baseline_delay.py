@@ -11,6 +11,7 @@ from baselines.delay_lm import (PAPER_SCALE, DelayPatternLM, delay_lm_config, de
                                 undelay_pattern)
 from siren_bench.models.collaborative import SamplingConfig
 from siren_bench.models.siren import Text
+from tests.generation_checks import assert_seeded_codes
 
 K, V, TEXT_DIM = 3, 16, 12
 
@@ -126,17 +127,7 @@ def test_loss_ignores_masked_frames_and_dropped_captions():
 
 
 def test_generation_is_seeded_in_range_and_guidance_runs():
-    model = tiny_model()
-    text = random_text(2)
-    sampling = SamplingConfig(temperature=1.0, top_k=8)
-    a = model.generate(text, 5, sampling, torch.Generator().manual_seed(7))
-    b = model.generate(text, 5, sampling, torch.Generator().manual_seed(7))
-    c = model.generate(text, 5, sampling, torch.Generator().manual_seed(8))
-    assert a.dtype == torch.int64 and a.shape == (2, K, 5)
-    assert a.min() >= 0 and a.max() < V
-    assert torch.equal(a, b) and not torch.equal(a, c)
-    guided = model.generate(text, 5, SamplingConfig(guidance=3.0), torch.Generator().manual_seed(7))
-    assert guided.shape == (2, K, 5) and guided.min() >= 0 and guided.max() < V
+    assert_seeded_codes(tiny_model(), random_text(2), K, V, n_frames=5)
 
 
 def test_guided_greedy_sampling_follows_uncond_plus_scale_times_the_difference():
