@@ -77,6 +77,7 @@ def test_ci_profile_runs_then_repro_does_no_work(repo):
     for heading in ("## Baselines", "## Gradient interference", "## Fidelity-capacity sweep", "![depth sweep]",
                     "## Claimed vs reproduced"):
         assert heading in report
+    assert set(results["paired"]) == {"siren_aligned"} | baselines  # Siren against every other model
     claims = results["claims"]["rows"]
     assert claims and not any(r["comparable"] for r in claims)  # SynthCaps: nothing compares with AudioCaps claims
     assert all(r["reproduced"] is not None for r in claims)  # every role is in the ci run

@@ -13,17 +13,12 @@ from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
-import pandas as pd
 
-from siren_bench.metrics.bootstrap import paired_difference
-from siren_bench.recipes import get_recipe
 from siren_bench.report import figures
 from siren_bench.report.dataset_card import Section, md_table
+from siren_bench.report.paired import PAIRED, difference_text, paired_differences
 from siren_bench.report.scores import COLUMNS, interval_text
 
-# per-clip columns of score/<system>/per_clip.csv compared pairwise, and which way is better
-PAIRED = (("clap_cosine", "CLAP cosine", "higher"), ("kl", "KL", "lower"),
-          ("fd_sq_distance_to_reference_mean", "squared distance to the reference mean", "lower"))
 CURVES = (("reward_mean", "reward (group mean)"), ("kl", "KL to Stage 1 (k3)"), ("entropy", "entropy (nats / token)"),
           ("clip_fraction", "clipped ratio share"))
 
@@ -88,7 +83,7 @@ steps are noisy); KL to Stage 1 over the last steps: {summary['last_kl']:.4f}.
     header = ["metric", "siren (Stage 1)", "siren_aligned", "better"]
     rows = [[label, side[m]["siren"], side[m]["siren_aligned"], "lower" if m not in ("is", "clap") else "higher"]
             for m, label in COLUMNS if m in side]
-    paired_rows = [[label, f"{p['value']:+.4g} [{p['ci_low']:+.4g}, {p['ci_high']:+.4g}]", f"{p['p_value']:.3f}", better, p["n"]]
+    paired_rows = [[label, difference_text(p), f"{p['p_value']:.3f}", better, p["n"]]
                    for column, label, better in PAIRED if (p := paired.get(column))]
     markdown += f"""
 Siren with and without alignment on the test captions (same seed and sampling; 95 % bootstrap intervals from the
@@ -113,13 +108,4 @@ def _side_by_side(score_dir: Path) -> tuple[dict, dict]:
     for metric, _ in COLUMNS:
         if all(metric in f["metrics"] for f in full.values()):
             side[metric] = {name: interval_text(f["metrics"][metric]) for name, f in full.items()}
-    recipe = get_recipe(full["siren"]["recipe"]["id"])
-    per_clip = {name: pd.read_csv(score_dir / name / "per_clip.csv").set_index("clip_id").sort_index() for name in full}
-    if list(per_clip["siren"].index) != list(per_clip["siren_aligned"].index):
-        raise ValueError(f"{score_dir}: siren and siren_aligned were scored on different clips")
-    paired = {}
-    for column, _, _ in PAIRED:
-        if all(column in frame for frame in per_clip.values()):
-            paired[column] = paired_difference(per_clip["siren_aligned"][column].to_numpy(), per_clip["siren"][column].to_numpy(),
-                                               recipe.n_boot, recipe.bootstrap_seed)
-    return side, paired
+    return side, paired_differences(score_dir, "siren_aligned", "siren")

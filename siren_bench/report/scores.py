@@ -7,6 +7,7 @@ from pathlib import Path
 
 from siren_bench.recipes import get_recipe
 from siren_bench.report.dataset_card import Section, md_table
+from siren_bench.report.paired import PAIRED, difference_text, paired_differences
 
 # column order and labels of the main table; "kl" also shows its second direction where computed
 COLUMNS = (("fad", "FAD"), ("fad_inf", "FAD-inf"), ("kad", "KAD (x100)"), ("fd", "FD"), ("kl", "KL"), ("is", "IS"),
@@ -86,3 +87,26 @@ FD and KL; higher for IS and CLAP. Full results, per-clip scores and every input
         markdown += ("\nThese are smoke-evaluator numbers: comparable between systems of one smoke run, not with "
                      "published FAD / KL / IS / CLAP scores, which use VGGish, PANNs and LAION CLAP on AudioCaps.\n")
     return Section("scores", results, markdown)
+
+
+def paired_section(score_dir: Path, out: Path) -> Section:
+    """Siren against every other generating system of the run, paired clip by clip."""
+    systems = json.loads((score_dir / "summary.json").read_text())["systems"]
+    others = [name for name in sorted(systems) if name not in ("siren", "codec_resynthesis", "real_unpaired")]
+    if "siren" not in systems or not others:
+        return Section("paired", {}, "## Paired comparisons\n\nNeeds Siren and at least one other model in eval.systems.\n")
+    results, rows = {}, []
+    for other in others:
+        results[other] = paired_differences(score_dir, "siren", other)
+        for column, label, better in PAIRED:
+            if (p := results[other].get(column)) is not None:
+                rows.append([f"`{other}`", label, difference_text(p), f"{p['p_value']:.3f}", better, p["n"]])
+    markdown = f"""## Paired comparisons
+
+Siren (Stage 1) minus each other model, clip by clip on the same test captions and seed: the mean per-clip
+difference with its 95 % paired bootstrap interval and two-sided bootstrap p (the recipe's resample count
+and seed). "better" says which sign favours Siren: a positive CLAP difference, a negative KL or distance.
+
+{md_table(["Siren minus", "per-clip measure", "difference [95 % CI]", "p", "better for Siren", "clips"], rows)}
+"""
+    return Section("paired", results, markdown)

@@ -31,6 +31,7 @@ SECTIONS: tuple[tuple[str, str, Callable[[Path, Path], Section]], ...] = (
     ("baselines", "Baselines", baselines_card.baselines_section),
     ("baselines", "Gradient interference", baselines_card.interference_section),
     ("score", "Scores", scores.scores_section),
+    ("score", "Paired comparisons", scores.paired_section),
     ("score", "Claimed vs reproduced", claims_card.claims_section),
     ("siren_aligned", "Anti-causal alignment", alignment_card.alignment_section),
     ("sweep", "Fidelity-capacity sweep", sweep_card.sweep_section),

@@ -1,0 +1,37 @@
+"""Paired comparisons between two scored systems of one run, clip by clip.
+
+Every system generates the same test captions with the same seed, so per-clip metrics (CLAP
+cosine, KL, squared distance to the reference mean) pair by clip id. The paired bootstrap of the
+mean difference (metrics/bootstrap.paired_difference, with the recipe's resample count and seed)
+says whether two systems differ, whichever way, with far less noise than comparing their two
+unpaired intervals.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+
+from siren_bench.metrics.bootstrap import paired_difference
+from siren_bench.recipes import get_recipe
+
+# per-clip columns of score/<system>/per_clip.csv, their labels, and which way is better
+PAIRED = (("clap_cosine", "CLAP cosine", "higher"), ("kl", "KL", "lower"),
+          ("fd_sq_distance_to_reference_mean", "squared distance to the reference mean", "lower"))
+
+
+def paired_differences(score_dir: Path, a: str, b: str) -> dict[str, dict]:
+    """Per-clip column -> paired difference a - b, for the columns both systems have."""
+    recipe = get_recipe(json.loads((score_dir / a / "results.json").read_text())["recipe"]["id"])
+    frames = {name: pd.read_csv(score_dir / name / "per_clip.csv").set_index("clip_id").sort_index() for name in (a, b)}
+    if list(frames[a].index) != list(frames[b].index):
+        raise ValueError(f"{score_dir}: {a} and {b} were scored on different clips")
+    return {column: paired_difference(frames[a][column].to_numpy(), frames[b][column].to_numpy(), recipe.n_boot,
+                                      recipe.bootstrap_seed)
+            for column, _, _ in PAIRED if column in frames[a] and column in frames[b]}
+
+
+def difference_text(p: dict) -> str:
+    return f"{p['value']:+.4g} [{p['ci_low']:+.4g}, {p['ci_high']:+.4g}]"
