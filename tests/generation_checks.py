@@ -16,3 +16,17 @@ def assert_seeded_codes(model, text, n_codebooks: int, codebook_size: int, n_fra
     assert torch.equal(a, b) and not torch.equal(a, c)
     guided = model.generate(text, n_frames, SamplingConfig(guidance=3.0), torch.Generator().manual_seed(7))
     assert guided.shape == a.shape and guided.min() >= 0 and guided.max() < codebook_size
+
+
+def fit_losses(model, codes: torch.Tensor, text, steps: int, lr: float = 3e-3) -> list[float]:
+    """Full-batch AdamW on a handful of clips: the losses, for "a tiny model learns" tests."""
+    model.train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr)
+    losses = []
+    for _ in range(steps):
+        loss = model.loss(codes, text)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    return losses

@@ -11,7 +11,7 @@ import torch
 from baselines.ar_nar import PAPER_SCALE, ArNarConfig, ArNarLM
 from siren_bench.models.collaborative import SamplingConfig
 from siren_bench.models.siren import Text
-from tests.generation_checks import assert_seeded_codes
+from tests.generation_checks import assert_seeded_codes, fit_losses
 
 K, V, TEXT_DIM = 4, 16, 12
 
@@ -85,18 +85,7 @@ def test_nar_stage_reads_only_lower_codebooks_at_every_frame(stage):
 
 
 def test_tiny_model_learns_a_handful_of_clips():
-    model = tiny_model(seed=0)
-    model.train()
-    text = random_text(4)
-    codes = random_codes(4, 10, seed=5)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
-    losses = []
-    for _ in range(40):
-        loss = model.loss(codes, text)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        losses.append(loss.item())
+    losses = fit_losses(tiny_model(seed=0), random_codes(4, 10, seed=5), random_text(4), steps=40)
     assert losses[0] > 4.5  # about 2 ln 16 at initialisation
     assert losses[-1] < 0.7 * losses[0], losses[::5]
 

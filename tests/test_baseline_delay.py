@@ -11,7 +11,7 @@ from baselines.delay_lm import (PAPER_SCALE, DelayPatternLM, delay_lm_config, de
                                 undelay_pattern)
 from siren_bench.models.collaborative import SamplingConfig
 from siren_bench.models.siren import Text
-from tests.generation_checks import assert_seeded_codes
+from tests.generation_checks import assert_seeded_codes, fit_losses
 
 K, V, TEXT_DIM = 3, 16, 12
 
@@ -84,18 +84,7 @@ def test_no_prediction_sees_its_own_or_a_later_delayed_step():
 
 
 def test_tiny_model_learns_a_handful_of_clips():
-    model = tiny_model(seed=0)
-    model.train()
-    text = random_text(4)
-    codes = random_codes(4, 8, seed=5)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
-    losses = []
-    for _ in range(30):
-        loss = model.loss(codes, text)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        losses.append(loss.item())
+    losses = fit_losses(tiny_model(seed=0), random_codes(4, 8, seed=5), random_text(4), steps=30)
     assert losses[0] > 2.5  # about ln 16 at initialisation
     assert losses[-1] < 0.7 * losses[0], losses[::5]
 

@@ -25,16 +25,16 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from baselines import registry
-from siren_bench.config import ConfigError, eval_config, model_config, sweep_config
-from siren_bench.io import atomic_directory, write_json_atomic, write_wav
+from siren_bench.config import ConfigError, codec_config, eval_config, sweep_config
+from siren_bench.data.manifest import MANIFEST_NAME, read_manifest
+from siren_bench.io import atomic_directory, write_json_atomic
 from siren_bench.models.collaborative import Siren
 from siren_bench.models.train import TokenSet, clear_resume_state, resume_file, train_expert, train_model
 from siren_bench.provenance import build_record, write_provenance
 from siren_bench.stages.common import open_stage
-from siren_bench.stages.generate import SCORED_SPLIT, render
+from siren_bench.stages.generate import SCORED_SPLIT, codec_resynthesis, render
 from siren_bench.stages.score import stage_scorer
 from siren_bench.stages.tokenize import load_codes
 from siren_bench.stages.train_baselines import architecture
@@ -89,15 +89,13 @@ def run(params_path: str | Path = "params.yaml") -> Path:
     if max(sweep.depths) >= jobs.siren.n_codebooks:
         raise ConfigError(f"{stage.source}: sweep.depths {sweep.depths} must stay below the codec's {jobs.siren.n_codebooks} "
                           "codebooks (the full depth is the main run's)")
-    from siren_bench.data.manifest import MANIFEST_NAME, read_manifest
-
     manifest = read_manifest(stage.dir("prepare") / MANIFEST_NAME)
     test = manifest[manifest["split"] == SCORED_SPLIT]
     lengths = dict(zip(test["clip_id"], test["num_samples"].astype(int)))
     test_codes = load_codes(stage.dir("tokenize"), required=test["clip_id"].tolist())
-    device, codec, config = stage.device(), jobs.codec, model_config(stage.params, stage.source)
+    device, codec, config = stage.device(), jobs.codec, jobs.config
     scorer = stage_scorer(stage)
-    batch = 16
+    batch = codec_config(stage.params, stage.source).batch_clips  # as the generate stage renders
     summary: dict = {"depths": sorted(sweep.depths), "full_depth": jobs.siren.n_codebooks, "recipe": scorer.recipe.id,
                      "systems": {}}
     finished: list[Path] = []
@@ -105,14 +103,8 @@ def run(params_path: str | Path = "params.yaml") -> Path:
         for depth in sorted(sweep.depths):
             name = f"codec_resynthesis_d{depth}"
             folder = staging / "audio" / name
-            folder.mkdir(parents=True)
-            ids = test["clip_id"].tolist()
-            for start in tqdm(range(0, len(ids), batch), desc=f"codec resynthesis d={depth}", unit="batch"):
-                chunk = ids[start : start + batch]
-                with torch.no_grad():
-                    decoded = codec.decode(torch.from_numpy(np.stack([test_codes[c][:depth] for c in chunk]))).double().numpy()
-                for clip_id, wave in zip(chunk, decoded):
-                    write_wav(folder / f"{clip_id}.wav", wave[: lengths[clip_id]], codec.sample_rate, subtype="FLOAT")
+            codec_resynthesis(codec, test["clip_id"].tolist(), {c: v[:depth] for c, v in test_codes.items()}, lengths, folder,
+                              batch)
             summary["systems"].setdefault("codec_resynthesis", {})[depth] = {"val_loss": None,
                                                                               "metrics": scorer.score(folder, staging / name)["metrics"]}
             for system in sweep.systems:
