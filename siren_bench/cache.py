@@ -46,7 +46,8 @@ class ContentCache:
             self.misses += 1
             return None
         payload = payload_path.read_bytes()
-        if sha256_bytes(payload) != checksum_path.read_text().strip():
+        # Compared as bytes: a damaged sidecar need not even be valid text.
+        if sha256_bytes(payload).encode() != checksum_path.read_bytes().strip():
             log.warning("cache entry %s is corrupt (checksum mismatch); recomputing", payload_path)
             payload_path.unlink(missing_ok=True)
             checksum_path.unlink(missing_ok=True)

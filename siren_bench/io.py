@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import io
 import json
 import os
 import shutil
@@ -125,7 +126,9 @@ def atomic_directory(path: str | os.PathLike) -> Iterator[Path]:
         yield staging
         retired = None
         if path.exists():
-            retired = path.with_name(f".{path.name}.old-{os.getpid()}")
+            # Unique like the staging folder: the leftover of a writer killed while deleting its
+            # retired folder must not block a later one (a process id recurs, e.g. in containers).
+            retired = staging.with_suffix(".old")
             os.replace(path, retired)
         os.replace(staging, path)
         if retired is not None:
@@ -141,9 +144,9 @@ def atomic_directory(path: str | os.PathLike) -> Iterator[Path]:
 def read_audio(path: str | os.PathLike) -> tuple[np.ndarray, int]:
     """Read an audio file as float64 [channels, samples]; refuse unreadable or invalid content.
 
-    Raises AudioFileError for: a missing, zero-byte, corrupt or unsupported file; zero samples;
-    NaN or infinite samples; content that is exactly zero everywhere (a failed download or
-    render, not a sound).
+    Raises AudioFileError for: a missing, zero-byte, corrupt, truncated or unsupported file; zero
+    samples; NaN or infinite samples; content that is exactly zero everywhere (a failed download
+    or render, not a sound).
     """
     path = Path(path)
     if not path.is_file():
@@ -154,6 +157,9 @@ def read_audio(path: str | os.PathLike) -> tuple[np.ndarray, int]:
         data, sample_rate = sf.read(str(path), dtype="float64", always_2d=True)
     except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as exc:
         raise AudioFileError(path, f"corrupt or unreadable audio ({exc})") from exc
+    shortfall = wav_shortfall(path)
+    if shortfall:
+        raise AudioFileError(path, f"truncated WAV file: its data chunk lacks {shortfall} of its declared bytes")
     wave = np.ascontiguousarray(data.T)
     if wave.shape[1] == 0:
         raise AudioFileError(path, "empty audio (0 samples)")
@@ -163,6 +169,27 @@ def read_audio(path: str | os.PathLike) -> tuple[np.ndarray, int]:
     if not np.any(wave):
         raise AudioFileError(path, "all samples are zero (silent file)")
     return wave, int(sample_rate)
+
+
+def wav_shortfall(path: Path) -> int:
+    """How many bytes of a WAV file's declared data chunk are missing from the file (0 if none,
+    or not a RIFF/WAVE file). libsndfile reads a WAV cut short in its data without complaint,
+    returning the samples that are there, so a truncated download would pass as a shorter clip.
+    A data size of 0 or 0xFFFFFFFF (streamed output, length unknown) declares nothing."""
+    size = path.stat().st_size
+    with open(path, "rb") as handle:
+        header = handle.read(12)
+        if len(header) < 12 or header[:4] != b"RIFF" or header[8:] != b"WAVE":
+            return 0
+        position = 12
+        while position + 8 <= size:
+            handle.seek(position)
+            chunk_id, chunk_size = handle.read(4), int.from_bytes(handle.read(4), "little")
+            if chunk_id == b"data":
+                available = size - position - 8
+                return chunk_size - available if chunk_size not in (0, 0xFFFFFFFF) and chunk_size > available else 0
+            position += 8 + chunk_size + (chunk_size & 1)  # chunks are padded to even sizes
+    return 0
 
 
 def write_wav(path: str | os.PathLike, wave: np.ndarray, sample_rate: int, subtype: str = "PCM_16") -> None:
@@ -181,5 +208,21 @@ def write_wav(path: str | os.PathLike, wave: np.ndarray, sample_rate: int, subty
     if peak > 1.0 and subtype == "PCM_16":
         raise AudioFileError(path, f"refusing to write samples beyond full scale (peak {peak:.3f})")
     frames = wave.T if wave.ndim == 2 else wave
+    buffer = io.BytesIO()
+    sf.write(buffer, frames, sample_rate, subtype=subtype, format="WAV")
     with atomic_path(path) as tmp:
-        sf.write(str(tmp), frames, sample_rate, subtype=subtype, format="WAV")
+        Path(tmp).write_bytes(_without_peak_timestamp(buffer.getvalue()))
+
+
+def _without_peak_timestamp(data: bytes) -> bytes:
+    """libsndfile adds a PEAK chunk to float WAV files holding the time of writing, so the same
+    samples written twice would hash differently (and miss every content-addressed cache).
+    Zero that timestamp: the chunk is 'PEAK', size, version (4 bytes), timestamp (4 bytes), ..."""
+    data = bytearray(data)
+    offset = 12  # after 'RIFF', size, 'WAVE'
+    while offset + 8 <= len(data):
+        chunk, size = bytes(data[offset : offset + 4]), int.from_bytes(data[offset + 4 : offset + 8], "little")
+        if chunk == b"PEAK" and size >= 8:
+            data[offset + 12 : offset + 16] = bytes(4)
+        offset += 8 + size + (size & 1)  # chunks are padded to even sizes
+    return bytes(data)

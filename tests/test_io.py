@@ -90,3 +90,21 @@ def test_sha256_path_of_directory_tracks_content_and_names(tmp_path):
     second = sha256_path(tmp_path / "d")
     (tmp_path / "d" / "a.txt").rename(tmp_path / "d" / "b.txt")
     assert len({first, second, sha256_path(tmp_path / "d")}) == 3
+
+
+def test_float_wav_bytes_do_not_depend_on_the_time_of_writing(tmp_path):
+    """libsndfile stamps float WAVs' PEAK chunk with the time; the same samples must give the same
+    bytes (content hashes key the caches and the provenance)."""
+    import time
+
+    import soundfile
+
+    from siren_bench.io import sha256_file, write_wav
+
+    wave = np.linspace(-0.5, 1.25, 321)
+    write_wav(tmp_path / "a.wav", wave, 16000, subtype="FLOAT")
+    time.sleep(1.1)  # the stamp has one-second resolution
+    write_wav(tmp_path / "b.wav", wave, 16000, subtype="FLOAT")
+    assert sha256_file(tmp_path / "a.wav") == sha256_file(tmp_path / "b.wav")
+    assert b"PEAK" in (tmp_path / "a.wav").read_bytes()  # the chunk stays, only its stamp is zero
+    np.testing.assert_allclose(soundfile.read(tmp_path / "a.wav")[0], wave, atol=1e-7)

@@ -28,6 +28,7 @@ from transformers.audio_utils import mel_filter_bank
 from siren_bench.codecs.spectral import SpectralCodecConfig, SpectralCodecModel
 from siren_bench.config import CODEC_ARCHITECTURES, CodecConfig, config_hash
 from siren_bench.io import atomic_path
+from siren_bench.weights import load_resume_state
 
 N_MELS = {256: 32, 512: 64, 1024: 80, 2048: 128}
 
@@ -158,7 +159,7 @@ def train_small_codec(
     usage = torch.zeros(config.n_codebooks, config.codebook_size, dtype=torch.int64)  # since the last reset
     state_file = resume_file(resume_dir, config)
     if state_file.is_file():
-        state = torch.load(state_file, map_location="cpu", weights_only=True)
+        state = load_resume_state(state_file)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         schedule.load_state_dict(state["schedule"])

@@ -43,6 +43,13 @@ class Embedder(ABC):
     def sample_rate(self) -> int:
         return self.info.sample_rate
 
+    @property
+    def cache_identity(self) -> str:
+        """What, beside the audio and the recipe's knobs, determines this embedder's outputs: caches
+        key on it. The weights' hash, where every setting that changes an output lies in the
+        weights file or in code; an embedder configured by a file beside its weights adds that."""
+        return self.info.weights_sha256
+
     @abstractmethod
     def embed(self, waves: list[np.ndarray]) -> list[Embedding]:
         """Mono float waves at `sample_rate` (any lengths) -> one Embedding per wave, float64."""

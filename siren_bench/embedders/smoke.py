@@ -66,7 +66,8 @@ architecture, the training config, seed, class names or text-encoder identity, t
 numbers and the weights file's SHA-256; both written atomically. `load_smoke_tagger` /
 `load_smoke_clap` refuse a missing file, a hash that differs from the recorded (or a pinned)
 one, or weights that do not fit, naming the file. `EmbedderInfo.weights_sha256` is the SHA-256
-of the safetensors file.
+of the safetensors file; `cache_identity` adds the front end and text encoder the JSON names,
+which change the outputs without changing that file.
 """
 
 from __future__ import annotations
@@ -90,7 +91,7 @@ from transformers.audio_utils import mel_filter_bank
 from siren_bench.data.synthcaps import CLASS_NAMES
 from siren_bench.embedders.base import Embedder, EmbedderInfo, Embedding
 from siren_bench.io import atomic_path, sha256_bytes, sha256_json, write_json_atomic
-from siren_bench.weights import CheckpointError, load_exact, verify_sha256
+from siren_bench.weights import CheckpointError, load_exact, load_resume_state, verify_sha256
 
 FORMAT_VERSION = 1
 TAGGER_KIND = "smoke_tagger"
@@ -325,6 +326,11 @@ class SmokeTagger(Embedder):
             dim=config.embed_dim, n_classes=len(class_names), weights_sha256=weights_sha256, labels=tuple(class_names),
         )
 
+    @property
+    def cache_identity(self) -> str:
+        """The weights and the front end (read from the JSON beside them, not from the weights file)."""
+        return sha256_json({"weights": self.info.weights_sha256, "audio": dataclasses.asdict(self.net.encoder.config)})
+
     def at_level(self, level: str) -> "SmokeTagger":
         """The other view of the same weights."""
         return SmokeTagger(self.net, self.info.labels, self.info.weights_sha256, level, self.batch_patches, self.device)
@@ -354,6 +360,12 @@ class SmokeClap(Embedder):
         config = net.encoder.config
         self.info = EmbedderInfo(name=CLAP_KIND, sample_rate=config.sample_rate, dim=net.audio_proj.out_features,
                                  n_classes=None, weights_sha256=weights_sha256)
+
+    @property
+    def cache_identity(self) -> str:
+        """The weights, the front end and the text encoder (both named by the JSON beside the weights)."""
+        return sha256_json({"weights": self.info.weights_sha256, "audio": dataclasses.asdict(self.net.encoder.config),
+                            "text_encoder": [self.text_encoder.name, self.text_encoder.weights_sha256]})
 
     @torch.inference_mode()
     def embed(self, waves: list[np.ndarray]) -> list[Embedding]:
@@ -441,7 +453,7 @@ class _Loop:
         self.log: list[dict] = []
         self.start = 0
         if state_file is not None and state_file.is_file():
-            state = torch.load(state_file, map_location="cpu", weights_only=True)
+            state = load_resume_state(state_file)
             net.load_state_dict(state["model"])
             self.optimizer.load_state_dict(state["optimizer"])
             self.schedule.load_state_dict(state["schedule"])

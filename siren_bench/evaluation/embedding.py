@@ -3,12 +3,13 @@ clip, and caching every clip's embedding by what determines it.
 
 Cache keys. A clip's embedding depends on the audio (its file's SHA-256), on the recipe's
 embedding knobs (embedder, checkpoint name, framing, audio policy: `embedding_knobs`) and on
-the weights (the embedder's weights SHA-256). The key hashes exactly these, not the whole
+the embedder itself (`Embedder.cache_identity`: its weights' SHA-256, plus any setting kept
+in a file beside the weights). The key hashes exactly these, not the whole
 recipe: FAD and KAD on the same VGGish share their entries, and changing a metric option (KL
 direction, IS splits) re-scores from the cache without re-embedding; changing a file, an audio
 policy knob or a checkpoint misses. Text embeddings of captions are keyed by (caption text,
-text tower weights). Reference-set statistics are keyed by (reference set hash, knobs,
-weights, level) and computed once for every system scored against that reference.
+embedder identity). Reference-set statistics are keyed by (reference set hash, knobs,
+embedder identity, level) and computed once for every system scored against that reference.
 
 Input checks, applied to every clip before it is embedded (and re-checked from the recorded
 facts on a cache hit): the file must read (io.read_audio refuses missing, zero-byte, corrupt,
@@ -182,9 +183,9 @@ class EmbeddedSet:
     keys: dict[str, str]  # clip id -> cache key (for audit)
 
 
-def embedding_key(audio_sha256: str, spec: MetricSpec, weights_sha256: str) -> str:
+def embedding_key(audio_sha256: str, spec: MetricSpec, embedder_identity: str) -> str:
     return cache_key(kind="embedding", version=EMBEDDING_VERSION, audio=audio_sha256, knobs=embedding_knobs(spec),
-                     weights=weights_sha256)
+                     weights=embedder_identity)
 
 
 def embed_clips(clips: list[Clip], spec: MetricSpec, embedder: Embedder, cache: ContentCache, *, allow_clipped: bool = False,
@@ -198,7 +199,7 @@ def embed_clips(clips: list[Clip], spec: MetricSpec, embedder: Embedder, cache: 
     out = EmbeddedSet({}, {}, {})
     todo = []
     for clip in clips:
-        key = embedding_key(clip.sha256, spec, embedder.info.weights_sha256)
+        key = embedding_key(clip.sha256, spec, embedder.cache_identity)
         out.keys[clip.clip_id] = key
         hit = cache.get(key)
         if hit is None:
@@ -231,7 +232,7 @@ def embed_captions(captions: dict[str, str], embedder, cache: ContentCache) -> d
     out, todo = {}, []
     for clip_id in sorted(captions):
         key = cache_key(kind="text-embedding", version=EMBEDDING_VERSION, embedder=embedder.info.name,
-                        caption=captions[clip_id], weights=embedder.info.weights_sha256)
+                        caption=captions[clip_id], weights=embedder.cache_identity)
         hit = cache.get(key)
         if hit is None:
             todo.append((clip_id, key))
@@ -244,13 +245,13 @@ def embed_captions(captions: dict[str, str], embedder, cache: ContentCache) -> d
     return out
 
 
-def cached_reference_stats(cache: ContentCache, reference_sha256: str, spec: MetricSpec, weights_sha256: str, compute):
+def cached_reference_stats(cache: ContentCache, reference_sha256: str, spec: MetricSpec, embedder_identity: str, compute):
     """A function level -> GaussianStats of the reference set, computed once per (set, knobs,
-    weights, level) and kept in the cache for every later system scored against it."""
+    embedder identity, level) and kept in the cache for every later system scored against it."""
 
     def stats(level: str) -> GaussianStats:
         key = cache_key(kind="reference-stats", version=EMBEDDING_VERSION, reference=reference_sha256,
-                        knobs=embedding_knobs(spec), weights=weights_sha256, level=level)
+                        knobs=embedding_knobs(spec), weights=embedder_identity, level=level)
         arrays = cache.get_or_compute(key, lambda: dataclasses.asdict(compute(level)))
         return GaussianStats(int(arrays["n"]), arrays["total"], arrays["outer"])
 

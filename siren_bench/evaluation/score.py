@@ -110,7 +110,7 @@ def score_sets(generated: ClipSet, reference: ClipSet, recipe: Recipe, loader: E
             }
         gen, ref = embedded[group]
         text = embed_captions(text_captions, embedder, cache) if spec.metric == "clap" else None
-        ref_stats = cached_reference_stats(cache, reference.sha256, spec, embedder.info.weights_sha256,
+        ref_stats = cached_reference_stats(cache, reference.sha256, spec, embedder.cache_identity,
                                            lambda level, ref=ref: reference_gaussian(ref.embeddings, level))
         try:
             result = score_metric(spec, gen.embeddings, ref.embeddings, n_boot, recipe.bootstrap_seed, text, ref_stats)

@@ -41,6 +41,7 @@ from siren_bench.config import AlignConfig
 from siren_bench.io import atomic_path
 from siren_bench.models.collaborative import SamplingConfig, Siren
 from siren_bench.models.siren import SirenExpert, Text
+from siren_bench.weights import load_resume_state
 
 # (codes [N, K, F], clip index of each sample [N]) -> rewards [N] (float64)
 RewardFn = Callable[[torch.Tensor, np.ndarray], torch.Tensor]
@@ -133,7 +134,7 @@ class Aligner:
         generator = torch.Generator(self.device).manual_seed(c.seed)
         log, start = [], 0
         if state_file.is_file():
-            state = torch.load(state_file, map_location=self.device, weights_only=True)
+            state = load_resume_state(state_file)
             self.policy.load_state_dict(state["policy"])
             self.optimizer.load_state_dict(state["optimizer"])
             self.schedule.load_state_dict(state["schedule"])

@@ -35,6 +35,7 @@ from tqdm import tqdm
 from siren_bench.config import ModelConfig, config_hash
 from siren_bench.io import atomic_path
 from siren_bench.models.siren import SirenConfig, SirenExpert, Text
+from siren_bench.weights import load_resume_state
 
 
 @dataclass
@@ -161,7 +162,7 @@ def train_model(model: torch.nn.Module, label: str, config: ModelConfig, train: 
     log: list[dict] = []
     start = 0
     if state_file.is_file():
-        state = torch.load(state_file, map_location=device, weights_only=True)
+        state = load_resume_state(state_file)
         model.load_state_dict(state["expert"])
         optimizer.load_state_dict(state["optimizer"])
         schedule.load_state_dict(state["schedule"])
