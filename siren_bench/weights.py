@@ -40,14 +40,24 @@ def load_torch_checkpoint(path: Path) -> dict:
     return obj
 
 
+def load_resume_state(path: Path) -> dict:
+    """An interrupted run's saved state (on the CPU). It is written atomically, so a file that does
+    not load was damaged afterwards: it is refused by name, never partly used or silently dropped."""
+    try:
+        return load_torch_checkpoint(path)
+    except CheckpointError as exc:
+        raise CheckpointError(f"{exc}. It is the resume state of an interrupted run, damaged after it was written; "
+                              f"delete it to restart that run from step 0") from exc
+
+
 def fuse_weight_norm(g: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     """The weight that torch's weight_norm (dim=0) computes from its magnitude g and direction v."""
     norm = v.flatten(1).norm(dim=1).reshape(-1, *([1] * (v.dim() - 1)))
     return v * (g / norm)
 
 
-def fuse_all_weight_norms(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Replace every `X.weight_g` / `X.weight_v` pair by a plain `X.weight`."""
+def fuse_all_weight_norms(state: dict[str, torch.Tensor], source: Path) -> dict[str, torch.Tensor]:
+    """Replace every `X.weight_g` / `X.weight_v` pair by a plain `X.weight` (`source`: the file, for errors)."""
     fused = {}
     for key, value in state.items():
         if key.endswith(".weight_g"):
@@ -56,7 +66,7 @@ def fuse_all_weight_norms(state: dict[str, torch.Tensor]) -> dict[str, torch.Ten
             base = key[: -len("_v")]
             g_key = base + "_g"
             if g_key not in state:
-                raise CheckpointError(f"checkpoint has {key} without its {g_key}")
+                raise CheckpointError(f"{source}: checkpoint has {key} without its {g_key}")
             fused[base] = fuse_weight_norm(state[g_key], value)
         else:
             fused[key] = value

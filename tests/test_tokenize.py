@@ -53,3 +53,14 @@ def test_cache_hits_misses_and_invalidation(tmp_path):
 
     tokenize_clips(_codec(1), manifest, cache, batch=2)  # other weights: everything recomputed
     assert cache.misses == 7
+
+
+def test_stereo_or_wrong_rate_audio_is_refused_by_name(tmp_path):
+    import pytest
+
+    from siren_bench.data.manifest import ManifestError
+
+    stereo = write_audio(tmp_path / "st.wav", np.stack([tone(0.5, 16000), tone(0.5, 16000, freq=300.0)], axis=1), 16000)
+    manifest = pd.DataFrame({"clip_id": ["st"], "sha256": [sha256_file(stereo)], "audio_path": [stereo]})
+    with pytest.raises(ManifestError, match=r"st\.wav: 2 channel\(s\) at 16000 Hz; the codec takes mono 16000 Hz"):
+        tokenize_clips(_codec(0), manifest, ContentCache(tmp_path / "cache"), batch=2)

@@ -63,7 +63,8 @@ class DacCodec(Codec):
             raise CheckpointError(f"{path}: not a descript-audio-codec checkpoint (expected keys 'state_dict' and 'metadata.kwargs')")
         config = dac_config_from_kwargs(checkpoint["metadata"]["kwargs"], path)
         model = DacModel(config)
-        load_exact(model, map_original_dac_keys(fuse_all_weight_norms(checkpoint["state_dict"]), len(config.downsampling_ratios)), path)
+        state = map_original_dac_keys(fuse_all_weight_norms(checkpoint["state_dict"], path), len(config.downsampling_ratios), path)
+        load_exact(model, state, path)
         return cls(model, name, digest)
 
 
@@ -116,7 +117,7 @@ def dac_config_from_kwargs(kwargs: dict, source: Path) -> DacConfig:
 _RES_UNIT = ("snake1", "conv1", "snake2", "conv2")
 
 
-def map_original_dac_keys(state: dict[str, torch.Tensor], n_blocks: int) -> dict[str, torch.Tensor]:
+def map_original_dac_keys(state: dict[str, torch.Tensor], n_blocks: int, source: Path) -> dict[str, torch.Tensor]:
     """Rename original descript-audio-codec keys (weight norm already fused) to DacModel's.
 
     Encoder: block.0 -> conv1; block.1..n -> block.0..n-1 (3 residual units, snake, strided
@@ -127,7 +128,7 @@ def map_original_dac_keys(state: dict[str, torch.Tensor], n_blocks: int) -> dict
     for key, value in state.items():
         new = _map_dac_key(key, n_blocks)
         if new is None:
-            raise CheckpointError(f"unexpected key in DAC checkpoint: {key}")
+            raise CheckpointError(f"{source}: unexpected key {key!r} for a descript-audio-codec checkpoint")
         renamed[new] = value
     return renamed
 

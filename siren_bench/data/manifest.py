@@ -38,10 +38,17 @@ def read_manifest(path: str | Path, *, verify_hashes: bool = False) -> pd.DataFr
     path = Path(path)
     if not path.is_file():
         raise ManifestError(f"{path}: manifest not found (run the prepare stage first)")
-    frame = pd.read_csv(path, dtype={"clip_id": str, "split": str, "audio": str, "sha256": str, "caption": str}, keep_default_na=False)
+    try:
+        frame = pd.read_csv(path, dtype={"clip_id": str, "split": str, "audio": str, "sha256": str, "caption": str},
+                            keep_default_na=False)
+    except ValueError as exc:  # pandas' parser and empty-file errors, and bytes that are not UTF-8, are ValueErrors
+        raise ManifestError(f"{path}: not a readable manifest CSV ({type(exc).__name__}: {exc})") from exc
     missing = [c for c in REQUIRED_COLUMNS if c not in frame.columns]
     if missing:
         raise ManifestError(f"{path}: missing columns {missing}")
+    empty = [number for number, clip_id in enumerate(frame["clip_id"], start=2) if not clip_id.strip()]
+    if empty:
+        raise ManifestError(f"{path}: empty clip id on line(s) {empty[:10]}")
     duplicated = frame["clip_id"][frame["clip_id"].duplicated()].unique().tolist()
     if duplicated:
         raise ManifestError(f"{path}: duplicated clip ids {duplicated[:10]}")

@@ -134,6 +134,9 @@ def read_captions(path: str | Path) -> dict[str, str]:
         raise ClipSetError(f"{path}: cannot read captions ({exc})") from exc
     if not {"clip_id", "caption"} <= set(frame.columns):
         raise ClipSetError(f"{path}: captions need columns clip_id and caption, found {list(frame.columns)}")
+    blank = [number for number, clip_id in enumerate(frame["clip_id"], start=2) if not clip_id.strip()]
+    if blank:
+        raise ClipSetError(f"{path}: empty clip id on line(s) {blank[:5]}")
     duplicated = frame["clip_id"][frame["clip_id"].duplicated()].unique().tolist()
     if duplicated:
         raise ClipSetError(f"{path}: clip ids given twice: {duplicated[:5]}")

@@ -19,7 +19,7 @@ from tqdm import tqdm
 from siren_bench.cache import ContentCache, cache_key
 from siren_bench.codecs import CODEC_INFO_NAME, Codec, load_stage_codec
 from siren_bench.config import codec_config
-from siren_bench.data.manifest import MANIFEST_NAME, read_manifest
+from siren_bench.data.manifest import MANIFEST_NAME, ManifestError, read_manifest
 from siren_bench.io import atomic_directory, atomic_path, read_audio, write_json_atomic
 from siren_bench.provenance import build_record, write_provenance
 from siren_bench.stages.common import open_stage
@@ -37,6 +37,8 @@ def codes_key(audio_sha256: str, codec: Codec) -> str:
 
 
 def tokenize_clips(codec: Codec, manifest: pd.DataFrame, cache: ContentCache, batch: int) -> dict[str, np.ndarray]:
+    """Every clip's codes, from the cache where its (audio hash, codec) entry exists. Codes are
+    cached under the manifest's hash, so the stage reads the manifest with its hashes verified."""
     codes: dict[str, np.ndarray] = {}
     todo = []
     for clip_id, audio_hash, path in zip(manifest["clip_id"], manifest["sha256"], manifest["audio_path"]):
@@ -50,9 +52,10 @@ def tokenize_clips(codec: Codec, manifest: pd.DataFrame, cache: ContentCache, ba
         waves = []
         for _, _, path in chunk:
             wave, rate = read_audio(path)
-            if rate != codec.sample_rate:
-                raise ValueError(f"{path}: {rate} Hz audio for a {codec.sample_rate} Hz codec; set data.sample_rate={codec.sample_rate}")
-            waves.append(wave.mean(axis=0))
+            if rate != codec.sample_rate or wave.shape[0] != 1:
+                raise ManifestError(f"{path}: {wave.shape[0]} channel(s) at {rate} Hz; the codec takes mono {codec.sample_rate} Hz "
+                                    f"audio (set data.sample_rate={codec.sample_rate})")
+            waves.append(wave[0])
         with torch.no_grad():
             encoded = codec.encode(torch.from_numpy(np.stack(waves).astype(np.float32))).numpy()
         if encoded.max() > np.iinfo(np.uint16).max:
@@ -77,7 +80,7 @@ def run(params_path: str | Path = "params.yaml") -> Path:
     stage = open_stage(params_path)
     run_cfg, config = stage.run, codec_config(stage.params, stage.source)
     prepare_dir, codec_dir = stage.dir("prepare"), stage.dir("codec")
-    manifest = read_manifest(prepare_dir / MANIFEST_NAME)
+    manifest = read_manifest(prepare_dir / MANIFEST_NAME, verify_hashes=True)  # codes are cached under these hashes
     codec = load_stage_codec(codec_dir)
     cache = ContentCache(Path(run_cfg.cache_dir) / "codes")
     codes = tokenize_clips(codec, manifest, cache, config.batch_clips)
