@@ -2,7 +2,7 @@
 
 A record answers a reviewer's questions about an output: which code (git commit, dirty flag,
 package versions), which config (the resolved section and its hash), which inputs (content
-hashes), which seeds and which device made it.
+hashes), which seeds and which device made it, and how long the stage took.
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ from __future__ import annotations
 import platform
 import subprocess
 import sys
+import time
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,10 @@ from siren_bench.config import config_hash, to_plain
 from siren_bench.io import sha256_path, write_json_atomic
 
 PROVENANCE_NAME = "provenance.json"
+# Each pipeline stage runs in its own process (`siren-bench <stage>`) and imports this module
+# before it starts work, so the time since import when a record is built is the stage's wall
+# time. Several stages run in one process (tests) each get the time since the first import.
+_IMPORTED_AT = time.monotonic()
 TRACKED_PACKAGES = (
     "torch", "numpy", "scipy", "soundfile", "soxr", "pandas", "matplotlib",
     "omegaconf", "hydra-core", "dvc", "transformers",
@@ -81,7 +86,11 @@ def build_record(
     device: str = "cpu",
     extra: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The provenance of one stage output. `inputs` maps a name to a file or folder to hash."""
+    """The provenance of one stage output. `inputs` maps a name to a file or folder to hash.
+
+    `wall_seconds` is the time since this module was imported (see _IMPORTED_AT): build the
+    record when the stage's work is done.
+    """
     plain = to_plain(config)
     return {
         "stage": stage,
@@ -93,6 +102,7 @@ def build_record(
         "inputs": {name: {"path": str(path), "sha256": sha256_path(path)} for name, path in (inputs or {}).items()},
         "seeds": dict(seeds or {}),
         "device": device_info(device),
+        "wall_seconds": round(time.monotonic() - _IMPORTED_AT, 3),
         **(extra or {}),
     }
 

@@ -59,7 +59,7 @@ def listening_section(generate_dir: Path, out: Path) -> Section:
             axes[r, c].tick_params(labelsize=6)
     fig.supxlabel("seconds", fontsize=8)
     fig.tight_layout()
-    figure = figures.save(fig, out / "figures" / "listening_spectrograms.png")
+    figure = figures.save(fig, out / "figures" / "listening_spectrograms.png", dpi=64)  # noisy: keep the PNG (and HTML) small
     markdown = f"""## Listen
 
 The first {len(rows)} test clips: the reference and each system's output (links into

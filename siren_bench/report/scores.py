@@ -68,7 +68,8 @@ def scores_section(score_dir: Path, out: Path) -> Section:
         table = {m: {k: r.get(k) for k in ("value", "ci_low", "ci_high", "n_generated", "n_frames")} for m, r in metrics.items()}
         if "kl" in metrics:  # its direction, and the other direction where the recipe computes both
             table["kl"] |= {k: v for k, v in metrics["kl"].items() if k == "direction" or k.startswith("value_")}
-        results["systems"][name] = {"description": systems[name]["description"], "metrics": table}
+        results["systems"][name] = {"description": systems[name]["description"],
+                                    "n_reference": full["reference"]["n_clips"], "metrics": table}
     kl = recipe.spec("kl") if any(s.metric == "kl" for s in recipe.metrics) else None
     kl_note = (f" KL is KL({'reference || generated' if kl.option('direction') == 'ref_gen' else 'generated || reference'}) "
                "on softmax of the clip logits, paired by clip id." if kl else "")
