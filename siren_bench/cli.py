@@ -89,6 +89,16 @@ def _score(args: argparse.Namespace) -> None:
     print(f"score: wrote {out} (recipe {recipe.id}; embeddings {outcome.cache_hits} cached, {outcome.cache_misses} computed)")
 
 
+def _compare(args: argparse.Namespace) -> None:
+    """A user's model (audio folder or generator) scored and reported beside the run's systems."""
+    from siren_bench.compare import CompareError, compare
+
+    if args.audio is not None and args.entry_point is not None:
+        raise CompareError("give --audio or --entry-point, not both")
+    report = compare(args.name, args.params, args.audio, args.entry_point)
+    print(f"{args.name}: report in {report / 'report.md'}")
+
+
 def _generate(args: argparse.Namespace) -> None:
     """Without --captions: the pipeline's generate stage. With it: one system renders a captions file."""
     if args.captions is None:
@@ -149,6 +159,12 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--out", help="with --captions: folder for <clip_id>.wav (must not exist)")
     generate.add_argument("--seconds", type=float, default=None, help="with --captions: clip length (default: data.clip_seconds)")
     generate.set_defaults(handler=_generate)
+    comparing = commands.add_parser("compare", help="score your model under the run's protocol and report it beside the run's systems")
+    comparing.add_argument("name", help="your model's name (a table row; with neither option, an installed siren_bench.generators entry point)")
+    comparing.add_argument("--audio", help="folder of rendered test clips, <clip_id>.wav")
+    comparing.add_argument("--entry-point", help="module:function returning one waveform per test caption (see siren_bench/compare.py)")
+    comparing.add_argument("--params", default="params.yaml", help="composed params file (default: params.yaml)")
+    comparing.set_defaults(handler=_compare)
     expert = commands.add_parser("train-expert", help="train one Siren expert outside DVC (one job per GPU; torchrun for data parallelism)")
     expert.add_argument("--index", type=int, required=True, help="which expert (0-based)")
     expert.add_argument("--params", default="params.yaml", help="composed params file (default: params.yaml)")

@@ -12,7 +12,7 @@ import dataclasses
 import string
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Optional, TypeVar
 
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
@@ -90,7 +90,7 @@ class CodecConfig:
     name: str = "small_rvq"
     source: str = "train"
     path: str | None = None  # pretrained sources: the weights file or HF folder
-    sha256: str | None = None  # pretrained sources: pinned SHA-256 (or a leading prefix of it)
+    sha256: str | None = None  # pretrained sources: pinned SHA-256 of the weights file (all 64 hex digits)
     # architecture of the trained codec: "spectral" (log-mel encoder, DAC's quantizer, inverse-STFT
     # decoder; codecs/spectral.py) or "dac" (transformers' DacModel)
     architecture: str = "spectral"
@@ -280,6 +280,8 @@ def section(params: DictConfig, key: str, schema: type[T], *, source: str = "par
     """Validate `params[key]` against a dataclass schema and return an instance of it."""
     if key not in params:
         raise ConfigError(f"{source}: missing section '{key}'")
+    if not isinstance(params[key], DictConfig):
+        raise ConfigError(f"{source}: section '{key}' must be a mapping of keys to values, got {params[key]!r}")
     try:
         merged = OmegaConf.merge(OmegaConf.structured(schema), params[key])
         missing = sorted(OmegaConf.missing_keys(merged))
@@ -287,8 +289,9 @@ def section(params: DictConfig, key: str, schema: type[T], *, source: str = "par
             keys = ", ".join(f"{key}.{m}" for m in missing)
             raise ConfigError(f"{source}: required value not set: {keys} (pass e.g. -S {key}.{missing[0]}=...)")
         return OmegaConf.to_object(merged)  # type: ignore[return-value]
-    except OmegaConfBaseException as exc:
-        raise ConfigError(f"{source}: invalid value in section '{key}': {exc}".strip()) from exc
+    except OmegaConfBaseException as exc:  # name the dotted key (OmegaConf's own text names it relative to the section)
+        where = f"{key}.{exc.full_key}" if getattr(exc, "full_key", None) else f"section '{key}'"
+        raise ConfigError(f"{source}: invalid value for {where}: {str(exc).splitlines()[0]}") from exc
 
 
 def run_config(params: DictConfig, source: str = "params.yaml") -> RunConfig:
@@ -393,20 +396,31 @@ def align_config(params: DictConfig, source: str = "params.yaml") -> AlignConfig
 
 @dataclass
 class SweepConfig:
-    """The fidelity-capacity sweep (`sweep` stage): Siren and the shared LM retrained on the first
-    d codebooks for each d in `depths`, with model.* settings, scored with the profile's recipe
-    next to the codec's own resynthesis at depth d. The full depth is the main run's."""
+    """Siren retrained from scratch in variants (`sweep` stage), each scored with the profile's
+    recipe. The fidelity-capacity sweep: Siren and the shared LM on the first d codebooks for
+    each d in `depths`, next to the codec's own resynthesis at depth d (the full depth is the
+    main run's). The ablations: `ablations` maps an ablation (models/ablations.py) to the depth
+    it runs at (null: the full depth, compared with the main run's Siren; a depth d: compared
+    with Siren retrained at d)."""
 
     depths: list[int] = field(default_factory=lambda: [2, 4])
     systems: list[str] = field(default_factory=lambda: ["siren", "shared_lm"])
+    ablations: dict[str, Optional[int]] = field(default_factory=dict)
 
 
 def sweep_config(params: DictConfig, source: str = "params.yaml") -> SweepConfig:
+    from siren_bench.models.ablations import ABLATIONS
+
     config = section(params, "sweep", SweepConfig, source=source)
     unknown = [s for s in config.systems if s not in ("siren", "shared_lm")]
     if unknown or any(d < 1 for d in config.depths) or len(set(config.depths)) != len(config.depths):
         raise ConfigError(f"{source}: sweep.systems must be among [siren, shared_lm] and sweep.depths distinct positive "
                           f"codebook counts, got {config.systems} and {config.depths}")
+    for name, depth in config.ablations.items():
+        if name not in ABLATIONS:
+            raise ConfigError(f"{source}: sweep.ablations: unknown ablation {name!r}; known: {sorted(ABLATIONS)}")
+        if depth is not None and depth < 1:
+            raise ConfigError(f"{source}: sweep.ablations.{name}: depth must be a positive codebook count or null, got {depth}")
     return config
 
 

@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -74,8 +76,15 @@ def test_ci_profile_runs_then_repro_does_no_work(repo):
     assert all(-1 <= p["mean"] <= 1 for p in interference["shared_lm"]) and interference["siren expert 0"][0]["pairs"] == 1
     sweep = results["sweep"]["points"]
     assert set(sweep) == {"codec_resynthesis", "siren", "shared_lm"} and all(set(p) == {"2", "4", "8"} for p in sweep.values())
+    ablations = results["ablations"]
+    assert set(ablations) == {"no_causal_conditioning", "one_codebook_per_expert", "no_alignment"}
+    assert ablations["no_causal_conditioning"]["reference"] == "siren_d4" and ablations["one_codebook_per_expert"]["depth"] == 2
+    assert all(a["paired"]["clap_cosine"]["n"] == 12 for a in ablations.values())
+    swept = json.loads((repo / "artifacts" / "ci" / "sweep" / "sweep.json").read_text())["ablations"]
+    assert swept["no_causal_conditioning"]["experts_from_reference"] == [0]
+    assert swept["one_codebook_per_expert"]["groups"] == [[0], [1]]
     for heading in ("## Baselines", "## Gradient interference", "## Fidelity-capacity sweep", "![depth sweep]",
-                    "## Claimed vs reproduced"):
+                    "## Claimed vs reproduced", "## Ablations", "## Environment and provenance"):
         assert heading in report
     assert set(results["paired"]) == {"siren_aligned"} | baselines  # Siren against every other model
     claims = results["claims"]["rows"]
@@ -108,6 +117,40 @@ def test_ci_profile_runs_then_repro_does_no_work(repo):
     assert {p.relative_to(repo): p.read_bytes() for p in (repo / "artifacts" / "ci" / "score").glob("*/results.json")} == first
     summary = json.loads((repo / "artifacts" / "ci" / "score" / "summary.json").read_text())
     assert all(s["cache"]["misses"] == 0 for s in summary["systems"].values())
+
+
+def _kill_when(args: list[str], cwd: Path, ready, what: str) -> None:
+    """Start `args`, SIGKILL its whole process group the moment `ready()` holds (no clean-up runs)."""
+    env = os.environ | {"PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}", "DVC_NO_ANALYTICS": "1"}
+    process = subprocess.Popen(args, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.monotonic() + 300
+    while not ready():
+        assert process.poll() is None, f"{what}: the run ended before the kill point"
+        assert time.monotonic() < deadline, f"{what}: kill point not reached"
+        time.sleep(0.05)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+
+
+def test_a_second_run_killed_in_every_stage_kind_ends_bit_identical(repo):
+    """Determinism and crash safety: the ci pipeline forced to run again from scratch, killed -9
+    mid-training (after a checkpoint), mid-alignment, mid-generation and mid-scoring, each time
+    re-run with `dvc repro`, ends with the first run's results.json and every system's scores
+    (which hold the generated audio's hashes), byte for byte."""
+    ci = repo / "artifacts" / "ci"
+    first = {p.relative_to(repo): p.read_bytes() for p in [repo / "reports" / "ci" / "results.json",
+                                                           *sorted((ci / "score").glob("*/*.csv")),
+                                                           *sorted((ci / "score").glob("*/results.json"))]}
+    assert len(first) == 1 + 2 * 8
+    staging = lambda stage: any(p.is_dir() and any(p.iterdir()) for p in ci.glob(f".{stage}.*.tmp"))  # noqa: E731
+    _kill_when(["dvc", "repro", "--force"], repo, lambda: any((ci / "resume").glob("siren-expert0-*.pt")), "train_siren")
+    assert not (ci / "siren").exists()  # DVC cleared it; nothing partial under the final name
+    _kill_when(["dvc", "repro"], repo, lambda: any((ci / "resume").glob("align*")), "align_siren")
+    _kill_when(["dvc", "repro"], repo, lambda: staging("generate"), "generate")
+    _kill_when(["dvc", "repro"], repo, lambda: staging("score"), "score")
+    out = _run(["dvc", "repro"], repo)
+    assert "Running stage 'report'" in out
+    assert {p: (repo / p).read_bytes() for p in first} == first
 
 
 @pytest.mark.parametrize("system", ["siren", "siren_aligned"])
@@ -152,3 +195,24 @@ def test_single_key_override_reuses_cached_codes(repo):
     assert _results(repo, "ci")["sections"]["dataset"]["n_clips"] == 60
     tokenize = json.loads((repo / "artifacts" / "ci" / "tokenize" / "provenance.json").read_text())
     assert tokenize["cache"]["misses"] == 60
+
+
+def test_a_users_model_is_compared_under_the_runs_protocol(repo, tmp_path):
+    """`siren-bench compare`: a generator entry point (the README's example) and a folder of audio
+    join the run's table; a copy of Siren's own audio scores exactly as Siren."""
+    out = _run(["siren-bench", "compare", "noise", "--entry-point", "examples.noise_generator:generate"], repo)
+    assert "reports/compare/ci/noise/report.md" in out
+    results = json.loads((repo / "reports" / "compare" / "ci" / "noise" / "results.json").read_text())
+    assert {"siren", "ar_nar", "noise"} <= set(results["systems"]) and results["paired"]["siren"]["kl"]["n"] == 12
+    copy = tmp_path / "siren_copy"
+    shutil.copytree(repo / "artifacts" / "ci" / "generate" / "siren", copy)
+    _run(["siren-bench", "compare", "siren_copy", "--audio", str(copy)], repo)
+    systems = json.loads((repo / "reports" / "compare" / "ci" / "siren_copy" / "results.json").read_text())["systems"]
+    assert systems["siren_copy"] == systems["siren"]  # identical protocol: same bytes, same numbers
+    env = os.environ | {"PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+    again = subprocess.run(["siren-bench", "compare", "noise", "--entry-point", "examples.noise_generator:generate"],
+                           cwd=repo, capture_output=True, text=True, env=env)
+    assert again.returncode == 2 and "already exists" in again.stderr
+    next(copy.glob("*.wav")).unlink()
+    short = subprocess.run(["siren-bench", "compare", "short", "--audio", str(copy)], cwd=repo, capture_output=True, text=True, env=env)
+    assert short.returncode == 2 and "missing 1" in short.stderr and not (repo / "artifacts" / "ci" / "compare" / "short").exists()

@@ -34,6 +34,9 @@ class SirenConfig:
     code_dim: int = 1024  # the codec's latent width D (DAC 16 kHz: 1024)
     codebooks_per_expert: int = 2
     groups: list[list[int]] | None = None  # explicit grouping; overrides codebooks_per_expert
+    # False: the ablation without causal conditioning; before(t) is the pooled text alone, so an
+    # expert sees lower codebooks only through frame t-1's sum in its temporal path
+    causal_conditioning: bool = True
     dim: int = 1024
     n_heads: int = 16
     n_kv_heads: int = 16  # < n_heads: grouped KV heads
@@ -287,11 +290,17 @@ class SirenExpert(nn.Module):
         """[temporal, before, before + e_0, ...] per frame, with slot embeddings: [B, F, g + 1, dim]."""
         first = self.group[0]
         below = vectors[:, :first].sum(1) if first else torch.zeros_like(vectors[:, 0])
-        before = self.text_pool(pooled)[:, None] + self.projector(below)
+        before = self.text_pool(pooled)[:, None] + self._conditioning(below)
         own = self.projector(vectors[:, self.group[:-1]])  # [B, g - 1, F, dim]
         running = before[:, None] + torch.cat([torch.zeros_like(own[:, :1]), own.cumsum(1)], dim=1) if len(self.group) > 1 else before[:, None]
         slots = torch.cat([hidden[:, None], running], dim=1).transpose(1, 2)  # [B, F, g + 1, dim]
         return slots + self.slot_embedding
+
+    def _conditioning(self, below: torch.Tensor) -> torch.Tensor:
+        """The causal conditioning: the projected sum of the codebooks below the group (zero
+        when the ablation turns it off)."""
+        projected = self.projector(below)
+        return projected if self.config.causal_conditioning else torch.zeros_like(projected)
 
     def loss(self, codes: torch.Tensor, text: Text, frame_mask: torch.Tensor | None = None,
              drop: torch.Tensor | None = None, n_frames: float | None = None) -> torch.Tensor:
@@ -336,7 +345,7 @@ class SirenExpert(nn.Module):
             return self.depth_norm(y)[:, 0]
 
         feed(0, hidden)
-        current = self.text_pool(pooled) + self.projector(below_sum)
+        current = self.text_pool(pooled) + self._conditioning(below_sum)
         all_logits, all_codes = [], []
         for j, head in enumerate(self.heads):
             logits = head(feed(j + 1, current))

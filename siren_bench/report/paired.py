@@ -24,13 +24,21 @@ PAIRED = (("clap_cosine", "CLAP cosine", "higher"), ("kl", "KL", "lower"),
 
 def paired_differences(score_dir: Path, a: str, b: str) -> dict[str, dict]:
     """Per-clip column -> paired difference a - b, for the columns both systems have."""
-    recipe = get_recipe(json.loads((score_dir / a / "results.json").read_text())["recipe"]["id"])
-    frames = {name: pd.read_csv(score_dir / name / "per_clip.csv").set_index("clip_id").sort_index() for name in (a, b)}
-    if list(frames[a].index) != list(frames[b].index):
-        raise ValueError(f"{score_dir}: {a} and {b} were scored on different clips")
-    return {column: paired_difference(frames[a][column].to_numpy(), frames[b][column].to_numpy(), recipe.n_boot,
+    return paired_between(score_dir / a, score_dir / b)
+
+
+def paired_between(a_dir: Path, b_dir: Path) -> dict[str, dict]:
+    """The same for two scored folders (results.json, per_clip.csv) of any stages of one run."""
+    recipes = {json.loads((d / "results.json").read_text())["recipe"]["id"] for d in (a_dir, b_dir)}
+    if len(recipes) != 1:
+        raise ValueError(f"{a_dir} and {b_dir} were scored with different recipes {sorted(recipes)}")
+    recipe = get_recipe(recipes.pop())
+    frames = [pd.read_csv(d / "per_clip.csv").set_index("clip_id").sort_index() for d in (a_dir, b_dir)]
+    if list(frames[0].index) != list(frames[1].index):
+        raise ValueError(f"{a_dir} and {b_dir} were scored on different clips")
+    return {column: paired_difference(frames[0][column].to_numpy(), frames[1][column].to_numpy(), recipe.n_boot,
                                       recipe.bootstrap_seed)
-            for column, _, _ in PAIRED if column in frames[a] and column in frames[b]}
+            for column, _, _ in PAIRED if column in frames[0] and column in frames[1]}
 
 
 def difference_text(p: dict) -> str:

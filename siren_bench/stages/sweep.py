@@ -1,26 +1,32 @@
-"""Stage `sweep`: how generation quality and reconstruction fidelity move with RVQ depth.
+"""Stage `sweep`: Siren retrained from scratch in variants, each generating and scored like the
+main run's systems.
 
-For each d in sweep.depths, Siren (its experts over the first d codebooks, model.codebooks_per_expert
-each) and the shared LM (one trunk over the first d codebooks) are trained from scratch on the
-first d codebooks of the same tokens, with the same settings (model.*) as the main run, and
-generate the test captions; the codec decodes the d-codebook codes (every prefix decodes: the
-codec trains with quantizer dropout), and the profile's recipe scores them, together with the
-codec's own resynthesis from the test clips' first d codebooks (the ceiling at that depth). The
-full depth is the main run's `siren`, `shared_lm` and `codec_resynthesis` rows, which the report
-joins in.
+The fidelity-capacity sweep: for each d in sweep.depths, Siren (its experts over the first d
+codebooks, model.codebooks_per_expert each) and the shared LM (one trunk over the first d
+codebooks) are trained on the first d codebooks of the same tokens, with the same settings
+(model.*) as the main run, and generate the test captions; the codec decodes the d-codebook codes
+(every prefix decodes: the codec trains with quantizer dropout), and the profile's recipe scores
+them, together with the codec's own resynthesis from the test clips' first d codebooks (the
+ceiling at that depth). The full depth is the main run's `siren`, `shared_lm` and
+`codec_resynthesis` rows, which the report joins in.
 
 With two codebooks per expert, Siren at depth 2 is one expert over both codebooks: the same
 architecture as the shared LM at depth 2, trained with another seed. The pair then measures seed
 noise, which the report says.
 
+The ablations (sweep.ablations, models/ablations.py): each is Siren with one design choice
+changed, at a depth d, retrained and scored against the unablated Siren at d (the sweep's
+retrained one, trained here if the sweep has none at d; at the full depth, the main run's).
+
 Output (artifacts/<profile>/sweep/): <system>_d<d>/ (results.json, per_clip.csv),
-audio/<system>_d<d>/*.wav, sweep.json (per system and depth: metrics, validation loss) and
-provenance.json.
+audio/<system>_d<d>/*.wav, sweep.json (per system and depth: metrics, validation loss; per
+ablation: variant, reference, metrics) and provenance.json.
 """
 
 from __future__ import annotations
 
 import dataclasses
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -30,7 +36,9 @@ from baselines import registry
 from siren_bench.config import ConfigError, codec_config, eval_config, sweep_config
 from siren_bench.data.manifest import MANIFEST_NAME, read_manifest
 from siren_bench.io import atomic_directory, write_json_atomic
+from siren_bench.models.ablations import ABLATIONS, ablated, shared_experts
 from siren_bench.models.collaborative import Siren
+from siren_bench.models.siren import SirenConfig, SirenExpert
 from siren_bench.models.train import TokenSet, clear_resume_state, resume_file, train_expert, train_model
 from siren_bench.provenance import build_record, write_provenance
 from siren_bench.stages.common import open_stage
@@ -38,7 +46,7 @@ from siren_bench.stages.generate import SCORED_SPLIT, codec_resynthesis, render
 from siren_bench.stages.score import stage_scorer
 from siren_bench.stages.tokenize import load_codes
 from siren_bench.stages.train_baselines import architecture
-from siren_bench.stages.train_siren import ExpertJobs, expert_jobs
+from siren_bench.stages.train_siren import ExpertJobs, expert_jobs, load_stage_siren
 
 SUMMARY_NAME = "sweep.json"
 
@@ -47,23 +55,45 @@ def truncate(tokens: TokenSet | None, depth: int) -> TokenSet | None:
     return None if tokens is None else TokenSet([c[:depth] for c in tokens.codes], tokens.text)
 
 
-def train_at_depth(system: str, depth: int, jobs: ExpertJobs, device: torch.device, finished: list[Path]):
-    """(model, its final val loss) for `system` retrained on the first `depth` codebooks."""
+@dataclass
+class TrainedSiren:
+    model: Siren
+    val_losses: list[float | None]  # each expert's last validation loss
+
+    def mean_val_loss(self) -> float | None:
+        known = [v for v in self.val_losses if v is not None]
+        return float(np.mean(known)) if known else None
+
+
+def train_siren(siren: SirenConfig, depth: int, jobs: ExpertJobs, device: torch.device, finished: list[Path],
+                reference: TrainedSiren | None = None, reuse: list[int] = ()) -> TrainedSiren:
+    """Siren with architecture `siren` trained on the first `depth` codebooks; the experts listed
+    in `reuse` are copied from `reference` (same group) instead of trained."""
     config, train, val, table = jobs.config, truncate(jobs.train, depth), truncate(jobs.val, depth), jobs.table[:depth]
     data_id = f"{jobs.data_id}-depth{depth}"
-    if system == "siren":
-        siren = dataclasses.replace(jobs.siren, n_codebooks=depth, groups=None)
-        try:
-            groups = siren.expert_groups()
-        except ValueError as exc:
-            raise ConfigError(f"sweep.depths: {exc}") from exc
-        experts, vals = [], []
-        for index in range(len(groups)):
-            result = train_expert(index, siren, config, table, train, val, jobs.resume_dir, data_id, device)
-            experts.append(result.expert)
-            vals += [r["val_loss"] for r in result.log if "val_loss" in r][-1:]
-            finished.append(resume_file(jobs.resume_dir, config, siren, index, data_id))
-        return Siren(siren, experts).eval(), float(np.mean(vals)) if vals else None
+    try:
+        groups = siren.expert_groups()
+    except ValueError as exc:
+        raise ConfigError(f"sweep at depth {depth}: {exc}") from exc
+    experts, vals = [], []
+    for index, group in enumerate(groups):
+        if index in reuse:
+            expert = SirenExpert(siren, group)
+            expert.load_state_dict(reference.model.experts[index].state_dict(), strict=True)
+            experts.append(expert)
+            vals.append(reference.val_losses[index])
+            continue
+        result = train_expert(index, siren, config, table, train, val, jobs.resume_dir, data_id, device)
+        experts.append(result.expert)
+        vals.append(([r["val_loss"] for r in result.log if "val_loss" in r] or [None])[-1])
+        finished.append(resume_file(jobs.resume_dir, config, siren, index, data_id))
+    return TrainedSiren(Siren(siren, experts).eval(), vals)
+
+
+def train_shared_lm(depth: int, jobs: ExpertJobs, device: torch.device, finished: list[Path]):
+    """(the shared LM retrained on the first `depth` codebooks, its final val loss)."""
+    config, train, val, table = jobs.config, truncate(jobs.train, depth), truncate(jobs.val, depth), jobs.table[:depth]
+    data_id = f"{jobs.data_id}-depth{depth}"
     spec = registry.BASELINES["shared_lm"]
     torch.manual_seed(config.seed + spec.seed_offset)
     arch = architecture("shared_lm", jobs, {}) | {"n_codebooks": depth}
@@ -76,19 +106,30 @@ def train_at_depth(system: str, depth: int, jobs: ExpertJobs, device: torch.devi
     return model.eval(), vals[-1] if vals else None
 
 
+def main_run_siren(siren_dir: Path) -> TrainedSiren:
+    model, info = load_stage_siren(siren_dir)
+    return TrainedSiren(model, [e.get("final_val_loss") for e in info["experts"]])
+
+
 def run(params_path: str | Path = "params.yaml") -> Path:
     stage = open_stage(params_path)
     sweep, evaluation = sweep_config(stage.params, stage.source), eval_config(stage.params, stage.source)
     out_dir = stage.dir("sweep")
-    if not sweep.depths or not sweep.systems:
+    depths = sorted(sweep.depths) if sweep.systems else []
+    if not depths and not sweep.ablations:
         with atomic_directory(out_dir) as staging:
-            write_json_atomic(staging / SUMMARY_NAME, {"depths": [], "reason": "sweep.depths or sweep.systems is empty"})
+            write_json_atomic(staging / SUMMARY_NAME, {"depths": [], "ablations": {},
+                                                       "reason": "sweep.depths (or sweep.systems) and sweep.ablations are empty"})
             write_provenance(staging, build_record("sweep", {"run": stage.run, "sweep": sweep}, device="cpu"))
         return out_dir
     jobs = expert_jobs(stage)
-    if max(sweep.depths) >= jobs.siren.n_codebooks:
-        raise ConfigError(f"{stage.source}: sweep.depths {sweep.depths} must stay below the codec's {jobs.siren.n_codebooks} "
+    full = jobs.siren.n_codebooks
+    if depths and max(depths) >= full:
+        raise ConfigError(f"{stage.source}: sweep.depths {sweep.depths} must stay below the codec's {full} "
                           "codebooks (the full depth is the main run's)")
+    for name, depth in sweep.ablations.items():
+        if depth is not None and depth > full:
+            raise ConfigError(f"{stage.source}: sweep.ablations.{name}: depth {depth} exceeds the codec's {full} codebooks")
     manifest = read_manifest(stage.dir("prepare") / MANIFEST_NAME)
     test = manifest[manifest["split"] == SCORED_SPLIT]
     lengths = dict(zip(test["clip_id"], test["num_samples"].astype(int)))
@@ -96,11 +137,23 @@ def run(params_path: str | Path = "params.yaml") -> Path:
     device, codec, config = stage.device(), jobs.codec, jobs.config
     scorer = stage_scorer(stage)
     batch = codec_config(stage.params, stage.source).batch_clips  # as the generate stage renders
-    summary: dict = {"depths": sorted(sweep.depths), "full_depth": jobs.siren.n_codebooks, "recipe": scorer.recipe.id,
-                     "systems": {}}
+    summary: dict = {"depths": depths, "full_depth": full, "recipe": scorer.recipe.id, "systems": {}, "ablations": {}}
     finished: list[Path] = []
+    sirens: dict[int, TrainedSiren] = {}  # Siren retrained at a depth: the ablations' reference there
+
     with atomic_directory(out_dir) as staging:
-        for depth in sorted(sweep.depths):
+        def scored(model, name: str) -> dict:
+            render(model, "codes", name, codec, jobs.encoder, test, lengths, config, staging / "audio" / name, batch, device)
+            return scorer.score(staging / "audio" / name, staging / name)["metrics"]
+
+        def siren_at(depth: int) -> TrainedSiren:
+            sirens[depth] = train_siren(dataclasses.replace(jobs.siren, n_codebooks=depth, groups=None), depth, jobs, device,
+                                        finished)
+            summary["systems"].setdefault("siren", {})[depth] = {"val_loss": sirens[depth].mean_val_loss(),
+                                                                 "metrics": scored(sirens[depth].model, f"siren_d{depth}")}
+            return sirens[depth]
+
+        for depth in depths:
             name = f"codec_resynthesis_d{depth}"
             folder = staging / "audio" / name
             codec_resynthesis(codec, test["clip_id"].tolist(), {c: v[:depth] for c, v in test_codes.items()}, lengths, folder,
@@ -108,16 +161,36 @@ def run(params_path: str | Path = "params.yaml") -> Path:
             summary["systems"].setdefault("codec_resynthesis", {})[depth] = {"val_loss": None,
                                                                               "metrics": scorer.score(folder, staging / name)["metrics"]}
             for system in sweep.systems:
-                model, val_loss = train_at_depth(system, depth, jobs, device, finished)
-                name = f"{system}_d{depth}"
-                render(model, "codes", name, codec, jobs.encoder, test, lengths, config, staging / "audio" / name, batch, device)
-                scored = scorer.score(staging / "audio" / name, staging / name)
-                summary["systems"].setdefault(system, {})[depth] = {"val_loss": val_loss, "metrics": scored["metrics"]}
+                if system == "siren":
+                    siren_at(depth)
+                    continue
+                model, val_loss = train_shared_lm(depth, jobs, device, finished)
+                summary["systems"].setdefault(system, {})[depth] = {"val_loss": val_loss,
+                                                                    "metrics": scored(model, f"{system}_d{depth}")}
+        for ablation, at in sweep.ablations.items():
+            depth = full if at is None else at
+            if depth == full:
+                reference, reference_entry = main_run_siren(stage.dir("siren")), {"system": "siren", "stage": "score"}
+            else:
+                reference, reference_entry = sirens.get(depth) or siren_at(depth), {"system": f"siren_d{depth}", "stage": "sweep"}
+            try:
+                variant = ablated(ablation, reference.model.config)
+            except ValueError as exc:
+                raise ConfigError(f"{stage.source}: sweep.ablations.{ablation}: {exc}") from exc
+            reuse = shared_experts(reference.model.config, variant)
+            trained = train_siren(variant, depth, jobs, device, finished, reference, reuse)
+            name = f"{ablation}_d{depth}"
+            summary["ablations"][ablation] = {
+                "label": ABLATIONS[ablation].label, "depth": depth, "variant": name, "reference": reference_entry,
+                "groups": variant.expert_groups(), "reference_groups": reference.model.config.expert_groups(),
+                "experts_from_reference": reuse, "val_loss": trained.mean_val_loss(),
+                "reference_val_loss": reference.mean_val_loss(), "metrics": scored(trained.model, name)}
         write_json_atomic(staging / SUMMARY_NAME, summary)
         write_provenance(staging, build_record(
             "sweep", {"run": stage.run, "sweep": sweep, "model": config, "eval": evaluation},
             inputs={"codes": stage.dir("tokenize") / "codes.npz", "codec": stage.dir("codec") / "model",
-                    "manifest": stage.dir("prepare") / MANIFEST_NAME},
+                    "manifest": stage.dir("prepare") / MANIFEST_NAME,
+                    **({"siren": stage.dir("siren")} if any(at in (None, full) for at in sweep.ablations.values()) else {})},
             seeds={"model.seed": config.seed, "generation_seed": config.generation_seed}, device=device.type))
     for path in finished:
         clear_resume_state(path)

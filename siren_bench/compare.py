@@ -1,0 +1,186 @@
+"""`siren-bench compare NAME`: put a user's model in the run's table under the identical protocol.
+
+The model comes in one of three ways:
+- a folder of rendered audio, one file per test clip named `<clip_id>.wav` (or .flac);
+- a Python callable `module:function` (`--entry-point`);
+- an installed entry point named NAME in the group `siren_bench.generators` (a package declares
+  it in its pyproject.toml under [project.entry-points."siren_bench.generators"]).
+
+A callable is called once with the test captions and must return one mono waveform per caption:
+
+    def generate(captions: list[str], num_samples: list[int], sample_rate: int, seed: int) -> list[np.ndarray]
+
+with exactly `num_samples[i]` samples at `sample_rate` (the reference clip's length; the seed is
+the run's model.generation_seed). Either way the audio must cover exactly the test clips; it is
+copied into artifacts/<profile>/compare/<NAME>/audio (so the scored bytes are kept and hashed),
+scored by the score stage's recipe, embedders and cache (the reference statistics are the same
+ones), and reported in reports/compare/<profile>/<NAME>/: the run's table with NAME added, and NAME
+against Siren clip by clip. Nothing is overwritten: an existing NAME is an error.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import shutil
+import sys
+from importlib.metadata import entry_points
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from siren_bench.config import ConfigError, model_config
+from siren_bench.data.manifest import MANIFEST_NAME, read_manifest
+from siren_bench.evaluation.clipsets import ClipSetError, folder_clips
+from siren_bench.io import atomic_directory, write_json_atomic, write_text_atomic, write_wav
+from siren_bench.provenance import build_record, write_provenance
+from siren_bench.report.dataset_card import md_table
+from siren_bench.report.paired import PAIRED, difference_text, paired_between
+from siren_bench.report.scores import COLUMNS, interval_text
+from siren_bench.stages.common import open_stage
+from siren_bench.stages.generate import SCORED_SPLIT
+from siren_bench.stages.score import SUMMARY_NAME, stage_scorer
+
+ENTRY_POINT_GROUP = "siren_bench.generators"
+COMPARE_DIR = "compare"
+
+
+class CompareError(ConfigError):
+    """A user's model or audio that cannot be compared; the message names it and the problem."""
+
+
+def load_generator(name: str, entry_point: str | None) -> tuple[Callable, str]:
+    """(the callable, where it came from): `module:function`, or the installed entry point NAME."""
+    if entry_point is None:
+        found = [ep for ep in entry_points(group=ENTRY_POINT_GROUP) if ep.name == name]
+        if not found:
+            raise CompareError(f"no audio folder, no --entry-point and no installed entry point {name!r} in group "
+                               f"{ENTRY_POINT_GROUP!r}")
+        entry_point = found[0].value
+    module_name, _, attribute = entry_point.partition(":")
+    if not module_name or not attribute:
+        raise CompareError(f"--entry-point {entry_point!r}: expected module:function")
+    if str(Path.cwd()) not in sys.path:  # as `python -m` does: a module beside the project imports
+        sys.path.insert(0, str(Path.cwd()))
+    try:
+        target = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise CompareError(f"--entry-point {entry_point!r}: cannot import {module_name!r} ({exc})") from exc
+    for part in attribute.split("."):
+        if not hasattr(target, part):
+            raise CompareError(f"--entry-point {entry_point!r}: {module_name} has no {attribute!r}")
+        target = getattr(target, part)
+    if not callable(target):
+        raise CompareError(f"--entry-point {entry_point!r}: {attribute!r} is not callable")
+    return target, entry_point
+
+
+def render_entry_point(generate: Callable, source: str, test, sample_rate: int, seed: int, out: Path) -> None:
+    """Call the user's generator on the test captions and write its waveforms as float WAV."""
+    ids, lengths = test["clip_id"].tolist(), test["num_samples"].astype(int).tolist()
+    waves = list(generate(test["caption"].tolist(), lengths, sample_rate, seed))
+    if len(waves) != len(ids):
+        raise CompareError(f"{source}: returned {len(waves)} waveforms for {len(ids)} captions")
+    out.mkdir(parents=True)
+    for clip_id, length, wave in zip(ids, lengths, waves):
+        wave = np.asarray(wave, dtype=np.float64)
+        if wave.shape != (length,):
+            raise CompareError(f"{source}: clip {clip_id}: expected a mono waveform of {length} samples, got shape {wave.shape}")
+        if not np.isfinite(wave).all():
+            raise CompareError(f"{source}: clip {clip_id}: the waveform has NaN or infinite samples")
+        write_wav(out / f"{clip_id}.wav", wave, sample_rate, subtype="FLOAT")
+
+
+def copy_audio_folder(folder: Path, test_ids: list[str], out: Path) -> None:
+    """Copy the folder's audio after checking it holds exactly the test clips."""
+    clips = folder_clips(folder)
+    missing, extra = sorted(set(test_ids) - set(clips.ids)), sorted(set(clips.ids) - set(test_ids))
+    if missing or extra:
+        raise ClipSetError(f"{folder}: must hold exactly the {len(test_ids)} test clips of the run; "
+                           f"missing {len(missing)} (e.g. {missing[:3]}), extra {len(extra)} (e.g. {extra[:3]})")
+    out.mkdir(parents=True)
+    for clip_id in test_ids:
+        source = clips.clips[clip_id].path
+        shutil.copyfile(source, out / source.name)
+
+
+def compare(name: str, params_path: str | Path = "params.yaml", audio: str | Path | None = None,
+            entry_point: str | None = None) -> Path:
+    """Render or copy NAME's audio, score it like the run's systems, write its report; returns the report folder."""
+    if not name.isidentifier():
+        raise CompareError(f"model name {name!r}: use letters, digits and underscores (it names folders and table rows)")
+    stage = open_stage(params_path)
+    score_dir = stage.dir("score")
+    if not (score_dir / SUMMARY_NAME).is_file():
+        raise CompareError(f"{score_dir}: no finished score stage to compare with; run `dvc repro` first")
+    summary = json.loads((score_dir / SUMMARY_NAME).read_text())
+    if name in summary["systems"]:
+        raise CompareError(f"{name!r} is already a system of the run ({score_dir}); pick another name")
+    work_dir = stage.dir(COMPARE_DIR) / name
+    report_dir = Path(stage.run.reports_dir) / COMPARE_DIR / stage.run.profile / name  # outside the report stage's output
+    for existing in (work_dir, report_dir):
+        if existing.exists():
+            raise CompareError(f"{existing} already exists; remove it to compare {name!r} again")
+    manifest = read_manifest(stage.dir("prepare") / MANIFEST_NAME)
+    test = manifest[manifest["split"] == SCORED_SPLIT]
+    scorer = stage_scorer(stage)
+    if scorer.recipe.id != summary["recipe"]:
+        raise CompareError(f"{score_dir}: scored with recipe {summary['recipe']}, params say {scorer.recipe.id}; re-run the pipeline")
+    with atomic_directory(work_dir) as staging:
+        if audio is not None:
+            copy_audio_folder(Path(audio), test["clip_id"].tolist(), staging / "audio")
+            origin = {"audio_dir": str(Path(audio).resolve())}
+        else:
+            generate, source = load_generator(name, entry_point)
+            seed = model_config(stage.params, stage.source).generation_seed
+            rates = sorted(set(test["sample_rate"].astype(int)))
+            if len(rates) != 1:
+                raise CompareError(f"{stage.dir('prepare') / MANIFEST_NAME}: test clips at several rates {rates}; "
+                                   "render them yourself and pass the folder")
+            sample_rate = rates[0]
+            render_entry_point(generate, source, test, sample_rate, seed, staging / "audio")
+            origin = {"entry_point": source, "seed": seed, "sample_rate": sample_rate}
+        scored = scorer.score(staging / "audio", staging / "score")
+        write_json_atomic(staging / "compare.json", {"name": name, "origin": origin, "recipe": scorer.recipe.id, **scored})
+        write_provenance(staging, build_record("compare", {"run": stage.run, "eval": scorer.config, "origin": origin},
+                                               inputs={"audio": staging / "audio",
+                                                       "manifest": stage.dir("prepare") / MANIFEST_NAME},
+                                               seeds={"bootstrap_seed": scorer.recipe.bootstrap_seed}, device="cpu"))
+    _write_report(name, work_dir, score_dir, summary, report_dir)
+    return report_dir
+
+
+def _write_report(name: str, work_dir: Path, score_dir: Path, summary: dict, report_dir: Path) -> None:
+    mine = json.loads((work_dir / "compare.json").read_text())
+    systems = {**summary["systems"], name: mine}
+    metrics = [(m, label) for m, label in COLUMNS if m in mine["metrics"]]
+    rows = [[f"**{system}**" if system == name else system,
+             *(interval_text(entry["metrics"][m]) if m in entry["metrics"] else "" for m, _ in metrics)]
+            for system, entry in systems.items()]
+    results = {"name": name, "recipe": summary["recipe"], "origin": mine["origin"],
+               "systems": {s: {m: e["metrics"][m]["value"] for m, _ in metrics if m in e["metrics"]} for s, e in systems.items()},
+               "paired": {}}
+    paired_rows = []
+    for other in ("siren", "siren_aligned"):
+        if other in summary["systems"]:
+            results["paired"][other] = paired_between(work_dir / "score", score_dir / other)
+            for column, label, better in PAIRED:
+                if (p := results["paired"][other].get(column)) is not None:
+                    paired_rows.append([f"`{other}`", label, difference_text(p), f"{p['p_value']:.3f}", better, p["n"]])
+    n = next(iter(mine["metrics"].values()))["n_generated"]
+    markdown = f"""# `{name}` compared under the run's protocol
+
+Recipe `{summary['recipe']}`, the run's {n} test clips, the score stage's embedders and reference statistics.
+Audio from {', '.join(f'{k} `{v}`' for k, v in mine['origin'].items())}. 95 % bootstrap intervals.
+
+{md_table(["system", *(label for _, label in metrics)], rows)}
+
+## `{name}` minus Siren, clip by clip
+
+{md_table([f"{name} minus", "per-clip measure", "difference [95 % CI]", "p", "better for " + name, "clips"], paired_rows)
+ if paired_rows else "The run has no Siren rows to pair with."}
+"""
+    with atomic_directory(report_dir) as staging:
+        write_json_atomic(staging / "results.json", results)
+        write_text_atomic(staging / "report.md", markdown)

@@ -1,0 +1,74 @@
+"""Report section for Siren's ablations: each variant (sweep stage) against the unablated Siren
+at the same depth, and Stage 1 against the aligned Siren (main run), unpaired metrics with
+their intervals and the paired per-clip differences."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from siren_bench.report.dataset_card import Section, md_table
+from siren_bench.report.paired import PAIRED, difference_text, paired_between
+from siren_bench.report.scores import interval_text
+
+METRICS = (("fad", "FAD"), ("kl", "KL"), ("clap", "CLAP"))
+
+
+def _row(label: str, depth: int, variant: dict, reference: dict, paired: dict, note: str) -> list:
+    cells = [label, depth]
+    for metric, _ in METRICS:
+        cells.append(f"{interval_text(reference[metric])} → {interval_text(variant[metric])}"
+                     if metric in variant and metric in reference else "")
+    for column, _, _ in PAIRED[:2]:
+        p = paired.get(column)
+        cells.append(f"{difference_text(p)}, p = {p['p_value']:.3f}" if p else "")
+    return cells + [note]
+
+
+def ablation_section(sweep_dir: Path, out: Path) -> Section:
+    sweep = json.loads((sweep_dir / "sweep.json").read_text())
+    score_dir = sweep_dir.parent / "score"
+    main = json.loads((score_dir / "summary.json").read_text())["systems"] if (score_dir / "summary.json").is_file() else {}
+    results, rows = {}, []
+    for name, entry in sweep.get("ablations", {}).items():
+        reference = entry["reference"]
+        if reference["stage"] == "score":
+            if reference["system"] not in main:
+                continue
+            ref_metrics, ref_dir = main[reference["system"]]["metrics"], score_dir / reference["system"]
+        else:
+            ref_metrics, ref_dir = sweep["systems"]["siren"][str(entry["depth"])]["metrics"], sweep_dir / reference["system"]
+        paired = paired_between(sweep_dir / entry["variant"], ref_dir)
+        results[name] = {"depth": entry["depth"], "variant": entry["variant"], "reference": reference["system"],
+                         "metrics": {m: entry["metrics"][m]["value"] for m, _ in METRICS if m in entry["metrics"]},
+                         "reference_metrics": {m: ref_metrics[m]["value"] for m, _ in METRICS if m in ref_metrics},
+                         "paired": paired, "val_loss": entry["val_loss"], "reference_val_loss": entry["reference_val_loss"]}
+        shared = entry["experts_from_reference"]
+        note = (f"experts {entry['groups']} vs {entry['reference_groups']}; val loss {entry['reference_val_loss']:.3f} → "
+                f"{entry['val_loss']:.3f}" + (f"; expert(s) {shared} shared with the reference" if shared else ""))
+        rows.append(_row(entry["label"], entry["depth"], entry["metrics"], ref_metrics, paired, note))
+    if "siren" in main and "siren_aligned" in main:
+        paired = paired_between(score_dir / "siren", score_dir / "siren_aligned")
+        results["no_alignment"] = {"depth": sweep.get("full_depth"), "variant": "siren", "reference": "siren_aligned",
+                                   "metrics": {m: main["siren"]["metrics"][m]["value"] for m, _ in METRICS},
+                                   "reference_metrics": {m: main["siren_aligned"]["metrics"][m]["value"] for m, _ in METRICS},
+                                   "paired": paired}
+        rows.append(_row("without alignment (Stage 1 only)", sweep.get("full_depth", ""), main["siren"]["metrics"],
+                         main["siren_aligned"]["metrics"], paired, "main run: `siren` against `siren_aligned`"))
+    if not rows:
+        return Section("ablations", {}, "## Ablations\n\nNone configured (sweep.ablations) and no aligned Siren in the run.\n")
+    header = ["ablation", "depth", *(f"{label}: Siren → ablated" for _, label in METRICS),
+              *(f"paired {label} (ablated − Siren)" for _, label, _ in PAIRED[:2]), "notes"]
+    markdown = f"""## Ablations
+
+Each row turns one of Siren's design choices off and compares with the unablated Siren at the same depth,
+trained with the same settings, seed and data (`sweep` stage; models/ablations.py). At a depth below the
+codec's, the reference is Siren retrained at that depth; at the full depth, the main run's. The paired
+columns are the ablated model minus Siren, clip by clip, with 95 % paired bootstrap intervals: a positive
+CLAP or a negative KL difference means the ablation helped. "Without causal conditioning" removes the
+current frame's lower codebooks from an expert's depth path (its temporal path still sees the previous
+frame's sum of all codebooks); the first expert has nothing below it, so it is the reference's own.
+
+{md_table(header, rows)}
+"""
+    return Section("ablations", results, markdown)

@@ -1,0 +1,67 @@
+"""Siren's ablations: without causal conditioning an expert's prediction at frame t no longer
+depends on the lower codebooks at t (with it, it does); the first expert is untouched by that
+ablation, so the sweep may share it; a no-op ablation and unknown names are refused."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from siren_bench.config import ConfigError, ModelConfig, sweep_config
+from siren_bench.models.ablations import ablated, shared_experts
+from siren_bench.models.train import train_expert
+from tests.test_siren import _token_set, random_text, tiny_config, tiny_siren
+
+
+@pytest.mark.parametrize("causal", [True, False])
+def test_causal_conditioning_is_what_carries_the_current_frames_lower_codebooks(causal):
+    model = tiny_siren(causal_conditioning=causal)
+    expert = model.experts[1]  # codebooks 2, 3: conditioned on 0, 1
+    codes = torch.randint(0, 16, (1, 4, 8), generator=torch.Generator().manual_seed(0))
+    changed = codes.clone()
+    changed[:, 0, 4] = (changed[:, 0, 4] + 1) % 16  # codebook 0 at frame 4 only
+    with torch.no_grad():
+        base, other = expert(codes, random_text(1)), expert(changed, random_text(1))
+    assert torch.equal(base[:, :, :4], other[:, :, :4])  # earlier frames never see frame 4
+    assert (not torch.allclose(base[:, :, 4], other[:, :, 4])) == causal  # frame 4: only through causal conditioning
+    assert not torch.allclose(base[:, :, 5], other[:, :, 5])  # frame 5 sees frame 4 through the temporal path either way
+
+
+def test_the_first_expert_trains_identically_without_causal_conditioning(tmp_path):
+    reference = tiny_config(dropout=0.1)
+    variant = ablated("no_causal_conditioning", reference)
+    assert variant.causal_conditioning is False and shared_experts(reference, variant) == [0]
+    config = ModelConfig(train_steps=3, batch_size=2, crop_frames=6, checkpoint_every=3, val_every=3, warmup_steps=1,
+                         interference_every=0)
+    table, train = torch.randn(4, 16, 8), _token_set(3, 8, 0)
+    cpu = torch.device("cpu")
+    a = train_expert(0, reference, config, table, train, None, tmp_path / "a", "d", cpu)
+    b = train_expert(0, variant, config, table, train, None, tmp_path / "b", "d", cpu)
+    assert [r["loss"] for r in a.log] == [r["loss"] for r in b.log]
+    c = train_expert(1, reference, config, table, train, None, tmp_path / "a", "d", cpu)
+    d = train_expert(1, variant, config, table, train, None, tmp_path / "b", "d", cpu)
+    assert [r["loss"] for r in c.log] != [r["loss"] for r in d.log]  # expert 1 does change
+
+
+def test_grouping_ablations_and_refusals():
+    two = tiny_config()
+    one = ablated("one_codebook_per_expert", two)
+    assert one.expert_groups() == [[0], [1], [2], [3]] and shared_experts(two, one) == []
+    with pytest.raises(ValueError, match="unchanged"):
+        ablated("two_codebooks_per_expert", two)
+    with pytest.raises(ValueError, match="unchanged"):
+        ablated("no_causal_conditioning", dataclasses.replace(two, causal_conditioning=False))
+
+
+def test_sweep_config_names_unknown_ablations():
+    params = OmegaConf.create({"sweep": {"ablations": {"no_text": None}}})
+    with pytest.raises(ConfigError, match="unknown ablation 'no_text'"):
+        sweep_config(params, "p.yaml")
+    params = OmegaConf.create({"sweep": {"ablations": {"no_causal_conditioning": 0}}})
+    with pytest.raises(ConfigError, match="no_causal_conditioning: depth must be"):
+        sweep_config(params, "p.yaml")
+    params = OmegaConf.create({"sweep": {"ablations": {"no_causal_conditioning": None, "one_codebook_per_expert": 2}}})
+    assert sweep_config(params, "p.yaml").ablations == {"no_causal_conditioning": None, "one_codebook_per_expert": 2}
