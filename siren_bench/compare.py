@@ -14,8 +14,9 @@ with exactly `num_samples[i]` samples at `sample_rate` (the reference clip's len
 the run's model.generation_seed). Either way the audio must cover exactly the test clips; it is
 copied into artifacts/<profile>/compare/<NAME>/audio (so the scored bytes are kept and hashed),
 scored by the score stage's recipe, embedders and cache (the reference statistics are the same
-ones), and reported in reports/compare/<profile>/<NAME>/: the run's table with NAME added, and NAME
-against Siren clip by clip. Nothing is overwritten: an existing NAME is an error.
+ones), and reported in reports/compare/<profile>/<NAME>/ (report.md, report.html, results.json):
+the run's table with NAME added, and NAME against Siren clip by clip. Nothing is overwritten: an
+existing NAME is an error.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from siren_bench.data.manifest import MANIFEST_NAME, read_manifest
 from siren_bench.evaluation.clipsets import ClipSetError, folder_clips
 from siren_bench.io import atomic_directory, write_json_atomic, write_text_atomic, write_wav
 from siren_bench.provenance import build_record, write_provenance
+from siren_bench.report import html
 from siren_bench.report.dataset_card import md_table
 from siren_bench.report.paired import PAIRED, difference_text, paired_between
 from siren_bench.report.scores import COLUMNS, interval_text
@@ -184,3 +186,4 @@ Audio from {', '.join(f'{k} `{v}`' for k, v in mine['origin'].items())}. 95 % bo
     with atomic_directory(report_dir) as staging:
         write_json_atomic(staging / "results.json", results)
         write_text_atomic(staging / "report.md", markdown)
+        write_text_atomic(staging / "report.html", html.render(markdown, staging))
