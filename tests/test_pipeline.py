@@ -153,6 +153,27 @@ def test_a_second_run_killed_in_every_stage_kind_ends_bit_identical(repo):
     assert {p: (repo / p).read_bytes() for p in first} == first
 
 
+def test_a_users_model_is_compared_under_the_runs_protocol(repo, tmp_path):
+    """`siren-bench compare`: a generator entry point (the README's example) and a folder of audio
+    join the run's table; a copy of Siren's own audio scores exactly as Siren."""
+    out = _run(["siren-bench", "compare", "noise", "--entry-point", "examples.noise_generator:generate"], repo)
+    assert "reports/compare/ci/noise/report.md" in out
+    results = json.loads((repo / "reports" / "compare" / "ci" / "noise" / "results.json").read_text())
+    assert {"siren", "ar_nar", "noise"} <= set(results["systems"]) and results["paired"]["siren"]["kl"]["n"] == 12
+    copy = tmp_path / "siren_copy"
+    shutil.copytree(repo / "artifacts" / "ci" / "generate" / "siren", copy)
+    _run(["siren-bench", "compare", "siren_copy", "--audio", str(copy)], repo)
+    systems = json.loads((repo / "reports" / "compare" / "ci" / "siren_copy" / "results.json").read_text())["systems"]
+    assert systems["siren_copy"] == systems["siren"]  # identical protocol: same bytes, same numbers
+    env = os.environ | {"PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+    again = subprocess.run(["siren-bench", "compare", "noise", "--entry-point", "examples.noise_generator:generate"],
+                           cwd=repo, capture_output=True, text=True, env=env)
+    assert again.returncode == 2 and "already exists" in again.stderr
+    next(copy.glob("*.wav")).unlink()
+    short = subprocess.run(["siren-bench", "compare", "short", "--audio", str(copy)], cwd=repo, capture_output=True, text=True, env=env)
+    assert short.returncode == 2 and "missing 1" in short.stderr and not (repo / "artifacts" / "ci" / "compare" / "short").exists()
+
+
 @pytest.mark.parametrize("system", ["siren", "siren_aligned"])
 def test_trained_siren_renders_a_captions_file(repo, tmp_path, system):
     captions = tmp_path / "captions.csv"
@@ -196,23 +217,3 @@ def test_single_key_override_reuses_cached_codes(repo):
     tokenize = json.loads((repo / "artifacts" / "ci" / "tokenize" / "provenance.json").read_text())
     assert tokenize["cache"]["misses"] == 60
 
-
-def test_a_users_model_is_compared_under_the_runs_protocol(repo, tmp_path):
-    """`siren-bench compare`: a generator entry point (the README's example) and a folder of audio
-    join the run's table; a copy of Siren's own audio scores exactly as Siren."""
-    out = _run(["siren-bench", "compare", "noise", "--entry-point", "examples.noise_generator:generate"], repo)
-    assert "reports/compare/ci/noise/report.md" in out
-    results = json.loads((repo / "reports" / "compare" / "ci" / "noise" / "results.json").read_text())
-    assert {"siren", "ar_nar", "noise"} <= set(results["systems"]) and results["paired"]["siren"]["kl"]["n"] == 12
-    copy = tmp_path / "siren_copy"
-    shutil.copytree(repo / "artifacts" / "ci" / "generate" / "siren", copy)
-    _run(["siren-bench", "compare", "siren_copy", "--audio", str(copy)], repo)
-    systems = json.loads((repo / "reports" / "compare" / "ci" / "siren_copy" / "results.json").read_text())["systems"]
-    assert systems["siren_copy"] == systems["siren"]  # identical protocol: same bytes, same numbers
-    env = os.environ | {"PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
-    again = subprocess.run(["siren-bench", "compare", "noise", "--entry-point", "examples.noise_generator:generate"],
-                           cwd=repo, capture_output=True, text=True, env=env)
-    assert again.returncode == 2 and "already exists" in again.stderr
-    next(copy.glob("*.wav")).unlink()
-    short = subprocess.run(["siren-bench", "compare", "short", "--audio", str(copy)], cwd=repo, capture_output=True, text=True, env=env)
-    assert short.returncode == 2 and "missing 1" in short.stderr and not (repo / "artifacts" / "ci" / "compare" / "short").exists()
