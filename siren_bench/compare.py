@@ -1,40 +1,24 @@
 """`siren-bench compare NAME`: put a user's model in the run's table under the identical protocol.
 
-The model comes in one of three ways:
-- a folder of rendered audio, one file per test clip named `<clip_id>.wav` (or .flac);
-- a Python callable `module:function` (`--entry-point`);
-- an installed entry point named NAME in the group `siren_bench.generators` (a package declares
-  it in its pyproject.toml under [project.entry-points."siren_bench.generators"]).
-
-A callable is called once with the test captions and must return one mono waveform per caption:
-
-    def generate(captions: list[str], num_samples: list[int], sample_rate: int, seed: int) -> list[np.ndarray]
-
-with exactly `num_samples[i]` samples at `sample_rate` (the reference clip's length; the seed is
-the run's model.generation_seed). Either way the audio must cover exactly the test clips; it is
-copied into artifacts/<profile>/compare/<NAME>/audio (so the scored bytes are kept and hashed),
-scored by the score stage's recipe, embedders and cache (the reference statistics are the same
-ones), and reported in reports/compare/<profile>/<NAME>/ (report.md, report.html, results.json):
-the run's table with NAME added, and NAME against Siren clip by clip. Nothing is overwritten: an
-existing NAME is an error.
+The model is a folder of rendered test clips (`--audio`), a generator `module:function`
+(`--entry-point`), or an installed entry point named NAME in the group `siren_bench.generators`
+(siren_bench/external.py says what a generator must return). Its audio is checked and copied
+into artifacts/<profile>/compare/<NAME>/audio (so the scored bytes are kept and hashed), scored by
+the score stage's recipe, embedders and cache (the reference statistics are the same ones), and
+reported in reports/compare/<profile>/<NAME>/ (report.md, report.html, results.json): the run's
+table with NAME added, and NAME against Siren clip by clip. Nothing is overwritten: an existing
+NAME is an error. To make a model a system of the pipeline itself, list it in eval.external.
 """
 
 from __future__ import annotations
 
-import importlib
 import json
-import shutil
-import sys
-from importlib.metadata import entry_points
 from pathlib import Path
-from typing import Callable
 
-import numpy as np
-
-from siren_bench.config import ConfigError, model_config
+from siren_bench.config import model_config
 from siren_bench.data.manifest import MANIFEST_NAME, read_manifest
-from siren_bench.evaluation.clipsets import ClipSetError, folder_clips
-from siren_bench.io import atomic_directory, write_json_atomic, write_text_atomic, write_wav
+from siren_bench.external import CompareError, copy_audio_folder, load_generator, render_entry_point
+from siren_bench.io import atomic_directory, write_json_atomic, write_text_atomic
 from siren_bench.provenance import build_record, write_provenance
 from siren_bench.report import html
 from siren_bench.report.dataset_card import md_table
@@ -44,67 +28,7 @@ from siren_bench.stages.common import open_stage
 from siren_bench.stages.generate import SCORED_SPLIT
 from siren_bench.stages.score import SUMMARY_NAME, stage_scorer
 
-ENTRY_POINT_GROUP = "siren_bench.generators"
 COMPARE_DIR = "compare"
-
-
-class CompareError(ConfigError):
-    """A user's model or audio that cannot be compared; the message names it and the problem."""
-
-
-def load_generator(name: str, entry_point: str | None) -> tuple[Callable, str]:
-    """(the callable, where it came from): `module:function`, or the installed entry point NAME."""
-    if entry_point is None:
-        found = [ep for ep in entry_points(group=ENTRY_POINT_GROUP) if ep.name == name]
-        if not found:
-            raise CompareError(f"no audio folder, no --entry-point and no installed entry point {name!r} in group "
-                               f"{ENTRY_POINT_GROUP!r}")
-        entry_point = found[0].value
-    module_name, _, attribute = entry_point.partition(":")
-    if not module_name or not attribute:
-        raise CompareError(f"--entry-point {entry_point!r}: expected module:function")
-    if str(Path.cwd()) not in sys.path:  # as `python -m` does: a module beside the project imports
-        sys.path.insert(0, str(Path.cwd()))
-    try:
-        target = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise CompareError(f"--entry-point {entry_point!r}: cannot import {module_name!r} ({exc})") from exc
-    for part in attribute.split("."):
-        if not hasattr(target, part):
-            raise CompareError(f"--entry-point {entry_point!r}: {module_name} has no {attribute!r}")
-        target = getattr(target, part)
-    if not callable(target):
-        raise CompareError(f"--entry-point {entry_point!r}: {attribute!r} is not callable")
-    return target, entry_point
-
-
-def render_entry_point(generate: Callable, source: str, test, sample_rate: int, seed: int, out: Path) -> None:
-    """Call the user's generator on the test captions and write its waveforms as float WAV."""
-    ids, lengths = test["clip_id"].tolist(), test["num_samples"].astype(int).tolist()
-    waves = list(generate(test["caption"].tolist(), lengths, sample_rate, seed))
-    if len(waves) != len(ids):
-        raise CompareError(f"{source}: returned {len(waves)} waveforms for {len(ids)} captions")
-    out.mkdir(parents=True)
-    for clip_id, length, wave in zip(ids, lengths, waves):
-        wave = np.asarray(wave, dtype=np.float64)
-        if wave.shape != (length,):
-            raise CompareError(f"{source}: clip {clip_id}: expected a mono waveform of {length} samples, got shape {wave.shape}")
-        if not np.isfinite(wave).all():
-            raise CompareError(f"{source}: clip {clip_id}: the waveform has NaN or infinite samples")
-        write_wav(out / f"{clip_id}.wav", wave, sample_rate, subtype="FLOAT")
-
-
-def copy_audio_folder(folder: Path, test_ids: list[str], out: Path) -> None:
-    """Copy the folder's audio after checking it holds exactly the test clips."""
-    clips = folder_clips(folder)
-    missing, extra = sorted(set(test_ids) - set(clips.ids)), sorted(set(clips.ids) - set(test_ids))
-    if missing or extra:
-        raise ClipSetError(f"{folder}: must hold exactly the {len(test_ids)} test clips of the run; "
-                           f"missing {len(missing)} (e.g. {missing[:3]}), extra {len(extra)} (e.g. {extra[:3]})")
-    out.mkdir(parents=True)
-    for clip_id in test_ids:
-        source = clips.clips[clip_id].path
-        shutil.copyfile(source, out / source.name)
 
 
 def compare(name: str, params_path: str | Path = "params.yaml", audio: str | Path | None = None,

@@ -248,6 +248,9 @@ class EvalConfig:
 
     recipe: str = "smoke"  # a name in siren_bench.recipes.REGISTRY, "name" or "name@version"
     systems: list[str] = field(default_factory=lambda: ["codec_resynthesis", "real_unpaired"])  # rendered by `generate`
+    # user-registered models, also rendered by `generate` and scored like the rest: name -> a folder
+    # of rendered test clips (<clip_id>.wav) or a generator `module:function` (siren_bench/external.py)
+    external: dict[str, str] = field(default_factory=dict)
     n_bootstrap: int | None = None  # None: the recipe's own number of bootstrap resamples
     weights_dir: str | None = None  # folder holding the checkpoint files the recipe names (real recipes)
     weights_sha256: dict[str, str] = field(default_factory=dict)  # checkpoint name -> pinned SHA-256
@@ -441,6 +444,10 @@ def eval_config(params: DictConfig, source: str = "params.yaml") -> EvalConfig:
     unknown = [name for name in config.systems if name not in GENERATED_SYSTEMS]
     if unknown or not config.systems:
         raise ConfigError(f"{source}: eval.systems must list some of {list(GENERATED_SYSTEMS)}, got {config.systems}")
+    clashing = [name for name in config.external if not name.isidentifier() or name in GENERATED_SYSTEMS]
+    if clashing:
+        raise ConfigError(f"{source}: eval.external: model names must be identifiers other than the built-in systems "
+                          f"{list(GENERATED_SYSTEMS)}, got {clashing}")
     if "siren_aligned" in config.systems and "siren" not in config.systems:
         raise ConfigError(f"{source}: eval.systems lists siren_aligned without siren: alignment starts from the Stage-1 "
                           "model, and the report compares the two")

@@ -116,3 +116,12 @@ def test_aligned_siren_needs_the_stage1_system(tmp_path):
     OmegaConf.save(OmegaConf.create({"eval": {"systems": ["codec_resynthesis", "siren_aligned"]}}), path)
     with pytest.raises(ConfigError, match="siren_aligned without siren"):
         eval_config(load_params(path), str(path))
+
+
+@pytest.mark.parametrize("name", ["siren", "my model"])
+def test_external_models_need_names_of_their_own(tmp_path, name):
+    path = tmp_path / "params.yaml"
+    OmegaConf.save(OmegaConf.create({"eval": {"systems": ["siren"], "external": {name: "pkg.mod:generate"}}}), path)
+    with pytest.raises(ConfigError, match="eval.external: model names must be identifiers") as info:
+        eval_config(load_params(path), str(path))
+    assert str(path) in str(info.value) and repr(name) in str(info.value)

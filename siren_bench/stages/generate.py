@@ -13,7 +13,9 @@ Built so far (eval.systems picks among them):
 - `siren_aligned`: the same, with the align_siren stage's tuned expert swapped in; same seed and
   sampling, so the two rows differ only by the alignment.
 - `shared_lm`, `delay_lm`, `ar_nar`, `latent_diffusion`: the train_baselines stage's models,
-  rendered with the same captions, seed and sampling settings as Siren (baselines/registry.py).
+  rendered with the same captions, seed and sampling settings as Siren (baselines/registry.py);
+- each model of `eval.external` (siren_bench/external.py): a user's generator called on the test
+  captions with model.generation_seed, or a user's folder of rendered test clips, copied.
 
 Output (artifacts/<profile>/generate/): <system>/<clip_id>.wav (32-bit float WAV at the codec's
 rate, trimmed to the reference clip's length: a model's raw output, so any overshoot past full
@@ -34,6 +36,7 @@ from tqdm import tqdm
 from siren_bench.codecs import Codec, load_stage_codec
 from siren_bench.config import BASELINE_SYSTEMS, ConfigError, ModelConfig, codec_config, data_config, eval_config, model_config
 from siren_bench.data.manifest import MANIFEST_NAME, read_manifest
+from siren_bench.external import render_external
 from siren_bench.io import atomic_directory, write_json_atomic, write_wav
 from siren_bench.provenance import build_record, write_provenance
 from siren_bench.stages.common import open_stage
@@ -185,7 +188,8 @@ def real_unpaired(manifest, test_ids: list[str], seed: int, out: Path, source: s
 def run(params_path: str | Path = "params.yaml") -> Path:
     stage = open_stage(params_path)
     run_cfg, config = stage.run, codec_config(stage.params, stage.source)
-    systems = eval_config(stage.params, stage.source).systems
+    evaluation = eval_config(stage.params, stage.source)
+    systems = evaluation.systems
     prepare_dir, tokenize_dir, codec_dir = stage.dir("prepare"), stage.dir("tokenize"), stage.dir("codec")
     manifest = read_manifest(prepare_dir / MANIFEST_NAME)
     test = manifest[manifest["split"] == SCORED_SPLIT]
@@ -223,14 +227,18 @@ def run(params_path: str | Path = "params.yaml") -> Path:
             rendered[system] = baseline_system(stage.dir("baselines") / system, codec, test, lengths,
                                                model_config(stage.params, stage.source), staging / system, config.batch_clips,
                                                stage.device())
+        for name, source in evaluation.external.items():
+            rendered[name] = render_external(name, source, test, codec.sample_rate,
+                                             model_config(stage.params, stage.source).generation_seed, staging / name)
         write_json_atomic(staging / SYSTEMS_NAME, rendered)
         models = [s for s in systems if s in ("siren", "siren_aligned", *BASELINE_SYSTEMS)]
         model_dirs = {"siren": stage.dir("siren"), "siren_aligned": stage.dir("siren_aligned")}
-        record = build_record("generate", {"run": run_cfg, "codec": config, "systems": systems,
+        record = build_record("generate", {"run": run_cfg, "codec": config, "systems": systems, "external": evaluation.external,
                                            "model": model_config(stage.params, stage.source) if models else None},
                               inputs={"manifest": prepare_dir / MANIFEST_NAME, "codes": tokenize_dir / "codes.npz",
                                       "codec": codec_dir / "model",
-                                      **{s: model_dirs.get(s, stage.dir("baselines") / s) for s in models}},
+                                      **{s: model_dirs.get(s, stage.dir("baselines") / s) for s in models},
+                                      **{n: staging / n for n in evaluation.external}},
                               device=stage.device().type if models else "cpu")
         write_provenance(staging, record)
     return out_dir
