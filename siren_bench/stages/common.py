@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,9 +36,23 @@ class StageContext:
         return torch.device("cuda" if requested != "cpu" and torch.cuda.is_available() else "cpu")
 
 
+def use_deterministic_kernels(device_setting: str) -> None:
+    """Make torch pick its deterministic kernels, so a rerun gives the same bits.
+
+    Without this, CPU ops such as the backward of indexing with repeated indices (index_put_ with
+    accumulate) add in whatever order the threads finish, and two runs of the same training drift
+    apart in the last bits within a few steps. On the CPU an op with no deterministic kernel is an
+    error; on a GPU, where some ops have none, torch warns instead, and cuBLAS gets the fixed
+    workspace its deterministic mode needs (set before CUDA starts; a user's setting wins)."""
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    on_gpu = device_setting != "cpu" and torch.cuda.is_available()
+    torch.use_deterministic_algorithms(True, warn_only=on_gpu)
+
+
 def open_stage(params_path: str | Path) -> StageContext:
-    """Load and validate the params, and apply the run's CPU thread count."""
+    """Load and validate the params, apply the run's CPU thread count and deterministic kernels."""
     params = load_params(params_path)
     run = run_config(params, str(params_path))
     torch.set_num_threads(run.threads)
+    use_deterministic_kernels(run.device)
     return StageContext(params, str(params_path), run)
