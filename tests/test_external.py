@@ -67,3 +67,15 @@ def test_a_folder_must_hold_exactly_the_test_clips(tmp_path):
 def test_bad_entry_points_are_refused_by_name(source, message):
     with pytest.raises(CompareError, match=message):
         load_generator("x", source)
+
+
+def test_registering_a_model_reruns_generation_not_the_sweep():
+    """The sweep reads only the eval keys of its recipe, so adding a user model to eval.external
+    (or a system to eval.systems) leaves its retrained models cached; generate depends on them."""
+    import yaml
+
+    from tests.conftest import REPO
+
+    stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
+    assert not [p for p in stages["sweep"]["params"] if p == "eval" or p.startswith(("eval.external", "eval.systems"))]
+    assert "eval" in stages["generate"]["params"] or "eval.external" in stages["generate"]["params"]
