@@ -143,6 +143,20 @@ def test_html_embeds_images_and_loads_nothing_remote(tmp_path):
         assert 'src="figures/' not in page.read_text() and "data:image/png;base64," in page.read_text()
 
 
+def test_an_image_outside_the_run_folder_is_embedded_in_both_pages(tmp_path):
+    """Outward links are rebased for the top-level copy, and its page is rendered from there."""
+    profile = tmp_path / "p"
+    (profile / "shared").mkdir(parents=True)
+    (profile / "shared" / "b.png").write_bytes(PNG)
+    run_id = runs.format_run_id(T0, GIT)
+    with runs.build_run(profile, run_id, GIT) as staging:
+        (staging / "report.md").write_text("![b](../../shared/b.png)\n")
+        (staging / "report.html").write_text(html.render("![b](../../shared/b.png)\n", staging))
+    runs.publish_run(profile, run_id)
+    assert (profile / "report.md").read_text() == "![b](shared/b.png)\n"
+    assert "data:image/png;base64," in (profile / "report.html").read_text()
+
+
 def test_csv_tables_have_one_row_per_system_and_metric(tmp_path):
     written = tables.write_tables(_results({"scores": SCORES, "paired": PAIRED}), tmp_path)
     assert [p.name for p in written] == ["scores.csv", "paired.csv"]

@@ -25,6 +25,10 @@ def _row(label: str, depth: int, variant: dict, reference: dict, paired: dict, n
     return cells + [note]
 
 
+def _loss(value: float | None) -> str:
+    return "not measured (no val split)" if value is None else f"{value:.3f}"
+
+
 def ablation_section(sweep_dir: Path, out: Path) -> Section:
     sweep = json.loads((sweep_dir / "sweep.json").read_text())
     score_dir = sweep_dir.parent / "score"
@@ -34,7 +38,8 @@ def ablation_section(sweep_dir: Path, out: Path) -> Section:
         reference = entry["reference"]
         if reference["stage"] == "score":
             if reference["system"] not in main:
-                continue
+                raise ValueError(f"{sweep_dir / 'sweep.json'}: ablation {name} compares with {reference['system']!r}, "
+                                 f"which {score_dir / 'summary.json'} does not hold")
             ref_metrics, ref_dir = main[reference["system"]]["metrics"], score_dir / reference["system"]
         else:
             ref_metrics, ref_dir = sweep["systems"]["siren"][str(entry["depth"])]["metrics"], sweep_dir / reference["system"]
@@ -44,14 +49,16 @@ def ablation_section(sweep_dir: Path, out: Path) -> Section:
                          "reference_metrics": {m: ref_metrics[m]["value"] for m, _ in METRICS if m in ref_metrics},
                          "paired": paired, "val_loss": entry["val_loss"], "reference_val_loss": entry["reference_val_loss"]}
         shared = entry["experts_from_reference"]
-        note = (f"experts {entry['groups']} vs {entry['reference_groups']}; val loss {entry['reference_val_loss']:.3f} → "
-                f"{entry['val_loss']:.3f}" + (f"; expert(s) {shared} shared with the reference" if shared else ""))
+        note = (f"experts {entry['groups']} vs {entry['reference_groups']}; val loss {_loss(entry['reference_val_loss'])} → "
+                f"{_loss(entry['val_loss'])}" + (f"; expert(s) {shared} shared with the reference" if shared else ""))
         rows.append(_row(entry["label"], entry["depth"], entry["metrics"], ref_metrics, paired, note))
     if "siren" in main and "siren_aligned" in main:
         paired = paired_between(score_dir / "siren", score_dir / "siren_aligned")
         results["no_alignment"] = {"depth": sweep.get("full_depth"), "variant": "siren", "reference": "siren_aligned",
-                                   "metrics": {m: main["siren"]["metrics"][m]["value"] for m, _ in METRICS},
-                                   "reference_metrics": {m: main["siren_aligned"]["metrics"][m]["value"] for m, _ in METRICS},
+                                   "metrics": {m: main["siren"]["metrics"][m]["value"] for m, _ in METRICS
+                                               if m in main["siren"]["metrics"]},
+                                   "reference_metrics": {m: main["siren_aligned"]["metrics"][m]["value"] for m, _ in METRICS
+                                                         if m in main["siren_aligned"]["metrics"]},
                                    "paired": paired}
         rows.append(_row("without alignment (Stage 1 only)", sweep.get("full_depth", ""), main["siren"]["metrics"],
                          main["siren_aligned"]["metrics"], paired, "main run: `siren` against `siren_aligned`"))

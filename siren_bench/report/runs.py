@@ -110,20 +110,22 @@ def publish_run(profile_dir: Path, run_id: str) -> None:
     rewritten = {}
     if (run_dir / REPORT_MD).is_file():
         rewritten[REPORT_MD] = rebase_links((run_dir / REPORT_MD).read_text(encoding="utf-8"), run_dir, profile_dir)
-        if (run_dir / REPORT_HTML).is_file():
-            rewritten[REPORT_HTML] = html.render(rewritten[REPORT_MD], run_dir)
     published = set()
     for entry in sorted(run_dir.iterdir()):
         target = profile_dir / entry.name
         published.add(entry.name)
         if entry.name in rewritten:
             write_text_atomic(target, rewritten[entry.name])
+        elif entry.name == REPORT_HTML and REPORT_MD in rewritten:
+            continue  # rendered below from the rebased markdown, once the figures it embeds are copied
         elif entry.is_dir():
             with atomic_directory(target) as staging:
                 shutil.copytree(entry, staging, dirs_exist_ok=True)
         else:
             with atomic_path(target) as tmp:
                 shutil.copyfile(entry, tmp)
+    if REPORT_HTML in published and REPORT_MD in rewritten:  # every path in it is now relative to the top level
+        write_text_atomic(profile_dir / REPORT_HTML, html.render(rewritten[REPORT_MD], profile_dir))
     keep = published | {RUNS_DIR, *INDEX_FILES}
     for entry in sorted(profile_dir.iterdir()):
         if entry.name in keep or entry.name.startswith("."):  # dot names: another writer's temporary files

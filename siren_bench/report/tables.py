@@ -47,6 +47,6 @@ def write_tables(results: dict, out: Path) -> list[Path]:
     written = []
     for name, rows, columns in tables:
         with atomic_path(out / name) as tmp:
-            pd.DataFrame(rows, columns=list(columns)).to_csv(tmp, index=False)
+            pd.DataFrame(rows, columns=list(columns)).to_csv(tmp, index=False, lineterminator="\n")
         written.append(out / name)
     return written
