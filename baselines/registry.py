@@ -123,3 +123,11 @@ def config_key(name: str, architecture: dict, training, data_id: str) -> str:
     from siren_bench.config import config_hash
 
     return config_hash({"name": name, "architecture": architecture, "training": training, "data": data_id})[:16]
+
+
+def architecture(name: str, siren, overrides: dict) -> dict:
+    """shared_lm starts from the sizes of one Siren expert (`siren`, a SirenConfig); the others
+    from their own defaults."""
+    if name != "shared_lm":
+        return dict(overrides)
+    return {k: v for k, v in dataclasses.asdict(siren).items() if k not in ("groups", "codebooks_per_expert")} | dict(overrides)

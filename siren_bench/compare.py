@@ -15,8 +15,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from siren_bench.artifacts import SCORED_SPLIT, STAGES
 from siren_bench.config import model_config
 from siren_bench.data.manifest import MANIFEST_NAME, read_manifest
+from siren_bench.evaluation.scorer import stage_scorer
 from siren_bench.external import CompareError, copy_audio_folder, load_generator, render_entry_point
 from siren_bench.io import atomic_directory, write_json_atomic, write_text_atomic
 from siren_bench.provenance import build_record, write_provenance
@@ -24,11 +26,10 @@ from siren_bench.report import html
 from siren_bench.report.dataset_card import md_table
 from siren_bench.report.paired import PAIRED, difference_text, paired_between
 from siren_bench.report.scores import COLUMNS, interval_text
-from siren_bench.stages.common import open_stage
-from siren_bench.stages.generate import SCORED_SPLIT
-from siren_bench.stages.score import SUMMARY_NAME, stage_scorer
+from siren_bench.stage_context import open_stage
 
 COMPARE_DIR = "compare"
+SUMMARY_NAME = STAGES["score"].file("summary")
 
 
 def compare(name: str, params_path: str | Path = "params.yaml", audio: str | Path | None = None,

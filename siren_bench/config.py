@@ -18,12 +18,9 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from siren_bench.io import sha256_json
+from siren_bench.errors import ConfigError  # noqa: F401  (re-exported)
 
 T = TypeVar("T")
-
-
-class ConfigError(ValueError):
-    """A params file that cannot be used; the message names the file and the key."""
 
 
 @dataclass
@@ -411,17 +408,17 @@ class SweepConfig:
     ablations: dict[str, Optional[int]] = field(default_factory=dict)
 
 
-def sweep_config(params: DictConfig, source: str = "params.yaml") -> SweepConfig:
-    from siren_bench.models.ablations import ABLATIONS
-
+def sweep_config(params: DictConfig, source: str = "params.yaml", known_ablations=()) -> SweepConfig:
+    """The sweep section; `known_ablations` are the names models/ablations.py registers (passed in
+    by the sweep stage, so that the config, imported by every stage, does not import the models)."""
     config = section(params, "sweep", SweepConfig, source=source)
     unknown = [s for s in config.systems if s not in ("siren", "shared_lm")]
     if unknown or any(d < 1 for d in config.depths) or len(set(config.depths)) != len(config.depths):
         raise ConfigError(f"{source}: sweep.systems must be among [siren, shared_lm] and sweep.depths distinct positive "
                           f"codebook counts, got {config.systems} and {config.depths}")
     for name, depth in config.ablations.items():
-        if name not in ABLATIONS:
-            raise ConfigError(f"{source}: sweep.ablations: unknown ablation {name!r}; known: {sorted(ABLATIONS)}")
+        if name not in known_ablations:
+            raise ConfigError(f"{source}: sweep.ablations: unknown ablation {name!r}; known: {sorted(known_ablations)}")
         if depth is not None and depth < 1:
             raise ConfigError(f"{source}: sweep.ablations.{name}: depth must be a positive codebook count or null, got {depth}")
     return config

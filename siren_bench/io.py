@@ -21,16 +21,9 @@ from typing import Any, Iterator
 import numpy as np
 import soundfile as sf
 
+from siren_bench.errors import AudioFileError  # noqa: F401  (re-exported)
+
 _CHUNK = 1 << 20
-
-
-class AudioFileError(ValueError):
-    """An audio file that cannot be used as it is; the message names the file and the problem."""
-
-    def __init__(self, path: str | os.PathLike, problem: str):
-        self.path = str(path)
-        self.problem = problem
-        super().__init__(f"{path}: {problem}")
 
 
 # --------------------------------------------------------------------------- hashing

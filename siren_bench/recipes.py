@@ -264,3 +264,10 @@ def get_recipe(name: str) -> Recipe:
     if not versions:
         raise KeyError(f"unknown recipe {name!r}; known: {sorted({r.name for r in REGISTRY.values()})}")
     return max(versions, key=lambda r: r.version)
+
+
+SMOKE_EMBEDDERS = ("smoke_tagger", "smoke_clap")
+
+
+def needs_smoke_evaluators(recipe_name: str) -> bool:
+    return any(spec.embedder in SMOKE_EMBEDDERS for spec in get_recipe(recipe_name).metrics)

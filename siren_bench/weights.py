@@ -11,10 +11,7 @@ from pathlib import Path
 import torch
 
 from siren_bench.io import sha256_file
-
-
-class CheckpointError(ValueError):
-    """A missing, corrupt, mismatched or unexpected checkpoint; the message names the file."""
+from siren_bench.errors import CheckpointError  # noqa: F401  (re-exported)
 
 
 def verify_sha256(path: Path, expected: str | None) -> str:

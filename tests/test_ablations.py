@@ -11,7 +11,7 @@ import torch
 from omegaconf import OmegaConf
 
 from siren_bench.config import ConfigError, ModelConfig, sweep_config
-from siren_bench.models.ablations import ablated, shared_experts
+from siren_bench.models.ablations import ABLATIONS, ablated, shared_experts
 from siren_bench.models.train import train_expert
 from tests.test_siren import _token_set, random_text, tiny_config, tiny_siren
 
@@ -59,9 +59,9 @@ def test_grouping_ablations_and_refusals():
 def test_sweep_config_names_unknown_ablations():
     params = OmegaConf.create({"sweep": {"ablations": {"no_text": None}}})
     with pytest.raises(ConfigError, match="unknown ablation 'no_text'"):
-        sweep_config(params, "p.yaml")
+        sweep_config(params, "p.yaml", ABLATIONS)
     params = OmegaConf.create({"sweep": {"ablations": {"no_causal_conditioning": 0}}})
     with pytest.raises(ConfigError, match="no_causal_conditioning: depth must be"):
-        sweep_config(params, "p.yaml")
+        sweep_config(params, "p.yaml", ABLATIONS)
     params = OmegaConf.create({"sweep": {"ablations": {"no_causal_conditioning": None, "one_codebook_per_expert": 2}}})
-    assert sweep_config(params, "p.yaml").ablations == {"no_causal_conditioning": None, "one_codebook_per_expert": 2}
+    assert sweep_config(params, "p.yaml", ABLATIONS).ablations == {"no_causal_conditioning": None, "one_codebook_per_expert": 2}

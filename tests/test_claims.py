@@ -7,6 +7,7 @@ import json
 
 import pytest
 
+from siren_bench.artifacts import RunArtifacts
 from siren_bench.claims import CLAIMS, comparability
 from siren_bench.config import GENERATED_SYSTEMS
 from siren_bench.data.audiocaps import PROTOCOLS_BY_NAME
@@ -50,7 +51,7 @@ def test_the_section_shows_deltas_and_marks_a_smoke_run_not_comparable(tmp_path)
     (prepare / "dataset.json").write_text(json.dumps({"name": "synthcaps"}))
     metric = {"value": 3.0, "ci_low": 2.5, "ci_high": 3.5}
     (score / "summary.json").write_text(json.dumps({"recipe": "smoke@1", "systems": {"siren_aligned": {"metrics": {"fad": metric}}}}))
-    section = claims_section(score, tmp_path / "report")
+    section = claims_section(RunArtifacts(tmp_path), tmp_path / "report")
     rows = section.results["rows"]
     brief = next(r for r in rows if r["label"] == "Siren" and r["metric"] == "fad")
     assert brief["delta"] == pytest.approx(3.0 - 0.92) and brief["comparable"] is False

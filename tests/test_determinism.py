@@ -12,7 +12,7 @@ import torch
 
 from baselines.ar_nar import ArNarConfig, ArNarLM
 from siren_bench.models.siren import Text
-from siren_bench.stages.common import open_stage
+from siren_bench.stage_context import open_stage
 
 K, V, TEXT_DIM = 8, 64, 16
 

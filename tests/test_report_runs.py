@@ -11,6 +11,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from siren_bench.artifacts import RunArtifacts
 from siren_bench.io import sha256_path
 from siren_bench.provenance import build_record, git_state
 from siren_bench.report import environment, html, runs, tables
@@ -193,7 +194,7 @@ def test_environment_section_from_two_stage_records(tmp_path):
     profile_dir = tmp_path / "artifacts" / "p"
     _write_records(profile_dir, 1.5, "Linux-test-machine")
     assert "wall_seconds" in build_record("s", {})  # every record carries its stage's wall time
-    section = environment.environment_section(profile_dir, tmp_path)
+    section = environment.environment_section(RunArtifacts(profile_dir), tmp_path)
     text = section.markdown
     assert section.key == "environment" and "2 different commits" in text and "dirty work tree" in text
     assert "| git commit | `aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa` | prepare |" in text
@@ -205,7 +206,7 @@ def test_environment_section_from_two_stage_records(tmp_path):
     assert set(section.results["stages"]["score"]) == {"stage", "config_sha256", "seeds"}
     # results hold nothing machine-specific: other timings and machine give the same results
     _write_records(profile_dir, 99.0, "Other-machine")
-    assert environment.environment_section(profile_dir, tmp_path).results == section.results
+    assert environment.environment_section(RunArtifacts(profile_dir), tmp_path).results == section.results
     assert "Linux-test-machine" not in json.dumps(section.results)
 
 

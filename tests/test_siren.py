@@ -206,7 +206,7 @@ def test_learning_rate_warms_up_then_decays_to_the_floor():
 
 
 def test_an_untrained_siren_folder_is_refused_by_name(tmp_path):
-    from siren_bench.stages.train_siren import load_stage_siren
+    from siren_bench.models.experts import load_stage_siren
     from siren_bench.weights import CheckpointError
 
     (tmp_path / "siren.json").write_text('{"trained": false, "reason": "eval.systems does not list siren"}')
@@ -219,7 +219,7 @@ def test_run_device_is_checked(device, problem):
     from omegaconf import OmegaConf
 
     from siren_bench.config import ConfigError, RunConfig
-    from siren_bench.stages.common import StageContext
+    from siren_bench.stage_context import StageContext
 
     if device == "cuda" and torch.cuda.is_available():
         pytest.skip("this machine has CUDA")

@@ -21,6 +21,7 @@ from tqdm import tqdm
 
 from siren_bench.config import AudioCapsConfig, ConfigError
 from siren_bench.io import AudioFileError, read_audio, sha256_file
+from siren_bench.errors import AudioCapsError  # noqa: F401  (re-exported)
 
 
 @dataclass(frozen=True)
@@ -48,10 +49,6 @@ PROTOCOLS_BY_HASH = {p.sha256: p for p in PROTOCOLS}
 
 SILENCE_PEAK = 1e-4  # -80 dBFS: a prepared clip quieter than this carries no sound
 CLIP_ID = re.compile(r"[A-Za-z0-9_-]+")
-
-
-class AudioCapsError(ValueError):
-    """A problem with the user's AudioCaps list or folder; lists every offending file."""
 
 
 @dataclass

@@ -14,13 +14,10 @@ import numpy as np
 import pandas as pd
 
 from siren_bench.io import atomic_path, read_audio, sha256_file
+from siren_bench.errors import ManifestError  # noqa: F401  (re-exported)
 
 MANIFEST_NAME = "manifest.csv"
 REQUIRED_COLUMNS = ("clip_id", "split", "audio", "sha256", "caption", "sample_rate", "num_samples")
-
-
-class ManifestError(ValueError):
-    """A manifest that cannot be trusted; the message names the file and the row."""
 
 
 def write_manifest(path: str | Path, rows: list[dict]) -> None:

@@ -47,15 +47,6 @@ def codebook_gradient_cosines(model: SirenExpert, codes: torch.Tensor, text: Tex
     return ((matrix @ matrix.T) / (norms[:, None] * norms[None, :])).numpy()
 
 
-def off_diagonal_summary(cosines: np.ndarray) -> dict:
-    """Mean, minimum and share of negative pairwise cosines (upper triangle); None for one codebook."""
-    upper = cosines[np.triu_indices(cosines.shape[0], k=1)]
-    if upper.size == 0:
-        return {"mean": None, "min": None, "negative_share": None, "pairs": 0}
-    return {"mean": float(upper.mean()), "min": float(upper.min()), "negative_share": float((upper < 0).mean()),
-            "pairs": int(upper.size)}
-
-
 @dataclass
 class InterferenceProbe:
     """A training probe (models/train.Probe): the gradient cosines on a fixed batch, logged as

@@ -72,3 +72,12 @@ def orthogonality(features: np.ndarray) -> dict:
     stats = OrthogonalityStats(features.shape[1], features.shape[2])
     stats.update(features)
     return stats.result()
+
+
+def off_diagonal_summary(cosines: np.ndarray) -> dict:
+    """Mean, minimum and share of negative pairwise cosines (upper triangle); None for one codebook."""
+    upper = cosines[np.triu_indices(cosines.shape[0], k=1)]
+    if upper.size == 0:
+        return {"mean": None, "min": None, "negative_share": None, "pairs": 0}
+    return {"mean": float(upper.mean()), "min": float(upper.min()), "negative_share": float((upper < 0).mean()),
+            "pairs": int(upper.size)}

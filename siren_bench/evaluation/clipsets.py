@@ -17,13 +17,10 @@ import pandas as pd
 
 from siren_bench.data.manifest import read_manifest
 from siren_bench.io import sha256_file, sha256_json
+from siren_bench.errors import ClipSetError  # noqa: F401  (re-exported)
 
 log = logging.getLogger(__name__)
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3")
-
-
-class ClipSetError(ValueError):
-    """A clip set that cannot be scored as given; the message names the folder, file or ids."""
 
 
 @dataclass(frozen=True)

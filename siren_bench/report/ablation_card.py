@@ -4,9 +4,9 @@ their intervals and the paired per-clip differences."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
+from siren_bench.artifacts import RunArtifacts
 from siren_bench.report.dataset_card import Section, md_table
 from siren_bench.report.paired import PAIRED, difference_text, paired_between
 from siren_bench.report.scores import interval_text
@@ -29,17 +29,17 @@ def _loss(value: float | None) -> str:
     return "not measured (no val split)" if value is None else f"{value:.3f}"
 
 
-def ablation_section(sweep_dir: Path, out: Path) -> Section:
-    sweep = json.loads((sweep_dir / "sweep.json").read_text())
-    score_dir = sweep_dir.parent / "score"
-    main = json.loads((score_dir / "summary.json").read_text())["systems"] if (score_dir / "summary.json").is_file() else {}
+def ablation_section(store: RunArtifacts, out: Path) -> Section:
+    sweep_dir, score_dir = store.dir("sweep"), store.dir("score")
+    sweep = store.json("sweep", "summary")
+    main = store.json("score", "summary")["systems"] if store.exists("score", "summary") else {}
     results, rows = {}, []
     for name, entry in sweep.get("ablations", {}).items():
         reference = entry["reference"]
         if reference["stage"] == "score":
             if reference["system"] not in main:
-                raise ValueError(f"{sweep_dir / 'sweep.json'}: ablation {name} compares with {reference['system']!r}, "
-                                 f"which {score_dir / 'summary.json'} does not hold")
+                raise ValueError(f"{store.path('sweep', 'summary')}: ablation {name} compares with {reference['system']!r}, "
+                                 f"which {store.path('score', 'summary')} does not hold")
             ref_metrics, ref_dir = main[reference["system"]]["metrics"], score_dir / reference["system"]
         else:
             ref_metrics, ref_dir = sweep["systems"]["siren"][str(entry["depth"])]["metrics"], sweep_dir / reference["system"]

@@ -8,12 +8,12 @@ the mean difference says whether alignment moved them, whichever way.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
 
+from siren_bench.artifacts import RunArtifacts
 from siren_bench.report import figures
 from siren_bench.report.dataset_card import Section, md_table
 from siren_bench.report.paired import PAIRED, difference_text, paired_differences
@@ -47,12 +47,12 @@ def _curves(log: list[dict], path: Path) -> Path:
     return figures.save(fig, path)
 
 
-def alignment_section(aligned_dir: Path, out: Path) -> Section:
-    info = json.loads((aligned_dir / "aligned.json").read_text())
+def alignment_section(store: RunArtifacts, out: Path) -> Section:
+    info = store.json("siren_aligned", "info")
     if not info.get("trained"):
         return Section("alignment", {"trained": False, "reason": info.get("reason")},
                        f"## Anti-causal alignment\n\nNot run: {info.get('reason')}.\n")
-    log = [json.loads(line) for line in (aligned_dir / "align_log.jsonl").read_text().splitlines()]
+    log = store.jsonl("siren_aligned", "log")
     s, summary, reward = info["settings"], info["summary"], info["reward"]
     figure = _curves(log, out / "figures" / "alignment_curves.png")
     terms = []
@@ -75,10 +75,9 @@ steps are noisy); KL to Stage 1 over the last steps: {summary['last_kl']:.4f}.
 
 ![alignment curves](figures/alignment_curves.png)
 """
-    score_dir = aligned_dir.parent / "score"
-    if not (score_dir / "siren_aligned" / "results.json").is_file() or not (score_dir / "siren" / "results.json").is_file():
+    if not store.exists("score", "results", "siren_aligned") or not store.exists("score", "results", "siren"):
         return Section("alignment", results, markdown + "\nNo scores for `siren` and `siren_aligned` yet (score stage).\n", [figure])
-    side, paired = _side_by_side(score_dir)
+    side, paired = _side_by_side(store)
     results |= {"side_by_side": side, "paired": paired}
     header = ["metric", "siren (Stage 1)", "siren_aligned", "better"]
     rows = [[label, side[m]["siren"], side[m]["siren_aligned"], "lower" if m not in ("is", "clap") else "higher"]
@@ -102,10 +101,10 @@ gains there are partly the reward being optimised; the CLAP row is held out from
     return Section("alignment", results, markdown, [figure])
 
 
-def _side_by_side(score_dir: Path) -> tuple[dict, dict]:
-    full = {name: json.loads((score_dir / name / "results.json").read_text()) for name in ("siren", "siren_aligned")}
+def _side_by_side(store: RunArtifacts) -> tuple[dict, dict]:
+    full = {name: store.json("score", "results", name) for name in ("siren", "siren_aligned")}
     side = {}
     for metric, _ in COLUMNS:
         if all(metric in f["metrics"] for f in full.values()):
             side[metric] = {name: interval_text(f["metrics"][metric]) for name, f in full.items()}
-    return side, paired_differences(score_dir, "siren_aligned", "siren")
+    return side, paired_differences(store.dir("score"), "siren_aligned", "siren")

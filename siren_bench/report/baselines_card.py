@@ -3,29 +3,25 @@ against Siren's isolated experts (diagnostics/interference.py says what is measu
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
 
-from siren_bench.diagnostics.interference import off_diagonal_summary
+from siren_bench.diagnostics.orthogonality import off_diagonal_summary
+from siren_bench.artifacts import RunArtifacts
 from siren_bench.report import figures
 from siren_bench.report.dataset_card import Section, md_table
 
 
-def _read_log(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text().splitlines()]
-
-
-def baselines_section(baselines_dir: Path, out: Path) -> Section:
-    summary = json.loads((baselines_dir / "baselines.json").read_text())
+def baselines_section(store: RunArtifacts, out: Path) -> Section:
+    summary = store.json("baselines", "summary")
     if not summary["trained"]:
         return Section("baselines", summary, f"## Baselines\n\nNone trained in this run: {summary['reason']}.\n")
     fig, ax = plt.subplots(figsize=(6.5, 3.6))
     rows = []
     for name, facts in summary["models"].items():
-        log = _read_log(baselines_dir / name / "train_log.jsonl")
+        log = store.jsonl("baselines", "train_log", name)
         steps, losses = np.array([r["step"] for r in log]), np.array([r["loss"] for r in log])
         window = max(1, len(log) // 20)
         ax.plot(steps[window - 1 :], np.convolve(losses, np.ones(window) / window, mode="valid"), label=name)
@@ -54,14 +50,12 @@ ar_nar, the denoising MSE (of the configured v- or epsilon-prediction) for laten
     return Section("baselines", summary, markdown)
 
 
-def interference_section(baselines_dir: Path, out: Path) -> Section:
-    shared_log = baselines_dir / "shared_lm" / "train_log.jsonl"
-    siren_log = baselines_dir.parent / "siren" / "train_log.jsonl"
-    if not shared_log.is_file() or not siren_log.is_file():
+def interference_section(store: RunArtifacts, out: Path) -> Section:
+    if not store.exists("baselines", "train_log", "shared_lm") or not store.exists("siren", "train_log"):
         return Section("interference", {"measured": False},
                        "## Gradient interference\n\nNeeds both the shared LM (`shared_lm` in eval.systems) and Siren trained.\n")
-    shared = [r for r in _read_log(shared_log) if "interference" in r]
-    siren = [r for r in _read_log(siren_log) if "interference" in r]
+    shared = [r for r in store.jsonl("baselines", "train_log", "shared_lm") if "interference" in r]
+    siren = [r for r in store.jsonl("siren", "train_log") if "interference" in r]
     if not shared:
         return Section("interference", {"measured": False}, "## Gradient interference\n\nNot measured (model.interference_every = 0).\n")
     experts = sorted({r["expert"] for r in siren})

@@ -3,9 +3,9 @@ each marked comparable or not, and why not."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
+from siren_bench.artifacts import RunArtifacts
 from siren_bench.claims import CLAIMS, CLAIMS_VERSION, comparability
 from siren_bench.report.dataset_card import Section, md_table
 from siren_bench.report.scores import interval_text
@@ -13,9 +13,9 @@ from siren_bench.report.scores import interval_text
 LABELS = {"fad": "FAD", "fd": "FD", "kl": "KL", "is": "IS", "clap": "CLAP (cosine)"}
 
 
-def claims_section(score_dir: Path, out: Path) -> Section:
-    summary = json.loads((score_dir / "summary.json").read_text())
-    dataset = json.loads((score_dir.parent / "prepare" / "dataset.json").read_text())
+def claims_section(store: RunArtifacts, out: Path) -> Section:
+    summary = store.json("score", "summary")
+    dataset = store.json("prepare", "dataset")
     systems = summary["systems"]
     rows, results = [], []
     for claim in CLAIMS:

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
 
+from siren_bench.artifacts import RunArtifacts
 from siren_bench.diagnostics.fidelity import HIGHER_IS_BETTER, METRICS
 from siren_bench.report import figures
 from siren_bench.report.dataset_card import Section, md_table
@@ -26,17 +26,17 @@ def _fmt(summary: dict) -> str:
     return f"{summary['mean']:.3f} [{summary['ci95_low']:.3f}, {summary['ci95_high']:.3f}]"
 
 
-def codec_section(codec_dir: Path, out: Path) -> Section:
-    info = json.loads((codec_dir / "codec.json").read_text())
+def codec_section(store: RunArtifacts, out: Path) -> Section:
+    info = store.json("codec", "info")
     shape = (f"`{info['name']}` ({info['backend']} architecture: {ARCHITECTURES[info['backend']]}): {info['n_codebooks']} codebooks x {info['codebook_size']} entries, "
              f"{info['frame_rate']:g} frames/s at {info['sample_rate']} Hz, latent dimension {info['latent_dim']}; "
              f"weights identity `{info['weights_sha256'][:16]}...`")
     results = {"codec": info}
-    if not (codec_dir / "evaluation.json").is_file():  # pretrained weights: nothing was trained here
+    if not store.exists("codec", "evaluation"):  # pretrained weights: nothing was trained here
         return Section("codec", results, f"## Codec\n\n{shape}. Pretrained weights, imported from a local file (see provenance.json).\n")
 
-    evaluation = json.loads((codec_dir / "evaluation.json").read_text())
-    log = [json.loads(line) for line in (codec_dir / "train_log.jsonl").read_text().splitlines()]
+    evaluation = store.json("codec", "evaluation")
+    log = store.jsonl("codec", "train_log")
     steps = np.array([r["step"] for r in log])
     fig, ax = plt.subplots(figsize=(6.5, 3.4))
     window = max(1, len(log) // 20)
@@ -91,12 +91,12 @@ and 95 % CI):
     return Section("codec", results, markdown, [curve])
 
 
-def diagnose_section(diagnose_dir: Path, out: Path) -> Section:
-    fidelity = json.loads((diagnose_dir / "fidelity.json").read_text())
-    ortho = json.loads((diagnose_dir / "orthogonality.json").read_text())
-    status = json.loads((diagnose_dir / "diagnose.json").read_text())
-    semantics = json.loads((diagnose_dir / "semantics.json").read_text()) if (diagnose_dir / "semantics.json").is_file() else None
-    text = json.loads((diagnose_dir / "text_probe.json").read_text()) if (diagnose_dir / "text_probe.json").is_file() else None
+def diagnose_section(store: RunArtifacts, out: Path) -> Section:
+    fidelity = store.json("diagnose", "fidelity")
+    ortho = store.json("diagnose", "orthogonality")
+    status = store.json("diagnose", "status")
+    semantics = store.json("diagnose", "semantics") if store.exists("diagnose", "semantics") else None
+    text = store.json("diagnose", "text_probe") if store.exists("diagnose", "text_probe") else None
     fig_dir = out / "figures"
     depth = np.array(fidelity["codebooks"])
 

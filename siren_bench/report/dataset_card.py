@@ -14,7 +14,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from siren_bench.data.manifest import MANIFEST_NAME, read_manifest
+from siren_bench.artifacts import RunArtifacts
+from siren_bench.data.manifest import read_manifest
 from siren_bench.io import read_audio
 from siren_bench.report import figures
 
@@ -243,9 +244,9 @@ def _listing(frame: pd.DataFrame, columns: list[str], when_empty: str, full_list
     return table + (f"\n\n... and {len(frame) - limit} more; all are in `{full_list}`." if len(frame) > limit else "")
 
 
-def build(prepare_dir: Path, out: Path) -> Section:
-    frame = read_manifest(prepare_dir / MANIFEST_NAME)
-    info = json.loads((prepare_dir / "dataset.json").read_text())
+def build(store: RunArtifacts, out: Path) -> Section:
+    frame = read_manifest(store.path("prepare", "manifest"))
+    info = store.json("prepare", "dataset")
     if info["name"] == "synthcaps":
         return synthcaps_section(frame, info, out)
     return audiocaps_section(frame, info, out)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from siren_bench.artifacts import RunArtifacts
 from siren_bench.provenance import PROVENANCE_NAME
 from siren_bench.report.dataset_card import Section, md_table
 
@@ -50,13 +51,12 @@ def _environment(record: dict) -> dict[str, str]:
     return items
 
 
-def _recipes(profile_dir: Path, records: dict[str, dict]) -> dict:
+def _recipes(store: RunArtifacts, records: dict[str, dict]) -> dict:
     """The recipe named in each stage's eval config, and the resolved one the score stage used."""
     recipes = {"configured": {stage: r["config"]["eval"]["recipe"] for stage, r in records.items()
                               if "recipe" in r["config"].get("eval", {})}}
-    summary = profile_dir / "score" / "summary.json"
-    if "score" in records and summary.is_file():
-        scored = json.loads(summary.read_text())
+    if "score" in records and store.exists("score", "summary"):
+        scored = store.json("score", "summary")
         recipes["scored"] = {"id": scored["recipe"], "sha256": scored["recipe_sha256"]}
     return recipes
 
@@ -99,11 +99,12 @@ def _total_time(records: dict[str, dict]) -> str:
     return f"{sum(timed.values()):.1f} s" + (f" (without {', '.join(untimed)}: no time recorded)" if untimed else "")
 
 
-def environment_section(profile_dir: Path, out: Path) -> Section:
+def environment_section(store: RunArtifacts, out: Path) -> Section:
+    profile_dir = store.root
     records = stage_records(profile_dir)
     if not records:
         return Section("environment", {}, f"## Environment and provenance\n\nNo stage in `{profile_dir}` has a provenance record.\n")
-    recipes = _recipes(profile_dir, records)
+    recipes = _recipes(store, records)
     results = {
         "recipes": recipes,
         "stages": {stage: {"stage": r["stage"], "config_sha256": r["config_sha256"], "seeds": r["seeds"]}

@@ -7,7 +7,6 @@ links work wherever `dvc repro` has run. A spectrogram figure shows the same cli
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
@@ -15,6 +14,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
+from siren_bench.artifacts import RunArtifacts
 from siren_bench.diagnostics.fidelity import power_spectrogram
 from siren_bench.io import read_audio
 from siren_bench.report import figures
@@ -23,11 +23,12 @@ from siren_bench.report.dataset_card import Section, md_table
 N_CLIPS = 4
 
 
-def listening_section(generate_dir: Path, out: Path) -> Section:
-    systems = json.loads((generate_dir / "systems.json").read_text())
-    manifest = pd.read_csv(generate_dir.parent / "prepare" / "manifest.csv", dtype={"clip_id": str}, keep_default_na=False)
+def listening_section(store: RunArtifacts, out: Path) -> Section:
+    generate_dir = store.dir("generate")
+    systems = store.json("generate", "systems")
+    manifest = pd.read_csv(store.path("prepare", "manifest"), dtype={"clip_id": str}, keep_default_na=False)
     test = manifest[manifest["split"] == "test"].sort_values("clip_id").head(N_CLIPS)
-    prepare_dir = generate_dir.parent / "prepare"
+    prepare_dir = store.dir("prepare")
     # the staging folder sits beside the final report folder, so links relative to it hold there
     link = lambda path: os.path.relpath(path, out).replace(os.sep, "/")  # noqa: E731
     names = sorted(systems)

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
+from siren_bench.artifacts import RunArtifacts
 from siren_bench.recipes import get_recipe
 from siren_bench.report.dataset_card import Section, md_table
 from siren_bench.report.paired import PAIRED, difference_text, paired_differences
@@ -20,8 +20,8 @@ def interval_text(result: dict) -> str:
     return f"{result['value']:.4g} [{result['ci_low']:.4g}, {result['ci_high']:.4g}]"
 
 
-def evaluators_section(evaluators_dir: Path, out: Path) -> Section:
-    summary = json.loads((evaluators_dir / "evaluators.json").read_text())
+def evaluators_section(store: RunArtifacts, out: Path) -> Section:
+    summary = store.json("evaluators", "summary")
     if not summary["trained"]:
         return Section("evaluators", summary, f"## Evaluators\n\n{summary['reason']}.\n")
     tagger, clap = summary["tagger"]["heldout"], summary["clap"]["heldout"]
@@ -51,15 +51,15 @@ Weights: tagger `{summary['tagger']['weights_sha256'][:16]}...`, CLAP `{summary[
     return Section("evaluators", summary, markdown)
 
 
-def scores_section(score_dir: Path, out: Path) -> Section:
-    summary = json.loads((score_dir / "summary.json").read_text())
+def scores_section(store: RunArtifacts, out: Path) -> Section:
+    summary = store.json("score", "summary")
     recipe = get_recipe(summary["recipe"])
     systems = summary["systems"]
     present = [(m, label) for m, label in COLUMNS if any(m in s["metrics"] for s in systems.values())]
     rows, results = [], {"recipe": summary["recipe"], "recipe_sha256": summary["recipe_sha256"], "split": summary["split"],
                          "systems": {}}
     for name in sorted(systems):
-        full = json.loads((score_dir / name / "results.json").read_text())
+        full = store.json("score", "results", name)
         metrics = full["metrics"]
         cells = [name, str(full["generated"]["n_clips"])]
         for metric, _ in present:
@@ -90,15 +90,15 @@ FD and KL; higher for IS and CLAP. Full results, per-clip scores and every input
     return Section("scores", results, markdown)
 
 
-def paired_section(score_dir: Path, out: Path) -> Section:
+def paired_section(store: RunArtifacts, out: Path) -> Section:
     """Siren against every other generating system of the run, paired clip by clip."""
-    systems = json.loads((score_dir / "summary.json").read_text())["systems"]
+    systems = store.json("score", "summary")["systems"]
     others = [name for name in sorted(systems) if name not in ("siren", "codec_resynthesis", "real_unpaired")]
     if "siren" not in systems or not others:
         return Section("paired", {}, "## Paired comparisons\n\nNeeds Siren and at least one other model in eval.systems.\n")
     results, rows = {}, []
     for other in others:
-        results[other] = paired_differences(score_dir, "siren", other)
+        results[other] = paired_differences(store.dir("score"), "siren", other)
         for column, label, better in PAIRED:
             if (p := results[other].get(column)) is not None:
                 rows.append([f"`{other}`", label, difference_text(p), f"{p['p_value']:.3f}", better, p["n"]])

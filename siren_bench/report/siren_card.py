@@ -6,23 +6,23 @@ so the table shows how far each expert got below chance. Wall-clock time stays i
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
 
+from siren_bench.artifacts import RunArtifacts
 from siren_bench.report import figures
 from siren_bench.report.dataset_card import Section, md_table
 
 
-def siren_section(siren_dir: Path, out: Path) -> Section:
-    info = json.loads((siren_dir / "siren.json").read_text())
+def siren_section(store: RunArtifacts, out: Path) -> Section:
+    info = store.json("siren", "info")
     if not info.get("trained"):
         return Section("siren", {"trained": False, "reason": info.get("reason")},
                        f"## Siren Stage 1\n\nNot trained in this run: {info.get('reason')}.\n")
-    log = [json.loads(line) for line in (siren_dir / "train_log.jsonl").read_text().splitlines()]
+    log = store.jsonl("siren", "train_log")
     arch = info["architecture"]
     chance = math.log(arch["codebook_size"])
 

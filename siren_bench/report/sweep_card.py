@@ -3,11 +3,11 @@ and the codec's own resynthesis, at each RVQ depth, next to reconstruction fidel
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import matplotlib.pyplot as plt
 
+from siren_bench.artifacts import RunArtifacts
 from siren_bench.report import figures
 from siren_bench.report.dataset_card import Section, md_table
 from siren_bench.report.scores import interval_text
@@ -16,26 +16,24 @@ SERIES = ("codec_resynthesis", "siren", "shared_lm")
 PANELS = (("fad", "FAD (lower is better)"), ("clap", "CLAP cosine (higher is better)"))
 
 
-def _points(sweep: dict, score_dir: Path) -> dict[str, dict[int, dict]]:
+def _points(sweep: dict, store: RunArtifacts) -> dict[str, dict[int, dict]]:
     """system -> depth -> metrics, the sweep's depths plus the main run's full depth."""
     points = {name: {int(d): entry["metrics"] for d, entry in sweep["systems"].get(name, {}).items()} for name in SERIES}
-    summary_path = score_dir / "summary.json"
-    if summary_path.is_file():
-        main = json.loads(summary_path.read_text())["systems"]
+    if store.exists("score", "summary"):
+        main = store.json("score", "summary")["systems"]
         for name in SERIES:
             if name in main and points[name]:
                 points[name][sweep["full_depth"]] = main[name]["metrics"]
     return {name: dict(sorted(p.items())) for name, p in points.items() if p}
 
 
-def sweep_section(sweep_dir: Path, out: Path) -> Section:
-    sweep = json.loads((sweep_dir / "sweep.json").read_text())
+def sweep_section(store: RunArtifacts, out: Path) -> Section:
+    sweep = store.json("sweep", "summary")
     if not sweep["depths"]:
         return Section("sweep", sweep, f"## Fidelity-capacity sweep\n\nNot run: {sweep['reason']}.\n")
-    points = _points(sweep, sweep_dir.parent / "score")
+    points = _points(sweep, store)
     panels = [(m, label) for m, label in PANELS if any(m in metrics for p in points.values() for metrics in p.values())]
-    fidelity_path = sweep_dir.parent / "diagnose" / "fidelity.json"
-    fidelity = json.loads(fidelity_path.read_text()) if fidelity_path.is_file() else None
+    fidelity = store.json("diagnose", "fidelity") if store.exists("diagnose", "fidelity") else None
     n_panels = len(panels) + (1 if fidelity else 0)
     fig, axes = plt.subplots(1, n_panels, figsize=(4.2 * n_panels, 3.4), squeeze=False)
     for ax, (metric, label) in zip(axes[0], panels):

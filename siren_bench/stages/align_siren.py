@@ -26,8 +26,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
+from siren_bench.artifacts import STAGES, expert_file
 from siren_bench.audio_input import apply_policy
 from siren_bench.codecs import Codec, load_stage_codec
 from siren_bench.config import AlignConfig, ConfigError, align_config, eval_config, model_config
@@ -35,16 +36,13 @@ from siren_bench.data.manifest import MANIFEST_NAME, read_manifest
 from siren_bench.evaluation.embedding import EmbedderLoader
 from siren_bench.io import atomic_directory, read_audio, sha256_file, sha256_json, write_json_atomic, write_text_atomic
 from siren_bench.models.align import Aligner, AudioReward
-from siren_bench.models.collaborative import Siren
+from siren_bench.models.experts import encode_captions, load_stage_siren, stage1_hashes, text_encoder
 from siren_bench.provenance import build_record, write_provenance
-from siren_bench.recipes import MetricSpec, get_recipe
-from siren_bench.stages.common import open_stage
-from siren_bench.stages.evaluators import needs_smoke_evaluators
-from siren_bench.stages.train_siren import encode_captions, load_stage_siren, text_encoder
-from siren_bench.weights import CheckpointError
+from siren_bench.recipes import MetricSpec, get_recipe, needs_smoke_evaluators
+from siren_bench.stage_context import open_stage
 
-ALIGNED_INFO_NAME = "aligned.json"
-LOG_NAME = "align_log.jsonl"
+ALIGNED_INFO_NAME = STAGES["siren_aligned"].file("info")
+LOG_NAME = STAGES["siren_aligned"].file("log")
 REFERENCE_SPLIT = "train"  # the captions the policy practises on, and the clips its reward compares with
 
 
@@ -118,10 +116,6 @@ def reference_clips(frame, n_samples: int, sample_rate: int, source: str) -> lis
     return clips
 
 
-def stage1_hashes(siren_dir: Path, n_experts: int) -> list[str]:
-    return [sha256_file(siren_dir / f"expert_{i}.safetensors") for i in range(n_experts)]
-
-
 def run(params_path: str | Path = "params.yaml") -> Path:
     stage = open_stage(params_path)
     run_cfg, evaluation, config = stage.run, eval_config(stage.params, stage.source), align_config(stage.params, stage.source)
@@ -164,7 +158,7 @@ def run(params_path: str | Path = "params.yaml") -> Path:
 
     with atomic_directory(out_dir) as staging:
         save_file({k: v.detach().cpu().contiguous() for k, v in aligner.policy.state_dict().items()},
-                  staging / f"expert_{config.expert}.safetensors")
+                  staging / expert_file(config.expert))
         write_text_atomic(staging / LOG_NAME, "".join(json.dumps(row) + "\n" for row in log))
         window = max(1, min(10, len(log) // 4))
         summary = {"first_reward_mean": float(np.mean([r["reward_mean"] for r in log[:window]])),
@@ -184,22 +178,3 @@ def run(params_path: str | Path = "params.yaml") -> Path:
     return out_dir
 
 
-def load_stage_aligned(siren_dir: str | Path, aligned_dir: str | Path) -> tuple[Siren, dict]:
-    """Stage-1 Siren with the aligned expert swapped in; refuses Stage-1 files other than the
-    ones alignment started from (a retrained Siren needs a new alignment run)."""
-    siren_dir, aligned_dir = Path(siren_dir), Path(aligned_dir)
-    info_path = aligned_dir / ALIGNED_INFO_NAME
-    if not info_path.is_file():
-        raise CheckpointError(f"{info_path}: not found (run the align_siren stage first)")
-    aligned = json.loads(info_path.read_text())
-    if not aligned.get("trained"):
-        raise CheckpointError(f"{info_path}: no aligned model ({aligned.get('reason')})")
-    model, info = load_stage_siren(siren_dir)
-    if stage1_hashes(siren_dir, len(model.experts)) != aligned["stage1_expert_sha256"]:
-        raise CheckpointError(f"{info_path}: aligned from other Stage-1 experts than those in {siren_dir}; re-run align_siren")
-    path = aligned_dir / f"expert_{aligned['expert']}.safetensors"
-    try:
-        model.experts[aligned["expert"]].load_state_dict(load_file(path), strict=True)
-    except (RuntimeError, OSError) as exc:
-        raise CheckpointError(f"{path}: does not fit expert {aligned['expert']}: {exc}") from exc
-    return model.eval(), info | {"aligned": aligned}

@@ -26,7 +26,7 @@ from siren_bench.data.manifest import MANIFEST_NAME, load_waves, read_manifest
 from siren_bench.diagnostics.fidelity import METRICS, reconstruction_metrics, summarize
 from siren_bench.io import atomic_directory, write_json_atomic, write_text_atomic
 from siren_bench.provenance import build_record, write_provenance
-from siren_bench.stages.common import open_stage
+from siren_bench.stage_context import open_stage
 
 EVAL_SPLIT = "val"
 

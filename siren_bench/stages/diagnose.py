@@ -32,8 +32,8 @@ from siren_bench.diagnostics.orthogonality import OrthogonalityStats
 from siren_bench.diagnostics.semantics import pooled_layers, semantic_richness, text_richness
 from siren_bench.io import atomic_directory, write_json_atomic
 from siren_bench.provenance import build_record, write_provenance
-from siren_bench.stages.common import open_stage
-from siren_bench.stages.tokenize import load_codes
+from siren_bench.stage_context import open_stage
+from siren_bench.artifacts import load_codes
 from siren_bench.text import load_minilm
 
 FIDELITY_SPLIT = "test"

@@ -27,17 +27,13 @@ from siren_bench.embedders.smoke import (
 )
 from siren_bench.io import atomic_directory, read_audio, write_json_atomic
 from siren_bench.provenance import build_record, write_provenance
-from siren_bench.recipes import get_recipe
-from siren_bench.stages.common import open_stage
+from siren_bench.artifacts import STAGES
+from siren_bench.recipes import get_recipe, needs_smoke_evaluators
+from siren_bench.stage_context import open_stage
 from siren_bench.text import load_minilm
 
-SMOKE_EMBEDDERS = ("smoke_tagger", "smoke_clap")
 TAGGER_FILE, CLAP_FILE = "tagger.safetensors", "clap.safetensors"
-SUMMARY_NAME = "evaluators.json"
-
-
-def needs_smoke_evaluators(recipe_name: str) -> bool:
-    return any(spec.embedder in SMOKE_EMBEDDERS for spec in get_recipe(recipe_name).metrics)
+SUMMARY_NAME = STAGES["evaluators"].file("summary")
 
 
 def _mono_waves(frame, sample_rate: int) -> list[np.ndarray]:

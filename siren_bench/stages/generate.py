@@ -31,83 +31,24 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
+from siren_bench.artifacts import SCORED_SPLIT, STAGES, UNPAIRED_SPLIT, load_codes
 from siren_bench.codecs import Codec, load_stage_codec
 from siren_bench.config import BASELINE_SYSTEMS, ConfigError, ModelConfig, codec_config, data_config, eval_config, model_config
 from siren_bench.data.manifest import MANIFEST_NAME, read_manifest
 from siren_bench.external import render_external
-from siren_bench.io import atomic_directory, write_json_atomic, write_wav
+from siren_bench.generation import codec_resynthesis, render
+from siren_bench.io import atomic_directory, write_json_atomic
+from siren_bench.models.experts import check_trained_with, load_stage_aligned, load_stage_siren
 from siren_bench.provenance import build_record, write_provenance
-from siren_bench.stages.common import open_stage
-from siren_bench.stages.tokenize import load_codes
+from siren_bench.stage_context import open_stage
 
-SCORED_SPLIT = "test"
-UNPAIRED_SPLIT = "val"
-SYSTEMS_NAME = "systems.json"
-
-
-def codec_resynthesis(codec: Codec, ids: list[str], codes: dict[str, np.ndarray], lengths: dict[str, int], out: Path,
-                      batch: int) -> None:
-    """Decode every clip's full code stack and write it as float WAV, named by clip id."""
-    out.mkdir(parents=True)
-    with torch.no_grad():
-        for start in tqdm(range(0, len(ids), batch), desc="codec resynthesis", unit="batch"):
-            chunk = ids[start : start + batch]
-            decoded = codec.decode(torch.from_numpy(np.stack([codes[c] for c in chunk]))).double().numpy()
-            for clip_id, wave in zip(chunk, decoded):
-                write_wav(out / f"{clip_id}.wav", wave[: lengths[clip_id]], codec.sample_rate, subtype="FLOAT")
-
-
-def check_trained_with(where: Path, info: dict, codec: Codec, config: ModelConfig):
-    """The pipeline's text encoder, after checking that the model at `where` was trained on this
-    codec and this text encoder (its info records both)."""
-    from siren_bench.stages.train_siren import text_encoder
-
-    if info["codec"]["weights_sha256"] != codec.info.weights_sha256:
-        raise ValueError(f"{where}: trained on codec {info['codec']['weights_sha256'][:16]}..., the pipeline's codec is "
-                         f"{codec.info.weights_sha256[:16]}...; re-run its training stage")
-    encoder = text_encoder(config)
-    if encoder.weights_sha256 != info["text_encoder"]["weights_sha256"]:
-        raise ValueError(f"{where}: trained with text encoder {info['text_encoder']['name']} "
-                         f"({info['text_encoder']['weights_sha256'][:16]}...), model.text_encoder loads {encoder.name} "
-                         f"({encoder.weights_sha256[:16]}...)")
-    return encoder
-
-
-def render(model, output: str, name: str, codec: Codec, encoder, test, lengths: dict[str, int], config: ModelConfig,
-           out: Path, batch: int, device: torch.device) -> dict:
-    """Every caption of `test` through `model.generate` on `device` (seeded by
-    model.generation_seed; sampling model.temperature / top_k / top_p / guidance, the same for
-    every system), decoded by the codec on CPU from codes or from a latent (`output`), written as
-    float WAV trimmed to the reference length. Returns the sampling facts systems.json records."""
-    from siren_bench.models.collaborative import SamplingConfig
-    from siren_bench.stages.train_siren import encode_captions
-
-    model.to(device)
-    sampling = SamplingConfig(config.temperature, config.top_k, config.top_p, config.guidance)
-    generator = torch.Generator(device).manual_seed(config.generation_seed)
-    ids, captions = test["clip_id"].tolist(), test["caption"].tolist()
-    out.mkdir(parents=True, exist_ok=True)
-    for start in tqdm(range(0, len(ids), batch), desc=f"{name} generate", unit="batch"):
-        chunk = ids[start : start + batch]
-        n_frames = max(-(-lengths[c] // codec.hop_length) for c in chunk)
-        text = encode_captions(encoder, captions[start : start + batch]).to(device)
-        generated = model.generate(text, n_frames, sampling, generator).cpu()
-        with torch.no_grad():
-            decoded = (codec.decode(generated) if output == "codes" else codec.decode_latent(generated.float())).double().numpy()
-        for clip_id, wave in zip(chunk, decoded):
-            write_wav(out / f"{clip_id}.wav", wave[: lengths[clip_id]], codec.sample_rate, subtype="FLOAT")
-    return {"n_clips": len(ids), "sample_rate": codec.sample_rate, "split": SCORED_SPLIT, "seed": config.generation_seed,
-            "sampling": vars(sampling), "batch": batch, "device": device.type}
+SYSTEMS_NAME = STAGES["generate"].file("systems")
 
 
 def siren_system(siren_dir: Path, codec: Codec, test, lengths: dict[str, int], config: ModelConfig, out: Path,
                  batch: int, device: torch.device, aligned_dir: Path | None = None) -> dict:
     """The trained experts, with the aligned expert swapped in when `aligned_dir` is given."""
-    from siren_bench.stages.align_siren import load_stage_aligned
-    from siren_bench.stages.train_siren import load_stage_siren
-
     model, info = load_stage_siren(siren_dir) if aligned_dir is None else load_stage_aligned(siren_dir, aligned_dir)
     encoder = check_trained_with(siren_dir, info, codec, config)
     what = ("Stage 1 only" if aligned_dir is None else

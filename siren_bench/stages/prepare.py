@@ -16,7 +16,7 @@ from siren_bench.data import audiocaps, synthcaps
 from siren_bench.data.manifest import MANIFEST_NAME, json_cell, write_manifest
 from siren_bench.io import sha256_file, write_json_atomic, write_wav, atomic_directory
 from siren_bench.provenance import build_record, write_provenance
-from siren_bench.stages.common import open_stage
+from siren_bench.stage_context import open_stage
 
 DATASET_INFO_NAME = "dataset.json"
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable
 
+from siren_bench.artifacts import RunArtifacts
 from siren_bench.io import write_json_atomic, write_text_atomic
 from siren_bench.provenance import build_record, git_state, write_provenance
 from siren_bench.report import (
@@ -20,13 +21,14 @@ from siren_bench.report import (
     siren_card, sweep_card, tables,
 )
 from siren_bench.report.dataset_card import Section
-from siren_bench.stages.common import open_stage
+from siren_bench.stage_context import open_stage
 
 RESULTS_SCHEMA_VERSION = 1
 
-# (stage whose output the section reads, section title, builder). Stage None: the section reads
-# every stage's folder, and its builder gets artifacts/<profile> itself.
-SECTIONS: tuple[tuple[str | None, str, Callable[[Path, Path], Section]], ...] = (
+# (stage folder the section reads, section title, builder). A section is skipped, with a line
+# saying so, when that folder does not exist; folder None: the section reads every stage's folder.
+# Each builder takes the run's artifacts (siren_bench/artifacts.py) and the report's staging folder.
+SECTIONS: tuple[tuple[str | None, str, Callable[[RunArtifacts, Path], Section]], ...] = (
     ("prepare", "Dataset card", dataset_card.build),
     ("codec", "Codec", codec_card.codec_section),
     ("diagnose", "RVQ diagnostics", codec_card.diagnose_section),
@@ -66,13 +68,14 @@ def run(params_path: str | Path = "params.yaml") -> Path:
     run_id = runs.new_run_id(out_dir, git)
     with runs.build_run(out_dir, run_id, git) as staging:
         sections, skipped, inputs = [], [], {}
+        store = RunArtifacts(Path(run_cfg.artifacts_dir) / run_cfg.profile)
         for stage, title, builder in SECTIONS:
-            source = stage_context.dir(stage) if stage else Path(run_cfg.artifacts_dir) / run_cfg.profile
+            source = store.dir(stage) if stage else store.root
             if not source.is_dir():
                 reader = f"stage `{stage}`" if stage else "the pipeline"
                 skipped.append(f"- {title}: {reader} has no output in `{source}`")
                 continue
-            sections.append(builder(source, staging))
+            sections.append(builder(store, staging))
             if stage:  # not artifacts/<profile> as a whole: hashing all its audio and checkpoints is too slow
                 inputs[stage] = source
         results = {

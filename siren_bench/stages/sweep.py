@@ -33,6 +33,7 @@ import numpy as np
 import torch
 
 from baselines import registry
+from siren_bench.artifacts import SCORED_SPLIT, STAGES, load_codes
 from siren_bench.config import ConfigError, codec_config, eval_config, sweep_config
 from siren_bench.data.manifest import MANIFEST_NAME, read_manifest
 from siren_bench.io import atomic_directory, write_json_atomic
@@ -41,14 +42,12 @@ from siren_bench.models.collaborative import Siren
 from siren_bench.models.siren import SirenConfig, SirenExpert
 from siren_bench.models.train import TokenSet, clear_resume_state, resume_file, train_expert, train_model
 from siren_bench.provenance import build_record, write_provenance
-from siren_bench.stages.common import open_stage
-from siren_bench.stages.generate import SCORED_SPLIT, codec_resynthesis, render
-from siren_bench.stages.score import stage_scorer
-from siren_bench.stages.tokenize import load_codes
-from siren_bench.stages.train_baselines import architecture
-from siren_bench.stages.train_siren import ExpertJobs, expert_jobs, load_stage_siren
+from siren_bench.evaluation.scorer import stage_scorer
+from siren_bench.generation import codec_resynthesis, render
+from siren_bench.models.experts import ExpertJobs, expert_jobs, load_stage_siren
+from siren_bench.stage_context import open_stage
 
-SUMMARY_NAME = "sweep.json"
+SUMMARY_NAME = STAGES["sweep"].file("summary")
 
 
 def truncate(tokens: TokenSet | None, depth: int) -> TokenSet | None:
@@ -96,7 +95,7 @@ def train_shared_lm(depth: int, jobs: ExpertJobs, device: torch.device, finished
     data_id = f"{jobs.data_id}-depth{depth}"
     spec = registry.BASELINES["shared_lm"]
     torch.manual_seed(config.seed + spec.seed_offset)
-    arch = architecture("shared_lm", jobs, {}) | {"n_codebooks": depth}
+    arch = registry.architecture("shared_lm", jobs.siren, {}) | {"n_codebooks": depth}
     model, arch = registry.build("shared_lm", arch, {})
     model.set_code_table(table)
     state = jobs.resume_dir / f"sweep-shared_lm-d{depth}-{registry.config_key('shared_lm', arch, config, data_id)}.pt"
@@ -113,7 +112,7 @@ def main_run_siren(siren_dir: Path) -> TrainedSiren:
 
 def run(params_path: str | Path = "params.yaml") -> Path:
     stage = open_stage(params_path)
-    sweep, evaluation = sweep_config(stage.params, stage.source), eval_config(stage.params, stage.source)
+    sweep, evaluation = sweep_config(stage.params, stage.source, ABLATIONS), eval_config(stage.params, stage.source)
     out_dir = stage.dir("sweep")
     depths = sorted(sweep.depths) if sweep.systems else []
     if not depths and not sweep.ablations:

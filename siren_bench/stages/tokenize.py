@@ -16,15 +16,14 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
+from siren_bench.artifacts import STAGES
 from siren_bench.cache import ContentCache, cache_key
 from siren_bench.codecs import CODEC_INFO_NAME, Codec, load_stage_codec
 from siren_bench.config import codec_config
 from siren_bench.data.manifest import MANIFEST_NAME, ManifestError, read_manifest
 from siren_bench.io import atomic_directory, atomic_path, read_audio, write_json_atomic
 from siren_bench.provenance import build_record, write_provenance
-from siren_bench.stages.common import open_stage
-
-CODES_NAME = "codes.npz"
+from siren_bench.stage_context import open_stage
 
 
 # Bump when the way codes are computed changes (padding, bandwidth, dtype): old entries then miss.
@@ -66,16 +65,6 @@ def tokenize_clips(codec: Codec, manifest: pd.DataFrame, cache: ContentCache, ba
     return codes
 
 
-def load_codes(tokenize_dir: str | Path, required=()) -> dict[str, np.ndarray]:
-    """Every clip's codes [K, T]; a clip of `required` without codes is an error naming the folder."""
-    with np.load(Path(tokenize_dir) / CODES_NAME, allow_pickle=False) as archive:
-        codes = {name: archive[name].astype(np.int64) for name in archive.files}
-    missing = [c for c in required if c not in codes]
-    if missing:
-        raise ValueError(f"{tokenize_dir}: no codes for {len(missing)} clips (e.g. {missing[:3]}); re-run tokenize")
-    return codes
-
-
 def run(params_path: str | Path = "params.yaml") -> Path:
     stage = open_stage(params_path)
     run_cfg, config = stage.run, codec_config(stage.params, stage.source)
@@ -86,7 +75,7 @@ def run(params_path: str | Path = "params.yaml") -> Path:
     codes = tokenize_clips(codec, manifest, cache, config.batch_clips)
     out_dir = stage.dir("tokenize")
     with atomic_directory(out_dir) as staging:
-        with atomic_path(staging / CODES_NAME) as tmp:
+        with atomic_path(staging / STAGES["tokenize"].file("codes")) as tmp:
             with open(tmp, "wb") as handle:
                 np.savez_compressed(handle, **{cid: codes[cid] for cid in manifest["clip_id"]})
         index = pd.DataFrame({"clip_id": manifest["clip_id"], "split": manifest["split"], "audio_sha256": manifest["sha256"],

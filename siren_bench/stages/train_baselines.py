@@ -13,7 +13,6 @@ trained) and provenance.json.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from pathlib import Path
 
@@ -25,10 +24,11 @@ from siren_bench.diagnostics.interference import interference_probe
 from siren_bench.io import atomic_directory, write_json_atomic, write_text_atomic
 from siren_bench.models.train import clear_resume_state, train_model
 from siren_bench.provenance import build_record, write_provenance
-from siren_bench.stages.common import open_stage
-from siren_bench.stages.train_siren import ExpertJobs, expert_jobs
+from siren_bench.artifacts import STAGES
+from siren_bench.models.experts import ExpertJobs, expert_jobs
+from siren_bench.stage_context import open_stage
 
-SUMMARY_NAME = "baselines.json"
+SUMMARY_NAME = STAGES["baselines"].file("summary")
 
 
 def shape_of(jobs: ExpertJobs) -> dict:
@@ -37,18 +37,11 @@ def shape_of(jobs: ExpertJobs) -> dict:
             "text_dim": s.text_dim, "max_frames": s.max_frames}
 
 
-def architecture(name: str, jobs: ExpertJobs, overrides: dict) -> dict:
-    """shared_lm starts from the sizes of one Siren expert; the others from their own defaults."""
-    if name != "shared_lm":
-        return dict(overrides)
-    return {k: v for k, v in dataclasses.asdict(jobs.siren).items() if k not in ("groups", "codebooks_per_expert")} | dict(overrides)
-
-
 def train_baseline(name: str, jobs: ExpertJobs, overrides: dict, device: torch.device, source: str):
     """(model, its config, log, resumed_from, resume state path) for one baseline."""
     config, spec = jobs.config, registry.BASELINES[name]
     torch.manual_seed(config.seed + spec.seed_offset)
-    model, arch = registry.build(name, architecture(name, jobs, overrides), shape_of(jobs), source)
+    model, arch = registry.build(name, registry.architecture(name, jobs.siren, overrides), shape_of(jobs), source)
     model.set_code_table(jobs.table)
     if hasattr(model, "fit_normaliser"):  # latent diffusion: per-channel latent statistics of the train clips
         model.fit_normaliser(jobs.train.codes)

@@ -1,0 +1,134 @@
+"""What each stage writes: the contract between stages, and between stages and the report.
+
+Stages meet only through their declared artifacts. A stage reads another's output through the
+names and loaders here, never by importing that stage's module, and never by spelling a file name
+of its own: artifacts/<profile>/<folder>/<file> is known in this one place. Report sections read
+their numbers through `RunArtifacts`, so a section renders from a folder of small fixture files
+in a unit test as well as from a real run.
+
+`schema_version` is the version of a stage folder's layout: bump it when a file is renamed, or
+a field that a reader uses changes meaning, and the readers that check it refuse old folders.
+This module imports nothing heavier than numpy, so that it sits cheaply in every stage's
+dependency closure (siren_bench/dvc_deps.py).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class StageArtifacts:
+    """One stage's output folder: the DVC stage that writes it and its files by role."""
+
+    stage: str                    # the dvc.yaml stage (and `siren-bench` sub-command)
+    folder: str                   # artifacts/<profile>/<folder>
+    files: Mapping[str, str]      # role -> file or sub-folder name inside the folder
+    schema_version: int = 1
+    per_system: Mapping[str, str] = field(default_factory=dict)  # role -> file inside <folder>/<system>/
+
+    def file(self, role: str) -> str:
+        try:
+            return self.files[role]
+        except KeyError:
+            raise KeyError(f"stage {self.stage!r} declares no artifact {role!r}; it has {sorted(self.files)}") from None
+
+
+PROVENANCE = "provenance.json"   # beside every stage's output (siren_bench/provenance.py)
+SCORED_SPLIT = "test"            # the split every system renders and is scored on
+UNPAIRED_SPLIT = "val"           # where real_unpaired draws its clips from
+
+STAGES: dict[str, StageArtifacts] = {a.folder: a for a in (
+    StageArtifacts("prepare", "prepare", {"manifest": "manifest.csv", "dataset": "dataset.json", "audio": "audio"}),
+    StageArtifacts("codec", "codec", {"info": "codec.json", "model": "model", "evaluation": "evaluation.json",
+                                      "train_log": "train_log.jsonl"}),
+    StageArtifacts("tokenize", "tokenize", {"codes": "codes.npz", "index": "index.csv", "codec": "codec.json"}),
+    StageArtifacts("diagnose", "diagnose", {"status": "diagnose.json", "fidelity": "fidelity.json",
+                                            "fidelity_per_clip": "fidelity_per_clip.csv",
+                                            "orthogonality": "orthogonality.json", "semantics": "semantics.json",
+                                            "text_probe": "text_probe.json"}),
+    StageArtifacts("evaluators", "evaluators", {"summary": "evaluators.json"}),
+    StageArtifacts("train_siren", "siren", {"info": "siren.json", "train_log": "train_log.jsonl"}),
+    StageArtifacts("align_siren", "siren_aligned", {"info": "aligned.json", "log": "align_log.jsonl"}),
+    StageArtifacts("train_baselines", "baselines", {"summary": "baselines.json"},
+                   per_system={"config": "config.json", "weights": "model.safetensors", "train_log": "train_log.jsonl"}),
+    StageArtifacts("generate", "generate", {"systems": "systems.json"}),
+    StageArtifacts("score", "score", {"summary": "summary.json"},
+                   per_system={"results": "results.json", "per_clip": "per_clip.csv"}),
+    StageArtifacts("sweep", "sweep", {"summary": "sweep.json"}),
+)}
+
+
+def expert_file(index: int) -> str:
+    """A trained (or aligned) Siren expert's weights in the siren / siren_aligned folders."""
+    return f"expert_{index}.safetensors"
+
+
+class ArtifactError(FileNotFoundError):
+    """A stage output that is missing or unreadable; the message names the file and its stage."""
+
+
+@dataclass(frozen=True)
+class RunArtifacts:
+    """artifacts/<profile>/ of one run, read through the declared layout."""
+
+    root: Path
+
+    def dir(self, folder: str) -> Path:
+        _declared(folder)
+        return Path(self.root) / folder
+
+    def has(self, folder: str) -> bool:
+        return self.dir(folder).is_dir()
+
+    def path(self, folder: str, role: str, system: str | None = None) -> Path:
+        declared = _declared(folder)
+        if system is None:
+            return self.dir(folder) / declared.file(role)
+        if role not in declared.per_system:
+            raise KeyError(f"stage {declared.stage!r} declares no per-system artifact {role!r}")
+        return self.dir(folder) / system / declared.per_system[role]
+
+    def exists(self, folder: str, role: str, system: str | None = None) -> bool:
+        return self.path(folder, role, system).exists()
+
+    def json(self, folder: str, role: str, system: str | None = None) -> Any:
+        path = self.path(folder, role, system)
+        try:
+            return json.loads(path.read_text())
+        except FileNotFoundError:
+            raise ArtifactError(f"{path}: missing (written by the {_declared(folder).stage} stage; re-run it)") from None
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise ArtifactError(f"{path}: not a JSON file ({exc}); re-run the {_declared(folder).stage} stage") from None
+
+    def jsonl(self, folder: str, role: str, system: str | None = None) -> list[dict]:
+        path = self.path(folder, role, system)
+        try:
+            return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        except FileNotFoundError:
+            raise ArtifactError(f"{path}: missing (written by the {_declared(folder).stage} stage; re-run it)") from None
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise ArtifactError(f"{path}: not a JSON-lines file ({exc}); re-run the {_declared(folder).stage} stage") from None
+
+
+def _declared(folder: str) -> StageArtifacts:
+    try:
+        return STAGES[folder]
+    except KeyError:
+        raise KeyError(f"no stage writes artifacts/<profile>/{folder}; declared: {sorted(STAGES)}") from None
+
+
+def load_codes(tokenize_dir: str | Path, required=()) -> dict[str, np.ndarray]:
+    """Every clip's codes [K, T] from the tokenize stage; a clip of `required` without codes is an
+    error naming the folder."""
+    with np.load(Path(tokenize_dir) / STAGES["tokenize"].file("codes"), allow_pickle=False) as archive:
+        codes = {name: archive[name].astype(np.int64) for name in archive.files}
+    missing = [c for c in required if c not in codes]
+    if missing:
+        raise ValueError(f"{tokenize_dir}: no codes for {len(missing)} clips (e.g. {missing[:3]}); re-run tokenize")
+    return codes

@@ -1,0 +1,54 @@
+"""The pipeline's scorer: the profile's recipe, embedders, cache and test references opened once
+from the stage folders, then used for every folder of audio a stage scores (the score stage's
+systems, the depth sweep's variants, `siren-bench compare`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from siren_bench.artifacts import SCORED_SPLIT, STAGES
+from siren_bench.cache import ContentCache
+from siren_bench.config import EvalConfig, eval_config
+from siren_bench.evaluation.clipsets import ClipSet, folder_clips, manifest_clips
+from siren_bench.evaluation.embedding import EmbedderLoader
+from siren_bench.evaluation.score import score_sets, write_score
+from siren_bench.recipes import Recipe, get_recipe, needs_smoke_evaluators
+
+
+SUMMARY_FIELDS = ("value", "ci_low", "ci_high", "n_generated", "n_reference", "n_frames")
+
+
+@dataclass
+class StageScorer:
+    """The profile's recipe, embedders, cache and test references, opened once and used for
+    every folder a stage scores (the score stage's systems, the depth sweep's)."""
+
+    recipe: Recipe
+    config: EvalConfig
+    loader: EmbedderLoader
+    cache: ContentCache
+    reference: ClipSet
+    weights_dir: str | Path | None
+
+    def score(self, generated_dir: Path, out: Path) -> dict:
+        """Score one folder against the references into `out` (results.json, per_clip.csv);
+        returns its summary entry (metric values and intervals, clipped clips, cache use)."""
+        outcome = score_sets(folder_clips(generated_dir), self.reference, self.recipe, self.loader, self.cache,
+                             n_boot=self.config.n_bootstrap, allow_clipped=self.config.allow_clipped)
+        write_score(out, outcome)
+        return {"metrics": {m: {k: r.get(k) for k in SUMMARY_FIELDS} | {"embedder": r["embedder"]}
+                            for m, r in outcome.results["metrics"].items()},
+                "clipped_clips": outcome.results["clipped_clips"],
+                "cache": {"hits": outcome.cache_hits, "misses": outcome.cache_misses}}
+
+
+def stage_scorer(stage) -> StageScorer:
+    config = eval_config(stage.params, stage.source)
+    weights_dir = stage.dir("evaluators") if needs_smoke_evaluators(config.recipe) else config.weights_dir
+    # On CPU whatever run.device says: cache keys do not hold the device, and a GPU rounds float32
+    # differently, so CPU-only embeddings keep cached entries and audits exactly comparable.
+    loader = EmbedderLoader(weights_dir, config.weights_sha256, device="cpu")
+    cache = ContentCache(Path(stage.run.cache_dir) / "embeddings")
+    reference = manifest_clips(stage.dir("prepare") / STAGES["prepare"].file("manifest"), SCORED_SPLIT)
+    return StageScorer(get_recipe(config.recipe), config, loader, cache, reference, weights_dir)
