@@ -8,15 +8,9 @@ import logging
 import sys
 from pathlib import Path
 
-from siren_bench.weights import CheckpointError
-from siren_bench.config import ConfigError
-from siren_bench.data.audiocaps import AudioCapsError
-from siren_bench.data.manifest import ManifestError
-from siren_bench.evaluation.clipsets import ClipSetError
-from siren_bench.io import AudioFileError
-
-# Errors that describe bad input: printed as one clear message, not a traceback.
-USER_ERRORS = (ConfigError, AudioCapsError, ManifestError, AudioFileError, CheckpointError, ClipSetError, FileNotFoundError)
+# Only this light module at the top: what cli.py imports at module level is in every stage's
+# dvc deps (siren_bench/dvc_deps.py); each sub-command imports what it needs when it runs.
+from siren_bench.errors import ConfigError, USER_ERRORS
 
 
 STAGES = {
@@ -129,6 +123,23 @@ def _audit(args: argparse.Namespace) -> int:
     return 0 if report.ok else 1
 
 
+def _dvc_deps(args: argparse.Namespace) -> int:
+    """Compare (or rewrite) dvc.yaml's code deps with each stage's import closure."""
+    from siren_bench import dvc_deps
+
+    root = Path(args.repo)
+    if args.write:
+        changed = dvc_deps.write(root)
+        print(f"dvc-deps: rewrote the code deps of {', '.join(changed)}" if changed else "dvc-deps: dvc.yaml already matches")
+        return 0
+    problems = dvc_deps.check(root)
+    for line in problems:
+        print(line)
+    print(f"dvc-deps: {len(problems)} problem(s); `siren-bench dvc-deps --write` fixes them" if problems
+          else "dvc-deps: every stage's code deps equal its import closure")
+    return 1 if problems else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="siren-bench", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -179,6 +190,11 @@ def build_parser() -> argparse.ArgumentParser:
     params.add_argument("--conf", default="conf", help="Hydra config folder (default: conf)")
     params.add_argument("--out", default="params.yaml", help="file to write (default: params.yaml)")
     params.set_defaults(handler=_params)
+    deps = commands.add_parser("dvc-deps", help="check (default) or rewrite dvc.yaml's code deps against each stage's import closure")
+    deps.add_argument("--write", action="store_true", help="rewrite the code deps in dvc.yaml (comments and other deps kept)")
+    deps.add_argument("--check", action="store_true", help="only report differences, exit 1 if any (the default)")
+    deps.add_argument("--repo", default=".", help="repository root holding dvc.yaml (default: .)")
+    deps.set_defaults(handler=_dvc_deps)
     return parser
 
 
