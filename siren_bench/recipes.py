@@ -266,8 +266,10 @@ def get_recipe(name: str) -> Recipe:
     return max(versions, key=lambda r: r.version)
 
 
+# The embedders whose weights the `evaluators` stage trains (smoke profile), not local checkpoints.
 SMOKE_EMBEDDERS = ("smoke_tagger", "smoke_clap")
 
 
 def needs_smoke_evaluators(recipe_name: str) -> bool:
+    """Whether the recipe scores with the evaluators stage's models (its weights are that folder)."""
     return any(spec.embedder in SMOKE_EMBEDDERS for spec in get_recipe(recipe_name).metrics)
