@@ -29,7 +29,7 @@ TANGO_RERUN = "a user re-running the released Tango checkpoint (REFERENCES.md §
 class Claim:
     label: str  # the published system, as its source names it
     role: str  # the harness system in the same role
-    metric: str  # a metric of siren_bench.recipes.METRICS
+    metric: str  # a metric of siren_bench.registry.METRICS
     value: float  # in the harness's units
     source: str
     protocol: str | None  # AudioCaps list (siren_bench.data.audiocaps.PROTOCOLS), None: not stated

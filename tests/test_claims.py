@@ -11,7 +11,9 @@ from siren_bench.artifacts import RunArtifacts
 from siren_bench.claims import CLAIMS, comparability
 from siren_bench.config import GENERATED_SYSTEMS
 from siren_bench.data.audiocaps import PROTOCOLS_BY_NAME
-from siren_bench.recipes import METRICS, get_recipe
+from siren_bench.recipes import get_recipe
+from siren_bench.registry import METRICS
+from siren_bench import scoring  # noqa: F401  (registers the metrics)
 from siren_bench.report.claims_card import claims_section
 
 

@@ -16,6 +16,17 @@ def test_registry_resolves_names_and_versions():
         get_recipe("fad_the_usual_way")
 
 
+def test_every_preset_names_registered_metrics_and_embedders():
+    from siren_bench import scoring  # noqa: F401  (registers the metrics)
+    from siren_bench.evaluation import embedding  # noqa: F401  (registers the embedders)
+    from siren_bench.registry import EMBEDDERS, METRICS
+
+    for recipe in REGISTRY.values():
+        for spec in recipe.metrics:
+            assert spec.metric in METRICS, (recipe.id, spec.metric)
+            assert spec.embedder in EMBEDDERS or spec.embedder in embedding.NOT_BUILT, (recipe.id, spec.embedder)
+
+
 def test_every_knob_changes_the_hash():
     recipe = get_recipe("audioldm_eval")
     base = recipe.sha256

@@ -54,14 +54,20 @@ import json
 import math
 import re
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
-from transformers import ClapConfig, ClapFeatureExtractor, ClapModel, RobertaTokenizer
 from transformers.audio_utils import mel_filter_bank
+
+# transformers' CLAP classes are imported where a model is built, not here: every scoring run
+# imports this module (it registers the embedder), and most recipes never open a CLAP model.
+if TYPE_CHECKING:
+    from transformers import ClapConfig, ClapFeatureExtractor, ClapModel
 
 from siren_bench.embedders.base import Embedder, EmbedderInfo, Embedding
 from siren_bench.io import sha256_file, sha256_json
+from siren_bench.registry import EMBEDDERS
 from siren_bench.weights import CheckpointError, from_pretrained_strict, load_exact, load_torch_checkpoint, verify_sha256
 
 SAMPLE_RATE = 48_000
@@ -139,6 +145,8 @@ def preprocess_clip(wave: np.ndarray, crop: str = "center", crop_seed: int = 0) 
 
 
 def laion_feature_extractor() -> ClapFeatureExtractor:
+    from transformers import ClapFeatureExtractor
+
     return ClapFeatureExtractor(**FRONT_END, truncation="rand_trunc", padding="repeatpad")
 
 
@@ -265,6 +273,8 @@ class ClapEmbedders(Embedder):
             raise CheckpointError(f"{folder}: no model.safetensors or pytorch_model.bin in the folder")
         digest = verify_sha256(weights, expected_sha256)
         _check_front_end_config(folder)
+        from transformers import ClapModel
+
         model = from_pretrained_strict(ClapModel, folder)
         if model.config.audio_config.enable_fusion:
             raise CheckpointError(f"{folder}: a fusion CLAP model (audio_config.enable_fusion=true); only unfused models are supported")
@@ -290,6 +300,8 @@ class ClapEmbedders(Embedder):
         config = clap_config_from_original_state(state, path)
         mapped, constants = map_original_clap_state(state, path)
         check_original_constants(constants, config, path)
+        from transformers import ClapModel
+
         model = ClapModel(config)
         fill_constant_buffers(mapped, model, path)
         load_exact(model, mapped, path)
@@ -330,6 +342,8 @@ def load_roberta_tokenizer(folder: Path):
     present = [f for f in TOKENIZER_FILES if (folder / f).is_file()]
     if "tokenizer.json" not in present and not {"vocab.json", "merges.txt"} <= set(present):
         raise CheckpointError(f"{folder}: no RoBERTa tokenizer files (need tokenizer.json, or vocab.json and merges.txt)")
+    from transformers import RobertaTokenizer
+
     try:
         tokenizer = RobertaTokenizer.from_pretrained(folder, local_files_only=True)
     except Exception as exc:  # the tokenizers backend raises bare Exceptions for inconsistent files
@@ -471,6 +485,8 @@ def clap_config_from_original_state(state: dict[str, torch.Tensor], source: Path
         "hidden_act": "gelu",
         "layer_norm_eps": 1e-5,
     }
+    from transformers import ClapConfig
+
     return ClapConfig(text_config=text_config, audio_config=audio_config, projection_dim=proj_out, projection_hidden_act="relu")
 
 
@@ -571,3 +587,12 @@ def fill_constant_buffers(mapped: dict[str, torch.Tensor], model: ClapModel, sou
             mapped[key] = value.clone()
         elif tuple(mapped[key].shape) != tuple(value.shape) or not torch.equal(mapped[key].to(value.dtype), value):
             raise CheckpointError(f"{source}: the checkpoint's {key} is not the index buffer this configuration uses")
+
+
+@EMBEDDERS.register("clap")
+def open_clap(spec, path: Path, pin: str | None, loader) -> ClapEmbedders:
+    """An HF-format CLAP folder, or an original LAION .pt with the roberta-base tokenizer files in
+    the weights folder's roberta-base/."""
+    if path.is_dir():
+        return ClapEmbedders.from_hf_folder(path, expected_sha256=pin)
+    return ClapEmbedders.from_original_checkpoint(path, loader.weights_dir / "roberta-base", expected_sha256=pin)

@@ -50,6 +50,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from siren_bench.embedders.base import Embedder, EmbedderInfo, Embedding
+from siren_bench.registry import EMBEDDERS
 from siren_bench.weights import CheckpointError, load_exact, load_torch_checkpoint, verify_sha256
 
 EMBEDDING_DIM = 2048
@@ -364,3 +365,10 @@ class PannsEmbedder(Embedder):
                 out.append(Embedding(frames=embedding.to("cpu", torch.float64).numpy(),
                                      logits=logits.to("cpu", torch.float64).numpy()))
         return out
+
+
+@EMBEDDERS.register("panns_cnn14_16k")
+@EMBEDDERS.register("panns_cnn14_32k")
+def open_panns(spec, path: Path, pin: str | None, loader) -> PannsEmbedder:
+    """PANNs Cnn14 at the rate the embedder's name says."""
+    return PannsEmbedder.from_checkpoint(path, 16000 if spec.embedder.endswith("16k") else 32000, pin, device=loader.device)

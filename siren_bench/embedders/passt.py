@@ -40,6 +40,7 @@ from torch import nn
 from transformers.audio_utils import mel_filter_bank
 
 from siren_bench.embedders.base import Embedder, EmbedderInfo, Embedding
+from siren_bench.registry import EMBEDDERS
 from siren_bench.weights import CheckpointError, load_exact, load_torch_checkpoint, verify_sha256
 
 RELEASE_FILE = "passt-s-f128-p16-s10-ap.476-swa.pt"
@@ -264,3 +265,8 @@ class PasstEmbedder(Embedder):
                 out.append(Embedding(frames=torch.cat(features).to("cpu", torch.float64).numpy(),
                                      logits=torch.cat(logits).to("cpu", torch.float64).numpy()))
         return out
+
+
+@EMBEDDERS.register("passt_32k")
+def open_passt(spec, path: Path, pin: str | None, loader) -> PasstEmbedder:
+    return PasstEmbedder.from_checkpoint(path, pin, framing=spec.framing, device=loader.device)

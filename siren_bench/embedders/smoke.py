@@ -91,6 +91,7 @@ from transformers.audio_utils import mel_filter_bank
 from siren_bench.data.synthcaps import CLASS_NAMES
 from siren_bench.embedders.base import Embedder, EmbedderInfo, Embedding
 from siren_bench.io import atomic_path, sha256_bytes, sha256_json, write_json_atomic
+from siren_bench.registry import EMBEDDERS
 from siren_bench.weights import CheckpointError, load_exact, load_resume_state, verify_sha256
 
 FORMAT_VERSION = 1
@@ -766,3 +767,17 @@ def load_smoke_clap(path: str | Path, text_encoder=None, expected_sha256: str | 
     net = SmokeClapNet(_train_config_from(SmokeClapConfig, meta["config"]), int(trained_with["dim"]))
     load_exact(net, state, path)
     return SmokeClap(net, text_encoder, digest, device=device)
+
+
+@EMBEDDERS.register("smoke_tagger")
+def open_smoke_tagger(spec, path: Path, pin: str | None, loader):
+    """The evaluators stage's tagger: framing "frames" gives its patch embeddings, "clip" one vector."""
+    level = {"frames": "patch", "clip": "clip"}.get(spec.framing)
+    if level is None:
+        raise ValueError(f"smoke_tagger framing must be 'frames' or 'clip', got {spec.framing!r}")
+    return load_smoke_tagger(path, pin, level=level, device=loader.device)
+
+
+@EMBEDDERS.register("smoke_clap")
+def open_smoke_clap(spec, path: Path, pin: str | None, loader):
+    return load_smoke_clap(path, expected_sha256=pin, device=loader.device)

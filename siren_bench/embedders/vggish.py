@@ -54,6 +54,7 @@ import torch
 from torch import nn
 
 from siren_bench.embedders.base import Embedder, EmbedderInfo, Embedding
+from siren_bench.registry import EMBEDDERS
 from siren_bench.weights import CheckpointError, load_exact, load_torch_checkpoint, verify_sha256
 
 # The released file is vggish-10086976.pth (torchvggish release v0.1). Its full SHA-256 is not
@@ -274,3 +275,10 @@ class VGGishEmbedder(Embedder):
         frames = np.concatenate(outputs, axis=0)
         bounds = np.cumsum([0] + [e.shape[0] for e in per_clip])
         return [Embedding(frames=frames[a:b].copy(), logits=None) for a, b in zip(bounds[:-1], bounds[1:])]
+
+
+@EMBEDDERS.register("vggish")
+def open_vggish(spec, path: Path, pin: str | None, loader) -> VGGishEmbedder:
+    """A recipe's VGGish: the published file (its name's hash prefix checked unless pinned)."""
+    return VGGishEmbedder.from_checkpoint(path, pin, framing=spec.framing, device=loader.device,
+                                          published_prefix=None if pin else VGGISH_SHA256_PREFIX)

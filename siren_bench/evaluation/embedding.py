@@ -35,7 +35,9 @@ from siren_bench.embedders.base import Embedder, Embedding
 from siren_bench.evaluation.clipsets import Clip
 from siren_bench.io import AudioFileError, read_audio, sha256_json
 from siren_bench.metrics.frechet import GaussianStats
+from siren_bench.embedders import clap, panns, passt, smoke, vggish  # noqa: F401  (each registers its embedders)
 from siren_bench.recipes import MetricSpec
+from siren_bench.registry import EMBEDDERS, RegistryError
 from siren_bench.weights import CheckpointError
 
 EMBEDDING_VERSION = 1  # bump when the way an embedding is computed from the knobs changes
@@ -95,37 +97,11 @@ class EmbedderLoader:
             raise CheckpointError(f"embedder {name} ({NOT_BUILT[name]}) is not built in siren-bench; recipes using it "
                                   "are recorded for reference but cannot be scored yet")
         path, pin = self.path(spec), self.pins.get(spec.checkpoint)
-        if name == "vggish":
-            from siren_bench.embedders.vggish import VGGISH_SHA256_PREFIX, VGGishEmbedder
-
-            return VGGishEmbedder.from_checkpoint(path, pin, framing=spec.framing, device=self.device,
-                                                  published_prefix=None if pin else VGGISH_SHA256_PREFIX)
-        if name in ("panns_cnn14_16k", "panns_cnn14_32k"):
-            from siren_bench.embedders.panns import PannsEmbedder
-
-            return PannsEmbedder.from_checkpoint(path, 16000 if name.endswith("16k") else 32000, pin, device=self.device)
-        if name == "clap":
-            from siren_bench.embedders.clap import ClapEmbedders
-
-            if path.is_dir():
-                return ClapEmbedders.from_hf_folder(path, expected_sha256=pin)
-            return ClapEmbedders.from_original_checkpoint(path, self.weights_dir / "roberta-base", expected_sha256=pin)
-        if name == "passt_32k":
-            from siren_bench.embedders.passt import PasstEmbedder
-
-            return PasstEmbedder.from_checkpoint(path, pin, framing=spec.framing, device=self.device)
-        if name == "smoke_tagger":
-            from siren_bench.embedders.smoke import load_smoke_tagger
-
-            level = {"frames": "patch", "clip": "clip"}.get(spec.framing)
-            if level is None:
-                raise ValueError(f"smoke_tagger framing must be 'frames' or 'clip', got {spec.framing!r}")
-            return load_smoke_tagger(path, pin, level=level, device=self.device)
-        if name == "smoke_clap":
-            from siren_bench.embedders.smoke import load_smoke_clap
-
-            return load_smoke_clap(path, expected_sha256=pin, device=self.device)
-        raise ValueError(f"unknown embedder {name!r}")
+        try:
+            opener = EMBEDDERS.get(name)
+        except RegistryError as exc:
+            raise ValueError(str(exc)) from None
+        return opener(spec, path, pin, self)
 
 
 # ------------------------------------------------------------------------------------- clips

@@ -25,7 +25,8 @@ from siren_bench.evaluation.embedding import (
 )
 from siren_bench.io import atomic_directory, write_json_atomic
 from siren_bench.provenance import package_versions
-from siren_bench.recipes import METRICS, MetricSpec, Recipe
+from siren_bench.recipes import MetricSpec, Recipe
+from siren_bench.registry import METRICS
 from siren_bench.scoring import reference_gaussian, score_metric
 
 SCHEMA_VERSION = 1
@@ -46,9 +47,9 @@ class ScoreOutcome:
 def select_metrics(recipe: Recipe, metrics: list[str] | None) -> list[MetricSpec]:
     if metrics is None:
         return list(recipe.metrics)
-    unknown = sorted(set(metrics) - set(METRICS))
+    unknown = sorted(set(metrics) - set(METRICS.names()))
     if unknown:
-        raise ClipSetError(f"unknown metrics {unknown}; choose from {list(METRICS)}")
+        raise ClipSetError(f"unknown metrics {unknown}; choose from {METRICS.names()}")
     missing = [m for m in metrics if m not in {s.metric for s in recipe.metrics}]
     if missing:
         raise ClipSetError(f"recipe {recipe.id} has no {missing} (it has {[s.metric for s in recipe.metrics]})")

@@ -17,6 +17,10 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.special import log_softmax, softmax
 
+from siren_bench.metrics.base import MetricInputs, clip_logits
+from siren_bench.metrics.bootstrap import bootstrap
+from siren_bench.registry import METRICS
+
 DIRECTIONS = ("ref_gen", "gen_ref")
 
 
@@ -98,3 +102,36 @@ def inception_score(logits: np.ndarray, splits: int = 10, seed: int | None = 202
         marginal = chunk_p.mean(axis=0)
         scores.append(float(np.exp(kl(chunk_p, np.broadcast_to(marginal, chunk_p.shape), log_p=chunk_log_p).mean())))
     return InceptionScore(float(np.mean(scores)), float(np.std(scores)), splits, seed if shuffle else None, scores)
+
+
+@METRICS.register("kl")
+def score_kl(inputs: MetricInputs) -> dict:
+    """Paired KL between each clip's reference and generated class distributions, averaged; the
+    `also` option adds the other direction's mean (value_<direction>)."""
+    spec = inputs.spec
+    ref_logits, gen_logits = clip_logits(inputs.reference, "reference"), clip_logits(inputs.generated, "generated")
+    results = {}
+    for direction in dict.fromkeys([spec.option("direction", "ref_gen"), spec.option("also")]):
+        if direction is None:
+            continue
+        results[direction] = paired_kl(ref_logits, gen_logits, direction, float(spec.option("eps", 0.0)))
+    main = results[spec.option("direction", "ref_gen")]
+    out = bootstrap(lambda idx: float(main.per_clip[idx].mean()), len(main.clip_ids), inputs.n_boot, inputs.seed).as_dict()
+    out.update(direction=main.direction, eps=main.eps, per_clip=dict(zip(main.clip_ids, main.per_clip.tolist())))
+    for direction, other in results.items():
+        if direction != main.direction:
+            out[f"value_{direction}"] = other.mean
+    return out
+
+
+@METRICS.register("is")
+def score_is(inputs: MetricInputs) -> dict:
+    """Inception Score of the generated clips' class distributions (split mean; std over splits)."""
+    spec, ids = inputs.spec, inputs.ids
+    logits = np.stack([clip_logits(inputs.generated, "generated")[i] for i in ids])
+    splits, is_seed, shuffle = int(spec.option("splits", 10)), spec.option("seed", 0), bool(spec.option("shuffle", True))
+    result = inception_score(logits, splits, is_seed, shuffle)
+    out = bootstrap(lambda idx: inception_score(logits[idx], splits, is_seed, shuffle).mean, len(ids), inputs.n_boot,
+                    inputs.seed).as_dict()
+    out.update(value=result.mean, split_std=result.std, splits=splits, split_seed=result.seed)
+    return out

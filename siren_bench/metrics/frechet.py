@@ -26,6 +26,11 @@ import numpy as np
 import scipy.linalg
 from scipy.stats import t as student_t
 
+from siren_bench.embedders.base import Embedding
+from siren_bench.metrics.base import MetricInputs, clip_level
+from siren_bench.metrics.bootstrap import bootstrap
+from siren_bench.registry import METRICS
+
 METHODS = ("eigen", "symmetric", "sqrtm", "sqrtm_eps_retry")
 
 
@@ -257,3 +262,44 @@ def distance_to_reference_mean(generated: list[np.ndarray], reference: GaussianS
     indicator that exists for clip-level embedders too)."""
     mu = reference.mean
     return [float(np.sum((np.asarray(f, dtype=np.float64).mean(axis=0) - mu) ** 2)) for f in generated]
+
+
+def reference_gaussian(reference: dict[str, Embedding], level: str) -> GaussianStats:
+    """Gaussian statistics of a reference set's frames (level "frames": FAD) or clip vectors
+    (level "clip": FD), in sorted clip-id order so the float sums never depend on dict order."""
+    if level not in ("frames", "clip"):
+        raise ValueError(f"level must be 'frames' or 'clip', got {level!r}")
+    rows = [np.asarray(reference[i].frames, dtype=np.float64) for i in sorted(reference)]
+    if level == "clip":
+        rows = [clip_level(r) for r in rows]
+    return GaussianStats.from_features(np.concatenate(rows))
+
+
+@METRICS.register("fad")
+@METRICS.register("fd")
+@METRICS.register("fad_inf")
+def score_frechet(inputs: MetricInputs) -> dict:
+    """FAD (the frames of every clip), FD (one mean vector per clip) and FAD-inf (FAD
+    extrapolated to infinitely many frames); the reference statistics are fixed, the generated
+    clips resampled for the interval."""
+    spec, ids, metric = inputs.spec, inputs.ids, inputs.spec.metric
+    out: dict = {}
+    frames = [np.asarray(inputs.generated[i].frames, dtype=np.float64) for i in ids]
+    level = "clip" if metric == "fd" else "frames"  # FD: one vector per clip
+    if level == "clip":
+        frames = [clip_level(f) for f in frames]
+    ref_stats = inputs.reference_stats(level) if inputs.reference_stats is not None else reference_gaussian(inputs.reference, level)
+    method = spec.option("fd_method", "eigen")
+    out["n_frames"] = int(sum(len(f) for f in frames))
+    out["n_reference_frames"] = ref_stats.n
+    if metric == "fad_inf":
+        result = fad_inf(frames, ref_stats, seed=int(spec.option("seed", 0)), n_points=int(spec.option("n_points", 15)), method=method)
+        out.update(value=result.value, ci_low=result.ci_low, ci_high=result.ci_high, intercept_se=result.intercept_se,
+                   ci_kind="95 % interval of the fitted intercept (t, points - 2 dof), not a bootstrap",
+                   slope=result.slope, r_squared=result.r_squared, sizes=result.sizes, fd_values=result.fd_values)
+        return out
+    out.update(bootstrap(FrechetResampler(frames, ref_stats, method), len(ids), inputs.n_boot, inputs.seed).as_dict())
+    per_clip = per_clip_frechet(frames, ref_stats, method) if metric == "fad" else distance_to_reference_mean(frames, ref_stats)
+    out["per_clip_kind"] = "per-clip FD of the clip's frames" if metric == "fad" else "squared distance to the reference mean"
+    out["per_clip"] = dict(zip(ids, per_clip))
+    return out

@@ -11,6 +11,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from siren_bench.metrics.base import MetricInputs
+from siren_bench.metrics.bootstrap import bootstrap
+from siren_bench.registry import METRICS
+
 SCALE = 100.0
 
 
@@ -42,3 +46,14 @@ def kernel_audio_distance(generated: np.ndarray, reference: np.ndarray, bandwidt
     n, m = len(x), len(y)
     mmd = ((kxx.sum() - np.trace(kxx)) / (n * (n - 1)) + (kyy.sum() - np.trace(kyy)) / (m * (m - 1)) - 2.0 * kxy.mean())
     return float(SCALE * mmd), sigma
+
+
+@METRICS.register("kad")
+def score_kad(inputs: MetricInputs) -> dict:
+    """KAD between the clips' mean embeddings, bandwidth from the reference set, x100."""
+    x = np.stack([np.asarray(inputs.generated[i].frames, dtype=np.float64).mean(axis=0) for i in inputs.ids])
+    y = np.stack([np.asarray(inputs.reference[i].frames, dtype=np.float64).mean(axis=0) for i in sorted(inputs.reference)])
+    sigma = median_bandwidth(y)
+    out = bootstrap(lambda idx: kernel_audio_distance(x[idx], y, sigma)[0], len(inputs.ids), inputs.n_boot, inputs.seed).as_dict()
+    out.update(bandwidth=sigma, scale="x100")
+    return out
