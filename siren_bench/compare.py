@@ -23,7 +23,7 @@ from siren_bench.external import CompareError, copy_audio_folder, load_generator
 from siren_bench.io import atomic_directory, write_json_atomic, write_text_atomic
 from siren_bench.provenance import build_record, write_provenance
 from siren_bench.report import html
-from siren_bench.report.dataset_card import md_table
+from siren_bench.report.section import md_table
 from siren_bench.report.paired import PAIRED, difference_text, paired_between
 from siren_bench.report.scores import COLUMNS, interval_text
 from siren_bench.stage_context import open_stage

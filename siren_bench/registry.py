@@ -82,3 +82,4 @@ class Registry(Generic[T]):
 # the stage's dvc deps hold the package): `import siren_bench.metrics` before METRICS.get(...).
 METRICS: Registry[Callable] = Registry("metric")
 EMBEDDERS: Registry[Callable] = Registry("embedder", entry_point_group="siren_bench.embedders")
+REPORT_SECTIONS: Registry = Registry("report section")  # siren_bench/report/section.py

@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from siren_bench.artifacts import RunArtifacts
-from siren_bench.report.dataset_card import Section, md_table
+from siren_bench.report.section import Section, md_table, report_section
 from siren_bench.report.paired import PAIRED, difference_text, paired_between
 from siren_bench.report.scores import interval_text
 
@@ -29,6 +29,7 @@ def _loss(value: float | None) -> str:
     return "not measured (no val split)" if value is None else f"{value:.3f}"
 
 
+@report_section("ablations", "Ablations", reads="sweep", order=130)
 def ablation_section(store: RunArtifacts, out: Path) -> Section:
     sweep_dir, score_dir = store.dir("sweep"), store.dir("score")
     sweep = store.json("sweep", "summary")

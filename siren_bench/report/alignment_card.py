@@ -15,7 +15,7 @@ import numpy as np
 
 from siren_bench.artifacts import RunArtifacts
 from siren_bench.report import figures
-from siren_bench.report.dataset_card import Section, md_table
+from siren_bench.report.section import Section, md_table, report_section
 from siren_bench.report.paired import PAIRED, difference_text, paired_differences
 from siren_bench.report.scores import COLUMNS, interval_text
 
@@ -47,6 +47,7 @@ def _curves(log: list[dict], path: Path) -> Path:
     return figures.save(fig, path)
 
 
+@report_section("alignment", "Anti-causal alignment", reads="siren_aligned", order=110)
 def alignment_section(store: RunArtifacts, out: Path) -> Section:
     info = store.json("siren_aligned", "info")
     if not info.get("trained"):

@@ -11,9 +11,10 @@ import numpy as np
 from siren_bench.diagnostics.orthogonality import off_diagonal_summary
 from siren_bench.artifacts import RunArtifacts
 from siren_bench.report import figures
-from siren_bench.report.dataset_card import Section, md_table
+from siren_bench.report.section import Section, md_table, report_section
 
 
+@report_section("baselines", "Baselines", reads="baselines", order=60)
 def baselines_section(store: RunArtifacts, out: Path) -> Section:
     summary = store.json("baselines", "summary")
     if not summary["trained"]:
@@ -50,6 +51,7 @@ ar_nar, the denoising MSE (of the configured v- or epsilon-prediction) for laten
     return Section("baselines", summary, markdown)
 
 
+@report_section("interference", "Gradient interference", reads="baselines", order=70)
 def interference_section(store: RunArtifacts, out: Path) -> Section:
     if not store.exists("baselines", "train_log", "shared_lm") or not store.exists("siren", "train_log"):
         return Section("interference", {"measured": False},

@@ -7,12 +7,13 @@ from pathlib import Path
 
 from siren_bench.artifacts import RunArtifacts
 from siren_bench.claims import CLAIMS, CLAIMS_VERSION, comparability
-from siren_bench.report.dataset_card import Section, md_table
+from siren_bench.report.section import Section, md_table, report_section
 from siren_bench.report.scores import interval_text
 
 LABELS = {"fad": "FAD", "fd": "FD", "kl": "KL", "is": "IS", "clap": "CLAP (cosine)"}
 
 
+@report_section("claims", "Claimed vs reproduced", reads="score", order=100)
 def claims_section(store: RunArtifacts, out: Path) -> Section:
     summary = store.json("score", "summary")
     dataset = store.json("prepare", "dataset")

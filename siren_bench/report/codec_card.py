@@ -10,7 +10,7 @@ import numpy as np
 from siren_bench.artifacts import RunArtifacts
 from siren_bench.diagnostics.fidelity import HIGHER_IS_BETTER, METRICS
 from siren_bench.report import figures
-from siren_bench.report.dataset_card import Section, md_table
+from siren_bench.report.section import Section, md_table, report_section
 
 METRIC_LABELS = {"mel_distance": "multi-scale mel distance", "si_snr_db": "SI-SNR (dB)", "lsd_db": "log-spectral distance (dB)"}
 
@@ -26,6 +26,7 @@ def _fmt(summary: dict) -> str:
     return f"{summary['mean']:.3f} [{summary['ci95_low']:.3f}, {summary['ci95_high']:.3f}]"
 
 
+@report_section("codec", "Codec", reads="codec", order=20)
 def codec_section(store: RunArtifacts, out: Path) -> Section:
     info = store.json("codec", "info")
     shape = (f"`{info['name']}` ({info['backend']} architecture: {ARCHITECTURES[info['backend']]}): {info['n_codebooks']} codebooks x {info['codebook_size']} entries, "
@@ -91,6 +92,7 @@ and 95 % CI):
     return Section("codec", results, markdown, [curve])
 
 
+@report_section("diagnose", "RVQ diagnostics", reads="diagnose", order=30)
 def diagnose_section(store: RunArtifacts, out: Path) -> Section:
     fidelity = store.json("diagnose", "fidelity")
     ortho = store.json("diagnose", "orthogonality")

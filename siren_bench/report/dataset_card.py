@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -18,27 +17,11 @@ from siren_bench.artifacts import RunArtifacts
 from siren_bench.data.manifest import read_manifest
 from siren_bench.io import read_audio
 from siren_bench.report import figures
+from siren_bench.report.section import Section, md_table, report_section
 
 SPLIT_ORDER = ("train", "val", "test")
 N_CAPTION_EXAMPLES = 10
 N_SPECTROGRAMS = 8
-
-
-@dataclass
-class Section:
-    """One report section: its numbers (into results.json), its markdown and its figures."""
-
-    key: str
-    results: dict
-    markdown: str
-    figures: list[Path] = field(default_factory=list)
-
-
-def md_table(header: list[str], rows: list[list]) -> str:
-    escape = lambda v: str(v).replace("|", "\\|").replace("\n", " ")  # noqa: E731
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(escape(v) for v in row) + " |" for row in rows]
-    return "\n".join(lines)
 
 
 def _ordered_splits(frame: pd.DataFrame) -> list[str]:
@@ -244,6 +227,7 @@ def _listing(frame: pd.DataFrame, columns: list[str], when_empty: str, full_list
     return table + (f"\n\n... and {len(frame) - limit} more; all are in `{full_list}`." if len(frame) > limit else "")
 
 
+@report_section("dataset", "Dataset card", reads="prepare", order=10)
 def build(store: RunArtifacts, out: Path) -> Section:
     frame = read_manifest(store.path("prepare", "manifest"))
     info = store.json("prepare", "dataset")

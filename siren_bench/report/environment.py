@@ -16,7 +16,7 @@ from pathlib import Path
 
 from siren_bench.artifacts import RunArtifacts
 from siren_bench.provenance import PROVENANCE_NAME
-from siren_bench.report.dataset_card import Section, md_table
+from siren_bench.report.section import Section, md_table, report_section
 
 HASH_CHARS = 16
 
@@ -99,6 +99,7 @@ def _total_time(records: dict[str, dict]) -> str:
     return f"{sum(timed.values()):.1f} s" + (f" (without {', '.join(untimed)}: no time recorded)" if untimed else "")
 
 
+@report_section("environment", "Environment and provenance", reads=None, order=150)
 def environment_section(store: RunArtifacts, out: Path) -> Section:
     profile_dir = store.root
     records = stage_records(profile_dir)

@@ -18,11 +18,12 @@ from siren_bench.artifacts import RunArtifacts
 from siren_bench.diagnostics.fidelity import power_spectrogram
 from siren_bench.io import read_audio
 from siren_bench.report import figures
-from siren_bench.report.dataset_card import Section, md_table
+from siren_bench.report.section import Section, md_table, report_section
 
 N_CLIPS = 4
 
 
+@report_section("listening", "Listen", reads="generate", order=140)
 def listening_section(store: RunArtifacts, out: Path) -> Section:
     generate_dir = store.dir("generate")
     systems = store.json("generate", "systems")

@@ -26,7 +26,7 @@ from typing import Any, Iterator
 
 from siren_bench.io import atomic_directory, atomic_path, write_json_atomic, write_text_atomic
 from siren_bench.report import html
-from siren_bench.report.dataset_card import md_table
+from siren_bench.report.section import md_table
 
 RUNS_DIR = "runs"
 RUN_RECORD = "run.json"

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from siren_bench.artifacts import RunArtifacts
 from siren_bench.recipes import get_recipe
-from siren_bench.report.dataset_card import Section, md_table
+from siren_bench.report.section import Section, md_table, report_section
 from siren_bench.report.paired import PAIRED, difference_text, paired_differences
 
 # column order and labels of the main table; "kl" also shows its second direction where computed
@@ -20,6 +20,7 @@ def interval_text(result: dict) -> str:
     return f"{result['value']:.4g} [{result['ci_low']:.4g}, {result['ci_high']:.4g}]"
 
 
+@report_section("evaluators", "Evaluators", reads="evaluators", order=40)
 def evaluators_section(store: RunArtifacts, out: Path) -> Section:
     summary = store.json("evaluators", "summary")
     if not summary["trained"]:
@@ -51,6 +52,7 @@ Weights: tagger `{summary['tagger']['weights_sha256'][:16]}...`, CLAP `{summary[
     return Section("evaluators", summary, markdown)
 
 
+@report_section("scores", "Scores", reads="score", order=80)
 def scores_section(store: RunArtifacts, out: Path) -> Section:
     summary = store.json("score", "summary")
     recipe = get_recipe(summary["recipe"])
@@ -90,6 +92,7 @@ FD and KL; higher for IS and CLAP. Full results, per-clip scores and every input
     return Section("scores", results, markdown)
 
 
+@report_section("paired", "Paired comparisons", reads="score", order=90)
 def paired_section(store: RunArtifacts, out: Path) -> Section:
     """Siren against every other generating system of the run, paired clip by clip."""
     systems = store.json("score", "summary")["systems"]

@@ -14,9 +14,10 @@ import numpy as np
 
 from siren_bench.artifacts import RunArtifacts
 from siren_bench.report import figures
-from siren_bench.report.dataset_card import Section, md_table
+from siren_bench.report.section import Section, md_table, report_section
 
 
+@report_section("siren", "Siren Stage 1", reads="siren", order=50)
 def siren_section(store: RunArtifacts, out: Path) -> Section:
     info = store.json("siren", "info")
     if not info.get("trained"):

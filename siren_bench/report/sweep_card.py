@@ -9,7 +9,7 @@ import matplotlib.pyplot as plt
 
 from siren_bench.artifacts import RunArtifacts
 from siren_bench.report import figures
-from siren_bench.report.dataset_card import Section, md_table
+from siren_bench.report.section import Section, md_table, report_section
 from siren_bench.report.scores import interval_text
 
 SERIES = ("codec_resynthesis", "siren", "shared_lm")
@@ -27,6 +27,7 @@ def _points(sweep: dict, store: RunArtifacts) -> dict[str, dict[int, dict]]:
     return {name: dict(sorted(p.items())) for name, p in points.items() if p}
 
 
+@report_section("sweep", "Fidelity-capacity sweep", reads="sweep", order=120)
 def sweep_section(store: RunArtifacts, out: Path) -> Section:
     sweep = store.json("sweep", "summary")
     if not sweep["depths"]:

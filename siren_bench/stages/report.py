@@ -11,40 +11,22 @@ same file; provenance.json and run.json beside it say which code, inputs and run
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable
 
 from siren_bench.artifacts import RunArtifacts
 from siren_bench.io import write_json_atomic, write_text_atomic
 from siren_bench.provenance import build_record, git_state, write_provenance
-from siren_bench.report import (
-    ablation_card, alignment_card, baselines_card, claims_card, codec_card, dataset_card, environment, html, listening, runs, scores,
-    siren_card, sweep_card, tables,
+# The section modules register their sections (siren_bench/report/section.py); a new section is
+# a new module with `@report_section(...)` and its name in this import.
+from siren_bench.report import (  # noqa: F401
+    ablation_card, alignment_card, baselines_card, claims_card, codec_card, dataset_card, environment, listening, scores,
+    siren_card, sweep_card,
 )
-from siren_bench.report.dataset_card import Section
+from siren_bench.report import html, runs, tables
+from siren_bench.report.section import Section, ordered_sections
 from siren_bench.stage_context import open_stage
 
 RESULTS_SCHEMA_VERSION = 1
 
-# (stage folder the section reads, section title, builder). A section is skipped, with a line
-# saying so, when that folder does not exist; folder None: the section reads every stage's folder.
-# Each builder takes the run's artifacts (siren_bench/artifacts.py) and the report's staging folder.
-SECTIONS: tuple[tuple[str | None, str, Callable[[RunArtifacts, Path], Section]], ...] = (
-    ("prepare", "Dataset card", dataset_card.build),
-    ("codec", "Codec", codec_card.codec_section),
-    ("diagnose", "RVQ diagnostics", codec_card.diagnose_section),
-    ("evaluators", "Evaluators", scores.evaluators_section),
-    ("siren", "Siren Stage 1", siren_card.siren_section),
-    ("baselines", "Baselines", baselines_card.baselines_section),
-    ("baselines", "Gradient interference", baselines_card.interference_section),
-    ("score", "Scores", scores.scores_section),
-    ("score", "Paired comparisons", scores.paired_section),
-    ("score", "Claimed vs reproduced", claims_card.claims_section),
-    ("siren_aligned", "Anti-causal alignment", alignment_card.alignment_section),
-    ("sweep", "Fidelity-capacity sweep", sweep_card.sweep_section),
-    ("sweep", "Ablations", ablation_card.ablation_section),
-    ("generate", "Listen", listening.listening_section),
-    (None, "Environment and provenance", environment.environment_section),
-)
 
 
 # How a run happened, not what it computed: a resumed run ends with the same numbers (tested),
@@ -69,13 +51,14 @@ def run(params_path: str | Path = "params.yaml") -> Path:
     with runs.build_run(out_dir, run_id, git) as staging:
         sections, skipped, inputs = [], [], {}
         store = RunArtifacts(Path(run_cfg.artifacts_dir) / run_cfg.profile)
-        for stage, title, builder in SECTIONS:
+        for spec in ordered_sections():
+            stage, title = spec.reads, spec.title
             source = store.dir(stage) if stage else store.root
             if not source.is_dir():
                 reader = f"stage `{stage}`" if stage else "the pipeline"
                 skipped.append(f"- {title}: {reader} has no output in `{source}`")
                 continue
-            sections.append(builder(store, staging))
+            sections.append(spec.build(store, staging))
             if stage:  # not artifacts/<profile> as a whole: hashing all its audio and checkpoints is too slow
                 inputs[stage] = source
         results = {
