@@ -46,42 +46,54 @@ def test_no_stage_module_imports_another_stage():
 _RUNTIME_PROBE = r"""
 import importlib, json, os, sys
 root, stages = sys.argv[1], sys.argv[2:]
-# First the third-party modules that any stage loads, imported once here and shared by every
-# forked child, so that each child imports only the repository's own modules.
-read, write = os.pipe()
-if os.fork() == 0:
-    for stage in stages:
-        importlib.import_module(f"siren_bench.stages.{stage}")
-    os.write(write, json.dumps([n for n in sys.modules if n.split(".")[0] not in ("siren_bench", "baselines")]).encode())
-    os._exit(0)
-os.close(write)
-chunks = []
-while chunk := os.read(read, 1 << 16):
-    chunks.append(chunk)
-os.wait()
-for name in json.loads(b"".join(chunks)):
-    try:
-        importlib.import_module(name)
-    except Exception:  # aliases and half-initialised entries of sys.modules: only a speed-up is lost
-        pass
-result = {}
-for stage in stages:
+
+
+def in_child(work):
+    # work() runs in a forked child; its JSON result comes back through a pipe
     read, write = os.pipe()
     if os.fork() == 0:
-        os.close(read)
-        importlib.import_module("siren_bench.cli")
-        importlib.import_module(f"siren_bench.stages.{stage}")
-        files = sorted(os.path.relpath(m.__file__, root) for m in list(sys.modules.values())
-                       if getattr(m, "__file__", None) and os.path.abspath(m.__file__).startswith(root + os.sep))
-        files = [f for f in files if f.split(os.sep)[0] in ("siren_bench", "baselines")]
-        os.write(write, json.dumps(files).encode())
-        os._exit(0)
+        status = 1
+        try:
+            os.close(read)
+            os.write(write, json.dumps(work()).encode())
+            status = 0
+        except BaseException:
+            import traceback
+
+            traceback.print_exc()
+        finally:
+            os._exit(status)  # never return into the parent's loop, whatever work() raised
     os.close(write)
     chunks = []
     while chunk := os.read(read, 1 << 16):
         chunks.append(chunk)
-    os.wait()
-    result[stage] = json.loads(b"".join(chunks))
+    if os.wait()[1] != 0:
+        sys.exit("a child failed; its traceback is above")
+    return json.loads(b"".join(chunks))
+
+
+# First the third-party modules that any stage loads, imported once here and shared by every
+# forked child, so that each child imports only the repository's own modules.
+def import_everything():
+    for stage in stages:
+        importlib.import_module(f"siren_bench.stages.{stage}")
+    return [n for n in sys.modules if n.split(".")[0] not in ("siren_bench", "baselines")]
+
+
+def repository_files_of(stage):
+    importlib.import_module("siren_bench.cli")
+    importlib.import_module(f"siren_bench.stages.{stage}")
+    files = sorted(os.path.relpath(m.__file__, root) for m in list(sys.modules.values())
+                   if getattr(m, "__file__", None) and os.path.abspath(m.__file__).startswith(root + os.sep))
+    return [f for f in files if f.split(os.sep)[0] in ("siren_bench", "baselines")]
+
+
+for name in in_child(import_everything):
+    try:
+        importlib.import_module(name)
+    except Exception:  # aliases and half-initialised entries of sys.modules: only a speed-up is lost
+        pass
+result = {stage: in_child(lambda: repository_files_of(stage)) for stage in stages}
 print(json.dumps(result))
 """
 

@@ -117,15 +117,22 @@ def text_encoder(config: ModelConfig) -> TextEncoder:
         raise ConfigError(f"model.text_encoder: {exc}") from exc
 
 
+def _trained_info(info_path: Path, stage: str, untrained: str) -> dict:
+    """A model folder's info file, refused by name when missing or when the stage trained nothing
+    (`untrained` is the message, with the recorded reason in its {})."""
+    if not info_path.is_file():
+        raise CheckpointError(f"{info_path}: not found (run the {stage} stage first)")
+    info = json.loads(info_path.read_text())
+    if not info.get("trained"):
+        raise CheckpointError(f"{info_path}: " + untrained.format(info.get("reason")))
+    return info
+
+
 def load_stage_siren(siren_dir: str | Path) -> tuple[Siren, dict]:
     """The trained experts from the stage folder, every tensor checked against the architecture."""
     siren_dir = Path(siren_dir)
     info_path = siren_dir / SIREN_INFO_NAME
-    if not info_path.is_file():
-        raise CheckpointError(f"{info_path}: not found (run the train_siren stage first)")
-    info = json.loads(info_path.read_text())
-    if not info.get("trained"):
-        raise CheckpointError(f"{info_path}: Siren was not trained ({info.get('reason')}); re-run train_siren with siren in eval.systems")
+    info = _trained_info(info_path, "train_siren", "Siren was not trained ({}); re-run train_siren with siren in eval.systems")
     model = Siren(SirenConfig(**info["architecture"]))
     for index, expert in enumerate(model.experts):
         path = siren_dir / expert_file(index)
@@ -148,11 +155,7 @@ def load_stage_aligned(siren_dir: str | Path, aligned_dir: str | Path) -> tuple[
     ones alignment started from (a retrained Siren needs a new alignment run)."""
     siren_dir, aligned_dir = Path(siren_dir), Path(aligned_dir)
     info_path = aligned_dir / ALIGNED_INFO_NAME
-    if not info_path.is_file():
-        raise CheckpointError(f"{info_path}: not found (run the align_siren stage first)")
-    aligned = json.loads(info_path.read_text())
-    if not aligned.get("trained"):
-        raise CheckpointError(f"{info_path}: no aligned model ({aligned.get('reason')})")
+    aligned = _trained_info(info_path, "align_siren", "no aligned model ({})")
     model, info = load_stage_siren(siren_dir)
     if stage1_hashes(siren_dir, len(model.experts)) != aligned["stage1_expert_sha256"]:
         raise CheckpointError(f"{info_path}: aligned from other Stage-1 experts than those in {siren_dir}; re-run align_siren")

@@ -1,0 +1,76 @@
+"""Every registered report section renders on its own from small fixture artifacts.
+
+tests/fixtures/report_run.json holds a real smoke run's stage files, cut to a few clips and log
+rows (tests/fixtures/build_report_fixture.py); audio is replaced by short tones written here.
+Sections get only a `RunArtifacts` store, so no pipeline run is needed to test one.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from siren_bench.artifacts import RunArtifacts
+from siren_bench.io import write_wav
+from siren_bench.registry import REPORT_SECTIONS
+from siren_bench.report.section import Section, ordered_sections
+from siren_bench.stages import report as report_stage  # noqa: F401  (registers every section)
+
+FIXTURE = Path(__file__).with_name("fixtures") / "report_run.json"
+RATE = 16000
+
+
+def _tone(path: Path, seed: int) -> None:
+    t = np.arange(RATE // 2) / RATE
+    write_wav(path, 0.1 * np.sin(2 * np.pi * (220 + 40 * seed) * t), RATE, subtype="FLOAT")
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory) -> RunArtifacts:
+    root = tmp_path_factory.mktemp("run") / "artifacts" / "fixture"
+    for rel, content in json.loads(FIXTURE.read_text()).items():
+        path = root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(content if isinstance(content, str) else json.dumps(content, indent=2))
+    manifest = pd.read_csv(root / "prepare" / "manifest.csv", dtype={"clip_id": str}, keep_default_na=False)
+    for i, audio in enumerate(manifest["audio"]):
+        _tone(root / "prepare" / audio, i)
+    test_ids = manifest.loc[manifest["split"] == "test", "clip_id"]
+    for j, system in enumerate(json.loads((root / "generate" / "systems.json").read_text())):
+        for i, clip_id in enumerate(test_ids):
+            _tone(root / "generate" / system / f"{clip_id}.wav", i + j)
+    return RunArtifacts(root)
+
+
+@pytest.mark.parametrize("name", REPORT_SECTIONS.names())
+def test_each_section_renders_from_fixture_artifacts(name, store, tmp_path):
+    spec = REPORT_SECTIONS.get(name)
+    assert spec.reads is None or store.has(spec.reads), f"the fixture lacks {spec.reads}/ for section {name}"
+    section = spec.build(store, tmp_path)
+    assert isinstance(section, Section) and section.key == name
+    json.dumps(section.results, allow_nan=False)  # results.json takes them as they are
+    assert section.markdown.startswith("## ") and "Not run:" not in section.markdown  # the fixture's stages all ran
+    images = [line.split("](", 1)[1].rstrip(")") for line in section.markdown.splitlines() if line.startswith("![")]
+    for image in images:
+        assert (tmp_path / image).is_file(), f"{name}: the markdown shows {image}, which the section did not write"
+
+
+def test_sections_are_ordered_and_the_report_names_each_once():
+    specs = ordered_sections()
+    assert [s.order for s in specs] == sorted({s.order for s in specs})
+    assert len({s.title for s in specs}) == len(specs)
+    assert specs[0].key == "dataset" and specs[-1].key == "environment"
+
+
+def test_a_section_reading_a_missing_file_names_it(store, tmp_path):
+    import shutil
+
+    broken = tmp_path / "run"
+    shutil.copytree(store.root, broken)
+    (broken / "siren" / "siren.json").unlink()
+    with pytest.raises(FileNotFoundError, match=r"siren/siren.json: missing \(written by the train_siren stage"):
+        REPORT_SECTIONS.get("siren").build(RunArtifacts(broken), tmp_path / "out")
