@@ -24,7 +24,7 @@ from siren_bench.io import atomic_directory, write_json_atomic, write_text_atomi
 from siren_bench.provenance import build_record, write_provenance
 from siren_bench.report import html
 from siren_bench.report.section import md_table
-from siren_bench.report.paired import PAIRED, difference_text, paired_between
+from siren_bench.report.paired import PAIRED, adjust_holm, difference_text, p_text, paired_between
 from siren_bench.report.scores import COLUMNS, interval_text
 from siren_bench.stage_context import open_stage
 
@@ -88,13 +88,16 @@ def _write_report(name: str, work_dir: Path, score_dir: Path, summary: dict, rep
     results = {"name": name, "recipe": summary["recipe"], "origin": mine["origin"],
                "systems": {s: {m: e["metrics"][m]["value"] for m, _ in metrics if m in e["metrics"]} for s, e in systems.items()},
                "paired": {}}
-    paired_rows = []
     for other in ("siren", "siren_aligned"):
         if other in summary["systems"]:
             results["paired"][other] = paired_between(work_dir / "score", score_dir / other)
-            for column, label, better in PAIRED:
-                if (p := results["paired"][other].get(column)) is not None:
-                    paired_rows.append([f"`{other}`", label, difference_text(p), f"{p['p_value']:.3f}", better, p["n"]])
+    family = [(other, label, better, p) for other, measures in results["paired"].items() for column, label, better in PAIRED
+              if (p := measures.get(column)) is not None]
+    holm_note = adjust_holm([p for *_, p in family])
+    paired_rows = [[f"`{other}`", label, difference_text(p), p_text(p), p_text(p, "p_holm"), better, p["n"]]
+                   for other, label, better, p in family]
+    paired_table = (md_table([f"{name} minus", "per-clip measure", "difference [95 % CI]", "p", "p (Holm)", "better for " + name,
+                              "clips"], paired_rows) + "\n\n" + holm_note if paired_rows else "The run has no Siren rows to pair with.")
     n = next(iter(mine["metrics"].values()))["n_generated"]
     markdown = f"""# `{name}` compared under the run's protocol
 
@@ -105,8 +108,7 @@ Audio from {', '.join(f'{k} `{v}`' for k, v in mine['origin'].items())}. 95 % bo
 
 ## `{name}` minus Siren, clip by clip
 
-{md_table([f"{name} minus", "per-clip measure", "difference [95 % CI]", "p", "better for " + name, "clips"], paired_rows)
- if paired_rows else "The run has no Siren rows to pair with."}
+{paired_table}
 """
     with atomic_directory(report_dir) as staging:
         write_json_atomic(staging / "results.json", results)

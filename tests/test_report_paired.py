@@ -29,7 +29,32 @@ def test_siren_is_compared_with_every_other_model_clip_by_clip(tmp_path):
     section = paired_section(RunArtifacts(tmp_path), tmp_path / "out")
     clap = section.results["delay_lm"]["clap_cosine"]
     assert clap["value"] == pytest.approx(0.05) and clap["ci_low"] == pytest.approx(0.05) and clap["p_value"] == 0.0
+    assert clap["p_floor"] == 2 / 200 and "| < 0.01 |" in section.markdown and "0.000" not in section.markdown
+    assert clap["p_holm"] == pytest.approx(2 * 0.01) and "2 p-values of this table adjusted together" in section.markdown
     assert section.results["delay_lm"]["kl"]["value"] == 0.0 and set(section.results) == {"delay_lm"}
     _system(score, "ar_nar", clips[:-1] + ["other"], base)
     with pytest.raises(ValueError, match="different clips"):
         paired_differences(score, "siren", "ar_nar")
+
+
+def test_holm_adjusts_one_family_step_down_in_input_order():
+    from siren_bench.metrics.bootstrap import holm
+
+    # sorted: 0.005 x 4 = 0.02, 0.01 x 3 = 0.03, 0.03 x 2 = 0.06, 0.04 x 1 = 0.04 -> kept non-decreasing: 0.06
+    assert holm([0.01, 0.04, 0.03, 0.005]) == pytest.approx([0.03, 0.06, 0.06, 0.02])
+    assert holm([0.5, 0.6]) == [1.0, 1.0]  # capped at 1
+    assert holm([0.2]) == [0.2] and holm([]) == []
+    assert holm([0.01, 0.01]) == [0.02, 0.02]
+    with pytest.raises(ValueError, match="p-values in"):
+        holm([0.5, 1.5])
+
+
+def test_p_values_below_the_resample_resolution_print_as_a_bound(tmp_path):
+    from siren_bench.report.paired import adjust_holm, p_text
+
+    family = [{"p_value": 0.0, "p_floor": 0.01}, {"p_value": 0.02, "p_floor": 0.01}, {"p_value": 0.4, "p_floor": 0.01}]
+    note = adjust_holm(family)
+    assert [p_text(p) for p in family] == ["< 0.01", "0.020", "0.400"]
+    # the p of 0 enters as 0.01: 0.01 x 3 = 0.03, 0.02 x 2 = 0.04, 0.4
+    assert [p["p_holm"] for p in family] == pytest.approx([0.03, 0.04, 0.4])
+    assert "3 p-values of this table adjusted together" in note

@@ -14,7 +14,7 @@ recorded beside the interval (`bootstrap_mean`) so that shift is visible, not hi
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -53,7 +53,8 @@ def bootstrap(statistic: Callable[[np.ndarray], float], n_items: int, n_boot: in
 def paired_difference(a: np.ndarray, b: np.ndarray, n_boot: int, seed: int, level: float = 0.95) -> dict:
     """Mean of the per-clip differences a - b (same clips, same order), its percentile interval
     over seeded resamples of the clips, and the two-sided bootstrap p-value for "no difference"
-    (twice the smaller share of resampled means on either side of 0, at most 1)."""
+    (twice the smaller share of resampled means on either side of 0, at most 1). `p_floor` = 2 / B
+    is the smallest nonzero p that B resamples can give: a p of 0 means "below p_floor", not 0."""
     a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
     if a.shape != b.shape or a.ndim != 1:
         raise ValueError(f"paired values need two equal-length vectors, got {a.shape} and {b.shape}")
@@ -70,4 +71,20 @@ def paired_difference(a: np.ndarray, b: np.ndarray, n_boot: int, seed: int, leve
     interval = bootstrap(mean_of, len(diff), n_boot, seed, level)
     resampled = np.array(draws[1:])  # draws[0] is the full set
     p = min(1.0, 2.0 * min(float((resampled <= 0).mean()), float((resampled >= 0).mean())))
-    return interval.as_dict() | {"n": len(diff), "p_value": p}
+    return interval.as_dict() | {"n": len(diff), "p_value": p, "p_floor": 2.0 / n_boot}
+
+
+def holm(p_values: Sequence[float]) -> list[float]:
+    """Holm-Bonferroni adjusted p-values for one family of tests, in the input order: the k-th
+    smallest p times (m - k + 1), made non-decreasing in that order, capped at 1. Controls the
+    chance of any false "differs" in the family at the nominal level, with no assumption about
+    how the tests depend on each other."""
+    p = np.asarray(p_values, dtype=np.float64)
+    if p.ndim != 1 or not np.isfinite(p).all() or (p < 0).any() or (p > 1).any():
+        raise ValueError(f"holm needs p-values in [0, 1], got {p_values}")
+    adjusted = np.empty_like(p)
+    running = 0.0
+    for rank, index in enumerate(np.argsort(p, kind="stable")):
+        running = max(running, min(1.0, (len(p) - rank) * p[index]))
+        adjusted[index] = running
+    return adjusted.tolist()

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from siren_bench.artifacts import RunArtifacts
 from siren_bench.report.section import Section, md_table, report_section
-from siren_bench.report.paired import PAIRED, difference_text, paired_between
+from siren_bench.report.paired import PAIRED, adjust_holm, difference_text, p_text, paired_between
 from siren_bench.report.scores import interval_text
 
 METRICS = (("fad", "FAD"), ("kl", "KL"), ("clap", "CLAP"))
@@ -21,7 +21,7 @@ def _row(label: str, depth: int, variant: dict, reference: dict, paired: dict, n
                      if metric in variant and metric in reference else "")
     for column, _, _ in PAIRED[:2]:
         p = paired.get(column)
-        cells.append(f"{difference_text(p)}, p = {p['p_value']:.3f}" if p else "")
+        cells.append(f"{difference_text(p)}, p = {p_text(p)}, p (Holm) = {p_text(p, 'p_holm')}" if p else "")
     return cells + [note]
 
 
@@ -34,7 +34,7 @@ def ablation_section(store: RunArtifacts, out: Path) -> Section:
     sweep_dir, score_dir = store.dir("sweep"), store.dir("score")
     sweep = store.json("sweep", "summary")
     main = store.json("score", "summary")["systems"] if store.exists("score", "summary") else {}
-    results, rows = {}, []
+    results, pending = {}, []  # the rows wait for the Holm adjustment over the whole table
     for name, entry in sweep.get("ablations", {}).items():
         reference = entry["reference"]
         if reference["stage"] == "score":
@@ -52,7 +52,7 @@ def ablation_section(store: RunArtifacts, out: Path) -> Section:
         shared = entry["experts_from_reference"]
         note = (f"experts {entry['groups']} vs {entry['reference_groups']}; val loss {_loss(entry['reference_val_loss'])} → "
                 f"{_loss(entry['val_loss'])}" + (f"; expert(s) {shared} shared with the reference" if shared else ""))
-        rows.append(_row(entry["label"], entry["depth"], entry["metrics"], ref_metrics, paired, note))
+        pending.append((entry["label"], entry["depth"], entry["metrics"], ref_metrics, paired, note))
     if "siren" in main and "siren_aligned" in main:
         paired = paired_between(score_dir / "siren", score_dir / "siren_aligned")
         results["no_alignment"] = {"depth": sweep.get("full_depth"), "variant": "siren", "reference": "siren_aligned",
@@ -61,8 +61,10 @@ def ablation_section(store: RunArtifacts, out: Path) -> Section:
                                    "reference_metrics": {m: main["siren_aligned"]["metrics"][m]["value"] for m, _ in METRICS
                                                          if m in main["siren_aligned"]["metrics"]},
                                    "paired": paired}
-        rows.append(_row("without alignment (Stage 1 only)", sweep.get("full_depth", ""), main["siren"]["metrics"],
-                         main["siren_aligned"]["metrics"], paired, "main run: `siren` against `siren_aligned`"))
+        pending.append(("without alignment (Stage 1 only)", sweep.get("full_depth", ""), main["siren"]["metrics"],
+                        main["siren_aligned"]["metrics"], paired, "main run: `siren` against `siren_aligned`"))
+    holm_note = adjust_holm([p for *_, paired, _ in pending for column, _, _ in PAIRED[:2] if (p := paired.get(column))])
+    rows = [_row(*row) for row in pending]
     if not rows:
         return Section("ablations", {}, "## Ablations\n\nNone configured (sweep.ablations) and no aligned Siren in the run.\n")
     header = ["ablation", "depth", *(f"{label}: Siren → ablated" for _, label in METRICS),
@@ -78,5 +80,7 @@ current frame's lower codebooks from an expert's depth path (its temporal path s
 frame's sum of all codebooks); the first expert has nothing below it, so it is the reference's own.
 
 {md_table(header, rows)}
+
+{holm_note}
 """
     return Section("ablations", results, markdown)

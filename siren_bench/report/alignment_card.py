@@ -16,7 +16,7 @@ import numpy as np
 from siren_bench.artifacts import RunArtifacts
 from siren_bench.report import figures
 from siren_bench.report.section import Section, md_table, report_section
-from siren_bench.report.paired import PAIRED, difference_text, paired_differences
+from siren_bench.report.paired import PAIRED, adjust_holm, difference_text, p_text, paired_differences
 from siren_bench.report.scores import COLUMNS, interval_text
 
 CURVES = (("reward_mean", "reward (group mean)"), ("kl", "KL to Stage 1 (k3)"), ("entropy", "entropy (nats / token)"),
@@ -83,8 +83,9 @@ steps are noisy); KL to Stage 1 over the last steps: {summary['last_kl']:.4f}.
     header = ["metric", "siren (Stage 1)", "siren_aligned", "better"]
     rows = [[label, side[m]["siren"], side[m]["siren_aligned"], "lower" if m not in ("is", "clap") else "higher"]
             for m, label in COLUMNS if m in side]
-    paired_rows = [[label, difference_text(p), f"{p['p_value']:.3f}", better, p["n"]]
-                   for column, label, better in PAIRED if (p := paired.get(column))]
+    family = [(label, better, p) for column, label, better in PAIRED if (p := paired.get(column))]
+    holm_note = adjust_holm([p for *_, p in family])
+    paired_rows = [[label, difference_text(p), p_text(p), p_text(p, "p_holm"), better, p["n"]] for label, better, p in family]
     markdown += f"""
 Siren with and without alignment on the test captions (same seed and sampling; 95 % bootstrap intervals from the
 score stage):
@@ -93,7 +94,9 @@ score stage):
 
 Paired per-clip differences, aligned minus Stage 1 (mean, 95 % paired bootstrap interval, two-sided bootstrap p):
 
-{md_table(["per-clip measure", "aligned - Stage 1", "p", "better", "clips"], paired_rows)}
+{md_table(["per-clip measure", "aligned - Stage 1", "p", "p (Holm)", "better", "clips"], paired_rows)}
+
+{holm_note}
 
 With the smoke recipe the reward's audio embedding is the tagger that FAD, FD and KAD are computed in, so
 gains there are partly the reward being optimised; the CLAP row is held out from the reward unless

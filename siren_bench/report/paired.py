@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from siren_bench.metrics.bootstrap import paired_difference
+from siren_bench.metrics.bootstrap import holm, paired_difference
 from siren_bench.recipes import get_recipe
 
 # per-clip columns of score/<system>/per_clip.csv, their labels, and which way is better
@@ -39,6 +39,25 @@ def paired_between(a_dir: Path, b_dir: Path) -> dict[str, dict]:
     return {column: paired_difference(frames[0][column].to_numpy(), frames[1][column].to_numpy(), recipe.n_boot,
                                       recipe.bootstrap_seed)
             for column, _, _ in PAIRED if column in frames[0] and column in frames[1]}
+
+
+def p_text(p: dict, key: str = "p_value") -> str:
+    """A p-value as printed: below the resolution of the resample count it is "< 2/B", never 0.000."""
+    return f"< {p['p_floor']:.2g}" if p[key] < p["p_floor"] else f"{p[key]:.3f}"
+
+
+def adjust_holm(family: list[dict]) -> str:
+    """Add `p_holm` to each comparison of one table (one family of tests), and return the sentence
+    that says so under the table. A p below the resolution of the resample count enters as that
+    resolution (2/B), so the adjusted values are conservative."""
+    if not family:
+        return ""
+    adjusted = holm([max(p["p_value"], p["p_floor"]) for p in family])
+    for p, value in zip(family, adjusted):
+        p["p_holm"] = value
+    return (f"p (Holm): the {len(family)} p-values of this table adjusted together (Holm-Bonferroni; a p below "
+            f"2/B, the resolution of B bootstrap resamples, counted as 2/B), so that the chance of any false "
+            f"difference in the table stays at 5 % when p (Holm) < 0.05.")
 
 
 def difference_text(p: dict) -> str:

@@ -7,7 +7,7 @@ from pathlib import Path
 from siren_bench.artifacts import RunArtifacts
 from siren_bench.recipes import get_recipe
 from siren_bench.report.section import Section, md_table, report_section
-from siren_bench.report.paired import PAIRED, difference_text, paired_differences
+from siren_bench.report.paired import PAIRED, adjust_holm, difference_text, p_text, paired_differences
 
 # column order and labels of the main table; "kl" also shows its second direction where computed
 COLUMNS = (("fad", "FAD"), ("fad_inf", "FAD-inf"), ("kad", "KAD (x100)"), ("fd", "FD"), ("kl", "KL"), ("is", "IS"),
@@ -99,18 +99,20 @@ def paired_section(store: RunArtifacts, out: Path) -> Section:
     others = [name for name in sorted(systems) if name not in ("siren", "codec_resynthesis", "real_unpaired")]
     if "siren" not in systems or not others:
         return Section("paired", {}, "## Paired comparisons\n\nNeeds Siren and at least one other model in eval.systems.\n")
-    results, rows = {}, []
-    for other in others:
-        results[other] = paired_differences(store.dir("score"), "siren", other)
-        for column, label, better in PAIRED:
-            if (p := results[other].get(column)) is not None:
-                rows.append([f"`{other}`", label, difference_text(p), f"{p['p_value']:.3f}", better, p["n"]])
+    results = {other: paired_differences(store.dir("score"), "siren", other) for other in others}
+    family = [(other, label, better, p) for other in others for column, label, better in PAIRED
+              if (p := results[other].get(column)) is not None]
+    holm_note = adjust_holm([p for *_, p in family])
+    rows = [[f"`{other}`", label, difference_text(p), p_text(p), p_text(p, "p_holm"), better, p["n"]]
+            for other, label, better, p in family]
     markdown = f"""## Paired comparisons
 
 Siren (Stage 1) minus each other model, clip by clip on the same test captions and seed: the mean per-clip
 difference with its 95 % paired bootstrap interval and two-sided bootstrap p (the recipe's resample count
 and seed). "better" says which sign favours Siren: a positive CLAP difference, a negative KL or distance.
 
-{md_table(["Siren minus", "per-clip measure", "difference [95 % CI]", "p", "better for Siren", "clips"], rows)}
+{md_table(["Siren minus", "per-clip measure", "difference [95 % CI]", "p", "p (Holm)", "better for Siren", "clips"], rows)}
+
+{holm_note}
 """
     return Section("paired", results, markdown)

@@ -13,8 +13,8 @@ import pandas as pd
 from siren_bench.io import atomic_path
 
 SCORE_COLUMNS = ("system", "metric", "value", "ci_low", "ci_high", "n_generated", "n_frames", "n_reference", "recipe")
-PAIRED_COLUMNS = ("system", "versus", "measure", "value", "ci_low", "ci_high", "ci_level", "p_value", "n", "n_boot",
-                  "bootstrap_seed")
+PAIRED_COLUMNS = ("system", "versus", "measure", "value", "ci_low", "ci_high", "ci_level", "p_value", "p_holm", "p_floor", "n",
+                  "n_boot", "bootstrap_seed")
 
 
 def score_rows(scores: dict) -> list[dict]:
