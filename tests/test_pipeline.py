@@ -31,6 +31,14 @@ def _run(args: list[str], cwd: Path) -> str:
     return done.stdout + done.stderr
 
 
+def _json(args: list[str], cwd: Path):
+    """A command's standard output as JSON (DVC's warnings go to standard error)."""
+    env = os.environ | {"PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}", "DVC_NO_ANALYTICS": "1"}
+    done = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True)
+    assert done.returncode == 0, f"{' '.join(args)} failed:\n{done.stderr}"
+    return json.loads(done.stdout)
+
+
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory) -> Path:
     """A fresh git repository holding the project's files (tracked and not ignored)."""
@@ -115,6 +123,13 @@ def test_ci_profile_runs_then_repro_does_no_work(repo):
     audit = _run(["siren-bench", "audit", "artifacts/ci/score/codec_resynthesis/results.json"], repo)
     assert "0 differ" in audit and "0 recomputed" in audit
     assert (repo / "artifacts" / "ci" / "prepare" / "provenance.json").is_file()
+    # DVC-native: the report's metrics.json and plots/ are what `dvc metrics show` and `dvc plots show` read
+    shown = _json(["dvc", "metrics", "show", "--json"], repo)[""]["data"]["reports/ci/metrics.json"]["data"]
+    assert shown["scores"]["siren.fad"] == results["scores"]["systems"]["siren"]["metrics"]["fad"]["value"]
+    assert sum(len(values) for values in shown.values()) >= 20 and {"diagnose", "siren", "baselines", "sweep"} <= set(shown)
+    plots = _json(["dvc", "plots", "show", "--json"], repo)["data"]
+    assert "reports/ci/plots/fidelity_vs_depth.csv" in plots
+    assert any("training_loss/siren_expert_0.csv" in name for name in plots) and any("depth_sweep/siren.csv" in n for n in plots)
     again = _run(["dvc", "repro"], repo)
     assert "Running stage" not in again and "up to date" in again
     # scoring again from the warm cache gives the same bytes (after the no-op check: it rewrites a stage output) and embeds nothing

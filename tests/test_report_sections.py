@@ -74,3 +74,25 @@ def test_a_section_reading_a_missing_file_names_it(store, tmp_path):
     (broken / "siren" / "siren.json").unlink()
     with pytest.raises(FileNotFoundError, match=r"siren/siren.json: missing \(written by the train_siren stage"):
         REPORT_SECTIONS.get("siren").build(RunArtifacts(broken), tmp_path / "out")
+
+
+def test_dvc_metrics_and_plots_come_from_the_sections(store, tmp_path):
+    from siren_bench.report.dvc_outputs import write_dvc_outputs
+
+    sections = {spec.key: spec.build(store, tmp_path).results for spec in ordered_sections()}
+    written = write_dvc_outputs(sections, store, tmp_path)
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["scores"]["siren.fad"] == sections["scores"]["systems"]["siren"]["metrics"]["fad"]["value"]
+    assert metrics["sweep"]["siren.fad_depth_2"] == sections["sweep"]["points"]["siren"]["2"]["fad"]["value"]
+    fidelity = sections["diagnose"]["fidelity"]
+    assert metrics["diagnose"]["mel_distance_depth_1"] == fidelity["metrics"]["mel_distance"][0]["mean"]
+    assert metrics["diagnose"]["mel_distance_depth_8"] == fidelity["metrics"]["mel_distance"][-1]["mean"]
+    assert all(isinstance(v, float) for values in metrics.values() for v in values.values())
+    assert sum(len(v) for v in metrics.values()) >= 20
+    curve = pd.read_csv(tmp_path / "plots" / "fidelity_vs_depth.csv")
+    assert list(curve["codebooks"]) == fidelity["codebooks"]
+    assert curve["mel_distance"].tolist() == pytest.approx([r["mean"] for r in fidelity["metrics"]["mel_distance"]])
+    names = {p.relative_to(tmp_path).as_posix() for p in written}
+    assert {"plots/training_loss/siren_expert_0.csv", "plots/training_loss/shared_lm.csv", "plots/depth_sweep/siren.csv"} <= names
+    log = [r for r in store.jsonl("siren", "train_log") if r["expert"] == 0]
+    assert pd.read_csv(tmp_path / "plots" / "training_loss" / "siren_expert_0.csv")["loss"].tolist() == pytest.approx([r["loss"] for r in log])

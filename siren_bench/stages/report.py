@@ -21,7 +21,7 @@ from siren_bench.report import (  # noqa: F401
     ablation_card, alignment_card, baselines_card, claims_card, codec_card, dataset_card, environment, listening, scores,
     siren_card, sweep_card,
 )
-from siren_bench.report import html, runs, tables
+from siren_bench.report import dvc_outputs, html, runs, tables
 from siren_bench.report.section import Section, ordered_sections
 from siren_bench.stage_context import open_stage
 
@@ -68,6 +68,7 @@ def run(params_path: str | Path = "params.yaml") -> Path:
         }
         write_json_atomic(staging / "results.json", results)
         tables.write_tables(results, staging)
+        dvc_outputs.write_dvc_outputs(results["sections"], store, staging)
         markdown = _markdown(run_cfg.profile, run_id, sections, skipped)
         write_text_atomic(staging / runs.REPORT_MD, markdown)
         write_text_atomic(staging / runs.REPORT_HTML, html.render(markdown, staging))
