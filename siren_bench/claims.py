@@ -1,7 +1,8 @@
 """Published numbers that siren-bench reproduces against, each with its source and protocol.
 
 A claim is comparable with a reproduced number only when both come from the same evaluation
-protocol: the same AudioCaps test list (REFERENCES.md §5) scored with the same metric recipe.
+protocol: the same AudioCaps test list (each list's SHA-256 is pinned in siren_bench/data/audiocaps.py)
+scored with the same metric recipe.
 Where a source does not say which list or toolkit it used, the claim is shown but never marked
 comparable. Values are stored in the harness's units (CLAP as a raw cosine; a source printing
 cosine x 100 is divided by 100 and says so). Each claim names the harness system in the same
@@ -15,14 +16,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-CLAIMS_VERSION = 1
+CLAIMS_VERSION = 2  # 2: sources cite public documents only (1 pointed at a notes file users do not have)
 
-DESIGN_BRIEF = "siren-bench design brief (../shared/REFERENCES.md §1)"
-SIREN_README = "official Siren README quoting its Table 1, AudioCaps test (github.com/wjc2830/Siren; REFERENCES.md §1)"
-AUDIOLDM_TABLE = "AudioLDM / audioldm_eval AudioCaps rows (REFERENCES.md §5)"
-TANGO_TABLE = "Tango paper, AudioCaps (REFERENCES.md §5)"
-TANGO2_TABLE = "Tango 2 table, CLAP 630k-audioset-best (REFERENCES.md §5)"
-TANGO_RERUN = "a user re-running the released Tango checkpoint (REFERENCES.md §5)"
+# Each claim cites its public source, so a reader of the report can look it up; nothing here points
+# at a file outside this repository.
+DESIGN_BRIEF = "siren-bench design brief: the project's founding summary of the paper's headline (not a publication)"
+SIREN_README = "official Siren README quoting its Table 1, AudioCaps test (github.com/wjc2830/Siren)"
+AUDIOLDM_TABLE = "AudioLDM paper's AudioCaps rows, scored with audioldm_eval (16 kHz, 964 clips)"
+TANGO_TABLE = "Tango paper, AudioCaps (its 886-clip protocol)"
+TANGO2_TABLE = "Tango 2 paper's table (CLAP 630k-audioset-best)"
+TANGO_RERUN = "a user's re-run of the released Tango checkpoint on the Tango protocol"
 
 
 @dataclass(frozen=True)
