@@ -30,8 +30,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from baselines.base import BlockShape, Generator, NullCaption, guided, masked_mean
-from siren_bench.models.collaborative import SamplingConfig, sample_codes
+from baselines.base import BlockShape, Generator, NullCaption, masked_mean
+from siren_bench.models.sampling import SamplingConfig, guided, sample_codes
 from siren_bench.models.siren import KVCache, RMSNorm, TemporalBlock, Text, sinusoidal_positions
 
 NAR_SAMPLING = ("greedy", "sample")
@@ -202,7 +202,7 @@ class ArNarLM(Generator):
             raise ValueError(f"n_frames must be in 1..{self.config.max_frames}, got {n_frames}")
         self._check_text(text)
         B = text.tokens.shape[0]
-        guide = sampling.guidance != 1.0
+        guide = sampling.guided
         context = self.null.doubled(text) if guide else text  # rows B..2B-1: the null caption
         cache = self.ar.new_cache()
         first = torch.zeros(B, n_frames, dtype=torch.long, device=text.tokens.device)
@@ -226,7 +226,7 @@ class ArNarLM(Generator):
         if not 1 <= n_frames <= self.config.max_frames:
             raise ValueError(f"n_frames must be in 1..{self.config.max_frames}, got {n_frames}")
         self._check_text(text, B)
-        guide = sampling.guidance != 1.0
+        guide = sampling.guided
         context = self.null.doubled(text) if guide else text
         rows = 2 * B if guide else B
         codes = torch.zeros(rows, K, n_frames, dtype=torch.long, device=first.device)

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from siren_bench.models.collaborative import SamplingConfig
+from siren_bench.models.sampling import SamplingConfig, with_null_rows
 from siren_bench.models.siren import SirenConfig, Text, drop_captions
 
 
@@ -84,16 +84,7 @@ class NullCaption(nn.Module):
 
     def doubled(self, text: Text) -> Text:
         """Rows 0..B-1 the captions, rows B..2B-1 the null caption: one batch for guidance."""
-        both = Text(*(torch.cat([x, x]) for x in (text.tokens, text.mask, text.pooled)))
-        B = text.tokens.shape[0]
-        return self(both, torch.arange(2 * B, device=text.tokens.device) >= B)
-
-
-def guided(logits: torch.Tensor, scale: float) -> torch.Tensor:
-    """Classifier-free guidance on a doubled batch: rows [:B] conditional, [B:] unconditional."""
-    B = logits.shape[0] // 2
-    cond, uncond = logits[:B].float(), logits[B:].float()
-    return uncond + scale * (cond - uncond)
+        return self(*with_null_rows(text))
 
 
 def masked_mean(per_item: torch.Tensor, frame_mask: torch.Tensor | None, n_frames: float | None,

@@ -26,8 +26,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from baselines.base import BlockShape, Generator, NullCaption, guided, masked_mean
-from siren_bench.models.collaborative import SamplingConfig, sample_codes
+from baselines.base import BlockShape, Generator, NullCaption, masked_mean
+from siren_bench.models.sampling import SamplingConfig, guided, sample_codes
 from siren_bench.models.siren import KVCache, RMSNorm, TemporalBlock, Text, sinusoidal_positions
 
 # ---------------------------------------------------------------------------- the delay pattern
@@ -182,7 +182,7 @@ class DelayPatternLM(Generator):
         self._check(text, n_frames)
         K, V = self.config.n_codebooks, self.config.codebook_size
         B = text.tokens.shape[0]
-        use_guidance = sampling.guidance != 1.0
+        use_guidance = sampling.guided
         cond_text = self.null_caption.doubled(text) if use_guidance else text
         rows = 2 * B if use_guidance else B
         device = text.tokens.device

@@ -30,8 +30,8 @@ from typing import Callable, Iterable
 import torch
 from torch import nn
 
-from baselines.base import BlockShape, Generator, NullCaption, guided, masked_mean
-from siren_bench.models.collaborative import SamplingConfig
+from baselines.base import BlockShape, Generator, NullCaption, masked_mean
+from siren_bench.models.sampling import SamplingConfig, guided
 from siren_bench.models.siren import RMSNorm, SirenConfig, TemporalBlock, Text, sinusoidal_positions
 
 PREDICTIONS = ("v", "epsilon")

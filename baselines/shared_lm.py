@@ -16,7 +16,8 @@ import dataclasses
 import torch
 
 from baselines.base import Generator
-from siren_bench.models.collaborative import SamplingConfig, Siren
+from siren_bench.models.collaborative import Siren
+from siren_bench.models.sampling import SamplingConfig
 from siren_bench.models.siren import SirenConfig, SirenExpert, Text
 
 

@@ -21,7 +21,8 @@ import time
 import pytest
 import torch
 
-from siren_bench.models.collaborative import SamplingConfig, Siren, sample_codes
+from siren_bench.models.collaborative import Siren
+from siren_bench.models.sampling import SamplingConfig, sample_codes
 from siren_bench.models.siren import SirenConfig, Text
 
 FULL = os.environ.get("SIREN_BENCH_FULL") == "1"

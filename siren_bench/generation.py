@@ -14,7 +14,7 @@ from siren_bench.artifacts import SCORED_SPLIT
 from siren_bench.codecs import Codec
 from siren_bench.config import ModelConfig
 from siren_bench.io import write_wav
-from siren_bench.models.collaborative import SamplingConfig
+from siren_bench.models.sampling import SamplingConfig
 from siren_bench.models.experts import encode_captions
 
 

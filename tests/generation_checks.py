@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from siren_bench.models.collaborative import SamplingConfig
+from siren_bench.models.sampling import SamplingConfig
 
 
 def assert_seeded_codes(model, text, n_codebooks: int, codebook_size: int, n_frames: int) -> None:

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from baselines.ar_nar import PAPER_SCALE, ArNarConfig, ArNarLM
-from siren_bench.models.collaborative import SamplingConfig
+from siren_bench.models.sampling import SamplingConfig
 from siren_bench.models.siren import Text
 from tests.generation_checks import assert_seeded_codes, fit_losses
 

@@ -9,7 +9,7 @@ import torch
 
 from baselines.delay_lm import (PAPER_SCALE, DelayPatternLM, delay_lm_config, delay_mask, delay_pattern,
                                 undelay_pattern)
-from siren_bench.models.collaborative import SamplingConfig
+from siren_bench.models.sampling import SamplingConfig
 from siren_bench.models.siren import Text
 from tests.generation_checks import assert_seeded_codes, fit_losses
 

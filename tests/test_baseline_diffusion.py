@@ -12,7 +12,7 @@ import torch
 
 from baselines.latent_diffusion import (PAPER_GUIDANCE, PAPER_SCALE, DenoiserBlock, LatentDiffusion,
                                         LatentDiffusionConfig, NoiseSchedule, ddim_sample)
-from siren_bench.models.collaborative import SamplingConfig
+from siren_bench.models.sampling import SamplingConfig
 from siren_bench.models.siren import Text
 
 

@@ -13,7 +13,7 @@ from baselines.shared_lm import SharedLM
 from siren_bench.config import ModelConfig
 from siren_bench.diagnostics.interference import codebook_gradient_cosines, interference_probe
 from siren_bench.diagnostics.orthogonality import off_diagonal_summary
-from siren_bench.models.collaborative import SamplingConfig
+from siren_bench.models.sampling import SamplingConfig
 from siren_bench.models.siren import SirenConfig
 from siren_bench.models.train import TokenSet, train_model
 from tests.test_siren import random_text

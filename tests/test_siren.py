@@ -10,7 +10,8 @@ import pytest
 import torch
 import yaml
 
-from siren_bench.models.collaborative import SamplingConfig, Siren, sample_codes
+from siren_bench.models.collaborative import Siren
+from siren_bench.models.sampling import SamplingConfig, sample_codes
 from siren_bench.models.siren import SirenConfig, SirenExpert, Text
 from tests.conftest import REPO
 

@@ -39,7 +39,8 @@ from tqdm import tqdm
 
 from siren_bench.config import AlignConfig
 from siren_bench.io import atomic_path
-from siren_bench.models.collaborative import SamplingConfig, Siren
+from siren_bench.models.collaborative import Siren
+from siren_bench.models.sampling import SamplingConfig
 from siren_bench.models.siren import SirenExpert, Text
 from siren_bench.weights import load_resume_state
 

@@ -7,45 +7,15 @@ official code does not release inference; this order is what its training forwar
 (REFERENCES.md §2). Temporal paths keep a KV cache across frames, depth paths one per frame.
 
 Classifier-free guidance runs each expert on the caption and on its learned null caption in one
-batch and samples from uncond + scale * (cond - uncond). Sampling: temperature, top-k, top-p,
-from a seeded torch.Generator, so a seed gives the same codes.
+batch; tokens are drawn by the one sampler every model uses (models/sampling.py).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 
+from siren_bench.models.sampling import SamplingConfig, guided, sample_codes, with_null_rows
 from siren_bench.models.siren import SirenConfig, SirenExpert, Text
-
-
-@dataclass
-class SamplingConfig:
-    temperature: float = 1.0  # 0 = greedy
-    top_k: int = 0  # 0 = off
-    top_p: float = 1.0  # 1 = off
-    guidance: float = 1.0  # classifier-free guidance scale; 1 = no guidance (no null-caption pass)
-
-    def __post_init__(self):
-        if self.temperature < 0 or self.top_k < 0 or not 0 < self.top_p <= 1 or self.guidance < 0:
-            raise ValueError(f"invalid sampling settings {self}")
-
-
-def sample_codes(logits: torch.Tensor, sampling: SamplingConfig, generator: torch.Generator | None) -> torch.Tensor:
-    """[B, V] logits -> [B] codes under temperature, top-k and top-p."""
-    if sampling.temperature == 0:
-        return logits.argmax(-1)
-    logits = logits.float() / sampling.temperature
-    if sampling.top_k:
-        kth = torch.topk(logits, min(sampling.top_k, logits.shape[-1]), dim=-1).values[:, -1:]
-        logits = logits.masked_fill(logits < kth, float("-inf"))
-    if sampling.top_p < 1:
-        ordered, order = logits.sort(dim=-1, descending=True)
-        mass_before = ordered.softmax(-1).cumsum(-1) - ordered.softmax(-1)
-        drop = (mass_before >= sampling.top_p).scatter(-1, order, mass_before >= sampling.top_p)
-        logits = logits.masked_fill(drop, float("-inf"))
-    return torch.multinomial(logits.softmax(-1), 1, generator=generator)[:, 0]
 
 
 class Siren(torch.nn.Module):
@@ -74,19 +44,16 @@ class Siren(torch.nn.Module):
         if not 1 <= n_frames <= self.config.max_frames:
             raise ValueError(f"n_frames must be in 1..{self.config.max_frames}, got {n_frames}")
         B, K = text.tokens.shape[0], self.config.n_codebooks
-        guided = sampling.guidance != 1.0
-        if guided:  # rows B..2B-1 carry the null caption
-            doubled = Text(*(torch.cat([x, x]) for x in (text.tokens, text.mask, text.pooled)))
-            drop = torch.arange(2 * B, device=text.tokens.device) >= B
+        if sampling.guided:  # rows B..2B-1 carry the null caption
+            doubled, drop = with_null_rows(text)
             texts = [expert.condition(doubled, drop) for expert in self.experts]
         else:
             texts = [text] * len(self.experts)
-        rows = 2 * B if guided else B
+        rows = 2 * B if sampling.guided else B
 
         def pick(logits: torch.Tensor) -> torch.Tensor:
-            if guided:
-                cond, uncond = logits[:B].float(), logits[B:].float()
-                chosen = sample_codes(uncond + sampling.guidance * (cond - uncond), sampling, generator)
+            if sampling.guided:
+                chosen = sample_codes(guided(logits, sampling.guidance), sampling, generator)
                 return torch.cat([chosen, chosen])
             return sample_codes(logits, sampling, generator)
 
