@@ -68,7 +68,7 @@ def compare(name: str, params_path: str | Path = "params.yaml", audio: str | Pat
             sample_rate = rates[0]
             render_entry_point(generate, source, test, sample_rate, seed, staging / "audio")
             origin = {"entry_point": source, "seed": seed, "sample_rate": sample_rate}
-        scored = scorer.score(staging / "audio", staging / "score")
+        scored = scorer.score(staging / "audio", staging / "score", work_dir / "audio")
         write_json_atomic(staging / "compare.json", {"name": name, "origin": origin, "recipe": scorer.recipe.id, **scored})
         write_provenance(staging, build_record("compare", {"run": stage.run, "eval": scorer.config, "origin": origin},
                                                inputs={"audio": staging / "audio",

@@ -122,6 +122,10 @@ def test_ci_profile_runs_then_repro_does_no_work(repo):
     assert tokenize["cache"] == {"hits": 0, "misses": 48}
     audit = _run(["siren-bench", "audit", "artifacts/ci/score/codec_resynthesis/results.json"], repo)
     assert "0 differ" in audit and "0 recomputed" in audit
+    # the sweep scores audio in its staging folder; its results.json must name where the audio ends up
+    swept_clips = json.loads((repo / "artifacts" / "ci" / "sweep" / "siren_d2" / "results.json").read_text())["generated"]["clips"]
+    assert all(c["path"].startswith("artifacts/ci/sweep/audio/siren_d2/") for c in swept_clips)
+    assert "0 differ" in _run(["siren-bench", "audit", "artifacts/ci/sweep/siren_d2/results.json"], repo)
     assert (repo / "artifacts" / "ci" / "prepare" / "provenance.json").is_file()
     # DVC-native: the report's metrics.json and plots/ are what `dvc metrics show` and `dvc plots show` read
     shown = _json(["dvc", "metrics", "show", "--json"], repo)[""]["data"]["reports/ci/metrics.json"]["data"]

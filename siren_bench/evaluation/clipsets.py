@@ -10,6 +10,7 @@ audio they came from.
 from __future__ import annotations
 
 import logging
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -52,6 +53,13 @@ class ClipSet:
 
     def captions(self) -> dict[str, str]:
         return {cid: c.caption for cid, c in self.clips.items() if c.caption is not None}
+
+    def moved_to(self, folder: str | Path) -> "ClipSet":
+        """The same clips (ids, hashes, captions) as they will lie in `folder`: for a set scored in
+        a staging folder that is then renamed, so results.json names where the files end up."""
+        folder = Path(folder)
+        clips = {cid: dataclasses.replace(c, path=folder / Path(c.path).name) for cid, c in self.clips.items()}
+        return dataclasses.replace(self, source=str(folder), clips=clips)
 
     def record(self) -> dict:
         """What results.json says about the set; enough for `audit` to re-check every file."""

@@ -31,11 +31,16 @@ class StageScorer:
     reference: ClipSet
     weights_dir: str | Path | None
 
-    def score(self, generated_dir: Path, out: Path) -> dict:
+    def score(self, generated_dir: Path, out: Path, final_dir: Path | None = None) -> dict:
         """Score one folder against the references into `out` (results.json, per_clip.csv);
-        returns its summary entry (metric values and intervals, clipped clips, cache use)."""
-        outcome = score_sets(folder_clips(generated_dir), self.reference, self.recipe, self.loader, self.cache,
+        returns its summary entry (metric values and intervals, clipped clips, cache use).
+        `final_dir`: where the audio will lie once the stage's staging folder is renamed, which
+        results.json then names (for `siren-bench audit`), instead of a staging path that is gone."""
+        generated = folder_clips(generated_dir)
+        outcome = score_sets(generated, self.reference, self.recipe, self.loader, self.cache,
                              n_boot=self.config.n_bootstrap, allow_clipped=self.config.allow_clipped)
+        if final_dir is not None:
+            outcome.results["generated"] = generated.moved_to(final_dir).record()
         write_score(out, outcome)
         return {"metrics": {m: {k: r.get(k) for k in SUMMARY_FIELDS} | {"embedder": r["embedder"]}
                             for m, r in outcome.results["metrics"].items()},

@@ -143,7 +143,7 @@ def run(params_path: str | Path = "params.yaml") -> Path:
     with atomic_directory(out_dir) as staging:
         def scored(model, name: str) -> dict:
             render(model, "codes", name, codec, jobs.encoder, test, lengths, config, staging / "audio" / name, batch, device)
-            return scorer.score(staging / "audio" / name, staging / name)["metrics"]
+            return scorer.score(staging / "audio" / name, staging / name, out_dir / "audio" / name)["metrics"]
 
         def siren_at(depth: int) -> TrainedSiren:
             sirens[depth] = train_siren(dataclasses.replace(jobs.siren, n_codebooks=depth, groups=None), depth, jobs, device,
@@ -158,7 +158,7 @@ def run(params_path: str | Path = "params.yaml") -> Path:
             codec_resynthesis(codec, test["clip_id"].tolist(), {c: v[:depth] for c, v in test_codes.items()}, lengths, folder,
                               batch)
             summary["systems"].setdefault("codec_resynthesis", {})[depth] = {"val_loss": None,
-                                                                              "metrics": scorer.score(folder, staging / name)["metrics"]}
+                                                                              "metrics": scorer.score(folder, staging / name, out_dir / "audio" / name)["metrics"]}
             for system in sweep.systems:
                 if system == "siren":
                     siren_at(depth)
