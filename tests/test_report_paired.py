@@ -29,8 +29,9 @@ def test_siren_is_compared_with_every_other_model_clip_by_clip(tmp_path):
     section = paired_section(RunArtifacts(tmp_path), tmp_path / "out")
     clap = section.results["delay_lm"]["clap_cosine"]
     assert clap["value"] == pytest.approx(0.05) and clap["ci_low"] == pytest.approx(0.05) and clap["p_value"] == 0.0
-    assert clap["p_floor"] == 2 / 200 and "| < 0.01 |" in section.markdown and "0.000" not in section.markdown
-    assert clap["p_holm"] == pytest.approx(2 * 0.01) and "2 p-values of this table adjusted together" in section.markdown
+    assert clap["n_boot"] == 10_000 and clap["p_floor"] == 2 / 10_000
+    assert "| < 0.0002 |" in section.markdown and "0.000 |" not in section.markdown
+    assert clap["p_holm"] == pytest.approx(2 * 0.0002) and "2 p-values of this table adjusted together" in section.markdown
     assert section.results["delay_lm"]["kl"]["value"] == 0.0 and set(section.results) == {"delay_lm"}
     _system(score, "ar_nar", clips[:-1] + ["other"], base)
     with pytest.raises(ValueError, match="different clips"):
@@ -55,6 +56,7 @@ def test_p_values_below_the_resample_resolution_print_as_a_bound(tmp_path):
     family = [{"p_value": 0.0, "p_floor": 0.01}, {"p_value": 0.02, "p_floor": 0.01}, {"p_value": 0.4, "p_floor": 0.01}]
     note = adjust_holm(family)
     assert [p_text(p) for p in family] == ["< 0.01", "0.020", "0.400"]
+    assert p_text({"p_value": 0.0004, "p_floor": 0.0002}) == "0.0004"
     # the p of 0 enters as 0.01: 0.01 x 3 = 0.03, 0.02 x 2 = 0.04, 0.4
     assert [p["p_holm"] for p in family] == pytest.approx([0.03, 0.04, 0.4])
     assert "3 p-values of this table adjusted together" in note

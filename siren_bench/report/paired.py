@@ -2,9 +2,13 @@
 
 Every system generates the same test captions with the same seed, so per-clip metrics (CLAP
 cosine, KL, squared distance to the reference mean) pair by clip id. The paired bootstrap of the
-mean difference (metrics/bootstrap.paired_difference, with the recipe's resample count and seed)
-says whether two systems differ, whichever way, with far less noise than comparing their two
-unpaired intervals.
+mean difference (metrics/bootstrap.paired_difference, with the recipe's seed) says whether two
+systems differ, whichever way, with far less noise than comparing their two unpaired intervals.
+
+It draws PAIRED_RESAMPLES resamples, not the recipe's count (200 for smoke): a bootstrap p cannot
+go below 2/B, and a table's Holm adjustment multiplies the smallest p by the number of tests, so
+with B = 200 and 15 comparisons no difference, however large, could reach 0.05. Resampling a mean
+of per-clip numbers is cheap, so B = 10,000 (floor 0.0002) costs well under a second per test.
 """
 
 from __future__ import annotations
@@ -18,6 +22,8 @@ from siren_bench.metrics.bootstrap import holm, paired_difference
 from siren_bench.recipes import get_recipe
 
 # per-clip columns of score/<system>/per_clip.csv, their labels, and which way is better
+PAIRED_RESAMPLES = 10_000
+
 PAIRED = (("clap_cosine", "CLAP cosine", "higher"), ("kl", "KL", "lower"),
           ("fd_sq_distance_to_reference_mean", "squared distance to the reference mean", "lower"))
 
@@ -36,14 +42,17 @@ def paired_between(a_dir: Path, b_dir: Path) -> dict[str, dict]:
     frames = [pd.read_csv(d / "per_clip.csv").set_index("clip_id").sort_index() for d in (a_dir, b_dir)]
     if list(frames[0].index) != list(frames[1].index):
         raise ValueError(f"{a_dir} and {b_dir} were scored on different clips")
-    return {column: paired_difference(frames[0][column].to_numpy(), frames[1][column].to_numpy(), recipe.n_boot,
+    return {column: paired_difference(frames[0][column].to_numpy(), frames[1][column].to_numpy(), PAIRED_RESAMPLES,
                                       recipe.bootstrap_seed)
             for column, _, _ in PAIRED if column in frames[0] and column in frames[1]}
 
 
 def p_text(p: dict, key: str = "p_value") -> str:
     """A p-value as printed: below the resolution of the resample count it is "< 2/B", never 0.000."""
-    return f"< {p['p_floor']:.2g}" if p[key] < p["p_floor"] else f"{p[key]:.3f}"
+    value = p[key]
+    if value < p["p_floor"]:
+        return f"< {p['p_floor']:.2g}"
+    return f"{value:.3f}" if value >= 0.001 else f"{value:.2g}"  # 0.0004, not 0.000
 
 
 def adjust_holm(family: list[dict]) -> str:

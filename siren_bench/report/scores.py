@@ -7,7 +7,7 @@ from pathlib import Path
 from siren_bench.artifacts import RunArtifacts
 from siren_bench.recipes import get_recipe
 from siren_bench.report.section import Section, md_table, report_section
-from siren_bench.report.paired import PAIRED, adjust_holm, difference_text, p_text, paired_differences
+from siren_bench.report.paired import PAIRED, PAIRED_RESAMPLES, adjust_holm, difference_text, p_text, paired_differences
 
 # column order and labels of the main table; "kl" also shows its second direction where computed
 COLUMNS = (("fad", "FAD"), ("fad_inf", "FAD-inf"), ("kad", "KAD (x100)"), ("fd", "FD"), ("kl", "KL"), ("is", "IS"),
@@ -108,8 +108,8 @@ def paired_section(store: RunArtifacts, out: Path) -> Section:
     markdown = f"""## Paired comparisons
 
 Siren (Stage 1) minus each other model, clip by clip on the same test captions and seed: the mean per-clip
-difference with its 95 % paired bootstrap interval and two-sided bootstrap p (the recipe's resample count
-and seed). "better" says which sign favours Siren: a positive CLAP difference, a negative KL or distance.
+difference with its 95 % paired bootstrap interval and two-sided bootstrap p ({PAIRED_RESAMPLES:,} resamples, the
+recipe's seed). "better" says which sign favours Siren: a positive CLAP difference, a negative KL or distance.
 
 {md_table(["Siren minus", "per-clip measure", "difference [95 % CI]", "p", "p (Holm)", "better for Siren", "clips"], rows)}
 
