@@ -159,10 +159,12 @@ def stage_module(stage: str, command: str) -> str:
 def _load(dvc_yaml: Path):
     from ruamel.yaml import YAML
 
-    yaml = YAML()  # round-trip: comments and layout survive --write
-    yaml.width = 4096
-    yaml.indent(mapping=2, sequence=4, offset=2)
-    return yaml, yaml.load(dvc_yaml.read_text())
+    # ruamel's round-trip mode: comments and layout survive --write, and, like safe loading, it
+    # builds only plain mappings, sequences and scalars, never arbitrary Python objects
+    round_trip = YAML(typ="rt")
+    round_trip.width = 4096
+    round_trip.indent(mapping=2, sequence=4, offset=2)
+    return round_trip, round_trip.load(dvc_yaml.read_text())
 
 
 def stage_deps(root: Path) -> list[StageDeps]:
@@ -192,7 +194,7 @@ def check(root: Path) -> list[str]:
 
 def write(root: Path) -> list[str]:
     """Rewrite each stage's code deps as its collapsed closure; returns the stages changed."""
-    yaml, document = _load(root / "dvc.yaml")
+    round_trip, document = _load(root / "dvc.yaml")
     wanted = {d.stage: d.wanted for d in stage_deps(root)}
     changed = []
     for name, stage in document["stages"].items():
@@ -208,5 +210,5 @@ def write(root: Path) -> list[str]:
         from siren_bench.io import atomic_path
 
         with atomic_path(root / "dvc.yaml") as tmp, open(tmp, "w") as handle:
-            yaml.dump(document, handle)
+            round_trip.dump(document, handle)
     return changed
