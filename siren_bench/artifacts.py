@@ -6,9 +6,11 @@ of its own: artifacts/<profile>/<folder>/<file> is known in this one place. Repo
 their numbers through `RunArtifacts`, so a section renders from a folder of small fixture files
 in a unit test as well as from a real run.
 
-`schema_version` is the version of a stage folder's layout: bump it when a file is renamed, or
-a field that a reader uses changes meaning, and the readers that check it refuse old folders.
-This module imports nothing heavier than numpy, so that it sits cheaply in every stage's
+`schema_version` is the version of a stage folder's layout, to bump when a file is renamed or a
+field a reader uses changes meaning. Nothing checks it yet: stage folders carry no version of
+their own, so an old folder is caught only by DVC re-running the stage whose code changed. Some
+writers still spell their own file names (diagnose, codec, prepare); the readers all go through
+here. This module imports nothing heavier than numpy, so that it sits cheaply in every stage's
 dependency closure (siren_bench/dvc_deps.py).
 """
 
@@ -39,7 +41,6 @@ class StageArtifacts:
             raise KeyError(f"stage {self.stage!r} declares no artifact {role!r}; it has {sorted(self.files)}") from None
 
 
-PROVENANCE = "provenance.json"   # beside every stage's output (siren_bench/provenance.py)
 SCORED_SPLIT = "test"            # the split every system renders and is scored on
 UNPAIRED_SPLIT = "val"           # where real_unpaired draws its clips from
 
@@ -98,22 +99,22 @@ class RunArtifacts:
         return self.path(folder, role, system).exists()
 
     def json(self, folder: str, role: str, system: str | None = None) -> Any:
-        path = self.path(folder, role, system)
-        try:
-            return json.loads(path.read_text())
-        except FileNotFoundError:
-            raise ArtifactError(f"{path}: missing (written by the {_declared(folder).stage} stage; re-run it)") from None
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise ArtifactError(f"{path}: not a JSON file ({exc}); re-run the {_declared(folder).stage} stage") from None
+        return self._read(folder, role, system, json.loads, "a JSON file")
 
     def jsonl(self, folder: str, role: str, system: str | None = None) -> list[dict]:
-        path = self.path(folder, role, system)
+        def rows(text: str) -> list[dict]:
+            return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+        return self._read(folder, role, system, rows, "a JSON-lines file")
+
+    def _read(self, folder: str, role: str, system: str | None, parse, kind: str):
+        path, stage = self.path(folder, role, system), _declared(folder).stage
         try:
-            return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+            return parse(path.read_text())
         except FileNotFoundError:
-            raise ArtifactError(f"{path}: missing (written by the {_declared(folder).stage} stage; re-run it)") from None
+            raise ArtifactError(f"{path}: missing (written by the {stage} stage; re-run it)") from None
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise ArtifactError(f"{path}: not a JSON-lines file ({exc}); re-run the {_declared(folder).stage} stage") from None
+            raise ArtifactError(f"{path}: not {kind} ({exc}); re-run the {stage} stage") from None
 
 
 def _declared(folder: str) -> StageArtifacts:

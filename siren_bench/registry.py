@@ -5,13 +5,14 @@ A metric, an embedder or a report section registers itself where it is written, 
     @METRICS.register("fad")
     def score_fad(...): ...
 
-The package that holds a kind imports each of its modules (siren_bench/metrics/__init__.py,
-siren_bench/embedders/__init__.py), so a new one is one new file plus one import line there, and
-the static import closure behind `dvc.yaml` sees it (siren_bench/dvc_deps.py); code that looks a
-name up imports that package, never a module by a computed name. Third-party
-embedders and systems register through Python entry points (groups `siren_bench.embedders` and
-`siren_bench.systems`): an installed package's entry point names a callable that the registry
-adds under the entry point's name the first time a name is looked up and not found.
+The module that looks a kind up imports the modules that fill it, by name (metrics:
+siren_bench/scoring.py; embedders: siren_bench/evaluation/embedding.py; report sections:
+siren_bench/stages/report.py), so a new one is one new file plus one import line there, and the
+static import closure behind `dvc.yaml` sees it (siren_bench/dvc_deps.py); nothing is imported
+by a computed name. Third-party embedders register through Python entry points (group
+`siren_bench.embedders`): an installed package's entry point names a callable that the registry
+adds under the entry point's name the first time a name is looked up and not found. Systems have
+no registry yet (the README says why).
 """
 
 from __future__ import annotations
