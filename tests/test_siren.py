@@ -195,17 +195,6 @@ def test_interrupted_siren_training_resumes_to_the_same_losses(tmp_path):
         assert torch.equal(value, resumed.expert.state_dict()[key]), key
 
 
-def test_learning_rate_warms_up_then_decays_to_the_floor():
-    from siren_bench.config import ModelConfig
-    from siren_bench.models.train import lr_factor
-
-    config = ModelConfig(train_steps=100, warmup_steps=10, min_lr_ratio=0.1)
-    factors = [lr_factor(s, config) for s in range(100)]
-    assert factors[0] == pytest.approx(0.1) and factors[9] == pytest.approx(1.0)
-    assert all(a >= b for a, b in zip(factors[10:], factors[11:]))
-    assert lr_factor(100, config) == pytest.approx(0.1)
-
-
 def test_an_untrained_siren_folder_is_refused_by_name(tmp_path):
     from siren_bench.models.experts import load_stage_siren
     from siren_bench.weights import CheckpointError

@@ -7,28 +7,25 @@ Quantizer dropout (the quantizer's own) makes every prefix of codebooks a usable
 No adversarial losses: a GAN does not train usefully in the smoke budget, so the small codec is
 blurrier than a real one.
 
-Training resumes: every `checkpoint_every` steps the model, optimizer, RNG states and log are
-saved in one file (written atomically, loaded weights-only) named by the config hash, and a
-restarted run continues from there to the same losses as an uninterrupted one.
+AdamW (betas 0.8, 0.99) with a cosine decay to 10 % of the learning rate, no warm-up, clipping
+at 1. The loop is the one training engine's (siren_bench/trainer.py): it resumes from a file
+named by the config hash, the code-usage counts of the dead-code reset included, to the same
+losses as an uninterrupted run.
 """
 
 from __future__ import annotations
 
-import json
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm import tqdm
 from transformers import DacConfig, DacModel
 from transformers.audio_utils import mel_filter_bank
 
 from siren_bench.codecs.spectral import SpectralCodecConfig, SpectralCodecModel
 from siren_bench.config import CODEC_ARCHITECTURES, CodecConfig, config_hash
-from siren_bench.io import atomic_path
-from siren_bench.weights import load_resume_state
+from siren_bench.trainer import Trainer
 
 N_MELS = {256: 32, 512: 64, 1024: 80, 2048: 128}
 
@@ -150,69 +147,36 @@ def train_small_codec(
     model.train()
     mel_loss = MultiScaleMelLoss(sample_rate, config.mel_windows, config.mel_floor)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, betas=(0.8, 0.99))
-    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.train_steps, eta_min=0.1 * config.learning_rate)
-    batches = np.random.default_rng(np.random.SeedSequence([config.seed, 0xC0DEC]))
     waves = torch.from_numpy(train_waves.astype(np.float32))
-
-    log: list[dict] = []
-    start = 0
     usage = torch.zeros(config.n_codebooks, config.codebook_size, dtype=torch.int64)  # since the last reset
-    state_file = resume_file(resume_dir, config)
-    if state_file.is_file():
-        state = load_resume_state(state_file)
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        schedule.load_state_dict(state["schedule"])
-        torch.set_rng_state(state["torch_rng"])
-        batches.bit_generator.state = json.loads(state["numpy_rng"])
-        log = json.loads(state["log"])
-        usage = state["usage"]
-        start = int(state["step"])
+    trainer = Trainer("codec", model, optimizer, steps=config.train_steps, grad_clip=1.0,
+                      checkpoint_every=config.checkpoint_every, stream=[config.seed, 0xC0DEC],
+                      state_file=resume_file(resume_dir, config), min_lr_ratio=0.1, extra_state={"usage": usage})
+    rng = trainer.rng
+    forward = {}  # the last forward's outputs, for the code usage and dead-code reset
 
-    last = config.train_steps if stop_after is None else min(config.train_steps, stop_after)
-    progress = tqdm(range(start, last), desc="codec", unit="step", initial=start, total=config.train_steps)
-    for step in progress:
-        began = time.perf_counter()
-        rows = batches.integers(0, len(waves), size=config.batch_size)
-        offsets = batches.integers(0, waves.shape[1] - crop + 1, size=config.batch_size)
+    def batch_loss():
+        rows = rng.integers(0, len(waves), size=config.batch_size)
+        offsets = rng.integers(0, waves.shape[1] - crop + 1, size=config.batch_size)
         batch = torch.stack([waves[r, o : o + crop] for r, o in zip(rows, offsets)])
-        out = model(batch[:, None, :])
+        out = forward["out"] = model(batch[:, None, :])
         recon = out.audio_values[..., : batch.shape[-1]]
         target = batch[..., : recon.shape[-1]]
-        losses = {
-            "mel": mel_loss(recon, target),
-            "waveform": (recon - target).abs().mean(),
-            "vq": out.loss.mean(),
-        }
+        losses = {"mel": mel_loss(recon, target), "waveform": (recon - target).abs().mean(), "vq": out.loss.mean()}
         total = config.mel_weight * losses["mel"] + config.waveform_weight * losses["waveform"] + config.vq_weight * losses["vq"]
-        optimizer.zero_grad(set_to_none=True)
-        total.backward()
-        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        schedule.step()
-        usage += code_usage(out.audio_codes, config.codebook_size)
-        if config.dead_code_reset_every and (step + 1) % config.dead_code_reset_every == 0:
-            reset_dead_codes(model, usage, out.projected_latents, batches)
+        return total, {k: v.item() for k, v in losses.items()}
+
+    def step() -> dict:
+        row = trainer.update(batch_loss)
+        usage.add_(code_usage(forward["out"].audio_codes, config.codebook_size))
+        if config.dead_code_reset_every and trainer.current_step % config.dead_code_reset_every == 0:
+            reset_dead_codes(model, usage, forward["out"].projected_latents, rng)
             usage.zero_()
-        row = {"step": step + 1, "loss": total.item(), **{k: v.item() for k, v in losses.items()},
-               "grad_norm": float(grad_norm), "lr": schedule.get_last_lr()[0], "seconds": time.perf_counter() - began}
-        log.append(row)
-        progress.set_postfix(loss=f"{row['loss']:.3f}", mel=f"{row['mel']:.3f}")
-        if (step + 1) % config.checkpoint_every == 0 or step + 1 == last:
-            _save_resume_state(state_file, model, optimizer, schedule, batches, log, usage, step + 1)
+        return row
+
+    log = trainer.fit(step, stop_after)
     model.eval()
-    return TrainResult(model, log, start)
-
-
-def _save_resume_state(path: Path, model, optimizer, schedule, batches, log, usage, step: int) -> None:
-    """One file, written atomically: model, optimizer, schedule, both RNGs, log, usage and step."""
-    state = {
-        "model": model.state_dict(), "optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(),
-        "torch_rng": torch.get_rng_state(), "numpy_rng": json.dumps(batches.bit_generator.state),
-        "log": json.dumps(log), "usage": usage, "step": step,
-    }
-    with atomic_path(path) as tmp:
-        torch.save(state, tmp)
+    return TrainResult(model, log, trainer.start)
 
 
 def clear_resume_state(resume_dir: Path, config: CodecConfig) -> None:

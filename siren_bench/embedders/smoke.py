@@ -56,8 +56,8 @@ Training (`train_smoke_tagger`, `train_smoke_clap`): float32 on CPU by default, 
 linear warm-up and cosine decay, batches drawn by a numpy generator seeded from the seed, model
 initialisation seeded inside torch.random.fork_rng (the global torch RNG is left as it was), no
 dropout and no augmentation, so the same seed, data and thread count give the same weights bit
-for bit. Progress shows in tqdm; with `resume_dir` the run saves its state every
-`checkpoint_every` steps (atomically) and a restarted run continues from there. Each returns a
+for bit. The loop is the one training engine's (siren_bench/trainer.py): progress in tqdm, and
+with `resume_dir` the state saved every `checkpoint_every` steps for a restarted run to continue. Each returns a
 short held-out evaluation next to the chance level and the untrained model's score, so the
 stage can report whether the evaluators are any good.
 
@@ -75,7 +75,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -85,14 +84,14 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 from torch.nn import functional as F
-from tqdm import tqdm
 from transformers.audio_utils import mel_filter_bank
 
 from siren_bench.data.synthcaps import CLASS_NAMES
 from siren_bench.embedders.base import Embedder, EmbedderInfo, Embedding
 from siren_bench.io import atomic_path, sha256_bytes, sha256_json, write_json_atomic
 from siren_bench.registry import EMBEDDERS
-from siren_bench.weights import CheckpointError, load_exact, load_resume_state, verify_sha256
+from siren_bench.trainer import Trainer
+from siren_bench.weights import CheckpointError, load_exact, verify_sha256
 
 FORMAT_VERSION = 1
 TAGGER_KIND = "smoke_tagger"
@@ -407,15 +406,6 @@ class SmokeTrainResult:
     resume_path: Path | None = None  # the run's resume state, when it kept one
 
 
-def _lr_factor(step: int, steps: int, warmup_fraction: float) -> float:
-    """Linear warm-up, then cosine decay to 10 % of the peak."""
-    warmup = max(1, int(round(warmup_fraction * steps)))
-    if step < warmup:
-        return (step + 1) / warmup
-    progress = (step - warmup) / max(1, steps - warmup)
-    return 0.1 + 0.9 * 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
-
-
 def _split(n: int, fraction: float, seed: int, what: str) -> tuple[np.ndarray, np.ndarray]:
     if not 0.0 < fraction < 1.0:
         raise ValueError(f"{what}: val_fraction must be in (0, 1) when no validation set is given, got {fraction}")
@@ -442,56 +432,22 @@ def resume_file(resume_dir: Path, kind: str, config, seed: int, data_fingerprint
     return Path(resume_dir) / f"{kind}-{key[:16]}.pt"
 
 
-class _Loop:
-    """The training loop both evaluators share: AdamW, schedule, seeded batches, tqdm, resumption."""
+def _trainer(kind: str, net: nn.Module, config, seed: int, state_file: Path | None, device: torch.device) -> Trainer:
+    """The engine set up as both evaluators train: AdamW, warm-up over `warmup_fraction` of the
+    steps then cosine decay to 10 %, clipping at 5, batches from the stream (seed, 0xBA7C)."""
+    optimizer = torch.optim.AdamW(net.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
+    return Trainer(kind.replace("_", " "), net, optimizer, steps=config.steps, grad_clip=5.0,
+                   checkpoint_every=config.checkpoint_every, stream=[seed, 0xBA7C], state_file=state_file, device=device,
+                   warmup_steps=max(1, int(round(config.warmup_fraction * config.steps))), min_lr_ratio=0.1)
 
-    def __init__(self, kind: str, net: nn.Module, config, seed: int, n_train: int, state_file: Path | None):
-        self.kind, self.net, self.config, self.n_train, self.state_file = kind, net, config, n_train, state_file
-        self.optimizer = torch.optim.AdamW(net.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
-        self.schedule = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, lambda step: _lr_factor(step, config.steps, config.warmup_fraction))
-        self.batches = np.random.default_rng(np.random.SeedSequence([seed, 0xBA7C]))
-        self.log: list[dict] = []
-        self.start = 0
-        if state_file is not None and state_file.is_file():
-            state = load_resume_state(state_file)
-            net.load_state_dict(state["model"])
-            self.optimizer.load_state_dict(state["optimizer"])
-            self.schedule.load_state_dict(state["schedule"])
-            self.batches.bit_generator.state = json.loads(state["numpy_rng"])
-            self.log = json.loads(state["log"])
-            self.start = int(state["step"])
 
-    def run(self, loss_fn, stop_after: int | None) -> None:
-        config = self.config
-        last = config.steps if stop_after is None else min(config.steps, stop_after)
-        size = min(config.batch_size, self.n_train)
-        self.net.train()
-        progress = tqdm(range(self.start, last), desc=self.kind.replace("_", " "), unit="step", initial=self.start,
-                        total=config.steps)
-        for step in progress:
-            began = time.perf_counter()
-            rows = np.sort(self.batches.choice(self.n_train, size=size, replace=False))
-            loss, extra = loss_fn(rows)
-            self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            grad_norm = torch.nn.utils.clip_grad_norm_(self.net.parameters(), 5.0)
-            self.optimizer.step()
-            self.schedule.step()
-            row = {"step": step + 1, "loss": loss.item(), **extra, "grad_norm": float(grad_norm),
-                   "lr": self.schedule.get_last_lr()[0], "seconds": time.perf_counter() - began}
-            self.log.append(row)
-            progress.set_postfix(loss=f"{row['loss']:.3f}")
-            if self.state_file is not None and ((step + 1) % config.checkpoint_every == 0 or step + 1 == last):
-                self._save(step + 1)
-        self.net.eval()
-
-    def _save(self, step: int) -> None:
-        state = {"model": self.net.state_dict(), "optimizer": self.optimizer.state_dict(),
-                 "schedule": self.schedule.state_dict(), "numpy_rng": json.dumps(self.batches.bit_generator.state),
-                 "log": json.dumps(self.log), "step": step}
-        with atomic_path(self.state_file) as tmp:
-            torch.save(state, tmp)
+def _fit(trainer: Trainer, n_train: int, batch_size: int, loss_fn, stop_after: int | None) -> None:
+    """Train on batches of distinct clips (sorted rows), `loss_fn(rows)` -> (loss, numbers)."""
+    size = min(batch_size, n_train)
+    trainer.model.train()
+    trainer.fit(lambda: trainer.update(lambda: loss_fn(np.sort(trainer.rng.choice(n_train, size=size, replace=False)))),
+                stop_after)
+    trainer.model.eval()
 
 
 def _final_loss(log: list[dict]) -> dict:
@@ -579,7 +535,7 @@ def train_smoke_tagger(
     state_file = None
     if resume_dir is not None:
         state_file = resume_file(resume_dir, TAGGER_KIND, config, seed, _fingerprint(waves, labels, val_waves, val_labels))
-    loop = _Loop(TAGGER_KIND, net, config, seed, len(waves), state_file)
+    trainer = _trainer(TAGGER_KIND, net, config, seed, state_file, device)
 
     def loss_fn(rows: np.ndarray):
         batch = [train_patches[i] for i in rows]
@@ -587,11 +543,11 @@ def train_smoke_tagger(
         logits = net.head(_clip_means(emb, [p.shape[0] for p in batch]))
         return F.binary_cross_entropy_with_logits(logits, targets[rows]), {}
 
-    loop.run(loss_fn, stop_after)
+    _fit(trainer, len(waves), config.batch_size, loss_fn, stop_after)
     heldout = _tagger_heldout(net, val_patches, val_labels)
-    heldout |= {"untrained_map": untrained["map"], "n_train": len(waves), "n_val": len(val_waves), **_final_loss(loop.log)}
-    return SmokeTrainResult(TAGGER_KIND, net, config, seed, loop.log, heldout, {"class_names": list(class_names)},
-                            loop.start, state_file)
+    heldout |= {"untrained_map": untrained["map"], "n_train": len(waves), "n_val": len(val_waves), **_final_loss(trainer.log)}
+    return SmokeTrainResult(TAGGER_KIND, net, config, seed, trainer.log, heldout, {"class_names": list(class_names)},
+                            trainer.start, state_file)
 
 
 def retrieval_metrics(audio: np.ndarray, text: np.ndarray) -> dict:
@@ -663,7 +619,7 @@ def train_smoke_clap(
     if resume_dir is not None:
         fingerprint = _fingerprint(waves, captions, val_waves, val_captions)
         state_file = resume_file(resume_dir, CLAP_KIND, config, seed, sha256_json([fingerprint, text_encoder.weights_sha256]))
-    loop = _Loop(CLAP_KIND, net, config, seed, len(waves), state_file)
+    trainer = _trainer(CLAP_KIND, net, config, seed, state_file, device)
 
     def loss_fn(rows: np.ndarray):
         batch = [train_patches[i] for i in rows]
@@ -674,15 +630,15 @@ def train_smoke_clap(
         loss = 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target))
         return loss, {"logit_scale": float(scale.detach())}
 
-    loop.run(loss_fn, stop_after)
+    _fit(trainer, len(waves), config.batch_size, loss_fn, stop_after)
     heldout = _clap_heldout(net, val_patches, val_text)
     heldout |= {"untrained_t2a_recall_at_1": untrained["t2a_recall_at_1"],
                 "untrained_matched_cosine": untrained["matched_cosine"],
                 "untrained_mismatched_cosine": untrained["mismatched_cosine"],
                 "temperature": float(1.0 / net.scale().detach()), "n_train": len(waves), "n_val": len(val_waves),
-                **_final_loss(loop.log)}
+                **_final_loss(trainer.log)}
     identity = {"name": text_encoder.name, "weights_sha256": text_encoder.weights_sha256, "dim": int(text.shape[1])}
-    return SmokeTrainResult(CLAP_KIND, net, config, seed, loop.log, heldout, {"text_encoder": identity}, loop.start, state_file)
+    return SmokeTrainResult(CLAP_KIND, net, config, seed, trainer.log, heldout, {"text_encoder": identity}, trainer.start, state_file)
 
 
 def clear_resume_state(result: SmokeTrainResult) -> None:

@@ -26,7 +26,6 @@ so everything here is the harness's own interpretation, each choice a field of `
 from __future__ import annotations
 
 import copy
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,14 +34,12 @@ from typing import Callable
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm import tqdm
 
 from siren_bench.config import AlignConfig
-from siren_bench.io import atomic_path
 from siren_bench.models.collaborative import Siren
 from siren_bench.models.sampling import SamplingConfig
 from siren_bench.models.siren import SirenExpert, Text
-from siren_bench.weights import load_resume_state
+from siren_bench.trainer import Trainer
 
 # (codes [N, K, F], clip index of each sample [N]) -> rewards [N] (float64)
 RewardFn = Callable[[torch.Tensor, np.ndarray], torch.Tensor]
@@ -91,17 +88,34 @@ class Aligner:
         self.siren = siren.to(self.device).eval().requires_grad_(False)
         self.policy = self.siren.experts[config.expert]
         self.reference = copy.deepcopy(self.policy).eval()
-        trainable = [p for n, p in self.policy.named_parameters() if not n.startswith("code_table")]
-        for p in trainable:
-            p.requires_grad_(True)
-        self.optimizer = torch.optim.AdamW(trainable, lr=config.learning_rate, weight_decay=config.weight_decay,
-                                           betas=(0.9, 0.95))
-        warmup = config.warmup_steps
-        self.schedule = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda step: min(1.0, (step + 1) / max(1, warmup)))
+        for name, p in self.policy.named_parameters():
+            p.requires_grad_(not name.startswith("code_table"))
         self.sampling = SamplingConfig(temperature=config.temperature)
 
-    def step(self, text: Text, clip_index: np.ndarray, generator: torch.Generator) -> dict:
-        """One batch of rollouts (every caption of `text` x group_size) and ppo_epochs updates."""
+    def train(self, text: Text, state_file: Path) -> list[dict]:
+        """`config.steps` steps over the captions of `text` (clip i = row i), drawn per step from a
+        seeded stream, through the one training engine: the policy, optimizer, both RNGs and the
+        log are saved every `checkpoint_every` steps, and a restarted run continues to the same
+        numbers. The learning rate warms up over `warmup_steps` rollout batches, then holds."""
+        c = self.config
+        trainable = [p for p in self.policy.parameters() if p.requires_grad]
+        optimizer = torch.optim.AdamW(trainable, lr=c.learning_rate, weight_decay=c.weight_decay, betas=(0.9, 0.95))
+        generator = torch.Generator(self.device).manual_seed(c.seed)  # the rollouts' sampling
+        trainer = Trainer(f"align expert {c.expert}", self.policy, optimizer, steps=c.steps, grad_clip=c.grad_clip,
+                          checkpoint_every=c.checkpoint_every, stream=[c.seed, c.expert, 0xA11], state_file=state_file,
+                          device=self.device, warmup_steps=c.warmup_steps, min_lr_ratio=1.0,
+                          extra_state={"generator": generator})
+        n = text.tokens.shape[0]
+
+        def step() -> dict:
+            rows = trainer.rng.choice(n, size=min(c.captions_per_step, n), replace=False)
+            return self.rollout_step(trainer, text.select(torch.as_tensor(rows)), rows, generator)
+
+        return trainer.fit(step)
+
+    def rollout_step(self, trainer: Trainer, text: Text, clip_index: np.ndarray, generator: torch.Generator) -> dict:
+        """One batch of rollouts (every caption of `text` x group_size) and ppo_epochs updates;
+        the row's loss and gradient norm are the last update's."""
         c = self.config
         repeat = torch.arange(text.tokens.shape[0], device=self.device).repeat_interleave(c.group_size)
         group_text = text.to(self.device).select(repeat)
@@ -111,52 +125,16 @@ class Aligner:
         with torch.no_grad():
             logp_old, entropy = token_logprobs(self.policy, codes, group_text, c.temperature)
             logp_ref, _ = token_logprobs(self.reference, codes, group_text, c.temperature)
-        for _ in range(c.ppo_epochs):
-            self.optimizer.zero_grad(set_to_none=True)
+
+        def objective():
             logp, _ = token_logprobs(self.policy, codes, group_text, c.temperature)
-            loss, stats = clipped_objective(logp, logp_old, logp_ref, advantages, c.clip_eps, c.kl_coef)
-            loss.backward()
-            grad_norm = torch.nn.utils.clip_grad_norm_(self.optimizer.param_groups[0]["params"], c.grad_clip)
-            self.optimizer.step()
-        lr = self.schedule.get_last_lr()[0]
-        self.schedule.step()  # per rollout batch, not per PPO epoch
+            return clipped_objective(logp, logp_old, logp_ref, advantages, c.clip_eps, c.kl_coef)
+
+        for _ in range(c.ppo_epochs):
+            update = trainer.update(objective)
         return {"reward_mean": float(rewards.mean()), "reward_std": float(rewards.std(unbiased=False)),
                 "advantage_mean": float(advantages.mean()), "advantage_abs_mean": float(advantages.abs().mean()),
-                "entropy": float(entropy.mean()), "loss": float(loss.detach()), "grad_norm": float(grad_norm), "lr": lr, **stats}
-
-    # ------------------------------------------------------------------ resumable loop
-
-    def train(self, text: Text, state_file: Path, log: list[dict] | None = None) -> list[dict]:
-        """`config.steps` steps over the captions of `text` (clip i = row i), drawn per step from a
-        seeded stream; the policy, optimizer, both RNGs and the log are saved every
-        `checkpoint_every` steps, and a restarted run continues to the same numbers."""
-        c = self.config
-        rng = np.random.default_rng(np.random.SeedSequence([c.seed, c.expert, 0xA11]))
-        generator = torch.Generator(self.device).manual_seed(c.seed)
-        log, start = [], 0
-        if state_file.is_file():
-            state = load_resume_state(state_file)
-            self.policy.load_state_dict(state["policy"])
-            self.optimizer.load_state_dict(state["optimizer"])
-            self.schedule.load_state_dict(state["schedule"])
-            generator.set_state(state["generator"].cpu())
-            rng.bit_generator.state = json.loads(state["numpy_rng"])
-            log, start = json.loads(state["log"]), int(state["step"])
-        n = text.tokens.shape[0]
-        for step in tqdm(range(start, c.steps), desc=f"align expert {c.expert}", unit="step", initial=start, total=c.steps):
-            rows = rng.choice(n, size=min(c.captions_per_step, n), replace=False)
-            log.append({"step": step + 1, **self.step(text.select(torch.as_tensor(rows)), rows, generator)})
-            if (step + 1) % c.checkpoint_every == 0 or step + 1 == c.steps:
-                self._save(state_file, generator, rng, log, step + 1)
-        return log
-
-    def _save(self, path: Path, generator: torch.Generator, rng: np.random.Generator, log: list[dict], step: int) -> None:
-        state = {"policy": self.policy.state_dict(), "optimizer": self.optimizer.state_dict(), "schedule": self.schedule.state_dict(),
-                 "generator": generator.get_state(), "numpy_rng": json.dumps(rng.bit_generator.state),
-                 "log": json.dumps(log), "step": step}
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_path(path) as tmp:
-            torch.save(state, tmp)
+                "entropy": float(entropy.mean()), **update}
 
 
 def cosine_rows(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:

@@ -2,11 +2,10 @@
 
 The official recipe's shape (REFERENCES.md §2): AdamW with weight decay on matrices only, linear
 warm-up then cosine decay to `min_lr_ratio` x lr, gradient clipping, bf16 autocast on GPU, each
-expert its own job seeded with seed + expert index. Added here: gradient accumulation, caption
-dropout (the null caption, for classifier-free guidance), a validation loss on held-out clips,
-and resumption: every `checkpoint_every` steps the expert, optimizer, schedule, both RNGs and
-the log go into one atomically written file, and a restarted run continues from it to the same
-losses as an uninterrupted one.
+expert its own job seeded with seed + expert index. Added here: caption dropout (the null
+caption, for classifier-free guidance) and a validation loss on held-out clips. The schedule,
+gradient accumulation, clipping, autocast and resumption after a kill are the one training
+engine's (siren_bench/trainer.py); this module brings the batches, the loss and the optimizer.
 
 Data parallelism (one expert over several devices, launched by torchrun): every rank draws the
 same global batch from the same seeded stream, keeps rows rank, rank + W, ... and divides its
@@ -19,23 +18,16 @@ validates and writes the resume state.
 
 from __future__ import annotations
 
-import json
-import math
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
 import numpy as np
 import torch
-import torch.distributed as dist
-from torch.nn.parallel import DistributedDataParallel
-from tqdm import tqdm
 
 from siren_bench.config import ModelConfig, config_hash
-from siren_bench.io import atomic_path
 from siren_bench.models.siren import SirenConfig, SirenExpert, Text
-from siren_bench.weights import load_resume_state
+from siren_bench.trainer import Trainer, rank_and_world
 
 
 @dataclass
@@ -67,14 +59,6 @@ def make_batch(tokens: TokenSet, rows: np.ndarray, offsets_rng: np.random.Genera
         codes[i, :, : p.shape[1]] = p
         mask[i, : p.shape[1]] = True
     return torch.from_numpy(codes), torch.from_numpy(mask), tokens.rows(rows)
-
-
-def lr_factor(step: int, config: ModelConfig) -> float:
-    """Linear warm-up to 1, then cosine decay to min_lr_ratio at train_steps."""
-    if step < config.warmup_steps:
-        return (step + 1) / config.warmup_steps
-    progress = min(1.0, (step - config.warmup_steps) / max(1, config.train_steps - config.warmup_steps))
-    return config.min_lr_ratio + (1 - config.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
 def optimizer_for(expert: torch.nn.Module, config: ModelConfig) -> torch.optim.AdamW:
@@ -143,70 +127,42 @@ def train_expert(index: int, siren: SirenConfig, config: ModelConfig, code_table
 def train_model(model: torch.nn.Module, label: str, config: ModelConfig, train: TokenSet, val: TokenSet | None,
                 state_file: Path, device: torch.device, stream: list[int], stop_after: int | None = None,
                 probe: Probe | None = None) -> tuple[list[dict], int]:
-    """The training loop every code model shares (Siren's experts, the baselines): `model.loss
-    (codes, text, frame_mask, drop, n_frames=)` on seeded batches from the NumPy stream
-    `stream`, resumable from `state_file`; returns (log, the step it resumed from). The caller
-    seeds torch and builds the model, so initialisation belongs to the model's own seed. `probe`,
-    every `probe.every` steps, adds measurements (e.g. gradient interference) to the log row."""
-    rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_available() and dist.is_initialized() else (0, 1)
+    """Train a code model (Siren's experts, the baselines) through the engine: `model.loss(codes,
+    text, frame_mask, drop, n_frames=)` on seeded batches from the NumPy stream `stream`,
+    resumable from `state_file`; returns (log, the step it resumed from). The caller seeds torch
+    and builds the model, so initialisation belongs to the model's own seed. `probe`, every
+    `probe.every` steps, adds measurements (e.g. gradient interference) to the log row."""
+    _, world = rank_and_world()
     if config.batch_size % world:
         raise ValueError(f"model.batch_size={config.batch_size} does not split over {world} data-parallel ranks")
     model.to(device).train()
-    shard_loss = _ShardLoss(model)
-    # find_unused_parameters: a shard without dropped captions leaves the null caption unused
-    step_loss_of = DistributedDataParallel(shard_loss, device_ids=[device] if device.type == "cuda" else None,
-                                           find_unused_parameters=True) if world > 1 else shard_loss
-    optimizer = optimizer_for(model, config)
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, config))
-    rng = np.random.default_rng(np.random.SeedSequence(stream))
-    log: list[dict] = []
-    start = 0
-    if state_file.is_file():
-        state = load_resume_state(state_file)
-        model.load_state_dict(state["expert"])
-        optimizer.load_state_dict(state["optimizer"])
-        schedule.load_state_dict(state["schedule"])
-        torch.set_rng_state(state["torch_rng"].cpu())
-        if device.type == "cuda":  # dropout on the GPU draws from the CUDA generator
-            torch.cuda.set_rng_state(state["cuda_rng"].cpu(), device)
-        rng.bit_generator.state = json.loads(state["numpy_rng"])
-        log, start = json.loads(state["log"]), int(state["step"])
+    trainer = Trainer(label, model, optimizer_for(model, config), steps=config.train_steps, grad_clip=config.grad_clip,
+                      checkpoint_every=config.checkpoint_every, stream=stream, state_file=state_file, device=device,
+                      warmup_steps=config.warmup_steps, min_lr_ratio=config.min_lr_ratio, grad_accum=config.grad_accum,
+                      bf16=config.bf16)
+    shard_loss = trainer.data_parallel(_ShardLoss(model))
+    rng = trainer.rng
 
-    autocast = device.type == "cuda" and config.bf16
-    last = config.train_steps if stop_after is None else min(config.train_steps, stop_after)
-    progress = tqdm(range(start, last), desc=label, unit="step", initial=start, total=config.train_steps, disable=rank > 0)
-    for step in progress:
-        began = time.perf_counter()
-        optimizer.zero_grad(set_to_none=True)
-        step_loss = torch.zeros((), device=device)
-        for _ in range(config.grad_accum):
-            rows = rng.integers(0, len(train.codes), size=config.batch_size)
-            codes, mask, text = make_batch(train, rows, rng, config.crop_frames)
-            drop = torch.from_numpy(rng.random(config.batch_size) < config.caption_dropout)
-            shard = slice(rank, None, world)  # every rank drew the whole batch; it trains on its rows
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
-                loss = step_loss_of(codes[shard].to(device), text.select(shard).to(device), mask[shard].to(device),
-                                    drop[shard].to(device), float(mask.sum())) / config.grad_accum
-            loss.backward()
-            step_loss += loss.detach()
-        if world > 1:  # the whole batch's loss, for the log: the shards' losses add up to it
-            dist.all_reduce(step_loss)
-            step_loss /= world
-        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-        optimizer.step()
-        schedule.step()
-        row = {"step": step + 1, "loss": step_loss.item(), "grad_norm": float(grad_norm), "lr": schedule.get_last_lr()[0]}
-        if rank == 0 and val is not None and ((step + 1) % config.val_every == 0 or step + 1 == config.train_steps):
+    def batch_loss():
+        rows = rng.integers(0, len(train.codes), size=config.batch_size)
+        codes, mask, text = make_batch(train, rows, rng, config.crop_frames)
+        drop = torch.from_numpy(rng.random(config.batch_size) < config.caption_dropout)
+        shard = slice(trainer.rank, None, trainer.world)  # every rank drew the whole batch; it trains on its rows
+        return shard_loss(codes[shard].to(device), text.select(shard).to(device), mask[shard].to(device),
+                          drop[shard].to(device), float(mask.sum())), {}
+
+    def measure(step: int) -> dict:
+        row = {}
+        last = step == config.train_steps
+        if trainer.rank == 0 and val is not None and (step % config.val_every == 0 or last):
             row["val_loss"] = validation_loss(model, val, device)
-        if rank == 0 and probe is not None and (step == 0 or (step + 1) % probe.every == 0 or step + 1 == config.train_steps):
-            row |= probe(model, step + 1)
-        row["seconds"] = time.perf_counter() - began  # the step, its validation and probe
-        log.append(row)
-        progress.set_postfix(loss=f"{row['loss']:.3f}")
-        if rank == 0 and ((step + 1) % config.checkpoint_every == 0 or step + 1 == last):
-            _save_state(state_file, model, optimizer, schedule, rng, log, step + 1, device)
+        if trainer.rank == 0 and probe is not None and (step == 1 or step % probe.every == 0 or last):
+            row |= probe(model, step)
+        return row
+
+    log = trainer.fit(lambda: trainer.update(batch_loss), stop_after, measure)
     model.eval()
-    return log, start
+    return log, trainer.start
 
 
 class _ShardLoss(torch.nn.Module):
@@ -219,19 +175,7 @@ class _ShardLoss(torch.nn.Module):
         self.expert = model
 
     def forward(self, codes, text: Text, mask, drop, n_frames: float) -> torch.Tensor:
-        world = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
-        return world * self.expert.loss(codes, text, mask, drop, n_frames=n_frames)
-
-
-def _save_state(path: Path, expert, optimizer, schedule, rng, log, step: int, device: torch.device) -> None:
-    state = {"expert": expert.state_dict(), "optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(),
-             "torch_rng": torch.get_rng_state(), "numpy_rng": json.dumps(rng.bit_generator.state),
-             "log": json.dumps(log), "step": step}
-    if device.type == "cuda":
-        state["cuda_rng"] = torch.cuda.get_rng_state(device)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(path) as tmp:
-        torch.save(state, tmp)
+        return rank_and_world()[1] * self.expert.loss(codes, text, mask, drop, n_frames=n_frames)
 
 
 def clear_resume_state(path: Path) -> None:

@@ -1,0 +1,138 @@
+"""The one training engine (siren_bench/trainer.py): its schedule, its accumulated update, its
+log, and resumption of every kind of state it keeps. Each model's own resumption and
+determinism tests (tests/test_siren.py, test_codecs.py, test_smoke_evaluators.py, test_align.py,
+test_crash_safety.py) run through it too."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from siren_bench.trainer import STATE_FORMAT, Trainer, warmup_cosine
+from siren_bench.weights import CheckpointError
+
+
+def test_learning_rate_warms_up_then_decays_to_the_floor():
+    factors = [warmup_cosine(s, 100, 10, 0.1) for s in range(100)]
+    assert factors[0] == pytest.approx(0.1) and factors[9] == pytest.approx(1.0)
+    assert all(a >= b for a, b in zip(factors[10:], factors[11:]))
+    assert factors[55] == pytest.approx(0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * 45 / 90)))
+    assert warmup_cosine(100, 100, 10, 0.1) == pytest.approx(0.1) and warmup_cosine(500, 100, 10, 0.1) == pytest.approx(0.1)
+
+
+def test_a_floor_of_one_is_warm_up_then_constant():
+    assert [warmup_cosine(s, 10, 3, 1.0) for s in range(6)] == [1 / 3, 2 / 3, 1.0, 1.0, 1.0, 1.0]
+    assert [warmup_cosine(s, 10, 0, 0.5) for s in (0, 10)] == [1.0, 0.5]
+
+
+def _regression(seed: int = 0):
+    torch.manual_seed(seed)
+    x, y = torch.randn(32, 3), torch.randn(32)
+    model = torch.nn.Linear(3, 1)
+    return model, x, y
+
+
+def _trainer(model, tmp_path=None, **overrides) -> Trainer:
+    settings = dict(steps=8, grad_clip=10.0, checkpoint_every=3, stream=[0, 1], state_file=None, warmup_steps=2,
+                    min_lr_ratio=0.1) | overrides
+    return Trainer("test", model, torch.optim.SGD(model.parameters(), lr=0.1), **settings)
+
+
+def test_accumulated_micro_batches_make_the_full_batch_step():
+    """Two half-batch micro-batches of a mean loss, each divided by 2, give the full batch's gradient."""
+    full_model, x, y = _regression()
+    half_model, _, _ = _regression()
+    full = _trainer(full_model, steps=1)
+    row_full = full.update(lambda: (((full_model(x)[:, 0] - y) ** 2).mean(), {"n": 32.0}))
+    halves = iter([slice(0, 16), slice(16, 32)])
+    half = _trainer(half_model, steps=1, grad_accum=2)
+
+    def micro():
+        rows = next(halves)
+        return ((half_model(x[rows])[:, 0] - y[rows]) ** 2).mean(), {"n": 16.0}
+
+    row_half = half.update(micro)
+    assert row_half["loss"] == pytest.approx(row_full["loss"]) and row_half["n"] == 16.0  # logged numbers are means
+    assert row_half["grad_norm"] == pytest.approx(row_full["grad_norm"])
+    for a, b in zip(full_model.parameters(), half_model.parameters()):
+        assert torch.allclose(a, b, atol=1e-7)
+
+
+def test_clipping_bounds_the_step_and_logs_the_norm_before_it():
+    model, x, y = _regression()
+    before = [p.detach().clone() for p in model.parameters()]
+    trainer = _trainer(model, grad_clip=1e-3)
+    row = trainer.update(lambda: (((model(x)[:, 0] - y - 100.0) ** 2).mean(), {}))
+    moved = torch.cat([(p.detach() - b).flatten() for p, b in zip(model.parameters(), before)])
+    lr = trainer.optimizer.param_groups[0]["lr"]
+    assert row["grad_norm"] > 1.0 and float(moved.norm()) == pytest.approx(lr * 1e-3, rel=1e-4)
+
+
+def _fit(model, x, y, trainer: Trainer, stop_after=None):
+    def step():
+        rows = torch.from_numpy(trainer.rng.integers(0, len(x), size=8))
+        return trainer.update(lambda: (((model(x[rows])[:, 0] - y[rows]) ** 2).mean(), {}))
+
+    return trainer.fit(step, stop_after, measure=lambda n: {"measured_at": n})
+
+
+def test_the_log_records_the_learning_rate_each_step_used():
+    model, x, y = _regression()
+    log = _fit(model, x, y, _trainer(model))
+    assert [r["step"] for r in log] == list(range(1, 9)) and [r["measured_at"] for r in log] == list(range(1, 9))
+    assert [r["lr"] for r in log] == pytest.approx([0.1 * warmup_cosine(s, 8, 2, 0.1) for s in range(8)])
+    assert all(r["seconds"] >= 0 and r["loss"] > 0 for r in log)
+
+
+def test_a_killed_run_resumes_to_the_same_numbers_with_its_extra_state(tmp_path):
+    """Model, optimizer (momentum), schedule, NumPy stream, torch RNG, a generator and a tensor."""
+    runs = {}
+    for name, stops in (("whole", [None]), ("killed", [5, None])):
+        for stop in stops:
+            model, x, y = _regression()
+            generator, counts = torch.Generator().manual_seed(7), torch.zeros(3)
+            optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+            trainer = Trainer("test", model, optimizer, steps=8, grad_clip=10.0, checkpoint_every=3, stream=[0, 1],
+                              state_file=tmp_path / f"{name}.pt", warmup_steps=2,
+                              extra_state={"generator": generator, "counts": counts})
+
+            def step():
+                noise = torch.randn(len(x), generator=generator) * 0.1 + torch.randn(len(x)) * 0.1  # both RNGs
+                rows = torch.from_numpy(trainer.rng.integers(0, len(x), size=8))
+                counts.add_(torch.bincount(rows % 3, minlength=3))
+                row = trainer.update(lambda: (((model(x[rows])[:, 0] - y[rows] - noise[rows]) ** 2).mean(), {}))
+                return row | {"count0": float(counts[0])}
+
+            log = trainer.fit(step, stop)
+        runs[name] = (trainer, log, model)
+    (whole, whole_log, whole_model), (killed, killed_log, killed_model) = runs["whole"], runs["killed"]
+    assert killed.start == 5 and whole.start == 0
+    strip = lambda log: [{k: v for k, v in r.items() if k != "seconds"} for r in log]  # noqa: E731
+    assert strip(killed_log) == strip(whole_log)
+    for a, b in zip(whole_model.parameters(), killed_model.parameters()):
+        assert torch.equal(a, b)
+
+
+def test_a_state_file_of_another_format_is_refused_by_name(tmp_path):
+    model, _, _ = _regression()
+    path = tmp_path / "old.pt"
+    torch.save({"expert": model.state_dict(), "step": 3}, path)  # the layout before the one engine
+    with pytest.raises(CheckpointError, match=f"old.pt.*not '{STATE_FORMAT}'.*delete it"):
+        _trainer(model, state_file=path)
+
+
+def test_nothing_is_written_without_a_state_file(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    model, x, y = _regression()
+    _fit(model, x, y, _trainer(model))
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("bad", [dict(steps=-1), dict(grad_accum=0), dict(checkpoint_every=0), dict(grad_clip=0.0),
+                                 dict(warmup_steps=-2)])
+def test_bad_settings_are_refused(bad):
+    model, _, _ = _regression()
+    with pytest.raises(ValueError, match="test: steps"):
+        _trainer(model, **bad)
