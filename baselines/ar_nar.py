@@ -30,9 +30,10 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from baselines.base import BlockShape, Generator, NullCaption, masked_mean
+from baselines.base import BaselineSpec, BlockShape, Generator, NullCaption, masked_mean
 from siren_bench.models.sampling import SamplingConfig, guided, sample_codes
 from siren_bench.models.siren import KVCache, RMSNorm, TemporalBlock, Text, sinusoidal_positions
+from siren_bench.registry import SYSTEMS
 
 NAR_SAMPLING = ("greedy", "sample")
 
@@ -241,3 +242,8 @@ class ArNarLM(Generator):
                 chosen = sample_codes(logits.flatten(0, 1), sampling, generator).view(B, n_frames)
             codes[:, k] = torch.cat([chosen, chosen]) if guide else chosen
         return codes[:B]
+
+
+SYSTEMS.add("ar_nar", BaselineSpec(
+    "ar_nar", "AR + NAR LM: autoregressive first codebook, non-autoregressive rest (VALL-E)",
+    seed_offset=300, config_class=ArNarConfig, model_class=ArNarLM))

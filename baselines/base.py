@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 from torch import nn
@@ -54,6 +55,19 @@ class BlockShape:
                            n_heads=self.n_heads, n_kv_heads=self.n_kv_heads, text_dim=self.text_dim,
                            dropout=self.dropout, norm_eps=self.norm_eps, init_std=self.init_std,
                            max_frames=self.max_frames, ffn_multiple=self.ffn_multiple)
+
+
+@dataclass(frozen=True)
+class BaselineSpec:
+    """A baseline as the pipeline knows it; each baseline module registers one in SYSTEMS
+    (siren_bench/registry.py) under its `name`, which is also its key in conf/baselines/."""
+
+    name: str
+    description: str
+    seed_offset: int  # the model trains with model.seed + this (distinct from Siren's experts' and other baselines')
+    config_class: type  # its architecture dataclass
+    model_class: Callable[..., "Generator"]  # config -> the untrained model
+    sizes_from_siren: bool = False  # default sizes: one Siren expert's (model.*), not the config class's
 
 
 class Generator(nn.Module, ABC):

@@ -26,9 +26,10 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from baselines.base import BlockShape, Generator, NullCaption, masked_mean
+from baselines.base import BaselineSpec, BlockShape, Generator, NullCaption, masked_mean
 from siren_bench.models.sampling import SamplingConfig, guided, sample_codes
 from siren_bench.models.siren import KVCache, RMSNorm, TemporalBlock, Text, sinusoidal_positions
+from siren_bench.registry import SYSTEMS
 
 # ---------------------------------------------------------------------------- the delay pattern
 
@@ -209,3 +210,8 @@ class DelayPatternLM(Generator):
         if return_logits:
             return codes, undelay_pattern(torch.stack(step_logits, dim=2))
         return codes
+
+
+SYSTEMS.add("delay_lm", BaselineSpec(
+    "delay_lm", "delay-pattern LM: one transformer over all codebooks, codebook q delayed q steps (AudioGen / MusicGen)",
+    seed_offset=200, config_class=DelayLMConfig, model_class=DelayPatternLM))

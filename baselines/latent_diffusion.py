@@ -30,9 +30,10 @@ from typing import Callable, Iterable
 import torch
 from torch import nn
 
-from baselines.base import BlockShape, Generator, NullCaption, masked_mean
+from baselines.base import BaselineSpec, BlockShape, Generator, NullCaption, masked_mean
 from siren_bench.models.sampling import SamplingConfig, guided
 from siren_bench.models.siren import RMSNorm, SirenConfig, TemporalBlock, Text, sinusoidal_positions
+from siren_bench.registry import SYSTEMS
 
 PREDICTIONS = ("v", "epsilon")
 SCHEDULES = ("cosine", "linear")
@@ -351,3 +352,8 @@ class LatentDiffusion(Generator):
         x0 = ddim_sample(predict, (B, self.config.latent_dim, n_frames), self.schedule, self.config.sampling_steps,
                          self.config.eta, generator, self.config.prediction, device=device)
         return self.unnormalise(x0).float()
+
+
+SYSTEMS.add("latent_diffusion", BaselineSpec(
+    "latent_diffusion", "latent diffusion: transformer denoiser on the codec's quantized latent, DDIM (AudioLDM / Tango)",
+    seed_offset=400, config_class=LatentDiffusionConfig, model_class=LatentDiffusion))

@@ -12,67 +12,32 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import torch
 from safetensors.torch import load_file, save_file
 
-from baselines.base import Generator
+from baselines.base import BaselineSpec, Generator
 from siren_bench.io import sha256_file, write_json_atomic
+from siren_bench.registry import SYSTEMS, RegistryError, import_package
 from siren_bench.weights import CheckpointError
 
 
-@dataclass(frozen=True)
-class BaselineSpec:
-    name: str
-    description: str
-    seed_offset: int  # the model trains with model.seed + this (distinct from Siren's experts' seeds)
-    config_class: Callable[[], type]  # its architecture dataclass (imported lazily)
-    model_class: Callable[[], type]
+import_package("baselines")  # every baseline module registers its BaselineSpec in SYSTEMS
 
 
-def _shared_lm():
-    from baselines.shared_lm import SharedLM
-
-    return SharedLM
-
-
-def _siren_config():
-    from siren_bench.models.siren import SirenConfig
-
-    return SirenConfig
+def spec(name: str) -> BaselineSpec:
+    """The registered baseline `name` (a module of baselines/ or an installed `siren_bench.systems` entry point)."""
+    found = SYSTEMS.get(name)
+    if not isinstance(found, BaselineSpec):
+        raise RegistryError(f"system {name!r} is registered as {found!r}, not a baselines.base.BaselineSpec")
+    return found
 
 
-def _delay():
-    from baselines import delay_lm
+def names() -> list[str]:
+    """The baselines registered by the modules of baselines/ (installed plug-ins join when looked up)."""
+    return SYSTEMS.names()
 
-    return delay_lm
-
-
-def _ar_nar():
-    from baselines import ar_nar
-
-    return ar_nar
-
-
-def _diffusion():
-    from baselines import latent_diffusion
-
-    return latent_diffusion
-
-
-BASELINES: dict[str, BaselineSpec] = {spec.name: spec for spec in (
-    BaselineSpec("shared_lm", "shared LM: one temporal + depth transformer over all codebooks (RQ-Transformer / UniAudio shape)",
-                 100, _siren_config, _shared_lm),
-    BaselineSpec("delay_lm", "delay-pattern LM: one transformer over all codebooks, codebook q delayed q steps (AudioGen / MusicGen)",
-                 200, lambda: _delay().DelayLMConfig, lambda: _delay().DelayPatternLM),
-    BaselineSpec("ar_nar", "AR + NAR LM: autoregressive first codebook, non-autoregressive rest (VALL-E)",
-                 300, lambda: _ar_nar().ArNarConfig, lambda: _ar_nar().ArNarLM),
-    BaselineSpec("latent_diffusion", "latent diffusion: transformer denoiser on the codec's quantized latent, DDIM (AudioLDM / Tango)",
-                 400, lambda: _diffusion().LatentDiffusionConfig, lambda: _diffusion().LatentDiffusion),
-)}
 
 # pipeline shape -> the config fields it fills when a config class has them
 SHAPE_FIELDS = ("n_codebooks", "codebook_size", "code_dim", "latent_dim", "text_dim", "max_frames")
@@ -80,15 +45,14 @@ SHAPE_FIELDS = ("n_codebooks", "codebook_size", "code_dim", "latent_dim", "text_
 
 def build(name: str, architecture: dict, shape: dict, source: str = "params.yaml") -> tuple[Generator, dict]:
     """The untrained model and its full config (as saved beside the weights)."""
-    spec = BASELINES[name]
-    config_class = spec.config_class()
+    config_class = spec(name).config_class
     fields = {f.name for f in dataclasses.fields(config_class)}
     unknown = sorted(set(architecture) - fields)
     if unknown:
         raise ValueError(f"{source}: baselines.{name} has unknown keys {unknown}; {config_class.__name__} takes {sorted(fields)}")
     values = {k: v for k, v in shape.items() if k in fields} | dict(architecture)
     config = config_class(**values)
-    return spec.model_class()(config), dataclasses.asdict(config)
+    return spec(name).model_class(config), dataclasses.asdict(config)
 
 
 def save(model: Generator, name: str, config: dict, folder: Path, extra: dict) -> None:
@@ -103,10 +67,11 @@ def load(folder: Path) -> tuple[Generator, dict]:
     if not info_path.is_file() or not weights.is_file():
         raise CheckpointError(f"{folder}: no trained baseline here (config.json and model.safetensors; run train_baselines)")
     info = json.loads(info_path.read_text())
-    if info.get("name") not in BASELINES:
-        raise CheckpointError(f"{info_path}: unknown baseline {info.get('name')!r}")
-    spec = BASELINES[info["name"]]
-    model = spec.model_class()(spec.config_class()(**info["config"]))
+    try:
+        found = spec(info.get("name"))
+    except RegistryError as exc:
+        raise CheckpointError(f"{info_path}: {exc}") from exc
+    model = found.model_class(found.config_class(**info["config"]))
     try:
         model.load_state_dict(load_file(weights), strict=True)
     except (RuntimeError, OSError) as exc:
@@ -126,8 +91,8 @@ def config_key(name: str, architecture: dict, training, data_id: str) -> str:
 
 
 def architecture(name: str, siren, overrides: dict) -> dict:
-    """shared_lm starts from the sizes of one Siren expert (`siren`, a SirenConfig); the others
-    from their own defaults."""
-    if name != "shared_lm":
+    """A baseline with `sizes_from_siren` (shared_lm) starts from the sizes of one Siren expert
+    (`siren`, a SirenConfig); the others from their own config class's defaults."""
+    if not spec(name).sizes_from_siren:
         return dict(overrides)
     return {k: v for k, v in dataclasses.asdict(siren).items() if k not in ("groups", "codebooks_per_expert")} | dict(overrides)

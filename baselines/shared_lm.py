@@ -15,10 +15,11 @@ import dataclasses
 
 import torch
 
-from baselines.base import Generator
+from baselines.base import BaselineSpec, Generator
 from siren_bench.models.collaborative import Siren
 from siren_bench.models.sampling import SamplingConfig
 from siren_bench.models.siren import SirenConfig, SirenExpert, Text
+from siren_bench.registry import SYSTEMS
 
 
 class SharedLM(SirenExpert, Generator):
@@ -31,3 +32,8 @@ class SharedLM(SirenExpert, Generator):
                  generator: torch.Generator | None = None) -> torch.Tensor:
         """Frame by frame with KV caches, exactly as Siren generates with its single expert."""
         return Siren(self.config, experts=[self]).generate(text, n_frames, sampling, generator)
+
+
+SYSTEMS.add("shared_lm", BaselineSpec(
+    "shared_lm", "shared LM: one temporal + depth transformer over all codebooks (RQ-Transformer / UniAudio shape)",
+    seed_offset=100, config_class=SirenConfig, model_class=SharedLM, sizes_from_siren=True))

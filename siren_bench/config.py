@@ -222,21 +222,9 @@ class AlignConfig:
 
 TEXT_ENCODERS = ("minilm", "clap", "t5")  # Siren's text conditioning backends (text.py)
 CODEC_ARCHITECTURES = ("spectral", "dac")  # of the trainable small codec (codecs/train.py)
-BASELINE_SYSTEMS = ("shared_lm", "delay_lm", "ar_nar", "latent_diffusion")  # baselines/registry.py
-GENERATED_SYSTEMS = ("codec_resynthesis", "real_unpaired", "siren", "siren_aligned", *BASELINE_SYSTEMS)  # `generate` renders
-
-
-@dataclass
-class BaselinesConfig:
-    """Architectures of the baselines (`train_baselines` stage): each key holds fields of that
-    model's config dataclass (baselines/<name>.py); the pipeline fills the data's shape. They
-    train with model.* settings, like Siren. shared_lm defaults to the sizes of one Siren expert
-    (model.dim, heads, layers)."""
-
-    shared_lm: dict = field(default_factory=dict)
-    delay_lm: dict = field(default_factory=dict)
-    ar_nar: dict = field(default_factory=dict)
-    latent_diffusion: dict = field(default_factory=dict)
+# The systems `generate` renders besides the baselines; a baseline is any key of params' `baselines`
+# section (see baselines_config), registered by its module in baselines/ (baselines/registry.py).
+BUILTIN_SYSTEMS = ("codec_resynthesis", "real_unpaired", "siren", "siren_aligned")
 
 
 @dataclass
@@ -424,8 +412,30 @@ def sweep_config(params: DictConfig, source: str = "params.yaml", known_ablation
     return config
 
 
-def baselines_config(params: DictConfig, source: str = "params.yaml") -> BaselinesConfig:
-    return section(params, "baselines", BaselinesConfig, source=source)
+def baselines_config(params: DictConfig, source: str = "params.yaml") -> dict[str, dict]:
+    """Architectures of the baselines (`train_baselines` stage), by name: each holds fields of that
+    model's config dataclass (its module in baselines/; unknown fields are refused when it is
+    built), the pipeline fills the data's shape, and `{}` keeps the class's defaults (shared_lm's:
+    one Siren expert's sizes). They train with model.* settings, like Siren. A key here is what
+    makes a baseline nameable in eval.systems, so a misspelt system fails before any training;
+    without the section no baseline is."""
+    value = params.get("baselines") or OmegaConf.create({})  # no section: no baseline can be named
+    if not isinstance(value, DictConfig):
+        raise ConfigError(f"{source}: section 'baselines' must map baseline names to their architecture fields, got {value!r}")
+    architectures = {}
+    for name, fields in value.items():
+        if not str(name).isidentifier() or name in BUILTIN_SYSTEMS:
+            raise ConfigError(f"{source}: baselines.{name}: a baseline name must be an identifier other than {list(BUILTIN_SYSTEMS)}")
+        if fields is not None and not isinstance(fields, DictConfig):
+            raise ConfigError(f"{source}: baselines.{name} must be a mapping of architecture fields (or {{}}), got {fields!r}")
+        architectures[str(name)] = {} if fields is None else OmegaConf.to_container(fields, resolve=True)
+    return architectures
+
+
+def baseline_systems(params: DictConfig, source: str = "params.yaml") -> list[str]:
+    """The baselines eval.systems asks for, in its order."""
+    known = baselines_config(params, source)
+    return [name for name in eval_config(params, source).systems if name in known]
 
 
 def eval_config(params: DictConfig, source: str = "params.yaml") -> EvalConfig:
@@ -438,13 +448,15 @@ def eval_config(params: DictConfig, source: str = "params.yaml") -> EvalConfig:
         raise ConfigError(f"{source}: eval.recipe: {exc.args[0]}") from exc
     if config.n_bootstrap is not None and config.n_bootstrap < 1:
         raise ConfigError(f"{source}: eval.n_bootstrap must be positive or null, got {config.n_bootstrap}")
-    unknown = [name for name in config.systems if name not in GENERATED_SYSTEMS]
+    generated = [*BUILTIN_SYSTEMS, *baselines_config(params, source)]
+    unknown = [name for name in config.systems if name not in generated]
     if unknown or not config.systems:
-        raise ConfigError(f"{source}: eval.systems must list some of {list(GENERATED_SYSTEMS)}, got {config.systems}")
-    clashing = [name for name in config.external if not name.isidentifier() or name in GENERATED_SYSTEMS]
+        raise ConfigError(f"{source}: eval.systems must list some of {generated} (the built-in systems and the "
+                          f"baselines with a section in 'baselines'), got {config.systems}")
+    clashing = [name for name in config.external if not name.isidentifier() or name in generated]
     if clashing:
-        raise ConfigError(f"{source}: eval.external: model names must be identifiers other than the built-in systems "
-                          f"{list(GENERATED_SYSTEMS)}, got {clashing}")
+        raise ConfigError(f"{source}: eval.external: model names must be identifiers other than the generated systems "
+                          f"{generated}, got {clashing}")
     if "siren_aligned" in config.systems and "siren" not in config.systems:
         raise ConfigError(f"{source}: eval.systems lists siren_aligned without siren: alignment starts from the Stage-1 "
                           "model, and the report compares the two")

@@ -13,6 +13,8 @@ How the closure is read, and why:
   too: a lazy import still runs when the stage calls that function;
 - `from pkg import name` adds pkg/name.py when that is a module, and every package's
   __init__.py on the way, since importing a submodule executes them;
+- a call `import_package("pkg")` (siren_bench/registry.py: a registry found by folder) adds
+  every module of pkg, as it imports them all;
 - the command line module (siren_bench/cli.py) counts with its module-level imports only: the
   stage command dispatches to siren_bench/stages/<stage>.py, and cli's lazily imported handlers
   belong to other sub-commands;
@@ -81,6 +83,10 @@ def _imports(root: Path, path: str, module_level_only: bool = False) -> set[str]
     package = Path(path).parent.parts
     found: set[str] = set()
     for node in nodes:
+        if isinstance(node, ast.Call) and _called_name(node) == "import_package" and node.args \
+                and isinstance(node.args[0], ast.Constant) and isinstance(node.args[0].value, str):
+            found |= _package_modules(root, node.args[0].value)
+            continue
         if isinstance(node, ast.Import):
             names = [alias.name for alias in node.names]
         elif isinstance(node, ast.ImportFrom):
@@ -96,6 +102,21 @@ def _imports(root: Path, path: str, module_level_only: bool = False) -> set[str]
             resolved = _module_path(root, name)
             if resolved:
                 found.add(resolved)
+    return found
+
+
+def _called_name(call: ast.Call) -> str | None:
+    func = call.func
+    return func.id if isinstance(func, ast.Name) else func.attr if isinstance(func, ast.Attribute) else None
+
+
+def _package_modules(root: Path, package: str) -> set[str]:
+    """What `import_package(package)` imports: each module of the package (a sub-package by its __init__.py)."""
+    folder = root / Path(*package.split("."))
+    if package.split(".")[0] not in CODE_ROOTS or not (folder / "__init__.py").is_file():
+        return set()
+    found = {p.relative_to(root).as_posix() for p in folder.glob("*.py")}
+    found |= {p.relative_to(root).as_posix() for p in folder.glob("*/__init__.py")}
     return found
 
 

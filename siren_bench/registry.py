@@ -9,14 +9,19 @@ The module that looks a kind up imports the modules that fill it, by name (metri
 siren_bench/scoring.py; embedders: siren_bench/evaluation/embedding.py; report sections:
 siren_bench/stages/report.py), so a new one is one new file plus one import line there, and the
 static import closure behind `dvc.yaml` sees it (siren_bench/dvc_deps.py); nothing is imported
-by a computed name. Third-party embedders register through Python entry points (group
-`siren_bench.embedders`): an installed package's entry point names a callable that the registry
-adds under the entry point's name the first time a name is looked up and not found. Systems have
-no registry yet (the README says why).
+by a computed name. Baselines (SYSTEMS) are the one kind found by folder: baselines/registry.py
+calls `import_package("baselines")`, which imports every module there, so a new baseline is its
+file and its sizes in conf/baselines/ (dvc_deps reads the call as an import of the whole folder).
+Third-party embedders and systems register through Python entry points (groups
+`siren_bench.embedders`, `siren_bench.systems`): an installed package's entry point names the
+thing, which the registry adds under the entry point's name the first time a name is looked up
+and not found.
 """
 
 from __future__ import annotations
 
+import importlib
+import pkgutil
 from importlib.metadata import entry_points
 from typing import Callable, Generic, TypeVar
 
@@ -84,3 +89,15 @@ class Registry(Generic[T]):
 METRICS: Registry[Callable] = Registry("metric")
 EMBEDDERS: Registry[Callable] = Registry("embedder", entry_point_group="siren_bench.embedders")
 REPORT_SECTIONS: Registry = Registry("report section")  # siren_bench/report/section.py
+SYSTEMS: Registry = Registry("system", entry_point_group="siren_bench.systems")  # baselines.base.BaselineSpec
+
+
+def import_package(package: str) -> list[str]:
+    """Import every module of `package` (in name order) so each registers what it defines; returns
+    their names. siren_bench/dvc_deps.py reads a call with a literal name as an import of every
+    file in the package, so a stage's dvc deps hold them all."""
+    root = importlib.import_module(package)
+    names = sorted(info.name for info in pkgutil.iter_modules(root.__path__))
+    for name in names:
+        importlib.import_module(f"{package}.{name}")
+    return names

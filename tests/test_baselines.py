@@ -48,7 +48,7 @@ def _build(name: str):
     return model, config
 
 
-@pytest.mark.parametrize("name", list(registry.BASELINES))
+@pytest.mark.parametrize("name", registry.names())
 def test_each_baseline_trains_with_falling_loss_saves_loads_and_generates(name, tokens, tmp_path):
     model, config = _build(name)
     if hasattr(model, "fit_normaliser"):
@@ -69,7 +69,7 @@ def test_each_baseline_trains_with_falling_loss_saves_loads_and_generates(name, 
 
 
 def test_baselines_share_no_mutable_state():
-    models = {name: _build(name)[0] for name in registry.BASELINES}
+    models = {name: _build(name)[0] for name in registry.names()}
     seen: dict[int, str] = {}
     for name, model in models.items():
         for tensor in [*model.parameters(), *model.buffers()]:
@@ -140,3 +140,14 @@ def test_the_paper_scale_config_group_matches_each_modules_published_sizes():
     for name, sizes in expected.items():
         architecture = {k: v for k, v in sizes.items() if k not in ("n_codebooks", "codebook_size")}  # the codec's, not ours
         assert paper[name] == architecture, name
+
+
+def test_every_registered_baseline_has_a_default_section_and_its_own_seed():
+    import yaml
+
+    from tests.conftest import REPO
+
+    tiny = yaml.safe_load((REPO / "conf" / "baselines" / "tiny.yaml").read_text())
+    assert sorted(tiny) == registry.names() == ["ar_nar", "delay_lm", "latent_diffusion", "shared_lm"]
+    offsets = [registry.spec(name).seed_offset for name in registry.names()]
+    assert len(set(offsets)) == len(offsets) and all(o > 0 for o in offsets)  # Siren's experts use offsets 0..E-1

@@ -9,7 +9,8 @@ import pytest
 
 from siren_bench.artifacts import RunArtifacts
 from siren_bench.claims import CLAIMS, comparability
-from siren_bench.config import GENERATED_SYSTEMS
+from baselines import registry
+from siren_bench.config import BUILTIN_SYSTEMS
 from siren_bench.data.audiocaps import PROTOCOLS_BY_NAME
 from siren_bench.recipes import get_recipe
 from siren_bench.registry import METRICS
@@ -19,7 +20,7 @@ from siren_bench.report.claims_card import claims_section
 
 def test_every_claim_is_well_formed():
     for claim in CLAIMS:
-        assert claim.metric in METRICS and claim.role in GENERATED_SYSTEMS and claim.source, claim
+        assert claim.metric in METRICS and claim.role in (*BUILTIN_SYSTEMS, *registry.names()) and claim.source, claim
         assert claim.protocol is None or claim.protocol in PROTOCOLS_BY_NAME, claim
         if claim.recipe is not None:
             get_recipe(claim.recipe)

@@ -125,3 +125,16 @@ def test_external_models_need_names_of_their_own(tmp_path, name):
     with pytest.raises(ConfigError, match="eval.external: model names must be identifiers") as info:
         eval_config(load_params(path), str(path))
     assert str(path) in str(info.value) and repr(name) in str(info.value)
+
+
+def test_a_baseline_is_nameable_only_with_its_section(tmp_path):
+    path = tmp_path / "params.yaml"
+    OmegaConf.save(OmegaConf.create({"eval": {"systems": ["siren", "delay_lm"]}, "baselines": {"ar_nar": {}}}), path)
+    with pytest.raises(ConfigError, match=r"eval.systems must list some of .*'ar_nar'.*section in 'baselines'.*delay_lm"):
+        eval_config(load_params(path), str(path))
+    OmegaConf.save(OmegaConf.create({"eval": {"systems": ["siren"]}, "baselines": {"siren": {}}}), path)
+    with pytest.raises(ConfigError, match="baselines.siren: a baseline name must be an identifier other than"):
+        eval_config(load_params(path), str(path))
+    OmegaConf.save(OmegaConf.create({"eval": {"systems": ["siren"]}, "baselines": {"delay_lm": 3}}), path)
+    with pytest.raises(ConfigError, match="baselines.delay_lm must be a mapping"):
+        eval_config(load_params(path), str(path))

@@ -104,3 +104,86 @@ def test_the_loader_opens_a_plug_in_embedder_by_the_recipe_name(monkeypatch, tmp
     embedder = EmbedderLoader(tmp_path, {"weights.bin": "ab" * 32}).open(spec)
     assert embedder.name == "mine" and seen == {"spec": "my_embedder", "path": tmp_path / "weights.bin", "pin": "ab" * 32,
                                                 "device": "cpu"}
+
+
+def test_the_readme_baseline_is_one_file_and_its_section(tmp_path):
+    """The README's worked example: a copy of baselines/ with the file added; the config check
+    accepts the name once it has a section, the registry builds it, the one engine trains it and
+    it generates codes in range."""
+    import re
+    import shutil
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    readme = (REPO / "README.md").read_text()
+    example = re.search(r"```python\n(# baselines/caption_unigram\.py\n.*?)```", readme, re.S).group(1)
+    shutil.copytree(REPO / "baselines", tmp_path / "baselines", ignore=shutil.ignore_patterns("__pycache__"))
+    (tmp_path / "baselines" / "caption_unigram.py").write_text(example)
+    script = """
+import numpy as np, torch
+from pathlib import Path
+from omegaconf import OmegaConf
+import baselines
+from baselines import registry
+from siren_bench.config import ConfigError, ModelConfig, eval_config
+from siren_bench.models.sampling import SamplingConfig
+from siren_bench.models.train import TokenSet, train_model
+from tests.test_siren import random_text
+
+assert baselines.__file__.startswith(%r), baselines.__file__
+params = OmegaConf.create({"eval": {"systems": ["siren", "caption_unigram"]}})
+try:
+    eval_config(params)
+    raise SystemExit("a baseline without its section was accepted")
+except ConfigError:
+    pass
+params.baselines = {"caption_unigram": {}}
+assert eval_config(params).systems == ["siren", "caption_unigram"]
+torch.manual_seed(0)
+model, _ = registry.build("caption_unigram", {}, {"n_codebooks": 3, "codebook_size": 8, "text_dim": 12})
+codes = [np.stack([np.full(6, (i + k) %% 8) for k in range(3)]).astype(np.int64) for i in range(4)]
+config = ModelConfig(train_steps=60, batch_size=4, crop_frames=6, learning_rate=1e-2, warmup_steps=2, checkpoint_every=60,
+                     val_every=60, interference_every=0)
+log, _ = train_model(model, "caption_unigram", config, TokenSet(codes, random_text(4)), None, Path(%r), torch.device("cpu"), [0, 5])
+out = model.generate(random_text(2), 5, SamplingConfig(), torch.Generator().manual_seed(0))
+assert out.shape == (2, 3, 5) and 0 <= int(out.min()) and int(out.max()) < 8
+assert log[-1]["loss"] < 0.5 * log[0]["loss"], (log[0]["loss"], log[-1]["loss"])
+print("trained", round(log[0]["loss"], 3), round(log[-1]["loss"], 3))
+""" % (str(tmp_path), str(tmp_path / "state.pt"))
+    env = {"PYTHONPATH": f"{tmp_path}:{REPO}", "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
+    done = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0 and "trained" in done.stdout, done.stderr[-3000:]
+
+
+def test_import_package_imports_every_module_and_dvc_deps_sees_them_all(tmp_path, monkeypatch):
+    from siren_bench.dvc_deps import _imports
+
+    package = tmp_path / "plugpkg"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    for name in ("alpha", "beta"):
+        (package / f"{name}.py").write_text(f"from siren_bench.registry import SYSTEMS\nSYSTEMS.add('test-{name}', '{name}')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(registry_module.SYSTEMS, "_items", dict(registry_module.SYSTEMS._items))  # restored afterwards
+    assert registry_module.import_package("plugpkg") == ["alpha", "beta"]
+    assert {"test-alpha", "test-beta"} <= set(registry_module.SYSTEMS.names())
+    from tests.conftest import REPO
+
+    seen = _imports(REPO, "baselines/registry.py")
+    assert {f"baselines/{p.name}" for p in (REPO / "baselines").glob("*.py")} <= seen
+
+
+def test_a_plug_in_system_must_be_a_baseline_spec(monkeypatch):
+    from baselines import registry as baselines_registry
+    from baselines.base import BaselineSpec
+
+    spec = BaselineSpec("plug", "a plug-in", 900, dict, dict)
+    points = [_Point("plug", "my_pkg:SPEC", spec), _Point("odd", "my_pkg:thing", object())]
+    monkeypatch.setattr(registry_module, "entry_points", lambda group: points if group == "siren_bench.systems" else [])
+    monkeypatch.setattr(registry_module.SYSTEMS, "_entry_points_loaded", False)
+    monkeypatch.setattr(registry_module.SYSTEMS, "_items", dict(registry_module.SYSTEMS._items))
+    assert baselines_registry.spec("plug") is spec
+    with pytest.raises(RegistryError, match="system 'odd' is registered as .*not a baselines.base.BaselineSpec"):
+        baselines_registry.spec("odd")

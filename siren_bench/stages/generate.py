@@ -34,7 +34,7 @@ import torch
 
 from siren_bench.artifacts import SCORED_SPLIT, STAGES, UNPAIRED_SPLIT, load_codes
 from siren_bench.codecs import Codec, load_stage_codec
-from siren_bench.config import BASELINE_SYSTEMS, ConfigError, ModelConfig, codec_config, data_config, eval_config, model_config
+from siren_bench.config import ConfigError, ModelConfig, baseline_systems, codec_config, data_config, eval_config, model_config
 from siren_bench.data.manifest import MANIFEST_NAME, read_manifest
 from siren_bench.external import render_external
 from siren_bench.generation import codec_resynthesis, render
@@ -130,7 +130,7 @@ def run(params_path: str | Path = "params.yaml") -> Path:
     stage = open_stage(params_path)
     run_cfg, config = stage.run, codec_config(stage.params, stage.source)
     evaluation = eval_config(stage.params, stage.source)
-    systems = evaluation.systems
+    systems, baselines = evaluation.systems, baseline_systems(stage.params, stage.source)
     prepare_dir, tokenize_dir, codec_dir = stage.dir("prepare"), stage.dir("tokenize"), stage.dir("codec")
     manifest = read_manifest(prepare_dir / MANIFEST_NAME)
     test = manifest[manifest["split"] == SCORED_SPLIT]
@@ -164,7 +164,7 @@ def run(params_path: str | Path = "params.yaml") -> Path:
                 rendered[system] = siren_system(stage.dir("siren"), codec, test, lengths, model_config(stage.params, stage.source),
                                                 staging / system, config.batch_clips, stage.device(),
                                                 stage.dir("siren_aligned") if system == "siren_aligned" else None)
-        for system in (s for s in systems if s in BASELINE_SYSTEMS):
+        for system in baselines:
             rendered[system] = baseline_system(stage.dir("baselines") / system, codec, test, lengths,
                                                model_config(stage.params, stage.source), staging / system, config.batch_clips,
                                                stage.device())
@@ -172,7 +172,7 @@ def run(params_path: str | Path = "params.yaml") -> Path:
             rendered[name] = render_external(name, source, test, codec.sample_rate,
                                              model_config(stage.params, stage.source).generation_seed, staging / name)
         write_json_atomic(staging / SYSTEMS_NAME, rendered)
-        models = [s for s in systems if s in ("siren", "siren_aligned", *BASELINE_SYSTEMS)]
+        models = [s for s in systems if s in ("siren", "siren_aligned", *baselines)]
         model_dirs = {"siren": stage.dir("siren"), "siren_aligned": stage.dir("siren_aligned")}
         record = build_record("generate", {"run": run_cfg, "codec": config, "systems": systems, "external": evaluation.external,
                                            "model": model_config(stage.params, stage.source) if models else None},

@@ -93,7 +93,7 @@ def train_shared_lm(depth: int, jobs: ExpertJobs, device: torch.device, finished
     """(the shared LM retrained on the first `depth` codebooks, its final val loss)."""
     config, train, val, table = jobs.config, truncate(jobs.train, depth), truncate(jobs.val, depth), jobs.table[:depth]
     data_id = f"{jobs.data_id}-depth{depth}"
-    spec = registry.BASELINES["shared_lm"]
+    spec = registry.spec("shared_lm")
     torch.manual_seed(config.seed + spec.seed_offset)
     arch = registry.architecture("shared_lm", jobs.siren, {}) | {"n_codebooks": depth}
     model, arch = registry.build("shared_lm", arch, {})

@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 from baselines import registry
-from siren_bench.config import BASELINE_SYSTEMS, baselines_config, eval_config
+from siren_bench.config import baseline_systems, baselines_config
 from siren_bench.diagnostics.interference import interference_probe
 from siren_bench.io import atomic_directory, write_json_atomic, write_text_atomic
 from siren_bench.models.train import clear_resume_state, train_model
@@ -39,7 +39,7 @@ def shape_of(jobs: ExpertJobs) -> dict:
 
 def train_baseline(name: str, jobs: ExpertJobs, overrides: dict, device: torch.device, source: str):
     """(model, its config, log, resumed_from, resume state path) for one baseline."""
-    config, spec = jobs.config, registry.BASELINES[name]
+    config, spec = jobs.config, registry.spec(name)
     torch.manual_seed(config.seed + spec.seed_offset)
     model, arch = registry.build(name, registry.architecture(name, jobs.siren, overrides), shape_of(jobs), source)
     model.set_code_table(jobs.table)
@@ -55,7 +55,7 @@ def train_baseline(name: str, jobs: ExpertJobs, overrides: dict, device: torch.d
 
 def run(params_path: str | Path = "params.yaml") -> Path:
     stage = open_stage(params_path)
-    names = [s for s in eval_config(stage.params, stage.source).systems if s in BASELINE_SYSTEMS]
+    names = baseline_systems(stage.params, stage.source)
     overrides = baselines_config(stage.params, stage.source)
     out_dir = stage.dir("baselines")
     if not names:
@@ -68,11 +68,11 @@ def run(params_path: str | Path = "params.yaml") -> Path:
     finished, summary = [], {"trained": names, "models": {}}
     with atomic_directory(out_dir) as staging:
         for name in names:
-            model, arch, log, start, state_file = train_baseline(name, jobs, getattr(overrides, name), device, stage.source)
+            model, arch, log, start, state_file = train_baseline(name, jobs, overrides[name], device, stage.source)
             vals = [r["val_loss"] for r in log if "val_loss" in r]
-            facts = {"description": registry.BASELINES[name].description, "parameters": registry.parameter_count(model),
+            facts = {"description": registry.spec(name).description, "parameters": registry.parameter_count(model),
                      "steps": len(log), "final_train_loss": log[-1]["loss"], "final_val_loss": vals[-1] if vals else None,
-                     "resumed_from_step": start, "seed": jobs.config.seed + registry.BASELINES[name].seed_offset,
+                     "resumed_from_step": start, "seed": jobs.config.seed + registry.spec(name).seed_offset,
                      "output": model.output, "codec": jobs.codec.info.as_dict(),
                      "text_encoder": {"kind": jobs.config.text_encoder, **jobs.encoder.identity()}}
             registry.save(model, name, arch, staging / name, facts)
@@ -83,7 +83,7 @@ def run(params_path: str | Path = "params.yaml") -> Path:
         write_provenance(staging, build_record(
             "train_baselines", {"run": stage.run, "model": jobs.config, "baselines": overrides},
             inputs={"codes": stage.dir("tokenize") / "codes.npz", "codec": stage.dir("codec") / "model"},
-            seeds={f"{n} (model.seed + offset)": jobs.config.seed + registry.BASELINES[n].seed_offset for n in names},
+            seeds={f"{n} (model.seed + offset)": jobs.config.seed + registry.spec(n).seed_offset for n in names},
             device=device.type))
     for path in finished:
         clear_resume_state(path)
