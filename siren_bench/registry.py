@@ -1,15 +1,16 @@
 """One registry per kind of pluggable thing, filled by the file that defines each thing.
 
-A metric, an embedder or a report section registers itself where it is written, with a decorator:
+A metric, an embedder, a codec or a report section registers itself where it is written, with a
+decorator:
 
     @METRICS.register("fad")
     def score_fad(...): ...
 
 The module that looks a kind up imports the modules that fill it, by name (metrics:
-siren_bench/scoring.py; embedders: siren_bench/evaluation/embedding.py; report sections:
-siren_bench/stages/report.py), so a new one is one new file plus one import line there, and the
-static import closure behind `dvc.yaml` sees it (siren_bench/dvc_deps.py); nothing is imported
-by a computed name. Baselines (SYSTEMS) are the one kind found by folder: baselines/registry.py
+siren_bench/scoring.py; embedders: siren_bench/evaluation/embedding.py; codecs:
+siren_bench/codecs/__init__.py; report sections: siren_bench/stages/report.py), so a new one is
+one new file plus one import line there, and the static import closure behind `dvc.yaml` sees it
+(siren_bench/dvc_deps.py). Baselines (SYSTEMS) are the one kind found by folder: baselines/registry.py
 calls `import_package("baselines")`, which imports every module there, so a new baseline is its
 file and its sizes in conf/baselines/ (dvc_deps reads the call as an import of the whole folder).
 Third-party embedders and systems register through Python entry points (groups
@@ -89,6 +90,7 @@ class Registry(Generic[T]):
 METRICS: Registry[Callable] = Registry("metric")
 EMBEDDERS: Registry[Callable] = Registry("embedder", entry_point_group="siren_bench.embedders")
 REPORT_SECTIONS: Registry = Registry("report section")  # siren_bench/report/section.py
+CODECS: Registry = Registry("codec")  # Codec classes by backend name; siren_bench/codecs/__init__.py imports them
 SYSTEMS: Registry = Registry("system", entry_point_group="siren_bench.systems")  # baselines.base.BaselineSpec
 
 

@@ -285,3 +285,13 @@ def test_dead_codes_are_reseeded_from_batch_latents():
     assert torch.equal(after[0], before[0])  # the used entry stays
     latents = projected[:, 8:].permute(0, 2, 1).reshape(-1, 8)
     assert all(any(torch.equal(row, lat) for lat in latents) for row in after[1:])
+
+
+def test_a_stage_codec_of_an_unregistered_backend_is_refused_by_name(tmp_path):
+    from siren_bench.codecs import load_stage_codec
+    from siren_bench.registry import CODECS
+
+    assert CODECS.names() == ["dac", "encodec", "spectral"]
+    (tmp_path / "codec.json").write_text('{"backend": "nosuch", "name": "x", "weights_sha256": "0"}')
+    with pytest.raises(CheckpointError, match=r"codec.json: unknown codec 'nosuch'; registered: \['dac', 'encodec', 'spectral'\]"):
+        load_stage_codec(tmp_path)

@@ -8,14 +8,14 @@ import json
 from pathlib import Path
 
 from siren_bench.codecs.base import Codec, CodecInfo
-from siren_bench.codecs.dac import DacCodec
+from siren_bench.codecs.dac import DacCodec  # each module registers its Codec class in CODECS
 from siren_bench.codecs.encodec import EncodecCodec
 from siren_bench.codecs.spectral import SpectralCodec
-from siren_bench.weights import CheckpointError
 from siren_bench.config import CodecConfig
+from siren_bench.registry import CODECS, RegistryError
+from siren_bench.weights import CheckpointError
 
 CODEC_INFO_NAME = "codec.json"
-_BACKENDS = {"dac": DacCodec, "encodec": EncodecCodec, "spectral": SpectralCodec}
 
 __all__ = ["Codec", "CodecInfo", "DacCodec", "EncodecCodec", "SpectralCodec", "CheckpointError", "load_pretrained",
            "load_stage_codec", "wrap_trained"]
@@ -23,13 +23,13 @@ __all__ = ["Codec", "CodecInfo", "DacCodec", "EncodecCodec", "SpectralCodec", "C
 
 def wrap_trained(backend: str, model, name: str, weights_sha256: str) -> Codec:
     """The Codec interface over a model the codec stage built or trained."""
-    return _BACKENDS[backend](model, name, weights_sha256)
+    return CODECS.get(backend)(model, name, weights_sha256)
 
 
 def load_pretrained(config: CodecConfig) -> tuple[str, Codec]:
     """(backend name, codec) for a pretrained source named in the config."""
     backend, form = config.source.split("_", 1)
-    cls = _BACKENDS[backend]
+    cls = CODECS.get(backend)
     loader = cls.from_original_checkpoint if form == "original" else cls.from_hf_folder
     return backend, loader(Path(config.path).expanduser(), name=config.name, expected_sha256=config.sha256)
 
@@ -40,7 +40,11 @@ def load_stage_codec(codec_dir: str | Path) -> Codec:
     if not info_path.is_file():
         raise CheckpointError(f"{info_path}: not found (run the codec stage first)")
     info = json.loads(info_path.read_text())
-    codec = _BACKENDS[info["backend"]].from_hf_folder(codec_dir / "model", name=info["name"])
+    try:
+        backend = CODECS.get(info.get("backend"))
+    except RegistryError as exc:
+        raise CheckpointError(f"{info_path}: {exc}") from exc
+    codec = backend.from_hf_folder(codec_dir / "model", name=info["name"])
     if codec.info.weights_sha256 != info["weights_sha256"]:
         raise CheckpointError(f"{codec_dir / 'model'}: weights identity {codec.info.weights_sha256} differs from {info_path}'s {info['weights_sha256']}")
     return codec

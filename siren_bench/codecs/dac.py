@@ -20,8 +20,10 @@ from siren_bench.weights import (
     CheckpointError, from_pretrained_strict, fuse_all_weight_norms, load_exact, load_torch_checkpoint, verify_sha256,
 )
 from siren_bench.io import sha256_json
+from siren_bench.registry import CODECS
 
 
+@CODECS.register("dac")
 class DacCodec(Codec):
     def __init__(self, model: DacModel, name: str, weights_sha256: str):
         self.model = model.eval()

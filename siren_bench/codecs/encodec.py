@@ -18,10 +18,12 @@ from transformers import EncodecConfig, EncodecModel
 from siren_bench.codecs.base import Codec, CodecInfo
 from siren_bench.codecs.dac import load_hf_folder
 from siren_bench.weights import CheckpointError, load_exact, load_torch_checkpoint, verify_sha256
+from siren_bench.registry import CODECS
 
 ENCODEC_24KHZ_SHA256_PREFIX = "d7cc33bc"
 
 
+@CODECS.register("encodec")
 class EncodecCodec(Codec):
     def __init__(self, model: EncodecModel, name: str, weights_sha256: str):
         self.model = model.eval()

@@ -30,6 +30,7 @@ from transformers.models.dac.modeling_dac import DacResidualVectorQuantizer
 
 from siren_bench.codecs.base import Codec, CodecInfo
 from siren_bench.codecs.dac import load_hf_folder, rvq_layer_features
+from siren_bench.registry import CODECS
 
 LOG_MEL_FLOOR = 1e-7  # mel power; well below SynthCaps' -65 dBFS noise floor
 MAX_LOG_MAGNITUDE = 6.0  # caps exp() of the decoder's log-magnitude (|X| <= e^6) so it cannot overflow
@@ -171,6 +172,7 @@ class SpectralCodecModel(PreTrainedModel):
         return SpectralCodecOutput(self.decode_latent(quantized), codes, projected, loss)
 
 
+@CODECS.register("spectral")
 class SpectralCodec(Codec):
     """The Codec interface over SpectralCodecModel (saved and loaded as an HF-format folder)."""
 
