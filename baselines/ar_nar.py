@@ -31,6 +31,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from baselines.base import BaselineSpec, BlockShape, Generator, NullCaption, masked_mean
+from siren_bench.models.patterns import CodebookPattern, coarse_first
 from siren_bench.models.sampling import SamplingConfig, guided, sample_codes
 from siren_bench.models.siren import KVCache, RMSNorm, TemporalBlock, Text, sinusoidal_positions
 from siren_bench.registry import SYSTEMS
@@ -162,7 +163,17 @@ class ArNarLM(Generator):
             raise ValueError(f"NAR stage must be in 1..{self.config.n_codebooks - 1}, got {stage.tolist()}")
         return stage
 
+    def pattern(self, n_frames: int) -> CodebookPattern:
+        """Codebook 0 frame by frame, then each finer codebook for every frame at once."""
+        return coarse_first(self.config.n_codebooks, n_frames)
+
     # ------------------------------------------------------------------ teacher-forced forward and loss
+
+    def forward(self, codes: torch.Tensor, text: Text, drop: torch.Tensor | None = None) -> torch.Tensor:
+        """codes [B, K, F] -> logits [B, K, F, V]: the AR's for codebook 0 and each NAR pass's for
+        codebooks 1..K-1, all teacher-forced (what generation computes, given the true codes)."""
+        nar = [self.forward_nar(codes, k, text, drop) for k in range(1, self.config.n_codebooks)]
+        return torch.stack([self.forward_ar(codes, text, drop), *nar], dim=1)
 
     def forward_ar(self, codes: torch.Tensor, text: Text, drop: torch.Tensor | None = None) -> torch.Tensor:
         """codes [B, K, F] -> AR logits [B, F, V] for codebook 0 (frame t from frames < t)."""

@@ -4,7 +4,8 @@ One decoder-only transformer reads and predicts all K codebooks at once. With pl
 K codes of a frame would be predicted independently of each other; the "delay" pattern shifts
 codebook q right by q steps, so when step s predicts codebook q (frame s - q) it has already seen
 the codebooks below q of that same frame (they sat at steps s - q .. s - 1). The cost is K - 1
-extra steps, against K x more steps for full flattening.
+extra steps, against K x more steps for full flattening. The layout is the `delay` pattern of
+siren_bench/models/patterns.py.
 
   delayed step s:     0    1    2    3    4    5
   codebook 0:        c00  c01  c02  c03   .    .
@@ -27,40 +28,10 @@ from torch import nn
 from torch.nn import functional as F
 
 from baselines.base import BaselineSpec, BlockShape, Generator, NullCaption, masked_mean
+from siren_bench.models.patterns import CodebookPattern, delay
 from siren_bench.models.sampling import SamplingConfig, guided, sample_codes
 from siren_bench.models.siren import KVCache, RMSNorm, TemporalBlock, Text, sinusoidal_positions
 from siren_bench.registry import SYSTEMS
-
-# ---------------------------------------------------------------------------- the delay pattern
-
-
-def delay_pattern(codes: torch.Tensor, pad_token: int) -> torch.Tensor:
-    """codes [B, K, F] -> [B, K, F + K - 1]: codebook q shifted right by q steps, `pad_token` elsewhere."""
-    if codes.dim() != 3:
-        raise ValueError(f"codes must be [B, K, F], got {tuple(codes.shape)}")
-    B, K, n_frames = codes.shape
-    delayed = codes.new_full((B, K, n_frames + K - 1), pad_token)
-    for q in range(K):
-        delayed[:, q, q : q + n_frames] = codes[:, q]
-    return delayed
-
-
-def undelay_pattern(delayed: torch.Tensor) -> torch.Tensor:
-    """[B, K, F + K - 1, ...] -> [B, K, F, ...]: the inverse of `delay_pattern`. Trailing dims
-    ride along, so it also maps per-step logits [B, K, S, V] back to frames [B, K, F, V]."""
-    if delayed.dim() < 3 or delayed.shape[2] < delayed.shape[1]:
-        raise ValueError(f"delayed must be [B, K, F + K - 1, ...] with F >= 1, got {tuple(delayed.shape)}")
-    K = delayed.shape[1]
-    n_frames = delayed.shape[2] - K + 1
-    return torch.stack([delayed[:, q, q : q + n_frames] for q in range(K)], dim=1)
-
-
-def delay_mask(n_codebooks: int, n_frames: int, device: torch.device | str | None = None) -> torch.Tensor:
-    """[K, F + K - 1] bool: True where the delayed grid holds a real code (q <= s < q + F)."""
-    steps = torch.arange(n_frames + n_codebooks - 1, device=device)[None]
-    q = torch.arange(n_codebooks, device=device)[:, None]
-    return (steps >= q) & (steps < q + n_frames)
-
 
 # ---------------------------------------------------------------------------- configuration
 
@@ -128,6 +99,10 @@ class DelayPatternLM(Generator):
             raise ValueError(f"text must be tokens [{B}, L, {c.text_dim}], mask [{B}, L], pooled [{B}, {c.text_dim}]; got "
                              f"{tuple(text.tokens.shape)}, {tuple(text.mask.shape)}, {tuple(text.pooled.shape)}")
 
+    def pattern(self, n_frames: int) -> CodebookPattern:
+        """Codebook q of frame t is produced at step t + q."""
+        return delay(self.config.n_codebooks, n_frames)
+
     # ------------------------------------------------------------------ teacher-forced forward
 
     def embed(self, tokens: torch.Tensor) -> torch.Tensor:
@@ -154,11 +129,12 @@ class DelayPatternLM(Generator):
         text = self.null_caption(text, drop)
         if frame_mask is not None:
             codes = codes.masked_fill(~frame_mask.bool()[:, None, :], self.special)
-        delayed = delay_pattern(codes, self.special)  # [B, K, S]
+        pattern = self.pattern(codes.shape[-1])
+        delayed = pattern.sequence(codes, self.special)  # [B, K, S]
         start = torch.full_like(delayed[:, :, :1], self.special)
         inputs = torch.cat([start, delayed[:, :, :-1]], dim=2)  # step s reads step s - 1
         steps = torch.arange(delayed.shape[2], device=codes.device)
-        return undelay_pattern(self.logits(self.embed(inputs), text, steps))
+        return pattern.frames(self.logits(self.embed(inputs), text, steps))
 
     def loss(self, codes: torch.Tensor, text: Text, frame_mask: torch.Tensor | None = None,
              drop: torch.Tensor | None = None, n_frames: float | None = None) -> torch.Tensor:
@@ -187,7 +163,8 @@ class DelayPatternLM(Generator):
         cond_text = self.null_caption.doubled(text) if use_guidance else text
         rows = 2 * B if use_guidance else B
         device = text.tokens.device
-        valid = delay_mask(K, n_frames, device)  # [K, S]
+        pattern = self.pattern(n_frames)
+        valid = pattern.valid(device)  # [K, S]
         n_steps = valid.shape[1]
         delayed = torch.full((rows, K, n_steps), self.special, dtype=torch.long, device=device)
         caches = [KVCache() for _ in self.blocks]
@@ -206,9 +183,9 @@ class DelayPatternLM(Generator):
             previous = delayed[:, :, s : s + 1]
             if return_logits:
                 step_logits.append(logits[:B])
-        codes = undelay_pattern(delayed[:B])
+        codes = pattern.frames(delayed[:B])
         if return_logits:
-            return codes, undelay_pattern(torch.stack(step_logits, dim=2))
+            return codes, pattern.frames(torch.stack(step_logits, dim=2))
         return codes
 
 

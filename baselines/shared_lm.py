@@ -17,6 +17,7 @@ import torch
 
 from baselines.base import BaselineSpec, Generator
 from siren_bench.models.collaborative import Siren
+from siren_bench.models.patterns import CodebookPattern, frame_major
 from siren_bench.models.sampling import SamplingConfig
 from siren_bench.models.siren import SirenConfig, SirenExpert, Text
 from siren_bench.registry import SYSTEMS
@@ -26,6 +27,10 @@ class SharedLM(SirenExpert, Generator):
     def __init__(self, config: SirenConfig):
         config = dataclasses.replace(config, groups=[list(range(config.n_codebooks))], codebooks_per_expert=config.n_codebooks)
         super().__init__(config, config.expert_groups()[0])
+
+    def pattern(self, n_frames: int) -> CodebookPattern:
+        """As Siren's: frame by frame, a frame's codebooks coarse to fine."""
+        return frame_major(self.config.n_codebooks, n_frames)
 
     @torch.no_grad()
     def generate(self, text: Text, n_frames: int, sampling: SamplingConfig,

@@ -7,8 +7,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from baselines.delay_lm import (PAPER_SCALE, DelayPatternLM, delay_lm_config, delay_mask, delay_pattern,
-                                undelay_pattern)
+from baselines.delay_lm import PAPER_SCALE, DelayPatternLM, delay_lm_config
+from siren_bench.models.patterns import delay
 from siren_bench.models.sampling import SamplingConfig
 from siren_bench.models.siren import Text
 from tests.generation_checks import assert_seeded_codes, fit_losses
@@ -38,17 +38,18 @@ def random_codes(batch: int, frames: int, seed: int = 3) -> torch.Tensor:
 def test_delay_round_trips_and_pads_exactly_the_triangles(n_codebooks, n_frames):
     pad = 99
     codes = torch.randint(0, 50, (2, n_codebooks, n_frames), generator=torch.Generator().manual_seed(n_frames))
-    delayed = delay_pattern(codes, pad)
+    pattern = delay(n_codebooks, n_frames)
+    delayed = pattern.sequence(codes, pad)
     assert delayed.shape == (2, n_codebooks, n_frames + n_codebooks - 1)
-    assert torch.equal(undelay_pattern(delayed), codes)
+    assert torch.equal(pattern.frames(delayed), codes)
     expected_pad = torch.tensor([[s < q or s >= q + n_frames for s in range(delayed.shape[2])] for q in range(n_codebooks)])
     assert torch.equal(delayed == pad, expected_pad[None].expand_as(delayed))
-    assert torch.equal(delay_mask(n_codebooks, n_frames), ~expected_pad)
+    assert torch.equal(pattern.valid(), ~expected_pad)
 
 
 def test_delay_pattern_on_a_written_out_example():
     codes = torch.tensor([[[1, 2, 3], [4, 5, 6], [7, 8, 9]]])
-    assert delay_pattern(codes, 0).tolist() == [[[1, 2, 3, 0, 0], [0, 4, 5, 6, 0], [0, 0, 7, 8, 9]]]
+    assert delay(3, 3).sequence(codes, 0).tolist() == [[[1, 2, 3, 0, 0], [0, 4, 5, 6, 0], [0, 0, 7, 8, 9]]]
 
 
 @pytest.mark.parametrize("sampling", [SamplingConfig(), SamplingConfig(top_k=4, top_p=0.9, guidance=3.0)])

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import torch
 
+from siren_bench.models.patterns import CodebookPattern, frame_major
 from siren_bench.models.sampling import SamplingConfig, guided, sample_codes, with_null_rows
 from siren_bench.models.siren import SirenConfig, SirenExpert, Text
 
@@ -32,6 +33,11 @@ class Siren(torch.nn.Module):
     def set_code_table(self, table: torch.Tensor) -> None:
         for expert in self.experts:
             expert.set_code_table(table)
+
+    def pattern(self, n_frames: int) -> CodebookPattern:
+        """Frame by frame; within a frame, each expert's codebooks after the codebooks below them,
+        whichever expert owns those (the collaboration: expert i reads groups 0..i-1's codes)."""
+        return frame_major(self.config.n_codebooks, n_frames)
 
     def forward(self, codes: torch.Tensor, text: Text) -> torch.Tensor:
         """Teacher-forced logits of every codebook: [B, K, F, V]."""
