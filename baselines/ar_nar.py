@@ -30,7 +30,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from baselines.base import BaselineSpec, BlockShape, Generator, NullCaption, masked_mean
+from baselines.base import BaselineSpec, Generator, NullCaption, masked_mean
+from siren_bench.config import BlockShape
 from siren_bench.models.patterns import CodebookPattern, coarse_first
 from siren_bench.models.sampling import SamplingConfig, guided, sample_codes
 from siren_bench.models.siren import KVCache, RMSNorm, TemporalBlock, Text, sinusoidal_positions
@@ -52,10 +53,6 @@ class ArNarConfig(BlockShape):
             raise ValueError(f"nar_sampling must be one of {NAR_SAMPLING}, got {self.nar_sampling!r}")
 
 
-# VALL-E's published sizes: AR and NAR each 12 layers, 16 heads, width 1024 (FFN 4096), dropout 0.1.
-PAPER_SCALE = dict(ar_layers=12, nar_layers=12, n_heads=16, n_kv_heads=16, dim=1024, dropout=0.1)
-
-
 class ArDecoder(nn.Module):
     """Causal decoder over codebook 0: frame t sees the codes of frames < t and the caption."""
 
@@ -64,7 +61,7 @@ class ArDecoder(nn.Module):
         self.config = config
         self.embed = nn.Embedding(config.codebook_size, config.dim)
         self.start = nn.Parameter(torch.zeros(config.dim))
-        self.blocks = nn.ModuleList(TemporalBlock(config.block_config(), causal=True) for _ in range(config.ar_layers))
+        self.blocks = nn.ModuleList(TemporalBlock(config, causal=True) for _ in range(config.ar_layers))
         self.norm = RMSNorm(config.dim, config.norm_eps)
         self.head = nn.Linear(config.dim, config.codebook_size, bias=False)
 
@@ -100,7 +97,7 @@ class NarDecoder(nn.Module):
         # codebooks 0..K-2 are inputs (codebook K-1 never is); row j * V + c is codebook j's entry c
         self.embed = nn.Embedding((K - 1) * V, config.dim)
         self.stage = nn.Embedding(K - 1, config.dim)  # row k-1: "now predict codebook k"
-        self.blocks = nn.ModuleList(TemporalBlock(config.block_config(), causal=False) for _ in range(config.nar_layers))
+        self.blocks = nn.ModuleList(TemporalBlock(config, causal=False) for _ in range(config.nar_layers))
         self.norm = RMSNorm(config.dim, config.norm_eps)
         self.heads = nn.ModuleList(nn.Linear(config.dim, V, bias=False) for _ in range(K - 1))  # heads[k-1] -> codebook k
 

@@ -27,34 +27,7 @@ import torch
 from torch import nn
 
 from siren_bench.models.sampling import SamplingConfig, with_null_rows
-from siren_bench.models.siren import SirenConfig, Text, drop_captions
-
-
-@dataclass
-class BlockShape:
-    """What every baseline's transformer shares: the data's shape (the harness fills the codebooks,
-    entries, text width and longest sequence from the pipeline) and the width of Siren's blocks,
-    which the baselines reuse unchanged. Tiny CPU sizes by default; each model's PAPER_SCALE has
-    the published ones."""
-
-    n_codebooks: int = 12
-    codebook_size: int = 1024
-    text_dim: int = 768
-    dim: int = 128
-    n_heads: int = 4
-    n_kv_heads: int = 2
-    dropout: float = 0.1
-    max_frames: int = 2048
-    norm_eps: float = 1e-5
-    init_std: float = 0.02
-    ffn_multiple: int = 256  # SwiGLU hidden = int(8 dim / 3) rounded up to this multiple, as in Siren
-
-    def block_config(self) -> SirenConfig:
-        """The fields Siren's Attention / TemporalBlock / SwiGLU read."""
-        return SirenConfig(n_codebooks=self.n_codebooks, codebook_size=self.codebook_size, dim=self.dim,
-                           n_heads=self.n_heads, n_kv_heads=self.n_kv_heads, text_dim=self.text_dim,
-                           dropout=self.dropout, norm_eps=self.norm_eps, init_std=self.init_std,
-                           max_frames=self.max_frames, ffn_multiple=self.ffn_multiple)
+from siren_bench.models.siren import Text, drop_captions
 
 
 @dataclass(frozen=True)

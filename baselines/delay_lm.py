@@ -27,7 +27,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from baselines.base import BaselineSpec, BlockShape, Generator, NullCaption, masked_mean
+from baselines.base import BaselineSpec, Generator, NullCaption, masked_mean
+from siren_bench.config import BlockShape
 from siren_bench.models.patterns import CodebookPattern, delay
 from siren_bench.models.sampling import SamplingConfig, guided, sample_codes
 from siren_bench.models.siren import KVCache, RMSNorm, TemporalBlock, Text, sinusoidal_positions
@@ -41,18 +42,13 @@ class DelayLMConfig(BlockShape):
     layers: int = 4
 
 
-# AudioGen-medium-like (~1.5 B parameters in the paper): 48 layers of width 1536, 24 heads, full
-# multi-head attention; EnCodec 16 kHz with 4 codebooks x 2048 entries (the harness takes K and V
-# from its own codec). With SwiGLU and 768-d text this writing counts about 1.7 B.
-PAPER_SCALE = dict(dim=1536, n_heads=24, n_kv_heads=24, layers=48, dropout=0.1, n_codebooks=4, codebook_size=2048)
-
-
-def delay_lm_config(paper_scale: bool = False, **fields) -> DelayLMConfig:
-    """A config from `fields`, on top of PAPER_SCALE when `paper_scale`; unknown names are refused."""
+def delay_lm_config(**fields) -> DelayLMConfig:
+    """A config from `fields`; unknown names are refused. The published sizes (AudioGen medium)
+    are conf/baselines/paper.yaml's."""
     unknown = set(fields) - set(DelayLMConfig.__dataclass_fields__)
     if unknown:
         raise ValueError(f"unknown DelayLMConfig fields: {sorted(unknown)}")
-    return DelayLMConfig(**((PAPER_SCALE if paper_scale else {}) | fields))
+    return DelayLMConfig(**fields)
 
 
 # ---------------------------------------------------------------------------- the model
@@ -68,10 +64,9 @@ class DelayPatternLM(Generator):
         self.config = dataclasses.replace(config)  # own copy: models share nothing mutable
         K, V = config.n_codebooks, config.codebook_size
         self.special = V  # pad / start id
-        block_config = config.block_config()
         self.embeddings = nn.ModuleList(nn.Embedding(V + 1, config.dim) for _ in range(K))
         self.null_caption = NullCaption(config.text_dim, config.init_std)
-        self.blocks = nn.ModuleList(TemporalBlock(block_config, causal=True) for _ in range(config.layers))
+        self.blocks = nn.ModuleList(TemporalBlock(config, causal=True) for _ in range(config.layers))
         self.norm = RMSNorm(config.dim, config.norm_eps)
         self.heads = nn.ModuleList(nn.Linear(config.dim, V, bias=False) for _ in range(K))
         for module in self.modules():

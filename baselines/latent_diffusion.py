@@ -30,9 +30,10 @@ from typing import Callable, Iterable
 import torch
 from torch import nn
 
-from baselines.base import BaselineSpec, BlockShape, Generator, NullCaption, masked_mean
+from baselines.base import BaselineSpec, Generator, NullCaption, masked_mean
+from siren_bench.config import BlockShape
 from siren_bench.models.sampling import SamplingConfig, guided
-from siren_bench.models.siren import RMSNorm, SirenConfig, TemporalBlock, Text, sinusoidal_positions
+from siren_bench.models.siren import RMSNorm, TemporalBlock, Text, sinusoidal_positions
 from siren_bench.registry import SYSTEMS
 
 PREDICTIONS = ("v", "epsilon")
@@ -60,8 +61,7 @@ class LatentDiffusionConfig(BlockShape):
             raise ValueError(f"eta must be >= 0, got {self.eta}")
 
 
-# Tango's sampler settings (200 steps, guidance 3: REFERENCES.md §3); width and depth are our choice (~0.4 B parameters at D 1024, text 768).
-PAPER_SCALE = dict(dim=1024, n_heads=16, n_kv_heads=16, layers=24, sampling_steps=200)
+# Tango's sampler (REFERENCES.md §3): 200 DDIM steps (conf/baselines/paper.yaml, with our width and depth) and
 PAPER_GUIDANCE = 3.0  # Tango's classifier-free guidance scale: SamplingConfig(guidance=PAPER_GUIDANCE)
 
 
@@ -169,7 +169,7 @@ class DenoiserBlock(TemporalBlock):
     exactly TemporalBlock.forward. With one, the block's own self-attention projections attend
     from x to x under the mask (Attention's key-masked path)."""
 
-    def __init__(self, config: SirenConfig):
+    def __init__(self, config: BlockShape):
         super().__init__(config, causal=False)
 
     def forward(self, x, text, text_mask, frame_mask: torch.Tensor | None = None):
@@ -187,11 +187,10 @@ class Denoiser(nn.Module):
     def __init__(self, config: LatentDiffusionConfig):
         super().__init__()
         self.config = config
-        blocks = config.block_config()
         self.input = nn.Linear(config.latent_dim, config.dim)
         self.time_mlp = nn.Sequential(nn.Linear(config.dim, config.dim), nn.SiLU(), nn.Linear(config.dim, config.dim))
         self.text_pool = nn.Linear(config.text_dim, config.dim, bias=False)
-        self.blocks = nn.ModuleList(DenoiserBlock(blocks) for _ in range(config.layers))
+        self.blocks = nn.ModuleList(DenoiserBlock(config) for _ in range(config.layers))
         self.norm = RMSNorm(config.dim, config.norm_eps)
         self.output = nn.Linear(config.dim, config.latent_dim)
         for module in self.modules():

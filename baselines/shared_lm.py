@@ -16,10 +16,11 @@ import dataclasses
 import torch
 
 from baselines.base import BaselineSpec, Generator
+from siren_bench.config import SirenConfig
 from siren_bench.models.collaborative import Siren
 from siren_bench.models.patterns import CodebookPattern, frame_major
 from siren_bench.models.sampling import SamplingConfig
-from siren_bench.models.siren import SirenConfig, SirenExpert, Text
+from siren_bench.models.siren import SirenExpert, Text
 from siren_bench.registry import SYSTEMS
 
 

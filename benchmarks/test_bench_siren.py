@@ -21,9 +21,10 @@ import time
 import pytest
 import torch
 
+from siren_bench.config import SirenConfig
 from siren_bench.models.collaborative import Siren
 from siren_bench.models.sampling import SamplingConfig, sample_codes
-from siren_bench.models.siren import SirenConfig, Text
+from siren_bench.models.siren import Text
 
 FULL = os.environ.get("SIREN_BENCH_FULL") == "1"
 BATCH, FRAMES, GEN_FRAMES = (8, 100, 50) if FULL else (2, 20, 6)

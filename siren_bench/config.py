@@ -9,6 +9,7 @@ deep inside a stage.
 from __future__ import annotations
 
 import dataclasses
+import math
 import string
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -124,29 +125,69 @@ class CodecConfig:
 
 
 @dataclass
-class ModelConfig:
-    """Siren: architecture (models/siren.SirenConfig fields), Stage-1 training and sampling.
-    n_codebooks, codebook_size and code_dim come from the pipeline's codec when null."""
+class BlockShape:
+    """What Siren's blocks (attention, temporal and depth blocks, SwiGLU) read, and the data's
+    shape. Siren's config and every baseline's extend it, so these fields are defined once.
+    Defaults: the official Siren 1.6B (REFERENCES.md §2); the shape fields may be null in params
+    (then the pipeline fills them from its codec and text encoder)."""
 
-    name: str = "siren_tiny"
-    n_codebooks: int | None = None
-    codebook_size: int | None = None
-    code_dim: int | None = None
+    n_codebooks: int | None = 12
+    codebook_size: int | None = 1024
+    text_dim: int | None = 768
+    dim: int = 1024
+    n_heads: int = 16
+    n_kv_heads: int = 16  # < n_heads: grouped KV heads
+    dropout: float = 0.1
+    max_frames: int = 2048
+    norm_eps: float = 1e-5
+    init_std: float = 0.02
+    ffn_multiple: int = 256  # SwiGLU hidden = int(8 dim / 3) rounded up to this multiple
+
+    @property
+    def ffn_hidden(self) -> int:
+        hidden = int(8 * self.dim / 3)
+        return self.ffn_multiple * math.ceil(hidden / self.ffn_multiple)
+
+
+@dataclass
+class SirenConfig(BlockShape):
+    code_dim: int | None = 1024  # the codec's latent width D (DAC 16 kHz: 1024)
     codebooks_per_expert: int = 2
-    groups: list[list[int]] | None = None
-    dim: int = 128
-    n_heads: int = 4
-    n_kv_heads: int = 2
-    temporal_layers: int = 2
-    depth_layers: int = 1
-    text_dim: int | None = None  # null: the text encoder's width
+    groups: list[list[int]] | None = None  # explicit grouping; overrides codebooks_per_expert
+    # False: the ablation without causal conditioning; before(t) is the pooled text alone, so an
+    # expert sees lower codebooks only through frame t-1's sum in its temporal path
+    causal_conditioning: bool = True
+    temporal_layers: int = 14
+    depth_layers: int = 2
+
+    def expert_groups(self) -> list[list[int]]:
+        """The codebooks each expert predicts, in order; they must tile 0..K-1 contiguously."""
+        if self.groups is not None:
+            groups = [list(map(int, g)) for g in self.groups]
+        else:
+            size = self.codebooks_per_expert
+            if size < 1 or self.n_codebooks % size:
+                raise ValueError(f"codebooks_per_expert={size} does not divide n_codebooks={self.n_codebooks}; give model.groups explicitly")
+            groups = [list(range(start, start + size)) for start in range(0, self.n_codebooks, size)]
+        flat = [k for g in groups for k in g]
+        if flat != list(range(self.n_codebooks)) or any(not g for g in groups):
+            raise ValueError(f"expert groups {groups} must split codebooks 0..{self.n_codebooks - 1} into contiguous, ordered, non-empty runs")
+        return groups
+
+
+@dataclass
+class ModelConfig(SirenConfig):
+    """Siren (`model.*`): the architecture (SirenConfig's fields, inherited, so defined once; the
+    codec's shape fields and text_dim null = taken from the pipeline's codec and text encoder),
+    the text conditioning, Stage-1 training and sampling. Defaults: the official 1.6B recipe;
+    conf/model/*.yaml hold each preset's values."""
+
+    name: str = "siren_1_6b"
     # text conditioning (siren_bench/text.py): minilm (shipped in its package), clap or t5 from local weights
     text_encoder: str = "minilm"
     text_encoder_path: str | None = None  # clap: an HF ClapModel folder or a LAION .pt; t5: an HF folder
     text_encoder_sha256: str | None = None  # pin of the weights file
     text_max_tokens: int = 128  # the official code's CLAP limit
-    dropout: float = 0.1
-    max_frames: int = 2048
     # Stage-1 training (the official recipe's shape: AdamW, warm-up, cosine to 0.1 x lr, clip 1.0)
     train_steps: int = 800
     batch_size: int = 16

@@ -64,3 +64,10 @@ def write_audio(path: Path, wave: np.ndarray, sample_rate: int, subtype: str | N
     path.parent.mkdir(parents=True, exist_ok=True)
     sf.write(str(path), wave, sample_rate, subtype=subtype)
     return path
+
+
+def paper_scale(name: str) -> dict:
+    """A baseline's published sizes, as conf/baselines/paper.yaml (their one home) holds them."""
+    import yaml
+
+    return yaml.safe_load((REPO / "conf" / "baselines" / "paper.yaml").read_text())[name]

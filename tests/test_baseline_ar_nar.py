@@ -8,9 +8,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from baselines.ar_nar import PAPER_SCALE, ArNarConfig, ArNarLM
+from baselines.ar_nar import ArNarConfig, ArNarLM
 from siren_bench.models.sampling import SamplingConfig
 from siren_bench.models.siren import Text
+from tests.conftest import paper_scale
 from tests.generation_checks import assert_seeded_codes, fit_losses
 
 K, V, TEXT_DIM = 4, 16, 12
@@ -155,7 +156,7 @@ def test_bad_inputs_are_refused():
 
 
 def test_paper_scale_is_valle_sized():
-    config = ArNarConfig(n_codebooks=8, codebook_size=1024, **PAPER_SCALE)
+    config = ArNarConfig(n_codebooks=8, codebook_size=1024, **paper_scale("ar_nar"))
     with torch.device("meta"):
         model = ArNarLM(config)
     blocks = sum(p.numel() for part in (model.ar.blocks, model.nar.blocks) for p in part.parameters())

@@ -7,10 +7,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from baselines.delay_lm import PAPER_SCALE, DelayPatternLM, delay_lm_config
+from baselines.delay_lm import DelayPatternLM, delay_lm_config
 from siren_bench.models.patterns import delay
 from siren_bench.models.sampling import SamplingConfig
 from siren_bench.models.siren import Text
+from tests.conftest import paper_scale
 from tests.generation_checks import assert_seeded_codes, fit_losses
 
 K, V, TEXT_DIM = 3, 16, 12
@@ -162,6 +163,6 @@ def test_models_share_no_parameters():
 def test_paper_scale_is_about_the_published_size():
     """AudioGen-medium is ~1.5 B; with SwiGLU and 768-d text cross-attention this writing has ~1.7 B."""
     with torch.device("meta"):
-        model = DelayPatternLM(delay_lm_config(paper_scale=True, text_dim=768))
-    count = sum(p.numel() for p in model.parameters())
-    assert PAPER_SCALE["layers"] == 48 and 1.4e9 < count < 1.9e9, count
+        model = DelayPatternLM(delay_lm_config(**paper_scale("delay_lm"), n_codebooks=4, codebook_size=2048, text_dim=768))
+    count = sum(p.numel() for p in model.parameters())  # EnCodec 16 kHz: 4 codebooks x 2048 entries
+    assert model.config.layers == 48 and 1.4e9 < count < 1.9e9, count

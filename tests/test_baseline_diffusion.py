@@ -10,10 +10,11 @@ import math
 import pytest
 import torch
 
-from baselines.latent_diffusion import (PAPER_GUIDANCE, PAPER_SCALE, DenoiserBlock, LatentDiffusion,
+from baselines.latent_diffusion import (PAPER_GUIDANCE, DenoiserBlock, LatentDiffusion,
                                         LatentDiffusionConfig, NoiseSchedule, ddim_sample)
 from siren_bench.models.sampling import SamplingConfig
 from siren_bench.models.siren import Text
+from tests.conftest import paper_scale
 
 
 def tiny_config(**overrides) -> LatentDiffusionConfig:
@@ -312,7 +313,7 @@ def test_models_share_no_tensors_and_configs_are_checked():
         with pytest.raises(ValueError):
             tiny_config(**bad)
 
-    paper = LatentDiffusionConfig(**PAPER_SCALE)
+    paper = LatentDiffusionConfig(**paper_scale("latent_diffusion"))
     assert paper.sampling_steps == 200 and PAPER_GUIDANCE == 3.0
     with torch.device("meta"):
         size = sum(p.numel() for p in LatentDiffusion(paper).parameters())

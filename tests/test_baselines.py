@@ -10,11 +10,10 @@ import torch
 
 from baselines import registry
 from baselines.shared_lm import SharedLM
-from siren_bench.config import ModelConfig
+from siren_bench.config import ModelConfig, SirenConfig
 from siren_bench.diagnostics.interference import codebook_gradient_cosines, interference_probe
 from siren_bench.diagnostics.orthogonality import off_diagonal_summary
 from siren_bench.models.sampling import SamplingConfig
-from siren_bench.models.siren import SirenConfig
 from siren_bench.models.train import TokenSet, train_model
 from tests.test_siren import random_text
 
@@ -127,19 +126,6 @@ def test_a_probed_run_trains_exactly_like_an_unprobed_one(tokens, tmp_path):
     assert [r["loss"] for r in logs[0]] == [r["loss"] for r in logs[1]]
     probed = [r for r in logs[1] if "interference" in r]
     assert [r["step"] for r in probed] == [1, 7, 14, 15] and np.array(probed[0]["interference"]).shape == (K, K)
-
-
-def test_the_paper_scale_config_group_matches_each_modules_published_sizes():
-    import yaml
-
-    from baselines import ar_nar, delay_lm, latent_diffusion
-    from tests.conftest import REPO
-
-    paper = yaml.safe_load((REPO / "conf" / "baselines" / "paper.yaml").read_text())
-    expected = {"delay_lm": delay_lm.PAPER_SCALE, "ar_nar": ar_nar.PAPER_SCALE, "latent_diffusion": latent_diffusion.PAPER_SCALE}
-    for name, sizes in expected.items():
-        architecture = {k: v for k, v in sizes.items() if k not in ("n_codebooks", "codebook_size")}  # the codec's, not ours
-        assert paper[name] == architecture, name
 
 
 def test_every_registered_baseline_has_a_default_section_and_its_own_seed():

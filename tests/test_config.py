@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
@@ -138,3 +140,31 @@ def test_a_baseline_is_nameable_only_with_its_section(tmp_path):
     OmegaConf.save(OmegaConf.create({"eval": {"systems": ["siren"]}, "baselines": {"delay_lm": 3}}), path)
     with pytest.raises(ConfigError, match="baselines.delay_lm must be a mapping"):
         eval_config(load_params(path), str(path))
+
+
+def test_each_config_field_is_defined_once():
+    """Siren's architecture is SirenConfig's, the blocks' fields BlockShape's: ModelConfig and every
+    baseline config inherit them, and no subclass declares a field its base already has."""
+    from baselines import registry
+    from siren_bench.config import BlockShape, ModelConfig, SirenConfig
+
+    def own_fields(cls):
+        base = next(b for b in cls.__mro__[1:] if dataclasses.is_dataclass(b)) if cls is not BlockShape else None
+        inherited = set(base.__dataclass_fields__) if base else set()
+        declared = set(cls.__annotations__)
+        return declared & inherited
+
+    classes = [SirenConfig, ModelConfig, *(registry.spec(n).config_class for n in registry.names())]
+    assert all(issubclass(c, BlockShape) for c in classes)
+    assert {c.__name__: own_fields(c) for c in classes} == {c.__name__: set() for c in classes}
+    assert set(SirenConfig.__dataclass_fields__) <= set(ModelConfig.__dataclass_fields__)
+
+
+@pytest.mark.parametrize("preset", ["siren_tiny", "siren_1_6b", "siren_3_1b"])
+def test_model_presets_hold_values_of_modelconfig_fields(preset):
+    import yaml
+
+    from siren_bench.config import ModelConfig
+
+    values = yaml.safe_load((REPO / "conf" / "model" / f"{preset}.yaml").read_text())
+    assert set(values) <= set(ModelConfig.__dataclass_fields__), set(values) - set(ModelConfig.__dataclass_fields__)

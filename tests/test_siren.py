@@ -10,9 +10,10 @@ import pytest
 import torch
 import yaml
 
+from siren_bench.config import SirenConfig
 from siren_bench.models.collaborative import Siren
 from siren_bench.models.sampling import SamplingConfig, sample_codes
-from siren_bench.models.siren import SirenConfig, SirenExpert, Text
+from siren_bench.models.siren import SirenExpert, Text
 from tests.conftest import REPO
 
 

@@ -12,7 +12,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Callable
 
-from siren_bench.models.siren import SirenConfig
+from siren_bench.config import SirenConfig
 
 
 @dataclass(frozen=True)

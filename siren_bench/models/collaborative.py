@@ -14,9 +14,10 @@ from __future__ import annotations
 
 import torch
 
+from siren_bench.config import SirenConfig
 from siren_bench.models.patterns import CodebookPattern, frame_major
 from siren_bench.models.sampling import SamplingConfig, guided, sample_codes, with_null_rows
-from siren_bench.models.siren import SirenConfig, SirenExpert, Text
+from siren_bench.models.siren import SirenExpert, Text
 
 
 class Siren(torch.nn.Module):

@@ -18,12 +18,12 @@ from safetensors.torch import load_file
 
 from siren_bench.artifacts import STAGES, expert_file, load_codes
 from siren_bench.codecs import Codec, load_stage_codec
-from siren_bench.config import ConfigError, ModelConfig, model_config
+from siren_bench.config import ConfigError, ModelConfig, SirenConfig, model_config
 from siren_bench.data.manifest import read_manifest
 from siren_bench.diagnostics.interference import interference_probe
 from siren_bench.io import sha256_file, sha256_json
 from siren_bench.models.collaborative import Siren
-from siren_bench.models.siren import SirenConfig, Text
+from siren_bench.models.siren import Text
 from siren_bench.models.train import TokenSet, train_expert
 from siren_bench.text import TextEncoder, load_text_encoder
 from siren_bench.weights import CheckpointError

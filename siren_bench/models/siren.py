@@ -26,47 +26,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-
-@dataclass
-class SirenConfig:
-    n_codebooks: int = 12
-    codebook_size: int = 1024
-    code_dim: int = 1024  # the codec's latent width D (DAC 16 kHz: 1024)
-    codebooks_per_expert: int = 2
-    groups: list[list[int]] | None = None  # explicit grouping; overrides codebooks_per_expert
-    # False: the ablation without causal conditioning; before(t) is the pooled text alone, so an
-    # expert sees lower codebooks only through frame t-1's sum in its temporal path
-    causal_conditioning: bool = True
-    dim: int = 1024
-    n_heads: int = 16
-    n_kv_heads: int = 16  # < n_heads: grouped KV heads
-    temporal_layers: int = 14
-    depth_layers: int = 2
-    text_dim: int = 768
-    dropout: float = 0.1
-    norm_eps: float = 1e-5
-    init_std: float = 0.02
-    max_frames: int = 2048
-    ffn_multiple: int = 256  # SwiGLU hidden = int(8 dim / 3) rounded up to this multiple
-
-    def expert_groups(self) -> list[list[int]]:
-        """The codebooks each expert predicts, in order; they must tile 0..K-1 contiguously."""
-        if self.groups is not None:
-            groups = [list(map(int, g)) for g in self.groups]
-        else:
-            size = self.codebooks_per_expert
-            if size < 1 or self.n_codebooks % size:
-                raise ValueError(f"codebooks_per_expert={size} does not divide n_codebooks={self.n_codebooks}; give model.groups explicitly")
-            groups = [list(range(start, start + size)) for start in range(0, self.n_codebooks, size)]
-        flat = [k for g in groups for k in g]
-        if flat != list(range(self.n_codebooks)) or any(not g for g in groups):
-            raise ValueError(f"expert groups {groups} must split codebooks 0..{self.n_codebooks - 1} into contiguous, ordered, non-empty runs")
-        return groups
-
-    @property
-    def ffn_hidden(self) -> int:
-        hidden = int(8 * self.dim / 3)
-        return self.ffn_multiple * math.ceil(hidden / self.ffn_multiple)
+from siren_bench.config import SirenConfig
 
 
 class RMSNorm(nn.Module):

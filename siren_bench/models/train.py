@@ -25,8 +25,8 @@ from typing import Protocol
 import numpy as np
 import torch
 
-from siren_bench.config import ModelConfig, config_hash
-from siren_bench.models.siren import SirenConfig, SirenExpert, Text
+from siren_bench.config import ModelConfig, SirenConfig, config_hash
+from siren_bench.models.siren import SirenExpert, Text
 from siren_bench.trainer import Trainer, rank_and_world
 
 

@@ -34,12 +34,12 @@ import torch
 
 from baselines import registry
 from siren_bench.artifacts import SCORED_SPLIT, STAGES, load_codes
-from siren_bench.config import ConfigError, codec_config, eval_config, sweep_config
+from siren_bench.config import ConfigError, SirenConfig, codec_config, eval_config, sweep_config
 from siren_bench.data.manifest import MANIFEST_NAME, read_manifest
 from siren_bench.io import atomic_directory, write_json_atomic
 from siren_bench.models.ablations import ABLATIONS, ablated, shared_experts
 from siren_bench.models.collaborative import Siren
-from siren_bench.models.siren import SirenConfig, SirenExpert
+from siren_bench.models.siren import SirenExpert
 from siren_bench.models.train import TokenSet, clear_resume_state, resume_file, train_expert, train_model
 from siren_bench.provenance import build_record, write_provenance
 from siren_bench.evaluation.scorer import stage_scorer
