@@ -207,6 +207,7 @@ class ModelConfig(SirenConfig):
     interference_every: int = 100  # steps; 0 turns it off
     interference_clips: int = 8
     bf16: bool = True  # autocast on CUDA only
+    activation_checkpointing: bool = False  # recompute block activations in backward: memory for compute (GPU sizes)
     # generation
     temperature: float = 1.0
     top_k: int = 0

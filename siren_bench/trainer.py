@@ -14,8 +14,10 @@ that no model re-implements it and a fix reaches them all:
 - resumption: every `checkpoint_every` steps and at the last one, model, optimizer, schedule,
   every RNG, the extra state and the log go into one atomically written file; a restarted run
   loads it and continues to the numbers an uninterrupted run gets (tests/test_crash_safety.py);
-- the log (per step: its number, the model's numbers, the learning rate it used, seconds) and
-  the progress bar.
+- the log (per step: its number, the model's numbers, the learning rate it used, seconds, and
+  frames per second where the step counts the frames it trained on) and the progress bar;
+- activation checkpointing as an option (`checkpoint_blocks`): the named block types recompute
+  their activations in the backward pass instead of keeping them, memory for compute.
 
 Data parallelism: under torchrun `rank` and `world` come from the process group; the model's
 step picks its rank's rows and wraps its loss module with `data_parallel` (DistributedDataParallel
@@ -28,6 +30,7 @@ from __future__ import annotations
 import json
 import math
 import time
+import types
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -35,6 +38,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
+from torch.utils.checkpoint import checkpoint
 from tqdm import tqdm
 
 from siren_bench.io import atomic_path
@@ -44,6 +48,7 @@ STATE_FORMAT = "siren-bench trainer 1"  # in every resume file; another format i
 
 # () -> (the micro-batch's loss, numbers to log with it)
 LossFn = Callable[[], tuple[torch.Tensor, dict]]
+COUNTED = ("frames",)  # numbers a LossFn logs that add up over micro-batches (the rest are averaged)
 
 
 def warmup_cosine(step: int, steps: int, warmup_steps: int, min_lr_ratio: float) -> float:
@@ -62,6 +67,24 @@ def rank_and_world() -> tuple[int, int]:
     return 0, 1
 
 
+def _checkpointed_forward(self, *args, **kwargs):
+    forward = type(self).forward
+    if torch.is_grad_enabled():
+        return checkpoint(forward, self, *args, use_reentrant=False, **kwargs)
+    return forward(self, *args, **kwargs)
+
+
+def checkpoint_activations(model: torch.nn.Module, block_types: tuple[type, ...]) -> int:
+    """Make every `block_types` module of `model` recompute its activations in the backward pass
+    instead of keeping them (only while gradients are on, so validation and generation run as
+    before). torch's non-reentrant checkpoint restores the RNG state for the recomputation, so
+    dropout draws the same masks and the numbers do not change. Returns how many blocks it set."""
+    blocks = [m for m in model.modules() if isinstance(m, block_types)]
+    for block in blocks:  # a bound method: a deep copy of the model rebinds it to the copy
+        block.forward = types.MethodType(_checkpointed_forward, block)
+    return len(blocks)
+
+
 class Trainer:
     """Optimises `model` with `optimizer` for `steps` steps, resumable from `state_file` (None:
     not resumable, nothing written). `stream` seeds `rng`, the NumPy generator the model's step
@@ -70,7 +93,8 @@ class Trainer:
     def __init__(self, label: str, model: torch.nn.Module, optimizer: torch.optim.Optimizer, *, steps: int,
                  grad_clip: float, checkpoint_every: int, stream: Sequence[int], state_file: Path | None,
                  device: torch.device | str = "cpu", warmup_steps: int = 0, min_lr_ratio: float = 0.1,
-                 grad_accum: int = 1, bf16: bool = False, extra_state: dict | None = None):
+                 grad_accum: int = 1, bf16: bool = False, extra_state: dict | None = None,
+                 checkpoint_blocks: tuple[type, ...] = ()):
         if steps < 0 or grad_accum < 1 or checkpoint_every < 1 or warmup_steps < 0 or grad_clip <= 0:
             raise ValueError(f"{label}: steps and warmup_steps must be >= 0, grad_accum and checkpoint_every >= 1, "
                              f"grad_clip > 0; got {steps}, {warmup_steps}, {grad_accum}, {checkpoint_every}, {grad_clip}")
@@ -82,6 +106,7 @@ class Trainer:
             optimizer, lambda step: warmup_cosine(step, steps, warmup_steps, min_lr_ratio))
         self.rng = np.random.default_rng(np.random.SeedSequence(list(stream)))
         self.rank, self.world = rank_and_world()
+        self.checkpointed_blocks = checkpoint_activations(model, checkpoint_blocks) if checkpoint_blocks else 0
         self.extra_state = dict(extra_state or {})
         self.log: list[dict] = []
         self.start = 0  # the step a resumed run continued from (0: a fresh run)
@@ -111,7 +136,7 @@ class Trainer:
             loss.backward()
             total += loss.detach()
             for key, value in logged.items():
-                numbers[key] = numbers.get(key, 0.0) + value / self.grad_accum
+                numbers[key] = numbers.get(key, 0.0) + (value if key in COUNTED else value / self.grad_accum)
         if self.world > 1:
             dist.all_reduce(total)
             total /= self.world
@@ -134,6 +159,8 @@ class Trainer:
             self.current_step = index + 1
             row = {"step": index + 1, **step(), "lr": lr}
             self.schedule.step()
+            if "frames" in row:
+                row["frames_per_s"] = row["frames"] / (time.perf_counter() - began)  # the step alone
             if measure is not None:
                 row |= measure(index + 1)
             row["seconds"] = time.perf_counter() - began  # the step and its measurements

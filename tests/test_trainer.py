@@ -136,3 +136,32 @@ def test_bad_settings_are_refused(bad):
     model, _, _ = _regression()
     with pytest.raises(ValueError, match="test: steps"):
         _trainer(model, **bad)
+
+
+def test_activation_checkpointing_trains_to_the_same_numbers(tmp_path):
+    """With dropout on, the recomputed blocks draw the same masks: same losses, same weights; the
+    blocks are really wrapped, and generation (no gradients) is untouched."""
+    import copy
+
+    from siren_bench.config import ModelConfig
+    from siren_bench.models.siren import DepthBlock, TemporalBlock
+    from siren_bench.models.train import train_expert
+    from tests.test_siren import _token_set, tiny_config
+
+    siren = tiny_config(dropout=0.2)
+    table = torch.randn(4, 16, 8, generator=torch.Generator().manual_seed(0))
+    runs = []
+    for checkpointing in (False, True):
+        config = ModelConfig(train_steps=4, batch_size=3, crop_frames=6, checkpoint_every=4, val_every=4, warmup_steps=1,
+                             learning_rate=1e-3, activation_checkpointing=checkpointing)
+        runs.append(train_expert(0, siren, config, table, _token_set(5, 8, 0), None, tmp_path / str(checkpointing), "d",
+                                 torch.device("cpu")))
+    plain, checkpointed = runs
+    assert [r["loss"] for r in plain.log] == [r["loss"] for r in checkpointed.log]
+    for key, value in plain.expert.state_dict().items():
+        assert torch.equal(value, checkpointed.expert.state_dict()[key]), key
+    blocks = [m for m in checkpointed.expert.modules() if isinstance(m, (TemporalBlock, DepthBlock))]
+    assert blocks and all("forward" in vars(b) for b in blocks) and not any("forward" in vars(b) for b in plain.expert.modules())
+    twin = copy.deepcopy(checkpointed.expert)  # the copy's blocks run their own weights, not the original's
+    assert all(b.forward.__self__ is b for b in twin.modules() if isinstance(b, (TemporalBlock, DepthBlock)))
+    assert all(r["frames"] > 0 and r["frames_per_s"] > 0 for r in plain.log)

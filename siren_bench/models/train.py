@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from siren_bench.config import ModelConfig, SirenConfig, config_hash
-from siren_bench.models.siren import SirenExpert, Text
+from siren_bench.models.siren import DepthBlock, SirenExpert, TemporalBlock, Text
 from siren_bench.trainer import Trainer, rank_and_world
 
 
@@ -139,7 +139,7 @@ def train_model(model: torch.nn.Module, label: str, config: ModelConfig, train: 
     trainer = Trainer(label, model, optimizer_for(model, config), steps=config.train_steps, grad_clip=config.grad_clip,
                       checkpoint_every=config.checkpoint_every, stream=stream, state_file=state_file, device=device,
                       warmup_steps=config.warmup_steps, min_lr_ratio=config.min_lr_ratio, grad_accum=config.grad_accum,
-                      bf16=config.bf16)
+                      bf16=config.bf16, checkpoint_blocks=(TemporalBlock, DepthBlock) if config.activation_checkpointing else ())
     shard_loss = trainer.data_parallel(_ShardLoss(model))
     rng = trainer.rng
 
@@ -148,8 +148,10 @@ def train_model(model: torch.nn.Module, label: str, config: ModelConfig, train: 
         codes, mask, text = make_batch(train, rows, rng, config.crop_frames)
         drop = torch.from_numpy(rng.random(config.batch_size) < config.caption_dropout)
         shard = slice(trainer.rank, None, trainer.world)  # every rank drew the whole batch; it trains on its rows
-        return shard_loss(codes[shard].to(device), text.select(shard).to(device), mask[shard].to(device),
-                          drop[shard].to(device), float(mask.sum())), {}
+        frames = float(mask.sum())  # the whole batch's, over every rank
+        loss = shard_loss(codes[shard].to(device), text.select(shard).to(device), mask[shard].to(device),
+                          drop[shard].to(device), frames)
+        return loss, {"frames": frames}
 
     def measure(step: int) -> dict:
         row = {}
