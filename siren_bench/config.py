@@ -56,11 +56,18 @@ class SynthCapsConfig:
 @dataclass
 class AudioCapsConfig:
     name: str = "audiocaps"
-    audio_dir: str = "???"
-    list_file: str = "???"
-    # auto: name the protocol from the list's SHA-256; a protocol name: require that one;
-    # custom: accept any list, recording its count and hash.
+    audio_dir: str = "???"  # one folder, searched recursively, holding every split's files
+    # The split lists (conf/data/audiocaps.yaml: the AudioCaps 1.0 lists shipped in protocols/audiocaps/).
+    # test_list may be a published subset (AudioLDM's 964-clip JSON, Tango's 886-clip JSONL); null
+    # train_list / val_list: a run without that split (scoring only).
+    test_list: str = "???"
+    train_list: str | None = None
+    val_list: str | None = None
+    # auto: name the test protocol from the list's SHA-256; a protocol name: require that one;
+    # custom: accept any lists, recording their counts and hashes (train and val are otherwise
+    # required to be AudioCaps 1.0's).
     protocol: str = "auto"
+    max_missing_fraction: float = 0.15  # of a split's clips absent from audio_dir; above it the run refuses
     sample_rate: int = 16000
     clip_seconds: float = 10.0
     channel_policy: str = "mean"  # mean | first
@@ -344,6 +351,8 @@ def _check_audiocaps(config: AudioCapsConfig, source: str) -> None:
     _check_choice(source, "data.channel_policy", config.channel_policy, ("mean", "first"))
     _check_choice(source, "data.on_sample_rate_mismatch", config.on_sample_rate_mismatch, ("resample", "error"))
     problems = _common_audio_problems(config.sample_rate, config.clip_seconds)
+    if not 0.0 <= config.max_missing_fraction < 1.0:
+        problems.append(f"data.max_missing_fraction must be in [0, 1), got {config.max_missing_fraction}")
     fields = {"youtube_id", "start_time", "audiocap_id"}
     for pattern in config.filename_patterns:
         try:

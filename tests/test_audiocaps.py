@@ -36,7 +36,8 @@ def fake_audiocaps(tmp_path):
         ("1", "aaa", "0", "A dog barks"), ("2", "aaa", "0", "A dog is barking"),
         ("3", "bbb", "10", "Rain falls"), ("4", "ccc", "30", "An engine idles"), ("5", "ddd", "40", "Wind blows"),
     ])
-    return {"audio_dir": str(audio), "list_file": str(listing), "name": "audiocaps", "protocol": "custom"}
+    return {"audio_dir": str(audio), "test_list": str(listing), "name": "audiocaps", "protocol": "custom",
+            "max_missing_fraction": 0.5}
 
 
 def test_prepare_resamples_pads_and_lists_missing(fake_audiocaps, write_params):
@@ -57,12 +58,14 @@ def test_prepare_resamples_pads_and_lists_missing(fake_audiocaps, write_params):
     spectrum = np.abs(np.fft.rfft(wave))
     assert np.fft.rfftfreq(wave.size, 1 / 16000)[spectrum.argmax()] == pytest.approx(440.0, abs=1.0)
     info = json.loads((out / "dataset.json").read_text())
-    assert info["clips_missing"] == 1 and info["missing"] == [{"youtube_id": "ddd", "start_time": "40"}]
-    assert info["resampled"] == 1 and info["protocol"] == "custom" and info["list_rows"] == 5
+    test = info["splits"]["test"]
+    assert list(info["splits"]) == ["test"] and set(manifest["split"]) == {"test"}
+    assert test["clips_missing"] == 1 and test["missing"] == [{"youtube_id": "ddd", "start_time": "40"}]
+    assert info["resampled"] == 1 and test["protocol"] == "custom" and test["list_rows"] == 5 and test["missing_fraction"] == 0.25
 
     report_dir = report.run(params)
     text = (report_dir / "report.md").read_text()
-    assert "ddd" in text and "missing 1" in text and "1 files resampled" in text
+    assert "ddd" in text and "missing 1" in text and "1 files resampled" in text and "| test |" in text
     assert f"| bbb | {audio_dir}/sub/Ybbb.wav | 44100 | 2 |" in text  # the resample is listed by file
     assert json.loads((report_dir / "results.json").read_text())["sections"]["dataset"]["clips_missing"] == 1
 
@@ -117,14 +120,17 @@ def test_unknown_list_is_refused_unless_custom(fake_audiocaps, write_params):
 
 
 def test_protocol_is_named_from_the_list_hash(fake_audiocaps, monkeypatch):
-    path = Path(fake_audiocaps["list_file"])
-    fake = ac.Protocol("fake_5", "a fake protocol", "csv", 5, 4, ac.sha256_file(path))
+    path = Path(fake_audiocaps["test_list"])
+    fake = ac.Protocol("fake_5", "a fake protocol", "csv", 5, 4, ac.sha256_file(path), "test")
+    monkeypatch.setattr(ac, "PROTOCOLS", (*ac.PROTOCOLS, fake))
     monkeypatch.setattr(ac, "PROTOCOLS_BY_HASH", {fake.sha256: fake})
-    monkeypatch.setattr(ac, "PROTOCOLS_BY_NAME", {fake.name: fake, "other": ac.PROTOCOLS[0]})
+    monkeypatch.setattr(ac, "PROTOCOLS_BY_NAME", {fake.name: fake, "audiocaps_test_975x5": ac.PROTOCOLS[0]})
     assert ac.identify_protocol(path, "auto", 5)["protocol"] == "fake_5"
     assert ac.identify_protocol(path, "fake_5", 5)["protocol"] == "fake_5"
     with pytest.raises(ac.AudioCapsError, match="asks for"):
-        ac.identify_protocol(path, "other", 5)
+        ac.identify_protocol(path, "audiocaps_test_975x5", 5)
+    with pytest.raises(ac.AudioCapsError, match=r"the fake_5 list \(the test split\), given as data.train_list"):
+        ac.identify_protocol(path, "auto", 5, split="train")
 
 
 def test_no_clip_found_is_an_error(tmp_path, fake_audiocaps, write_params):
@@ -136,7 +142,7 @@ def test_no_clip_found_is_an_error(tmp_path, fake_audiocaps, write_params):
 
 def test_missing_list_or_folder(tmp_path, fake_audiocaps, write_params):
     with pytest.raises(ac.AudioCapsError, match="list file not found"):
-        prepare.run(write_params(fake_audiocaps | {"list_file": str(tmp_path / "no.csv")}))
+        prepare.run(write_params(fake_audiocaps | {"test_list": str(tmp_path / "no.csv")}))
     with pytest.raises(ac.AudioCapsError, match="audio folder not found"):
         prepare.run(write_params(fake_audiocaps | {"audio_dir": str(tmp_path / "nowhere")}))
 
@@ -151,7 +157,7 @@ def test_audioldm_json_and_tango_jsonl_lists(tmp_path):
     tango.write_text(json.dumps({"dataset": "audiocaps", "location": "/data/qrs_20.wav", "captions": "Birds sing"}) + "\n")
     config = AudioCapsConfig(audio_dir=str(audio), protocol="custom")
     for listing, clip_id in ((audioldm, "xyz"), (tango, "qrs")):
-        source = ac.resolve_source(AudioCapsConfig(**(vars(config) | {"list_file": str(listing)})))
+        source = ac.resolve_sources(AudioCapsConfig(**(vars(config) | {"test_list": str(listing)})))["test"]
         assert [(e.youtube_id, p.name) for e, p in source.present] == [(clip_id, "Yxyz.wav" if clip_id == "xyz" else "qrs_20.wav")]
 
 
@@ -162,19 +168,81 @@ def test_malformed_list_is_named(tmp_path):
         ac.parse_list(bad)
 
 
-@pytest.mark.skipif(not PROTOCOLS_DIR.is_dir(), reason="shared/protocols not beside the repository")
+SHIPPED = REPO / "protocols" / "audiocaps"
+
+
 @pytest.mark.parametrize(
-    "filename, name, rows, clips",
+    "path, name, rows, clips, split",
     [
-        ("audiocaps_test_975x5.csv", "audiocaps_test_975x5", 4875, 975),
-        ("audioldm_audiocaps_test_subset_964.json", "audioldm_964", 964, 964),
-        ("tango_audiocaps_test_subset_886.jsonl", "tango_886", 886, 886),
+        (SHIPPED / "audiocaps_train_49838.csv", "audiocaps_train_49838", 49838, 49838, "train"),
+        (SHIPPED / "audiocaps_val_495x5.csv", "audiocaps_val_495x5", 2475, 495, "val"),
+        (SHIPPED / "audiocaps_test_975x5.csv", "audiocaps_test_975x5", 4875, 975, "test"),
+        (PROTOCOLS_DIR / "audioldm_audiocaps_test_subset_964.json", "audioldm_964", 964, 964, "test"),
+        (PROTOCOLS_DIR / "tango_audiocaps_test_subset_886.jsonl", "tango_886", 886, 886, "test"),
     ],
+    ids=["train", "val", "test", "audioldm", "tango"],
 )
-def test_published_lists_are_recognised(filename, name, rows, clips):
-    entries, n_rows = ac.parse_list(PROTOCOLS_DIR / filename)
+def test_published_lists_are_recognised(path, name, rows, clips, split):
+    if not path.is_file():
+        pytest.skip(f"{path} is not here (the subsets are not shipped; shared/protocols is not beside this clone)")
+    entries, n_rows = ac.parse_list(path)
     assert (n_rows, len(entries)) == (rows, clips)
-    assert ac.identify_protocol(PROTOCOLS_DIR / filename, "auto", n_rows)["protocol"] == name
+    assert ac.identify_protocol(path, "auto", n_rows, split)["protocol"] == name
+
+
+def test_the_shipped_lists_share_no_clip_and_are_the_default():
+    import yaml
+
+    lists = {split: (SHIPPED / name, ac.parse_list(SHIPPED / name)[0]) for split, name in
+             (("train", "audiocaps_train_49838.csv"), ("val", "audiocaps_val_495x5.csv"), ("test", "audiocaps_test_975x5.csv"))}
+    ac.check_no_leakage(lists)  # raises on any shared clip
+    defaults = yaml.safe_load((REPO / "conf" / "data" / "audiocaps.yaml").read_text())
+    assert {f"{split}_list": f"protocols/audiocaps/{path.name}" for split, (path, _) in lists.items()} == \
+        {k: defaults[k] for k in ("train_list", "val_list", "test_list")}
+
+
+def _three_splits(tmp_path, missing_train: int = 0):
+    """A folder with a train list of 10 clips (the first `missing_train` absent), val 2, test 2."""
+    audio = tmp_path / "audio"
+    lists = {}
+    for split, n in (("train", 10), ("val", 2), ("test", 2)):
+        rows = [(str(i), f"{split}{i}", "0", f"{split} caption {i}") for i in range(n)]
+        lists[f"{split}_list"] = str(_write_csv(tmp_path / f"{split}.csv", rows))
+        for i in range(missing_train if split == "train" else 0, n):
+            write_audio(audio / f"{split}{i}.wav", tone(1.0, 16000, freq=220.0 * (i + 1)), 16000)
+    return {"name": "audiocaps", "audio_dir": str(audio), "protocol": "custom", "clip_seconds": 1.0, **lists}
+
+
+def test_three_splits_are_prepared_and_counted_per_split(tmp_path, write_params):
+    out = prepare.run(write_params(_three_splits(tmp_path, missing_train=1)))
+    manifest = pd.read_csv(out / "manifest.csv", keep_default_na=False)
+    assert manifest.groupby("split").size().to_dict() == {"test": 2, "train": 9, "val": 2}
+    info = json.loads((out / "dataset.json").read_text())["splits"]
+    assert {s: (v["clips_found"], v["clips_missing"]) for s, v in info.items()} == {"train": (9, 1), "val": (2, 0), "test": (2, 0)}
+    assert info["train"]["missing"] == [{"youtube_id": "train0", "start_time": "0"}]
+
+
+def test_a_split_missing_too_many_clips_is_refused_by_name(tmp_path, write_params):
+    data = _three_splits(tmp_path, missing_train=2)
+    with pytest.raises(ac.AudioCapsError, match=r"train.csv \(train\): 2 of 10 clips \(20.0%\) are not in .*"
+                                                r"data.max_missing_fraction=0.15; first missing: train0, train1"):
+        prepare.run(write_params(data))
+    assert not (tmp_path / "artifacts").exists() or not any((tmp_path / "artifacts").rglob("manifest.csv"))
+    out = prepare.run(write_params(data | {"max_missing_fraction": 0.25}))  # accepted when the user says so
+    assert json.loads((out / "dataset.json").read_text())["splits"]["train"]["missing_fraction"] == 0.2
+
+
+def test_a_clip_in_two_splits_is_leakage(tmp_path, write_params):
+    data = _three_splits(tmp_path)
+    _write_csv(Path(data["val_list"]), [("0", "val0", "0", "v"), ("1", "test1", "0", "also in test")])
+    with pytest.raises(ac.AudioCapsError, match=r"val.csv \(val\) and .*test.csv \(test\) share 1 clip\(s\), e.g. test1"):
+        prepare.run(write_params(data))
+
+
+def test_a_list_of_another_split_is_refused(tmp_path):
+    shipped_val = SHIPPED / "audiocaps_val_495x5.csv"
+    with pytest.raises(ac.AudioCapsError, match="audiocaps_val_495x5 list \\(the val split\\), given as data.test_list"):
+        ac.identify_protocol(shipped_val, "auto", 2475, "test")
 
 
 def test_clip_silent_after_crop_names_the_source(fake_audiocaps, write_params):

@@ -247,7 +247,7 @@ def audiocaps(bad_wave: np.ndarray, bad_rate: int, **data: Any):
         params = env.root / "params.yaml"
         params.write_text(yaml.safe_dump({
             "run": {"profile": "test", "device": "cpu", "artifacts_dir": str(env.out), "reports_dir": str(env.root / "reports")},
-            "data": {"name": "audiocaps", "audio_dir": str(audio), "list_file": str(listing), "protocol": "custom",
+            "data": {"name": "audiocaps", "audio_dir": str(audio), "test_list": str(listing), "protocol": "custom",
                      "clip_seconds": 1.0, **data}}))
         return lambda: prepare.run(params)
 

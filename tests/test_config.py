@@ -37,7 +37,7 @@ def test_audiocaps_profile_switches_data_source_and_requires_paths(tmp_path):
     assert composed["data"]["name"] == "audiocaps" and composed["data"]["audio_dir"] == "???"
     path = tmp_path / "params.yaml"
     path.write_text(OmegaConf.to_yaml(OmegaConf.create(composed)))
-    with pytest.raises(ConfigError, match="required value not set: data.audio_dir, data.list_file"):
+    with pytest.raises(ConfigError, match="required value not set: data.audio_dir"):
         data_config(load_params(path), str(path))
 
 
@@ -59,7 +59,7 @@ def test_typed_sections(tmp_path):
         ({"name": "synthcaps", "splits": {"train": 0.5, "val": 0.1, "test": 0.1}}, "sum to 1"),
         ({"name": "synthcaps", "max_events": 5}, "max_events"),
         ({"name": "nosuch"}, "data.name must be one of"),
-        ({"name": "audiocaps", "audio_dir": "x", "list_file": "y", "channel_policy": "left"}, "channel_policy"),
+        ({"name": "audiocaps", "audio_dir": "x", "test_list": "y", "channel_policy": "left"}, "channel_policy"),
     ],
     ids=["wrong-type", "too-few", "splits", "events", "unknown-source", "bad-choice"],
 )
@@ -82,9 +82,9 @@ def test_audiocaps_defaults_are_complete():
 @pytest.mark.parametrize(
     "data, message",
     [
-        ({"name": "audiocaps", "audio_dir": "x", "list_file": "y", "clip_seconds": 0}, "clip_seconds"),
-        ({"name": "audiocaps", "audio_dir": "x", "list_file": "y", "sample_rate": 0}, "sample_rate"),
-        ({"name": "audiocaps", "audio_dir": "x", "list_file": "y", "filename_patterns": ["{ytid}.wav"]}, "filename_patterns"),
+        ({"name": "audiocaps", "audio_dir": "x", "test_list": "y", "clip_seconds": 0}, "clip_seconds"),
+        ({"name": "audiocaps", "audio_dir": "x", "test_list": "y", "sample_rate": 0}, "sample_rate"),
+        ({"name": "audiocaps", "audio_dir": "x", "test_list": "y", "filename_patterns": ["{ytid}.wav"]}, "filename_patterns"),
         ({"name": "synthcaps", "seed": -1}, "data.seed"),
     ],
     ids=["clip-seconds", "sample-rate", "pattern-field", "negative-seed"],

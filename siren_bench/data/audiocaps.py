@@ -1,10 +1,14 @@
-"""The AudioCaps source: a user's local audio folder plus an official list or published subset.
+"""The AudioCaps source: a user's local audio folder plus the split lists.
 
-Published AudioCaps numbers are comparable only inside one protocol (the full 975-clip test set,
-AudioLDM's 964-clip subset, Tango's 886-clip subset), so the list a user supplies is verified
-by row count and SHA-256 and named. Every audio file is checked (corrupt, empty, NaN/inf,
-silent: an error naming it); a sample-rate mismatch is resampled with soxr and recorded per clip
-(or refused, by config); clips absent from the folder are listed, never silently dropped.
+The train, val and test lists of AudioCaps 1.0 ship in protocols/audiocaps/ (MIT, see the
+README there) and every list, shipped or the user's, is verified by row count and SHA-256 and
+named. Published numbers are comparable only inside one test protocol (the full 975-clip test
+set, AudioLDM's 964-clip subset, Tango's 886-clip subset), so the test list may be either. A
+YouTube id in two splits is an error (leakage). Every audio file is checked (corrupt, empty,
+NaN/inf, silent: an error naming it); a sample-rate mismatch is resampled with soxr and
+recorded per clip (or refused, by config). Clips absent from the folder are counted and listed
+per split, never silently dropped, and above `data.max_missing_fraction` of a split the run
+refuses, naming the split and the count.
 """
 
 from __future__ import annotations
@@ -24,6 +28,9 @@ from siren_bench.io import AudioFileError, read_audio, sha256_file
 from siren_bench.errors import AudioCapsError  # noqa: F401  (re-exported)
 
 
+SPLITS = ("train", "val", "test")
+
+
 @dataclass(frozen=True)
 class Protocol:
     name: str
@@ -32,16 +39,21 @@ class Protocol:
     n_rows: int
     n_clips: int
     sha256: str
+    split: str  # the split whose list it is
 
 
 # Counts and hashes of the public lists (../shared/REFERENCES.md section 5).
 PROTOCOLS: tuple[Protocol, ...] = (
     Protocol("audiocaps_test_975x5", "AudioCaps test set, 5 captions per clip", "csv", 4875, 975,
-             "b91c4b7ded2f4f6e7db5b9c4983dc1e1dca3d556f505b61e3fd65cac7e1c638a"),
+             "b91c4b7ded2f4f6e7db5b9c4983dc1e1dca3d556f505b61e3fd65cac7e1c638a", "test"),
     Protocol("audioldm_964", "AudioLDM's AudioCaps test subset (audioldm_eval protocol)", "audioldm_json", 964, 964,
-             "1830860b4b717fa20da9662b12b33e2239afd40925daaa9ffcb0548824100faa"),
+             "1830860b4b717fa20da9662b12b33e2239afd40925daaa9ffcb0548824100faa", "test"),
     Protocol("tango_886", "Tango's AudioCaps test subset", "tango_jsonl", 886, 886,
-             "90389ee3a577394e3a5063d5a2014279d2d02c7445ce4412740839c1344488e1"),
+             "90389ee3a577394e3a5063d5a2014279d2d02c7445ce4412740839c1344488e1", "test"),
+    Protocol("audiocaps_train_49838", "AudioCaps 1.0 train set, 1 caption per clip", "csv", 49838, 49838,
+             "c0c5223db682b3bf724ce7e7ce58d5b36929f74572e8526a7211f92d2eef7c8e", "train"),
+    Protocol("audiocaps_val_495x5", "AudioCaps 1.0 val set, 5 captions per clip", "csv", 2475, 495,
+             "dab1c96641d5f3053ddb99dca3949450da9a75737bda53e11cc0aa8b102be0c3", "val"),
 )
 PROTOCOLS_BY_NAME = {p.name: p for p in PROTOCOLS}
 PROTOCOLS_BY_HASH = {p.sha256: p for p in PROTOCOLS}
@@ -133,18 +145,23 @@ def _parse_tango_jsonl(path: Path) -> list[ListEntry]:
     return entries
 
 
-def identify_protocol(path: Path, requested: str, n_rows: int) -> dict:
-    """Verify the list against the known protocols; return what the report records about it."""
+def identify_protocol(path: Path, requested: str, n_rows: int, split: str = "test") -> dict:
+    """Verify the `split` list against the known protocols of that split; return what the report
+    records about it. `requested`: auto (any known list of the split), custom (any list), or a
+    protocol's name."""
     digest = sha256_file(path)
     known = PROTOCOLS_BY_HASH.get(digest)
     record = {"list_file": str(path), "list_sha256": digest, "list_rows": n_rows}
     if requested == "custom":
         return record | {"protocol": known.name if known else "custom", "protocol_description": known.description if known else "user-supplied list"}
-    if requested != "auto" and requested not in PROTOCOLS_BY_NAME:
-        raise ConfigError(f"data.protocol must be auto, custom or one of {sorted(PROTOCOLS_BY_NAME)}, got {requested!r}")
+    of_split = [p for p in PROTOCOLS if p.split == split]
+    if requested != "auto" and requested not in {p.name for p in of_split}:
+        raise ConfigError(f"data.protocol must be auto, custom or one of {sorted(p.name for p in of_split)}, got {requested!r}")
     expected = PROTOCOLS_BY_NAME.get(requested)
+    if known is not None and known.split != split:
+        raise AudioCapsError(f"{path}: this is the {known.name} list (the {known.split} split), given as data.{split}_list")
     if known is None:
-        table = "; ".join(f"{p.name}: {p.n_rows} rows, sha256 {p.sha256}" for p in PROTOCOLS)
+        table = "; ".join(f"{p.name}: {p.n_rows} rows, sha256 {p.sha256}" for p in of_split)
         wanted = f"protocol {requested}" if expected else "any known protocol"
         raise AudioCapsError(
             f"{path}: {n_rows} rows, sha256 {digest} matches {wanted} ({table}). "
@@ -223,46 +240,81 @@ def load_clip(path: Path, config: AudioCapsConfig) -> tuple[np.ndarray, dict]:
 
 
 @dataclass
-class AudioCapsSource:
-    """Resolved AudioCaps input: protocol record, clips found and clips missing."""
+class SplitSource:
+    """One split's list, verified, and its clips found and missing in the audio folder."""
 
+    split: str
     protocol: dict
     present: list[tuple[ListEntry, Path]]
     missing: list[ListEntry]
 
 
-def resolve_source(config: AudioCapsConfig) -> AudioCapsSource:
-    list_path = Path(config.list_file).expanduser()
-    if not list_path.is_file():
-        raise AudioCapsError(f"{list_path}: AudioCaps list file not found (set data.list_file)")
-    entries, n_rows = parse_list(list_path)
-    protocol = identify_protocol(list_path, config.protocol, n_rows)
-    protocol["list_clips"] = len(entries)
+def split_lists(config: AudioCapsConfig) -> dict[str, Path]:
+    """The splits the config names a list for (train and val may be null), in SPLITS order."""
+    lists = {"train": config.train_list, "val": config.val_list, "test": config.test_list}
+    return {split: Path(path).expanduser() for split, path in lists.items() if path}
+
+
+def check_no_leakage(lists: dict[str, tuple[Path, list[ListEntry]]]) -> None:
+    """A clip (YouTube id) in two splits would score a model on audio it trained or was tuned on."""
+    splits = list(lists)
+    for i, first in enumerate(splits):
+        for second in splits[i + 1:]:
+            shared = sorted({e.youtube_id for e in lists[first][1]} & {e.youtube_id for e in lists[second][1]})
+            if shared:
+                raise AudioCapsError(
+                    f"{lists[first][0]} ({first}) and {lists[second][0]} ({second}) share {len(shared)} clip(s), "
+                    f"e.g. {', '.join(shared[:5])}: a clip may belong to one split only (leakage)")
+
+
+def resolve_sources(config: AudioCapsConfig) -> dict[str, SplitSource]:
+    """Every split's list verified, no clip in two splits, each clip found or counted missing;
+    a split missing more than data.max_missing_fraction of its clips is refused by name."""
+    parsed = {}
+    for split, path in split_lists(config).items():
+        if not path.is_file():
+            raise AudioCapsError(f"{path}: AudioCaps {split} list file not found (set data.{split}_list)")
+        entries, n_rows = parse_list(path)
+        requested = config.protocol if split == "test" else ("custom" if config.protocol == "custom" else "auto")
+        parsed[split] = (path, entries, identify_protocol(path, requested, n_rows, split) | {"list_clips": len(entries)})
+    check_no_leakage({split: (path, entries) for split, (path, entries, _) in parsed.items()})
     index = index_audio_folder(Path(config.audio_dir).expanduser(), config.extensions)
-    present, missing = [], []
-    for entry in entries:
-        path = resolve_audio(entry, index, config.filename_patterns)
-        (missing.append(entry) if path is None else present.append((entry, path)))
-    if not present:
-        raise AudioCapsError(f"{config.audio_dir}: none of the {len(entries)} clips of {list_path.name} was found (file name patterns: {config.filename_patterns})")
-    return AudioCapsSource(protocol, present, missing)
+    sources = {}
+    for split, (path, entries, protocol) in parsed.items():
+        present, missing = [], []
+        for entry in entries:
+            found = resolve_audio(entry, index, config.filename_patterns)
+            (missing.append(entry) if found is None else present.append((entry, found)))
+        if not present:
+            raise AudioCapsError(f"{config.audio_dir}: none of the {len(entries)} clips of {path.name} ({split}) was found "
+                                 f"(file name patterns: {config.filename_patterns})")
+        fraction = len(missing) / len(entries)
+        if fraction > config.max_missing_fraction:
+            raise AudioCapsError(
+                f"{path} ({split}): {len(missing)} of {len(entries)} clips ({fraction:.1%}) are not in {config.audio_dir}, "
+                f"more than data.max_missing_fraction={config.max_missing_fraction}; first missing: "
+                f"{', '.join(e.youtube_id for e in missing[:10])}. Fetch them, or raise the threshold knowing the "
+                "split is smaller than the published one")
+        sources[split] = SplitSource(split, protocol, present, missing)
+    return sources
 
 
-def load_all(source: AudioCapsSource, config: AudioCapsConfig):
-    """Yield (entry, wave, record) for every present clip; collect every bad file, then fail.
+def load_all(sources: dict[str, SplitSource], config: AudioCapsConfig):
+    """Yield (split, entry, wave, record) for every present clip; collect every bad file, then fail.
 
     A folder with several broken files gets one error listing all of them, so a user fixes
     them in one pass.
     """
     problems: list[str] = []
-    for entry, path in tqdm(source.present, desc="audiocaps", unit="clip"):
+    clips = [(source.split, entry, path) for source in sources.values() for entry, path in source.present]
+    for split, entry, path in tqdm(clips, desc="audiocaps", unit="clip"):
         try:
             wave, record = load_clip(path, config)
         except AudioFileError as exc:
             problems.append(str(exc))
             continue
         if not problems:
-            yield entry, wave, record
+            yield split, entry, wave, record
     if problems:
         listing = "\n  ".join(problems)
         raise AudioCapsError(f"{len(problems)} unusable audio file(s) in {config.audio_dir}:\n  {listing}")

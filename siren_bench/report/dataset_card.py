@@ -153,14 +153,15 @@ a vocabulary of {caps['vocabulary_size']} words. The first test clips:
 def audiocaps_section(frame: pd.DataFrame, info: dict, out: Path) -> Section:
     fig_dir = out / "figures"
     source_seconds = frame["source_seconds"].to_numpy(dtype=np.float64)
+    splits = info["splits"]
+    keys = ("protocol", "list_sha256", "list_rows", "list_clips", "clips_found", "clips_missing", "missing_fraction")
     stats = {
         "name": "audiocaps",
-        "protocol": info["protocol"],
-        "list_sha256": info["list_sha256"],
-        "list_rows": info["list_rows"],
-        "list_clips": info["list_clips"],
-        "clips_found": info["clips_found"],
-        "clips_missing": info["clips_missing"],
+        "protocol": splits["test"]["protocol"],
+        "splits": {split: {k: s[k] for k in keys} for split, s in splits.items()},
+        "clips_found": sum(s["clips_found"] for s in splits.values()),
+        "clips_missing": sum(s["clips_missing"] for s in splits.values()),
+        "max_missing_fraction": info["max_missing_fraction"],
         "resampled": info["resampled"],
         "source_sample_rates": {str(k): int(v) for k, v in sorted(Counter(frame["source_sample_rate"]).items())},
         "source_channels": {str(k): int(v) for k, v in sorted(Counter(frame["source_channels"]).items())},
@@ -170,14 +171,19 @@ def audiocaps_section(frame: pd.DataFrame, info: dict, out: Path) -> Section:
         "sample_rate": info["sample_rate"],
         "captions": _caption_stats(frame["caption"]),
     }
-    missing = pd.DataFrame(info["missing"], columns=["youtube_id", "start_time"])
+    missing = pd.DataFrame([{"split": split, **m} for split, s in splits.items() for m in s["missing"]],
+                           columns=["split", "youtube_id", "start_time"])
     missing_csv = out / "audiocaps_missing.csv"
     missing.to_csv(missing_csv, index=False, lineterminator="\n")
     figs = [
         figures.histogram(fig_dir / "dataset_source_durations.png", "AudioCaps: source durations", source_seconds, "seconds"),
         _spectrograms(frame, fig_dir / "dataset_spectrograms.png"),
     ]
-    listing = _listing(missing, ["youtube_id", "start_time"], "None: every clip of the list was found.", missing_csv.name)
+    listing = _listing(missing, ["split", "youtube_id", "start_time"], "None: every clip of every list was found.", missing_csv.name)
+    split_table = md_table(
+        ["split", "list", "protocol", "rows", "clips", "found", "missing"],
+        [[split, f"`{s['list_file']}`", s["protocol"], s["list_rows"], s["list_clips"], s["clips_found"],
+          f"{s['clips_missing']} ({s['missing_fraction']:.1%})"] for split, s in splits.items()])
     resampled = frame.loc[frame["resampled"].astype(bool), ["clip_id", "source_file", "source_sample_rate", "source_channels"]]
     resampled_listing = _listing(resampled, list(resampled.columns), "None.", "manifest.csv of the prepare stage")
     scaled = frame.loc[frame["peak_normalised"].astype(bool), ["clip_id", "source_file"]]
@@ -185,8 +191,11 @@ def audiocaps_section(frame: pd.DataFrame, info: dict, out: Path) -> Section:
     examples_md = md_table(["clip", "caption"], _examples(frame, ["clip_id", "caption"]))
     markdown = f"""## Dataset card: AudioCaps ({stats['protocol']})
 
-List `{info['list_file']}`: {stats['list_rows']} rows, {stats['list_clips']} clips, SHA-256 `{stats['list_sha256']}`
-({info['protocol_description']}). Found {stats['clips_found']} clips, missing {stats['clips_missing']}.
+{split_table}
+
+Every list is pinned by its SHA-256 (test: {splits['test']['protocol_description']}, `{splits['test']['list_sha256']}`);
+no clip is in two splits. Found {stats['clips_found']} clips, missing {stats['clips_missing']} (a split missing more
+than {stats['max_missing_fraction']:.0%} of its clips is refused: `data.max_missing_fraction`).
 Audio prepared as mono ({info['channel_policy']} of channels), {stats['sample_rate']} Hz, cropped or zero-padded to
 {stats['clip_seconds']} s; {stats['resampled']} files resampled ({info['resample_policy']}), {stats['padded_clips']} padded.
 

@@ -66,15 +66,15 @@ def prepare_synthcaps(config: SynthCapsConfig, out: Path) -> tuple[list[dict], d
 
 
 def prepare_audiocaps(config: AudioCapsConfig, out: Path) -> tuple[list[dict], dict]:
-    source = audiocaps.resolve_source(config)
+    sources = audiocaps.resolve_sources(config)
     rows = []
-    for entry, wave, record in audiocaps.load_all(source, config):
+    for split, entry, wave, record in audiocaps.load_all(sources, config):
         clip_id = entry.youtube_id
         rel = f"audio/{clip_id}.wav"
         write_wav(out / rel, wave, config.sample_rate)
         rows.append({
             "clip_id": clip_id,
-            "split": "test",
+            "split": split,
             "audio": rel,
             "sha256": sha256_file(out / rel),
             "caption": entry.captions[0],
@@ -85,12 +85,16 @@ def prepare_audiocaps(config: AudioCapsConfig, out: Path) -> tuple[list[dict], d
             "start_time": entry.start_time or "",
             **record,
         })
+    splits = {}
+    for split, source in sources.items():
+        splits[split] = source.protocol | {
+            "clips_found": len(source.present), "clips_missing": len(source.missing),
+            "missing_fraction": len(source.missing) / source.protocol["list_clips"],
+            "missing": [{"youtube_id": e.youtube_id, "start_time": e.start_time} for e in source.missing]}
     info = {
         "name": "audiocaps",
-        **source.protocol,
-        "clips_found": len(rows),
-        "clips_missing": len(source.missing),
-        "missing": [{"youtube_id": e.youtube_id, "start_time": e.start_time} for e in source.missing],
+        "splits": splits,
+        "max_missing_fraction": config.max_missing_fraction,
         "resampled": sum(r["resampled"] for r in rows),
         "resample_policy": f"soxr HQ to {config.sample_rate} Hz" if config.on_sample_rate_mismatch == "resample" else "error",
         "channel_policy": config.channel_policy,
@@ -112,7 +116,7 @@ def run(params_path: str | Path = "params.yaml") -> Path:
         else:
             rows, info = prepare_audiocaps(data_cfg, staging)
             seeds = {}
-            inputs = {"list_file": data_cfg.list_file}
+            inputs = {f"{split}_list": str(path) for split, path in audiocaps.split_lists(data_cfg).items()}
         write_manifest(staging / MANIFEST_NAME, rows)
         write_json_atomic(staging / DATASET_INFO_NAME, info)
         record = build_record("prepare", {"run": run_cfg, "data": data_cfg}, inputs=inputs, seeds=seeds, device=run_cfg.device,
