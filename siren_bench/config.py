@@ -68,6 +68,7 @@ class AudioCapsConfig:
     # required to be AudioCaps 1.0's).
     protocol: str = "auto"
     max_missing_fraction: float = 0.15  # of a split's clips absent from audio_dir; above it the run refuses
+    workers: int = 2  # processes decoding and hashing the clips in the prepare stage
     sample_rate: int = 16000
     clip_seconds: float = 10.0
     channel_policy: str = "mean"  # mean | first
@@ -351,6 +352,8 @@ def _check_audiocaps(config: AudioCapsConfig, source: str) -> None:
     _check_choice(source, "data.channel_policy", config.channel_policy, ("mean", "first"))
     _check_choice(source, "data.on_sample_rate_mismatch", config.on_sample_rate_mismatch, ("resample", "error"))
     problems = _common_audio_problems(config.sample_rate, config.clip_seconds)
+    if config.workers < 1:
+        problems.append(f"data.workers must be at least 1, got {config.workers}")
     if not 0.0 <= config.max_missing_fraction < 1.0:
         problems.append(f"data.max_missing_fraction must be in [0, 1), got {config.max_missing_fraction}")
     fields = {"youtube_id", "start_time", "audiocap_id"}

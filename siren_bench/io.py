@@ -185,6 +185,17 @@ def wav_shortfall(path: Path) -> int:
     return 0
 
 
+def link_or_copy(source: str | os.PathLike, target: str | os.PathLike) -> None:
+    """`target` with `source`'s bytes: a hard link where the file system allows one (no second
+    copy of a large file), else a copy."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copyfile(source, target)
+
+
 def write_wav(path: str | os.PathLike, wave: np.ndarray, sample_rate: int, subtype: str = "PCM_16") -> None:
     """Write mono or [channels, samples] float audio as WAV, atomically.
 

@@ -86,9 +86,12 @@ def test_bad_file_is_named_and_nothing_is_written(fake_audiocaps, write_params, 
     params = write_params(fake_audiocaps)
     assert cli(["prepare", "--params", str(params)]) == 2
     err = capsys.readouterr().err
-    assert str(bad) in err and problem in err
-    # no output and no staging folder left behind: at most the empty profile folder
-    assert [p.name for p in (tmp_path / "artifacts").rglob("*")] in ([], ["test"])
+    assert str(bad) in err and problem in err and "kept for the next run" in err
+    # no stage output and no staging folder left behind; the good clips' decoded copies wait in the
+    # resume folder, so the run after the fix decodes only what changed
+    left = [p.relative_to(tmp_path / "artifacts").parts for p in (tmp_path / "artifacts").rglob("*")]
+    assert all(parts[:2] == ("test", "resume") for parts in left if len(parts) > 1), left
+    assert {p[-1] for p in left if len(p) == 4} == {"bbb.wav", "bbb.json", "ccc.wav", "ccc.json"}
 
 
 def test_every_bad_file_is_listed_in_one_error(fake_audiocaps, write_params):
@@ -280,3 +283,29 @@ def test_list_rows_are_validated(tmp_path, row, problem):
     with pytest.raises(ac.AudioCapsError, match=problem) as info:
         ac.parse_list(listing)
     assert str(listing) in str(info.value)
+
+
+def test_decoding_in_two_workers_gives_the_files_one_worker_gives(tmp_path, write_params):
+    data = _three_splits(tmp_path)
+    one = pd.read_csv(prepare.run(write_params(data | {"workers": 1})) / "manifest.csv", keep_default_na=False)
+    two = pd.read_csv(prepare.run(write_params(data | {"workers": 2})) / "manifest.csv", keep_default_na=False)
+    pd.testing.assert_frame_equal(one, two)
+    assert one["clip_id"].tolist()[:3] == ["train0", "train1", "train2"]  # list order, whatever order workers finish in
+    assert not any((tmp_path / "artifacts").rglob("prepare-audiocaps-*"))  # the work folder is gone once committed
+
+
+def test_a_killed_prepare_resumes_without_decoding_finished_clips(tmp_path, monkeypatch):
+    config = AudioCapsConfig(**_three_splits(tmp_path), workers=1)
+    sources = ac.resolve_sources(config)
+    work = tmp_path / "work"
+    first = ac.decode_all(sources, config, work)
+    (work / "train3.json").unlink()  # killed after train3's WAV, before its record: not done
+    source = Path(config.audio_dir) / "val1.wav"
+    write_audio(source, tone(1.0, 16000, freq=880.0), 16000)  # replaced since: decoded again
+    decoded = []
+    real = ac._decode_one
+    monkeypatch.setattr(ac, "_decode_one", lambda job: decoded.append(job[1]) or real(job))
+    second = ac.decode_all(sources, config, work)
+    assert sorted(decoded) == ["train3", "val1"]
+    assert {k: v["sha256"] for k, v in second.items() if k[1] != "val1"} == {k: v["sha256"] for k, v in first.items() if k[1] != "val1"}
+    assert second[("val", "val1")]["sha256"] != first[("val", "val1")]["sha256"]

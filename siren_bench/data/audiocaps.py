@@ -16,6 +16,7 @@ from __future__ import annotations
 import csv
 import json
 import re
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,7 +25,7 @@ import soxr
 from tqdm import tqdm
 
 from siren_bench.config import AudioCapsConfig, ConfigError
-from siren_bench.io import AudioFileError, read_audio, sha256_file
+from siren_bench.io import AudioFileError, read_audio, sha256_file, write_json_atomic, write_wav
 from siren_bench.errors import AudioCapsError  # noqa: F401  (re-exported)
 
 
@@ -299,22 +300,67 @@ def resolve_sources(config: AudioCapsConfig) -> dict[str, SplitSource]:
     return sources
 
 
-def load_all(sources: dict[str, SplitSource], config: AudioCapsConfig):
-    """Yield (split, entry, wave, record) for every present clip; collect every bad file, then fail.
+def _decode_one(job: tuple[str, str, Path, Path, AudioCapsConfig]) -> tuple[str, str, dict | None, str | None]:
+    """One clip, decoded into its WAV in the work folder (atomically), then its record beside it:
+    the record is written last, so its presence means the clip is done. Returns (split, clip id,
+    record, problem)."""
+    split, clip_id, source, target, config = job
+    try:
+        wave, record = load_clip(source, config)
+    except AudioFileError as exc:
+        return split, clip_id, None, str(exc)
+    write_wav(target, wave, config.sample_rate)
+    stat = source.stat()
+    record |= {"num_samples": int(wave.size), "sha256": sha256_file(target), "source_bytes": stat.st_size,
+               "source_mtime_ns": stat.st_mtime_ns}
+    write_json_atomic(target.with_suffix(".json"), record)
+    return split, clip_id, record, None
 
-    A folder with several broken files gets one error listing all of them, so a user fixes
-    them in one pass.
-    """
+
+def _done(target: Path, source: Path) -> dict | None:
+    """The record of a clip a killed run finished, if its source file is unchanged since."""
+    record_path = target.with_suffix(".json")
+    if not (record_path.is_file() and target.is_file()):
+        return None
+    record = json.loads(record_path.read_text())
+    stat = source.stat()
+    if (record.get("source_bytes"), record.get("source_mtime_ns")) != (stat.st_size, stat.st_mtime_ns):
+        return None
+    return record
+
+
+def decode_all(sources: dict[str, SplitSource], config: AudioCapsConfig, work_dir: Path) -> dict[tuple[str, str], dict]:
+    """Decode every present clip into work_dir/<clip id>.wav, in `data.workers` processes, with a
+    progress bar; returns (split, clip id) -> its record. Resumable: a clip a killed run already
+    decoded (record present, source file unchanged) is not decoded again. Every bad file is
+    collected and listed in one error, so a user fixes them in one pass."""
+    work_dir.mkdir(parents=True, exist_ok=True)
+    records: dict[tuple[str, str], dict] = {}
+    jobs = []
+    for source in sources.values():
+        for entry, path in source.present:
+            target = work_dir / f"{entry.youtube_id}.wav"
+            done = _done(target, path)
+            if done is None:
+                jobs.append((source.split, entry.youtube_id, path, target, config))
+            else:
+                records[(source.split, entry.youtube_id)] = done
     problems: list[str] = []
-    clips = [(source.split, entry, path) for source in sources.values() for entry, path in source.present]
-    for split, entry, path in tqdm(clips, desc="audiocaps", unit="clip"):
-        try:
-            wave, record = load_clip(path, config)
-        except AudioFileError as exc:
-            problems.append(str(exc))
-            continue
-        if not problems:
-            yield split, entry, wave, record
+    progress = tqdm(total=len(jobs) + len(records), initial=len(records), desc="audiocaps", unit="clip")
+    if config.workers > 1 and len(jobs) > 1:
+        with ProcessPoolExecutor(max_workers=config.workers) as pool:
+            results = pool.map(_decode_one, jobs, chunksize=max(1, min(64, len(jobs) // (4 * config.workers))))
+            for split, clip_id, record, problem in results:
+                (problems.append(problem) if problem else records.__setitem__((split, clip_id), record))
+                progress.update()
+    else:
+        for job in jobs:
+            split, clip_id, record, problem = _decode_one(job)
+            (problems.append(problem) if problem else records.__setitem__((split, clip_id), record))
+            progress.update()
+    progress.close()
     if problems:
-        listing = "\n  ".join(problems)
-        raise AudioCapsError(f"{len(problems)} unusable audio file(s) in {config.audio_dir}:\n  {listing}")
+        listing = "\n  ".join(sorted(problems))
+        raise AudioCapsError(f"{len(problems)} unusable audio file(s) in {config.audio_dir}:\n  {listing}\n"
+                             f"The {len(records)} clips decoded so far are kept for the next run in {work_dir}.")
+    return records

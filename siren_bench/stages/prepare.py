@@ -7,14 +7,15 @@ is built in a staging directory and swapped in only when complete.
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 from tqdm import tqdm
 
-from siren_bench.config import AudioCapsConfig, SynthCapsConfig, data_config
+from siren_bench.config import AudioCapsConfig, SynthCapsConfig, config_hash, data_config
 from siren_bench.data import audiocaps, synthcaps
 from siren_bench.data.manifest import MANIFEST_NAME, json_cell, write_manifest
-from siren_bench.io import sha256_file, write_json_atomic, write_wav, atomic_directory
+from siren_bench.io import atomic_directory, link_or_copy, sha256_file, write_json_atomic, write_wav
 from siren_bench.provenance import build_record, write_provenance
 from siren_bench.stage_context import open_stage
 
@@ -65,26 +66,31 @@ def prepare_synthcaps(config: SynthCapsConfig, out: Path) -> tuple[list[dict], d
     return rows, info
 
 
-def prepare_audiocaps(config: AudioCapsConfig, out: Path) -> tuple[list[dict], dict]:
+def prepare_audiocaps(config: AudioCapsConfig, out: Path, work_dir: Path) -> tuple[list[dict], dict]:
+    """Decode every listed clip found (in data.workers processes; resumable through `work_dir`)
+    into out/audio/, and the manifest rows in list order."""
     sources = audiocaps.resolve_sources(config)
+    records = audiocaps.decode_all(sources, config, work_dir)
     rows = []
-    for split, entry, wave, record in audiocaps.load_all(sources, config):
-        clip_id = entry.youtube_id
-        rel = f"audio/{clip_id}.wav"
-        write_wav(out / rel, wave, config.sample_rate)
-        rows.append({
-            "clip_id": clip_id,
-            "split": split,
-            "audio": rel,
-            "sha256": sha256_file(out / rel),
-            "caption": entry.captions[0],
-            "sample_rate": config.sample_rate,
-            "num_samples": wave.size,
-            "captions": json_cell(entry.captions),
-            "youtube_id": entry.youtube_id,
-            "start_time": entry.start_time or "",
-            **record,
-        })
+    for split, source in sources.items():
+        for entry, _ in source.present:
+            clip_id = entry.youtube_id
+            record = dict(records[(split, clip_id)])
+            rel = f"audio/{clip_id}.wav"
+            link_or_copy(work_dir / f"{clip_id}.wav", out / rel)
+            rows.append({
+                "clip_id": clip_id,
+                "split": split,
+                "audio": rel,
+                "sha256": record.pop("sha256"),
+                "caption": entry.captions[0],
+                "sample_rate": config.sample_rate,
+                "num_samples": record.pop("num_samples"),
+                "captions": json_cell(entry.captions),
+                "youtube_id": entry.youtube_id,
+                "start_time": entry.start_time or "",
+                **{k: v for k, v in record.items() if k not in ("source_bytes", "source_mtime_ns")},
+            })
     splits = {}
     for split, source in sources.items():
         splits[split] = source.protocol | {
@@ -108,13 +114,17 @@ def run(params_path: str | Path = "params.yaml") -> Path:
     stage = open_stage(params_path)
     run_cfg, data_cfg = stage.run, data_config(stage.params, stage.source)
     out_dir = stage.dir("prepare")
+    work_dir = None
     with atomic_directory(out_dir) as staging:
         if isinstance(data_cfg, SynthCapsConfig):
             rows, info = prepare_synthcaps(data_cfg, staging)
             seeds = {"data.seed": data_cfg.seed}
             inputs = {}
         else:
-            rows, info = prepare_audiocaps(data_cfg, staging)
+            decoding = {k: getattr(data_cfg, k) for k in ("audio_dir", "sample_rate", "clip_seconds", "channel_policy",
+                                                          "on_sample_rate_mismatch")}
+            work_dir = stage.dir("resume") / f"prepare-audiocaps-{config_hash(decoding)[:16]}"
+            rows, info = prepare_audiocaps(data_cfg, staging, work_dir)
             seeds = {}
             inputs = {f"{split}_list": str(path) for split, path in audiocaps.split_lists(data_cfg).items()}
         write_manifest(staging / MANIFEST_NAME, rows)
@@ -122,4 +132,6 @@ def run(params_path: str | Path = "params.yaml") -> Path:
         record = build_record("prepare", {"run": run_cfg, "data": data_cfg}, inputs=inputs, seeds=seeds, device=run_cfg.device,
                               extra={"outputs": {MANIFEST_NAME: sha256_file(staging / MANIFEST_NAME)}})
         write_provenance(staging, record)
+    if work_dir is not None:  # the decoded clips are safely in the stage output now
+        shutil.rmtree(work_dir)
     return out_dir
