@@ -96,3 +96,20 @@ def test_dvc_metrics_and_plots_come_from_the_sections(store, tmp_path):
     assert {"plots/training_loss/siren_expert_0.csv", "plots/training_loss/shared_lm.csv", "plots/depth_sweep/siren.csv"} <= names
     log = [r for r in store.jsonl("siren", "train_log") if r["expert"] == 0]
     assert pd.read_csv(tmp_path / "plots" / "training_loss" / "siren_expert_0.csv")["loss"].tolist() == pytest.approx([r["loss"] for r in log])
+
+
+def test_the_baselines_card_states_their_size_against_sirens(store, tmp_path):
+    from siren_bench.report.baselines_card import parity_reading, siren_trainable_parameters
+
+    info = store.json("siren", "info")
+    arch = info["architecture"]
+    expected = sum(e["parameters"] for e in info["experts"]) - len(info["experts"]) * arch["n_codebooks"] * arch["codebook_size"] * arch["code_dim"]
+    assert siren_trainable_parameters(store) == expected > 0
+    section = REPORT_SECTIONS.get("baselines").build(store, tmp_path)
+    ratios = section.results["parameters_vs_siren"]
+    for name, facts in section.results["models"].items():
+        assert ratios[name] == pytest.approx(facts["parameters"] / expected)
+    assert parity_reading({"a": 1.05, "b": 0.5}, 100) == (
+        "Siren has 100 trainable parameters over its experts. Within 10 % of it: a. Not matched: b (0.50x); their "
+        "differences from Siren mix the design with the size, so read them as such.")
+    assert "at matched size" in parity_reading({"a": 0.95}, 100) and "not trained" in parity_reading({"a": None}, None)

@@ -19,14 +19,17 @@ def baselines_section(store: RunArtifacts, out: Path) -> Section:
     summary = store.json("baselines", "summary")
     if not summary["trained"]:
         return Section("baselines", summary, f"## Baselines\n\nNone trained in this run: {summary['reason']}.\n")
+    siren = siren_trainable_parameters(store)
     fig, ax = plt.subplots(figsize=(6.5, 3.6))
-    rows = []
+    rows, parity = [], {}
     for name, facts in summary["models"].items():
+        parity[name] = None if siren is None else facts["parameters"] / siren
         log = store.jsonl("baselines", "train_log", name)
         steps, losses = np.array([r["step"] for r in log]), np.array([r["loss"] for r in log])
         window = max(1, len(log) // 20)
         ax.plot(steps[window - 1 :], np.convolve(losses, np.ones(window) / window, mode="valid"), label=name)
-        rows.append([name, f"{facts['parameters']:,}", facts["steps"], f"{facts['final_train_loss']:.3f}",
+        rows.append([name, f"{facts['parameters']:,}", "-" if parity[name] is None else f"{parity[name]:.2f}",
+                     facts["steps"], f"{facts['final_train_loss']:.3f}",
                      "-" if facts["final_val_loss"] is None else f"{facts['final_val_loss']:.3f}", facts["output"]])
     ax.set_xlabel("step")
     ax.set_ylabel("training loss")
@@ -42,13 +45,40 @@ Trained by `train_baselines` on Siren's tokens, captions and text encoder with S
 per-token cross-entropy for shared_lm and delay_lm, the sum of the AR and the NAR cross-entropies for
 ar_nar, the denoising MSE (of the configured v- or epsilon-prediction) for latent_diffusion.
 
-{md_table(["baseline", "trainable parameters", "steps", "final train loss", "final val loss", "generates"], rows)}
+{md_table(["baseline", "trainable parameters", "x Siren's", "steps", "final train loss", "final val loss", "generates"], rows)}
+
+{parity_reading(parity, siren)}
 
 {descriptions}
 
 ![baselines training](figures/baselines_training.png)
 """
-    return Section("baselines", summary, markdown)
+    return Section("baselines", summary | {"siren_trainable_parameters": siren, "parameters_vs_siren": parity}, markdown)
+
+
+def siren_trainable_parameters(store: RunArtifacts) -> int | None:
+    """Siren's trainable parameters, all experts: their counts less each one's frozen code table."""
+    if not store.exists("siren", "info"):
+        return None
+    info = store.json("siren", "info")
+    if not info.get("trained"):
+        return None
+    arch = info["architecture"]
+    table = arch["n_codebooks"] * arch["codebook_size"] * arch["code_dim"]
+    return sum(e["parameters"] - table for e in info["experts"])
+
+
+def parity_reading(parity: dict[str, float | None], siren: int | None) -> str:
+    """Which baselines are compared with Siren at its size (within 10 %), and which are not."""
+    if siren is None:
+        return "Siren was not trained in this run, so no baseline is compared with its size."
+    matched = [n for n, r in parity.items() if abs(r - 1) <= 0.10]
+    unmatched = [f"{n} ({r:.2f}x)" for n, r in parity.items() if abs(r - 1) > 0.10]
+    text = f"Siren has {siren:,} trainable parameters over its experts. "
+    if not unmatched:
+        return text + "Every baseline is within 10 % of that: the comparison is at matched size."
+    return text + (f"Within 10 % of it: {', '.join(matched) or 'none'}. Not matched: {', '.join(unmatched)}; "
+                   "their differences from Siren mix the design with the size, so read them as such.")
 
 
 @report_section("interference", "Gradient interference", reads="baselines", order=70)
