@@ -41,6 +41,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.checkpoint import checkpoint
 from tqdm import tqdm
 
+from siren_bench.distributed import rank_and_world
 from siren_bench.io import atomic_path
 from siren_bench.weights import CheckpointError, load_resume_state
 
@@ -58,13 +59,6 @@ def warmup_cosine(step: int, steps: int, warmup_steps: int, min_lr_ratio: float)
         return (step + 1) / warmup_steps
     progress = min(1.0, (step - warmup_steps) / max(1, steps - warmup_steps))
     return min_lr_ratio + (1 - min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
-
-
-def rank_and_world() -> tuple[int, int]:
-    """This process's data-parallel rank and the number of ranks (0, 1 without a process group)."""
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
 
 
 def _checkpointed_forward(self, *args, **kwargs):

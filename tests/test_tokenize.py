@@ -64,3 +64,24 @@ def test_stereo_or_wrong_rate_audio_is_refused_by_name(tmp_path):
     manifest = pd.DataFrame({"clip_id": ["st"], "sha256": [sha256_file(stereo)], "audio_path": [stereo]})
     with pytest.raises(ManifestError, match=r"st\.wav: 2 channel\(s\) at 16000 Hz; the codec takes mono 16000 Hz"):
         tokenize_clips(_codec(0), manifest, ContentCache(tmp_path / "cache"), batch=2)
+
+
+def test_two_torchrun_ranks_share_the_clips_and_assemble_the_one_process_codes(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from tests.conftest import REPO
+
+    manifest = _manifest(tmp_path, [200.0, 300.0, 500.0, 700.0, 1100.0])
+    manifest.to_csv(tmp_path / "manifest.csv", index=False)
+    torchrun = Path(sys.executable).parent / "torchrun"
+    done = subprocess.run([str(torchrun), "--standalone", "--nproc-per-node", "2", "-m", "tests.tokenize_ddp_worker",
+                           str(tmp_path)], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    encoded = [int((tmp_path / f"encoded-rank{r}.txt").read_text()) for r in (0, 1)]
+    assert encoded == [3, 2]  # clips 0, 2, 4 on rank 0; 1, 3 on rank 1: each encoded once
+    single = tokenize_clips(_codec(0), manifest, ContentCache(tmp_path / "single-cache"), batch=2)
+    with np.load(tmp_path / "sharded.npz") as sharded:
+        assert sorted(sharded.files) == sorted(single)
+        assert all(np.array_equal(sharded[k], single[k]) for k in single)

@@ -45,6 +45,12 @@ class Codec(ABC):
     def hop_length(self) -> int:
         return int(round(self.info.sample_rate / self.info.frame_rate))
 
+    def to(self, device: torch.device | str) -> "Codec":
+        """The codec with its network (every implementation keeps it in `self.model`) on `device`;
+        `encode` then takes waveforms there."""
+        self.model.to(device)
+        return self
+
     @abstractmethod
     def encode(self, wave: torch.Tensor) -> torch.Tensor:
         """[B, T] float -> [B, K, F] int64; T is zero-padded up to a whole number of frames."""

@@ -27,7 +27,8 @@ import torch
 
 from siren_bench.config import ModelConfig, SirenConfig, config_hash
 from siren_bench.models.siren import DepthBlock, SirenExpert, TemporalBlock, Text
-from siren_bench.trainer import Trainer, rank_and_world
+from siren_bench.distributed import rank_and_world
+from siren_bench.trainer import Trainer
 
 
 @dataclass

@@ -3,7 +3,13 @@
 Output (artifacts/<profile>/tokenize/): codes.npz (one uint16 array [K, F] per clip id),
 index.csv (clip id, split, frames, audio hash), codec.json (the codec that made them) and
 provenance.json. Per-clip codes are cached by (audio content hash, codec weights identity), so
-re-tokenizing after adding clips or switching back to a codec encodes only what is new.
+re-tokenizing after adding clips or switching back to a codec encodes only what is new, and a
+killed run resumes from the clips it finished.
+
+At scale: the codec encodes batches (`codec.batch_clips`) on `run.device` (CUDA when present),
+and under torchrun (`torchrun --nproc-per-node N -m siren_bench.cli tokenize`) rank r encodes
+clips r, r + N, ...; every rank writes its clips' codes to the shared content cache, and after a
+barrier rank 0 assembles the stage output from it, identical to a one-process run's.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ from siren_bench.cache import ContentCache, cache_key
 from siren_bench.codecs import CODEC_INFO_NAME, Codec, load_stage_codec
 from siren_bench.config import codec_config
 from siren_bench.data.manifest import MANIFEST_NAME, ManifestError, read_manifest
+from siren_bench.distributed import barrier, rank_and_world, torchrun_group
 from siren_bench.io import atomic_directory, atomic_path, read_audio, write_json_atomic
 from siren_bench.provenance import build_record, write_provenance
 from siren_bench.stage_context import open_stage
@@ -35,9 +42,12 @@ def codes_key(audio_sha256: str, codec: Codec) -> str:
     return cache_key(kind="rvq-codes", version=CODES_VERSION, audio=audio_sha256, codec=codec.info.as_dict())
 
 
-def tokenize_clips(codec: Codec, manifest: pd.DataFrame, cache: ContentCache, batch: int) -> dict[str, np.ndarray]:
-    """Every clip's codes, from the cache where its (audio hash, codec) entry exists. Codes are
-    cached under the manifest's hash, so the stage reads the manifest with its hashes verified."""
+def tokenize_clips(codec: Codec, manifest: pd.DataFrame, cache: ContentCache, batch: int,
+                   device: torch.device | str = "cpu") -> dict[str, np.ndarray]:
+    """Every clip's codes, from the cache where its (audio hash, codec) entry exists, the rest
+    encoded on `device` (this rank's share of them under torchrun). Codes are cached under the
+    manifest's hash, so the stage reads the manifest with its hashes verified."""
+    rank, world = rank_and_world()
     codes: dict[str, np.ndarray] = {}
     todo = []
     for clip_id, audio_hash, path in zip(manifest["clip_id"], manifest["sha256"], manifest["audio_path"]):
@@ -46,8 +56,9 @@ def tokenize_clips(codec: Codec, manifest: pd.DataFrame, cache: ContentCache, ba
             todo.append((clip_id, audio_hash, path))
         else:
             codes[clip_id] = hit["codes"]
-    for start in tqdm(range(0, len(todo), batch), desc="tokenize", unit="batch"):
-        chunk = todo[start : start + batch]
+    mine = todo[rank::world]
+    for start in tqdm(range(0, len(mine), batch), desc="tokenize", unit="batch", disable=rank > 0):
+        chunk = mine[start : start + batch]
         waves = []
         for _, _, path in chunk:
             wave, rate = read_audio(path)
@@ -56,12 +67,17 @@ def tokenize_clips(codec: Codec, manifest: pd.DataFrame, cache: ContentCache, ba
                                     f"audio (set data.sample_rate={codec.sample_rate})")
             waves.append(wave[0])
         with torch.no_grad():
-            encoded = codec.encode(torch.from_numpy(np.stack(waves).astype(np.float32))).numpy()
+            encoded = codec.encode(torch.from_numpy(np.stack(waves).astype(np.float32)).to(device)).cpu().numpy()
         if encoded.max() > np.iinfo(np.uint16).max:
             raise ValueError(f"codebook indices up to {encoded.max()} do not fit uint16")
         for (clip_id, audio_hash, _), clip_codes in zip(chunk, encoded.astype(np.uint16)):
             cache.put(codes_key(audio_hash, codec), {"codes": clip_codes})
             codes[clip_id] = clip_codes
+    if world > 1:
+        barrier()  # every rank's codes are in the cache now
+        for clip_id, audio_hash, _ in todo:
+            if clip_id not in codes:
+                codes[clip_id] = cache.get(codes_key(audio_hash, codec))["codes"]
     return codes
 
 
@@ -72,8 +88,11 @@ def run(params_path: str | Path = "params.yaml") -> Path:
     manifest = read_manifest(prepare_dir / MANIFEST_NAME, verify_hashes=True)  # codes are cached under these hashes
     codec = load_stage_codec(codec_dir)
     cache = ContentCache(Path(run_cfg.cache_dir) / "codes")
-    codes = tokenize_clips(codec, manifest, cache, config.batch_clips)
     out_dir = stage.dir("tokenize")
+    with torchrun_group(stage.device()) as device:
+        codes = tokenize_clips(codec.to(device), manifest, cache, config.batch_clips, device)
+        if rank_and_world()[0] > 0:
+            return out_dir  # rank 0 writes the output
     with atomic_directory(out_dir) as staging:
         with atomic_path(staging / STAGES["tokenize"].file("codes")) as tmp:
             with open(tmp, "wb") as handle:

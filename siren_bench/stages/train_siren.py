@@ -20,12 +20,12 @@ import json
 from dataclasses import asdict
 from pathlib import Path
 
-import torch
 from safetensors.torch import save_file
 
 from siren_bench.artifacts import expert_file
 from siren_bench.config import ConfigError, ModelConfig, eval_config, model_config
 from siren_bench.data.manifest import MANIFEST_NAME
+from siren_bench.distributed import torchrun_group
 from siren_bench.io import atomic_directory, write_json_atomic, write_text_atomic
 from siren_bench.models.experts import SIREN_INFO_NAME, expert_jobs
 from siren_bench.models.train import clear_resume_state, resume_file
@@ -39,28 +39,14 @@ def train_one_expert(params_path: str | Path, index: int) -> Path:
     GPU, in parallel), leaving its finished state where the `train_siren` stage picks it up
     instead of training it again. Under torchrun (WORLD_SIZE > 1) the ranks train this one
     expert data-parallel: NCCL on CUDA (rank r on cuda:LOCAL_RANK), gloo on CPU."""
-    import os
-
-    import torch.distributed as dist
-
     stage = open_stage(params_path)
     if "siren" not in eval_config(stage.params, stage.source).systems:
         raise ConfigError(f"{stage.source}: eval.systems does not list siren; there is nothing to train")
     jobs = expert_jobs(stage)
     if not 0 <= index < len(jobs.siren.expert_groups()):
         raise ConfigError(f"--index {index}: the model has experts 0..{len(jobs.siren.expert_groups()) - 1}")
-    device = stage.device()
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world > 1:
-        if device.type == "cuda":
-            device = torch.device("cuda", int(os.environ["LOCAL_RANK"]))
-            torch.cuda.set_device(device)
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    try:
+    with torchrun_group(stage.device()) as device:
         jobs.train_expert(index, device)
-    finally:
-        if world > 1:
-            dist.destroy_process_group()
     return resume_file(jobs.resume_dir, jobs.config, jobs.siren, index, jobs.data_id)
 
 

@@ -1,0 +1,47 @@
+"""Running a stage over several processes with torchrun: which rank this is, and the process group.
+
+Every multi-process part of the harness (data-parallel training in siren_bench/trainer.py, the
+sharded tokenize stage) reads its rank here, so one process without torchrun is simply rank 0
+of 1 and runs the same code.
+"""
+
+from __future__ import annotations
+
+import os
+from contextlib import contextmanager
+from typing import Iterator
+
+import torch
+import torch.distributed as dist
+
+
+def rank_and_world() -> tuple[int, int]:
+    """This process's rank and the number of ranks (0, 1 without a process group)."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+@contextmanager
+def torchrun_group(device: torch.device) -> Iterator[torch.device]:
+    """Under torchrun (WORLD_SIZE > 1): the process group for the block (NCCL with this rank on
+    cuda:LOCAL_RANK when `device` is CUDA, gloo on the CPU), destroyed afterwards; yields the
+    rank's device. Without torchrun: `device`, and no group."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world == 1:
+        yield device
+        return
+    if device.type == "cuda":
+        device = torch.device("cuda", int(os.environ["LOCAL_RANK"]))
+        torch.cuda.set_device(device)
+    dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    try:
+        yield device
+    finally:
+        dist.destroy_process_group()
+
+
+def barrier() -> None:
+    """Wait for every rank (nothing to wait for in one process)."""
+    if rank_and_world()[1] > 1:
+        dist.barrier()
