@@ -113,3 +113,21 @@ def test_the_baselines_card_states_their_size_against_sirens(store, tmp_path):
         "Siren has 100 trainable parameters over its experts. Within 10 % of it: a. Not matched: b (0.50x); their "
         "differences from Siren mix the design with the size, so read them as such.")
     assert "at matched size" in parity_reading({"a": 0.95}, 100) and "not trained" in parity_reading({"a": None}, None)
+
+
+def test_metrics_scored_with_the_rewards_weights_are_marked_for_the_aligned_system(store, tmp_path):
+    """The fixture's alignment reward is the smoke tagger: every metric computed in the tagger's
+    embedding (same weights SHA-256) is marked; CLAP (another network) is not."""
+    from siren_bench.report.scores import reward_contaminated
+
+    reward = store.json("siren_aligned", "info")["reward"]
+    metrics = store.json("score", "results", "siren_aligned")["metrics"]
+    expected = {m for m, r in metrics.items() if r.get("weights_sha256") == reward["audio"]["weights_sha256"]}
+    assert expected and "clap" not in expected
+    assert reward_contaminated(store) == {m: "audio" for m in expected}
+    scores = REPORT_SECTIONS.get("scores").build(store, tmp_path)
+    aligned_row = next(line for line in scores.markdown.splitlines() if line.startswith("| siren_aligned |"))
+    assert aligned_row.count("\\*") == len(expected) and "the reward's audio network" in scores.markdown
+    alignment = REPORT_SECTIONS.get("alignment").build(store, tmp_path)
+    assert alignment.results["reward_contaminated"] == {m: "audio" for m in expected}
+    assert "scored with the very weights the alignment reward optimised" in alignment.markdown

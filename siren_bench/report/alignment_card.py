@@ -17,7 +17,7 @@ from siren_bench.artifacts import RunArtifacts
 from siren_bench.report import figures
 from siren_bench.report.section import Section, md_table, report_section
 from siren_bench.report.paired import PAIRED, adjust_holm, difference_text, p_text, paired_differences
-from siren_bench.report.scores import COLUMNS, interval_text
+from siren_bench.report.scores import COLUMNS, contamination_note, interval_text, reward_contaminated
 
 CURVES = (("reward_mean", "reward (group mean)"), ("kl", "KL to Stage 1 (k3)"), ("entropy", "entropy (nats / token)"),
           ("clip_fraction", "clipped ratio share"))
@@ -79,10 +79,11 @@ steps are noisy); KL to Stage 1 over the last steps: {summary['last_kl']:.4f}.
     if not store.exists("score", "results", "siren_aligned") or not store.exists("score", "results", "siren"):
         return Section("alignment", results, markdown + "\nNo scores for `siren` and `siren_aligned` yet (score stage).\n", [figure])
     side, paired = _side_by_side(store)
-    results |= {"side_by_side": side, "paired": paired}
+    contaminated = reward_contaminated(store)
+    results |= {"side_by_side": side, "paired": paired, "reward_contaminated": contaminated}
     header = ["metric", "siren (Stage 1)", "siren_aligned", "better"]
-    rows = [[label, side[m]["siren"], side[m]["siren_aligned"], "lower" if m not in ("is", "clap") else "higher"]
-            for m, label in COLUMNS if m in side]
+    rows = [[label, side[m]["siren"], side[m]["siren_aligned"] + (" \\*" if m in contaminated else ""),
+             "lower" if m not in ("is", "clap") else "higher"] for m, label in COLUMNS if m in side]
     family = [(label, better, p) for column, label, better in PAIRED if (p := paired.get(column))]
     holm_note = adjust_holm([p for *_, p in family])
     paired_rows = [[label, difference_text(p), p_text(p), p_text(p, "p_holm"), better, p["n"]] for label, better, p in family]
@@ -97,10 +98,7 @@ Paired per-clip differences, aligned minus Stage 1 (mean, 95 % paired bootstrap 
 {md_table(["per-clip measure", "aligned - Stage 1", "p", "p (Holm)", "better", "clips"], paired_rows)}
 
 {holm_note}
-
-With the smoke recipe the reward's audio embedding is the tagger that FAD, FD and KAD are computed in, so
-gains there are partly the reward being optimised; the CLAP row is held out from the reward unless
-`align.clap_weight` is set.
+{contamination_note(contaminated) or "No metric of the table is scored with the reward's networks: every row is held out from the reward."}
 """
     return Section("alignment", results, markdown, [figure])
 

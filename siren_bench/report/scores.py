@@ -14,6 +14,30 @@ COLUMNS = (("fad", "FAD"), ("fad_inf", "FAD-inf"), ("kad", "KAD (x100)"), ("fd",
            ("clap", "CLAP (cosine)"))
 
 
+def reward_contaminated(store: RunArtifacts) -> dict[str, str]:
+    """The metrics scored with a network whose weights the alignment reward optimised (metric ->
+    the reward term: "audio" or "clap"), matched by weights SHA-256; empty when no alignment ran
+    or the score has no aligned system. Such a metric cannot tell alignment from reward hacking."""
+    if not store.exists("siren_aligned", "info") or not store.exists("score", "results", "siren_aligned"):
+        return {}
+    info = store.json("siren_aligned", "info")
+    if not info.get("trained"):
+        return {}
+    used = {term: info["reward"][term]["weights_sha256"] for term in ("audio", "clap") if term in info["reward"]}
+    metrics = store.json("score", "results", "siren_aligned")["metrics"]
+    return {metric: term for metric, result in metrics.items() for term, sha in used.items()
+            if result.get("weights_sha256") == sha}
+
+
+def contamination_note(contaminated: dict[str, str]) -> str:
+    if not contaminated:
+        return ""
+    labels = dict(COLUMNS)
+    listed = ", ".join(f"{labels.get(m, m)} (the reward's {term} network)" for m, term in contaminated.items())
+    return (f"\n\\* For `siren_aligned`, {listed}: scored with the very weights the alignment reward optimised "
+            "(same SHA-256), so a gain there is partly the reward being optimised, not independent evidence.\n")
+
+
 def interval_text(result: dict) -> str:
     if result.get("ci_low") is None:
         return f"{result['value']:.4g}"
@@ -58,14 +82,16 @@ def scores_section(store: RunArtifacts, out: Path) -> Section:
     recipe = get_recipe(summary["recipe"])
     systems = summary["systems"]
     present = [(m, label) for m, label in COLUMNS if any(m in s["metrics"] for s in systems.values())]
+    contaminated = reward_contaminated(store)
     rows, results = [], {"recipe": summary["recipe"], "recipe_sha256": summary["recipe_sha256"], "split": summary["split"],
-                         "systems": {}}
+                         "systems": {}, "reward_contaminated": contaminated}
     for name in sorted(systems):
         full = store.json("score", "results", name)
         metrics = full["metrics"]
         cells = [name, str(full["generated"]["n_clips"])]
         for metric, _ in present:
-            cells.append(interval_text(metrics[metric]) if metric in metrics else "")
+            mark = " \\*" if name == "siren_aligned" and metric in contaminated else ""
+            cells.append(interval_text(metrics[metric]) + mark if metric in metrics else "")
         rows.append(cells)
         table = {m: {k: r.get(k) for k in ("value", "ci_low", "ci_high", "n_generated", "n_frames")} for m, r in metrics.items()}
         if "kl" in metrics:  # its direction, and the other direction where the recipe computes both
@@ -85,7 +111,7 @@ FD and KL; higher for IS and CLAP. Full results, per-clip scores and every input
 
 {md_table(["system", "clips"] + [label for _, label in present], rows)}
 
-""" + "\n".join(f"- `{name}`: {systems[name]['description']}" for name in sorted(systems)) + "\n"
+""" + "\n".join(f"- `{name}`: {systems[name]['description']}" for name in sorted(systems)) + "\n" + contamination_note(contaminated)
     if recipe.name == "smoke":
         markdown += ("\nThese are smoke-evaluator numbers: comparable between systems of one smoke run, not with "
                      "published FAD / KL / IS / CLAP scores, which use VGGish, PANNs and LAION CLAP on AudioCaps.\n")
