@@ -50,6 +50,7 @@ STATE_FORMAT = "siren-bench trainer 1"  # in every resume file; another format i
 # () -> (the micro-batch's loss, numbers to log with it)
 LossFn = Callable[[], tuple[torch.Tensor, dict]]
 COUNTED = ("frames",)  # numbers a LossFn logs that add up over micro-batches (the rest are averaged)
+TIMING = ("seconds", "frames_per_s")  # the log's wall-clock columns: the only ones two identical runs differ in
 
 
 def warmup_cosine(step: int, steps: int, warmup_steps: int, min_lr_ratio: float) -> float:

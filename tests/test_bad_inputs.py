@@ -507,7 +507,10 @@ def test_bad_input_is_refused_by_name_or_handled_as_documented(env, case):
         message, result = str(info.value), None
         for pattern in case.patterns:
             assert re.search(pattern, message), f"{pattern!r} not in the message: {message}"
-        assert _files_under(env.out) == [], "a failed run left output behind"
+        # resume state is not output: AudioCaps keeps the clips it decoded before meeting a bad file,
+        # so the run after the fix does not decode 50k clips again (the error says where they are)
+        output = [f for f in _files_under(env.out) if "resume" not in Path(f).parts]
+        assert output == [], "a failed run left output behind"
     if case.check is not None:
         case.check(env, result)
 

@@ -23,6 +23,7 @@ import torch
 
 from siren_bench.io import atomic_directory, write_text_atomic
 from siren_bench.weights import CheckpointError
+from siren_bench.trainer import TIMING
 from tests.conftest import REPO
 from tests.crash_worker import STEPS
 
@@ -68,7 +69,7 @@ def _result(process: subprocess.Popen, workdir: Path) -> dict:
     assert process.wait(timeout=300) == 0, _stderr(workdir)
     run = json.loads((workdir / "result" / "run.json").read_text())
     run["weights"] = (workdir / "result" / "weights.safetensors").read_bytes()
-    run["log"] = [{k: v for k, v in row.items() if k != "seconds"} for row in run["log"]]  # wall-clock time differs
+    run["log"] = [{k: v for k, v in row.items() if k not in TIMING} for row in run["log"]]  # wall-clock time differs
     return run
 
 

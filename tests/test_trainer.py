@@ -10,7 +10,7 @@ import math
 import pytest
 import torch
 
-from siren_bench.trainer import STATE_FORMAT, Trainer, warmup_cosine
+from siren_bench.trainer import STATE_FORMAT, TIMING, Trainer, warmup_cosine
 from siren_bench.weights import CheckpointError
 
 
@@ -109,7 +109,7 @@ def test_a_killed_run_resumes_to_the_same_numbers_with_its_extra_state(tmp_path)
         runs[name] = (trainer, log, model)
     (whole, whole_log, whole_model), (killed, killed_log, killed_model) = runs["whole"], runs["killed"]
     assert killed.start == 5 and whole.start == 0
-    strip = lambda log: [{k: v for k, v in r.items() if k != "seconds"} for r in log]  # noqa: E731
+    strip = lambda log: [{k: v for k, v in r.items() if k not in TIMING} for r in log]  # noqa: E731
     assert strip(killed_log) == strip(whole_log)
     for a, b in zip(whole_model.parameters(), killed_model.parameters()):
         assert torch.equal(a, b)
