@@ -223,9 +223,10 @@ def write(root: Path) -> list[str]:
         current = [str(d) for d in deps if _is_code(str(d))]
         if current == list(wanted[name]):
             continue
-        keep = [d for d in deps if not _is_code(str(d))]
-        deps.clear()
-        deps.extend(keep + list(wanted[name]))
+        for index in reversed(range(len(deps))):  # item by item, so data deps keep their place and comments
+            if _is_code(str(deps[index])):
+                del deps[index]
+        deps.extend(wanted[name])
         changed.append(name)
     if changed:
         from siren_bench.io import atomic_path
