@@ -377,3 +377,29 @@ def test_a_metric_that_is_not_finite_is_an_error_not_a_null(sets, weights, monke
     monkeypatch.setattr(score_module, "score_metric", lambda spec, *a, **k: {"metric": spec.metric, "value": float("inf")})
     with pytest.raises(ClipSetError, match="fad: value is not finite"):
         _score(sets, weights, metrics=["fad"])
+
+
+def test_two_torchrun_ranks_share_the_embedding_and_each_holds_the_one_process_set(tmp_path):
+    """Rank r embeds the uncached clips r, r + 2, ...; after the barrier both ranks hold every
+    clip's embedding, bit for bit what one process computes, and each clip was embedded once."""
+    import subprocess
+    import sys
+
+    import numpy as np
+
+    from tests.conftest import REPO, tone, write_audio
+    from tests.embed_ddp_worker import embed
+
+    for i in range(5):
+        write_audio(tmp_path / "audio" / f"c{i}.wav", tone(1.0, 16000, freq=200.0 * (i + 1)), 16000)
+    torchrun = Path(sys.executable).parent / "torchrun"
+    done = subprocess.run([str(torchrun), "--standalone", "--nproc-per-node", "2", "-m", "tests.embed_ddp_worker", str(tmp_path)],
+                          cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert [int((tmp_path / f"calls-rank{r}.txt").read_text()) for r in (0, 1)] == [3, 2]
+    single, calls = embed(tmp_path, tmp_path / "single-cache")
+    assert calls == 5
+    for rank in (0, 1):
+        with np.load(tmp_path / f"rank{rank}.npz") as held:
+            assert sorted(held.files) == sorted(single)
+            assert all(np.array_equal(held[k], single[k]) for k in single)

@@ -33,6 +33,7 @@ from siren_bench.audio_input import apply_policy
 from siren_bench.cache import ContentCache, cache_key
 from siren_bench.embedders.base import Embedder, Embedding
 from siren_bench.evaluation.clipsets import Clip
+from siren_bench.distributed import barrier, rank_and_world
 from siren_bench.io import AudioFileError, read_audio, sha256_json
 from siren_bench.metrics.frechet import GaussianStats
 from siren_bench.embedders import clap, panns, passt, smoke, vggish  # noqa: F401  (each registers its embedders)
@@ -171,7 +172,9 @@ def embed_clips(clips: list[Clip], spec: MetricSpec, embedder: Embedder, cache: 
     Each clip is embedded in a call of its own: float32 networks round differently for other
     batch shapes (about 1e-7 relative here), so a clip embedded beside other clips would not
     be bit-identical to the same clip embedded alone, and a cached entry would depend on which
-    clips happened to share its batch."""
+    clips happened to share its batch. Under torchrun the ranks share the work: rank r embeds
+    the uncached clips r, r + W, ... into the shared cache and, after a barrier, every rank reads
+    the others' from it, so each rank holds the set a single process would have computed."""
     out = EmbeddedSet({}, {}, {})
     todo = []
     for clip in clips:
@@ -185,7 +188,9 @@ def embed_clips(clips: list[Clip], spec: MetricSpec, embedder: Embedder, cache: 
         check_clip(clip, facts, allow_clipped)
         out.embeddings[clip.clip_id] = Embedding(hit["frames"], hit["logits"] if "logits" in hit else None)
         out.facts[clip.clip_id] = facts
-    for clip in tqdm(todo, desc=desc, unit="clip", disable=not todo):
+    rank, world = rank_and_world()
+    barrier()  # every rank has listed its misses before any rank writes an entry
+    for clip in tqdm(todo[rank::world], desc=desc, unit="clip", disable=not todo or rank > 0):
         wave, facts = load_clip(clip, spec, allow_clipped)
         try:
             embedding = embedder.embed([wave])[0]
@@ -197,6 +202,13 @@ def embed_clips(clips: list[Clip], spec: MetricSpec, embedder: Embedder, cache: 
         cache.put(out.keys[clip.clip_id], arrays)
         out.embeddings[clip.clip_id] = Embedding(arrays["frames"], arrays.get("logits"))
         out.facts[clip.clip_id] = facts
+    if world > 1:
+        barrier()  # every rank's share is in the cache
+        for clip in todo:
+            if clip.clip_id not in out.embeddings:
+                entry = cache.get(out.keys[clip.clip_id])
+                out.embeddings[clip.clip_id] = Embedding(entry["frames"], entry["logits"] if "logits" in entry else None)
+                out.facts[clip.clip_id] = ClipFacts.from_array(entry["facts"])
     return out
 
 

@@ -9,15 +9,24 @@ eval.weights_dir. Embeddings and reference statistics go through the content cac
 Output (artifacts/<profile>/score/): <system>/results.json and <system>/per_clip.csv (as from
 `siren-bench score`, so `siren-bench audit` reads them), summary.json (each system's metric
 values and intervals, and the cache hits and misses) and provenance.json.
+
+Under torchrun (`torchrun --nproc-per-node N -m siren_bench.cli score --params params.yaml`, gloo
+on the CPU) the ranks share the embedding, the expensive part, through the content cache
+(evaluation/embedding.py); every rank then holds every embedding, and rank 0 alone writes the
+output, the same files a single process writes.
 """
 
 from __future__ import annotations
 
 import json
+import tempfile
 from pathlib import Path
+
+import torch
 
 from siren_bench.artifacts import SCORED_SPLIT, STAGES
 from siren_bench.data.manifest import MANIFEST_NAME
+from siren_bench.distributed import rank_and_world, torchrun_group
 from siren_bench.evaluation.scorer import stage_scorer
 from siren_bench.io import atomic_directory, write_json_atomic
 from siren_bench.provenance import build_record, write_provenance
@@ -30,12 +39,24 @@ SUMMARY_NAME = STAGES["score"].file("summary")
 def run(params_path: str | Path = "params.yaml") -> Path:
     stage = open_stage(params_path)
     scorer = stage_scorer(stage)
-    recipe, config = scorer.recipe, scorer.config
+    recipe = scorer.recipe
     generate_dir = stage.dir("generate")
     systems = json.loads((generate_dir / SYSTEMS_NAME).read_text())
     out_dir = stage.dir("score")
     summary = {"recipe": recipe.id, "recipe_sha256": recipe.sha256, "reference": scorer.reference.source, "split": SCORED_SPLIT,
                "systems": {}}
+    with torchrun_group(torch.device("cpu")):  # scoring embeds on the CPU
+        if rank_and_world()[0] > 0:  # a helper rank: its share of the embeddings, no output
+            with tempfile.TemporaryDirectory() as scratch:
+                for system in sorted(systems):
+                    scorer.score(generate_dir / system, Path(scratch) / system)
+            return out_dir
+        _write(stage, scorer, systems, summary, generate_dir, out_dir)
+    return out_dir
+
+
+def _write(stage, scorer, systems: dict, summary: dict, generate_dir: Path, out_dir: Path) -> None:
+    recipe, config = scorer.recipe, scorer.config
     with atomic_directory(out_dir) as staging:
         for system in sorted(systems):
             summary["systems"][system] = {"description": systems[system]["description"],
@@ -47,4 +68,3 @@ def run(params_path: str | Path = "params.yaml") -> Path:
         record = build_record("score", {"run": stage.run, "eval": config}, inputs=inputs,
                               seeds={"bootstrap_seed": recipe.bootstrap_seed}, device="cpu")
         write_provenance(staging, record)
-    return out_dir

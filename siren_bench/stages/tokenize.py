@@ -56,6 +56,7 @@ def tokenize_clips(codec: Codec, manifest: pd.DataFrame, cache: ContentCache, ba
             todo.append((clip_id, audio_hash, path))
         else:
             codes[clip_id] = hit["codes"]
+    barrier()  # every rank has listed its misses before any rank writes an entry
     mine = todo[rank::world]
     for start in tqdm(range(0, len(mine), batch), desc="tokenize", unit="batch", disable=rank > 0):
         chunk = mine[start : start + batch]
