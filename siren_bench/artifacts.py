@@ -7,10 +7,11 @@ their numbers through `RunArtifacts`, so a section renders from a folder of smal
 in a unit test as well as from a real run.
 
 `schema_version` is the version of a stage folder's layout, to bump when a file is renamed or a
-field a reader uses changes meaning. Nothing checks it yet: stage folders carry no version of
-their own, so an old folder is caught only by DVC re-running the stage whose code changed. Some
-writers still spell their own file names (diagnose, codec, prepare); the readers all go through
-here. This module imports nothing heavier than numpy, so that it sits cheaply in every stage's
+field a reader uses changes meaning. Every stage records it in its provenance.json
+(siren_bench/provenance.py), and reading a folder through `RunArtifacts` refuses one written
+under another version, naming the stage to re-run (a folder from before versions were recorded
+counts as version 1). Some writers still spell their own file names (diagnose, codec, prepare);
+the readers all go through here. This module imports nothing heavier than numpy, so that it sits cheaply in every stage's
 dependency closure (siren_bench/dvc_deps.py).
 """
 
@@ -41,6 +42,8 @@ class StageArtifacts:
             raise KeyError(f"stage {self.stage!r} declares no artifact {role!r}; it has {sorted(self.files)}") from None
 
 
+PROVENANCE_NAME = "provenance.json"  # every stage folder's record of what made it
+
 SCORED_SPLIT = "test"            # the split every system renders and is scored on
 UNPAIRED_SPLIT = "val"           # where real_unpaired draws its clips from
 
@@ -63,6 +66,7 @@ STAGES: dict[str, StageArtifacts] = {a.folder: a for a in (
                    per_system={"results": "results.json", "per_clip": "per_clip.csv"}),
     StageArtifacts("sweep", "sweep", {"summary": "sweep.json"}),
 )}
+SCHEMA_VERSIONS = {a.stage: a.schema_version for a in STAGES.values()}  # by dvc.yaml stage, as provenance records it
 
 
 def expert_file(index: int) -> str:
@@ -89,11 +93,21 @@ class RunArtifacts:
 
     def path(self, folder: str, role: str, system: str | None = None) -> Path:
         declared = _declared(folder)
+        self._check_schema(declared)
         if system is None:
             return self.dir(folder) / declared.file(role)
         if role not in declared.per_system:
             raise KeyError(f"stage {declared.stage!r} declares no per-system artifact {role!r}")
         return self.dir(folder) / system / declared.per_system[role]
+
+    def _check_schema(self, declared: StageArtifacts) -> None:
+        record = Path(self.root) / declared.folder / PROVENANCE_NAME
+        if not record.is_file():
+            return  # nothing written yet (or a hand-made fixture): the files themselves are checked as read
+        found = json.loads(record.read_text()).get("schema_version", 1)
+        if found != declared.schema_version:
+            raise ArtifactError(f"{record.parent}: written under layout version {found} of stage {declared.stage!r}, and "
+                                f"this code reads version {declared.schema_version}; re-run it (dvc repro {declared.stage})")
 
     def exists(self, folder: str, role: str, system: str | None = None) -> bool:
         return self.path(folder, role, system).exists()

@@ -16,10 +16,10 @@ from pathlib import Path
 from typing import Any
 
 from siren_bench import __version__
+from siren_bench.artifacts import PROVENANCE_NAME, SCHEMA_VERSIONS
 from siren_bench.config import config_hash, to_plain
 from siren_bench.io import sha256_path, write_json_atomic
 
-PROVENANCE_NAME = "provenance.json"
 # Each pipeline stage runs in its own process (`siren-bench <stage>`) and imports this module
 # before it starts work, so the time since import when a record is built is the stage's wall
 # time. Several stages run in one process (tests) each get the time since the first import.
@@ -94,6 +94,7 @@ def build_record(
     plain = to_plain(config)
     return {
         "stage": stage,
+        **({"schema_version": SCHEMA_VERSIONS[stage]} if stage in SCHEMA_VERSIONS else {}),
         "siren_bench_version": __version__,
         "git": git_state(),
         "packages": package_versions(),

@@ -14,8 +14,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from siren_bench.artifacts import RunArtifacts
-from siren_bench.provenance import PROVENANCE_NAME
+from siren_bench.artifacts import PROVENANCE_NAME, RunArtifacts
 from siren_bench.report.section import Section, md_table, report_section
 
 HASH_CHARS = 16
