@@ -38,7 +38,7 @@ from siren_bench.config import ConfigError, ModelConfig, baseline_systems, codec
 from siren_bench.data.manifest import MANIFEST_NAME, read_manifest
 from siren_bench.external import render_external
 from siren_bench.generation import codec_resynthesis, render
-from siren_bench.io import atomic_directory, write_json_atomic
+from siren_bench.io import atomic_directory, sha256_json, sha256_path, write_json_atomic
 from siren_bench.models.experts import check_trained_with, load_stage_aligned, load_stage_siren
 from siren_bench.provenance import build_record, write_provenance
 from siren_bench.stage_context import open_stage
@@ -46,8 +46,20 @@ from siren_bench.stage_context import open_stage
 SYSTEMS_NAME = STAGES["generate"].file("systems")
 
 
+def resume_folder(stage, system: str, model_dirs: list[Path], codec: Codec, test, lengths: dict[str, int],
+                  config: ModelConfig, batch: int) -> Path:
+    """Where a killed run's rendered clips wait: named by everything the audio depends on (the
+    model's files, the codec, the clips and their lengths, the sampling settings and the batch,
+    since the seeded stream runs across batches)."""
+    key = sha256_json({"system": system, "models": [sha256_path(d) for d in model_dirs], "codec": codec.info.as_dict(),
+                       "clips": test["clip_id"].tolist(), "captions": test["caption"].tolist(),
+                       "lengths": [lengths[c] for c in test["clip_id"]], "batch": batch,
+                       "sampling": [config.temperature, config.top_k, config.top_p, config.guidance, config.generation_seed]})
+    return stage.dir("resume") / f"generate-{system}-{key[:16]}"
+
+
 def siren_system(siren_dir: Path, codec: Codec, test, lengths: dict[str, int], config: ModelConfig, out: Path,
-                 batch: int, device: torch.device, aligned_dir: Path | None = None) -> dict:
+                 batch: int, device: torch.device, aligned_dir: Path | None = None, resume_dir: Path | None = None) -> dict:
     """The trained experts, with the aligned expert swapped in when `aligned_dir` is given."""
     model, info = load_stage_siren(siren_dir) if aligned_dir is None else load_stage_aligned(siren_dir, aligned_dir)
     encoder = check_trained_with(siren_dir, info, codec, config)
@@ -55,18 +67,18 @@ def siren_system(siren_dir: Path, codec: Codec, test, lengths: dict[str, int], c
             f"expert {info['aligned']['expert']} aligned for {info['aligned']['settings']['steps']} steps")
     return {"description": f"Siren ({len(model.experts)} experts, {what}) generating the captions",
             **render(model, "codes", "siren" if aligned_dir is None else "siren_aligned", codec, encoder, test, lengths,
-                     config, out, batch, device)}
+                     config, out, batch, device, resume_dir)}
 
 
 def baseline_system(folder: Path, codec: Codec, test, lengths: dict[str, int], config: ModelConfig, out: Path, batch: int,
-                    device: torch.device) -> dict:
+                    device: torch.device, resume_dir: Path | None = None) -> dict:
     """A trained baseline (train_baselines stage) generating the captions, like Siren."""
     from baselines import registry
 
     model, info = registry.load(folder)
     encoder = check_trained_with(folder, info, codec, config)
     return {"description": f"{info['description']}; {info['parameters']:,} parameters",
-            **render(model, model.output, info["name"], codec, encoder, test, lengths, config, out, batch, device)}
+            **render(model, model.output, info["name"], codec, encoder, test, lengths, config, out, batch, device, resume_dir)}
 
 
 def generate_captions(params_path: str | Path, captions_path: str | Path, out: Path, seconds: float | None,
@@ -159,15 +171,23 @@ def run(params_path: str | Path = "params.yaml") -> Path:
                 "description": f"real {UNPAIRED_SPLIT} clips under the {SCORED_SPLIT} ids (seeded draw): the reference "
                                "distribution, unrelated to the captions", "n_clips": len(ids),
                 "sample_rate": codec.sample_rate, "split": UNPAIRED_SPLIT, "seed": run_cfg.seed, "source_clips": mapping}
+        needs_model = any(s in systems for s in ("siren", "siren_aligned", *baselines))
+        model_cfg = model_config(stage.params, stage.source) if needs_model else None
+        resumed = []
         for system in ("siren", "siren_aligned"):
             if system in systems:
-                rendered[system] = siren_system(stage.dir("siren"), codec, test, lengths, model_config(stage.params, stage.source),
-                                                staging / system, config.batch_clips, stage.device(),
-                                                stage.dir("siren_aligned") if system == "siren_aligned" else None)
+                aligned = stage.dir("siren_aligned") if system == "siren_aligned" else None
+                folder = resume_folder(stage, system, [stage.dir("siren")] + ([aligned] if aligned else []), codec, test, lengths,
+                                       model_cfg, config.batch_clips)
+                rendered[system] = siren_system(stage.dir("siren"), codec, test, lengths, model_cfg, staging / system,
+                                                config.batch_clips, stage.device(), aligned, folder)
+                resumed.append(folder)
         for system in baselines:
-            rendered[system] = baseline_system(stage.dir("baselines") / system, codec, test, lengths,
-                                               model_config(stage.params, stage.source), staging / system, config.batch_clips,
-                                               stage.device())
+            folder = resume_folder(stage, system, [stage.dir("baselines") / system], codec, test, lengths, model_cfg,
+                                   config.batch_clips)
+            rendered[system] = baseline_system(stage.dir("baselines") / system, codec, test, lengths, model_cfg,
+                                               staging / system, config.batch_clips, stage.device(), folder)
+            resumed.append(folder)
         for name, source in evaluation.external.items():
             rendered[name] = render_external(name, source, test, codec.sample_rate,
                                              model_config(stage.params, stage.source).generation_seed, staging / name)
@@ -182,4 +202,6 @@ def run(params_path: str | Path = "params.yaml") -> Path:
                                       **{n: staging / n for n in evaluation.external}},
                               device=stage.device().type if models else "cpu")
         write_provenance(staging, record)
+    for folder in resumed:  # the clips are safely in the stage output now
+        shutil.rmtree(folder, ignore_errors=True)
     return out_dir
