@@ -46,6 +46,26 @@ def _params(args: argparse.Namespace) -> None:
     print(f"params: wrote {args.out} ({' '.join(args.overrides) or 'defaults'})")
 
 
+def _match_baselines(args: argparse.Namespace) -> None:
+    """Each baseline's depth at which it has Siren's trainable parameters (baselines/sizing.py)."""
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    from baselines import sizing
+    from siren_bench.config import baselines_config, model_config
+
+    with initialize_config_dir(config_dir=str(Path(args.conf).resolve()), version_base=None):
+        composed = compose(config_name="config", overrides=args.overrides)
+    params = OmegaConf.create(OmegaConf.to_container(composed, resolve=True))
+    architectures = baselines_config(params)
+    matched = sizing.match_depths(sizing.siren_of(model_config(params)), architectures, list(architectures))
+    print(f"Siren: {matched['siren_trainable_parameters']:,} trainable parameters")
+    for name, m in matched["baselines"].items():
+        flag = "" if abs(m["ratio"] - 1) <= sizing.TOLERANCE else "  (outside 10 %: change its width)"
+        print(f"{name}: {', '.join(m['fields'])} = {m['depth']}: {m['parameters']:,} ({m['ratio']:.3f}x){flag}")
+    print(OmegaConf.to_yaml(OmegaConf.create(sizing.overrides(matched, architectures))), end="")
+
+
 def _score(args: argparse.Namespace) -> None:
     """Without --generated: the pipeline's score stage. With it: one folder against a reference."""
     if args.generated is None:
@@ -190,6 +210,10 @@ def build_parser() -> argparse.ArgumentParser:
     params.add_argument("--conf", default="conf", help="Hydra config folder (default: conf)")
     params.add_argument("--out", default="params.yaml", help="file to write (default: params.yaml)")
     params.set_defaults(handler=_params)
+    match = commands.add_parser("match-baselines", help="each baseline's depth at Siren's parameter count (Hydra overrides as arguments)")
+    match.add_argument("overrides", nargs="*", help="e.g. model=siren_1_6b baselines=paper")
+    match.add_argument("--conf", default="conf", help="Hydra config folder (default: conf)")
+    match.set_defaults(handler=_match_baselines)
     deps = commands.add_parser("dvc-deps", help="check (default) or rewrite dvc.yaml's code deps against each stage's import closure")
     deps.add_argument("--write", action="store_true", help="rewrite the code deps in dvc.yaml (comments and other deps kept)")
     deps.add_argument("--check", action="store_true", help="only report differences, exit 1 if any (the default)")

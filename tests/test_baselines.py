@@ -137,3 +137,33 @@ def test_every_registered_baseline_has_a_default_section_and_its_own_seed():
     assert sorted(tiny) == registry.names() == ["ar_nar", "delay_lm", "latent_diffusion", "shared_lm"]
     offsets = [registry.spec(name).seed_offset for name in registry.names()]
     assert len(set(offsets)) == len(offsets) and all(o > 0 for o in offsets)  # Siren's experts use offsets 0..E-1
+
+
+def test_the_matched_paper_scale_baselines_are_within_10_percent_of_siren():
+    """conf/baselines/matched_1_6b.yaml is what `siren-bench match-baselines model=siren_1_6b
+    baselines=paper` computes today, and every baseline there is within 10 % of Siren 1.6B's
+    trainable parameters (counted on the meta device)."""
+    import yaml
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    from baselines import sizing
+    from siren_bench.config import baselines_config, model_config
+    from tests.conftest import REPO
+
+    def composed(*overrides):
+        with initialize_config_dir(config_dir=str(REPO / "conf"), version_base=None):
+            return OmegaConf.create(OmegaConf.to_container(compose(config_name="config", overrides=list(overrides)), resolve=True))
+
+    paper = composed("model=siren_1_6b", "baselines=paper")
+    siren = sizing.siren_of(model_config(paper))
+    matched = sizing.match_depths(siren, baselines_config(paper), registry.names())
+    committed = yaml.safe_load((REPO / "conf" / "baselines" / "matched_1_6b.yaml").read_text())
+    assert committed == sizing.overrides(matched, baselines_config(paper))
+    target = sizing.siren_trainable(siren)
+    assert target == matched["siren_trainable_parameters"] > 1.5e9
+    architectures = baselines_config(composed("model=siren_1_6b", "baselines=matched_1_6b"))
+    shape = {"n_codebooks": 12, "codebook_size": 1024, "code_dim": 1024, "latent_dim": 1024, "text_dim": 768, "max_frames": 2048}
+    for name in registry.names():
+        count = sizing.baseline_trainable(name, registry.architecture(name, siren, architectures[name]), shape)
+        assert abs(count / target - 1) <= sizing.TOLERANCE, (name, count, target)
