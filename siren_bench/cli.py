@@ -135,6 +135,13 @@ def _train_expert(args: argparse.Namespace) -> None:
     print(f"train-expert: expert {args.index} finished; its state {state} is what train_siren assembles")
 
 
+def _train_baseline(args: argparse.Namespace) -> None:
+    from siren_bench.stages.train_baselines import train_one_baseline
+
+    state = train_one_baseline(args.params, args.name)
+    print(f"train-baseline: {args.name} finished; its state {state} is what train_baselines assembles")
+
+
 def _audit(args: argparse.Namespace) -> int:
     from siren_bench.evaluation.audit import audit
 
@@ -200,6 +207,10 @@ def build_parser() -> argparse.ArgumentParser:
     expert.add_argument("--index", type=int, required=True, help="which expert (0-based)")
     expert.add_argument("--params", default="params.yaml", help="composed params file (default: params.yaml)")
     expert.set_defaults(handler=_train_expert)
+    baseline = commands.add_parser("train-baseline", help="train one baseline outside DVC (torchrun for data parallelism)")
+    baseline.add_argument("--name", required=True, help="which baseline (a name in eval.systems)")
+    baseline.add_argument("--params", default="params.yaml", help="composed params file (default: params.yaml)")
+    baseline.set_defaults(handler=_train_baseline)
     audit = commands.add_parser("audit", help="recompute a results.json from its inputs and cached embeddings; say what differs")
     audit.add_argument("results", help="results.json, or the folder holding it")
     audit.add_argument("--cache-dir", help="embedding cache (default: the one recorded)")

@@ -167,3 +167,39 @@ def test_the_matched_paper_scale_baselines_are_within_10_percent_of_siren():
     for name in registry.names():
         count = sizing.baseline_trainable(name, registry.architecture(name, siren, architectures[name]), shape)
         assert abs(count / target - 1) <= sizing.TOLERANCE, (name, count, target)
+
+
+def ddp_delay_case():
+    """The delay LM without dropout (its loss is deterministic given the batch), clips of unequal
+    lengths, caption dropout drawn from the shared batch stream."""
+    rng = np.random.default_rng(3)
+    codes = [rng.integers(0, V, size=(K, 8 + i)).astype(np.int64) for i in range(6)]
+    torch.manual_seed(0)
+    model, _ = registry.build("delay_lm", SMALL["delay_lm"], SHAPE)
+    config = _training(train_steps=4, batch_size=4, crop_frames=6, checkpoint_every=2, grad_accum=2, caption_dropout=0.25)
+    return model, config, TokenSet(codes, random_text(6))
+
+
+def test_a_baseline_trains_data_parallel_over_two_ranks_as_in_one_process(tmp_path):
+    """The one engine's DDP path serves a baseline as it serves Siren's experts: 2 gloo ranks,
+    each on half of every batch, end where one process ends (float rounding apart)."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from tests.conftest import REPO
+
+    torchrun = Path(sys.executable).parent / "torchrun"
+    done = subprocess.run([str(torchrun), "--standalone", "--nproc-per-node", "2", "-m", "tests.baseline_ddp_worker",
+                           str(tmp_path)], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    model, config, tokens = ddp_delay_case()
+    log, _ = train_model(model, "delay_lm", config, tokens, None, tmp_path / "single.pt", torch.device("cpu"), [0, 7])
+    parallel = json.loads((tmp_path / "log.json").read_text())
+    assert [r["step"] for r in parallel] == [1, 2, 3, 4]
+    for a, b in zip(log, parallel):
+        assert b["loss"] == pytest.approx(a["loss"], rel=1e-5) and b["frames"] == a["frames"]
+    weights = torch.load(tmp_path / "model.pt", weights_only=True)
+    for key, value in model.state_dict().items():
+        torch.testing.assert_close(weights[key], value, rtol=1e-4, atol=1e-5, msg=key)

@@ -19,7 +19,8 @@ from pathlib import Path
 import torch
 
 from baselines import registry
-from siren_bench.config import baseline_systems, baselines_config
+from siren_bench.config import ConfigError, baseline_systems, baselines_config
+from siren_bench.distributed import torchrun_group
 from siren_bench.diagnostics.interference import interference_probe
 from siren_bench.io import atomic_directory, write_json_atomic, write_text_atomic
 from siren_bench.models.train import clear_resume_state, train_model
@@ -51,6 +52,24 @@ def train_baseline(name: str, jobs: ExpertJobs, overrides: dict, device: torch.d
     log, start = train_model(model, name, config, jobs.train, jobs.val, state_file, device,
                              [config.seed, spec.seed_offset, 0xBA5E], probe=probe)
     return model, arch, log, start, state_file
+
+
+def train_one_baseline(params_path: str | Path, name: str) -> Path:
+    """`siren-bench train-baseline --name N`: train baseline N to the end outside DVC (a job per
+    GPU, or data-parallel under torchrun: NCCL with rank r on cuda:LOCAL_RANK, gloo on the CPU),
+    leaving its finished state where `train_baselines` picks it up instead of training it again.
+    Under data parallelism every rank draws the whole batch from the same stream and trains on its
+    rows: with no dropout and a deterministic loss (shared_lm, delay_lm) the result is the
+    one-process run's to float rounding; losses that draw their own noise per row (ar_nar's NAR
+    stage, latent_diffusion's timesteps) match it in distribution."""
+    stage = open_stage(params_path)
+    names = baseline_systems(stage.params, stage.source)
+    if name not in names:
+        raise ConfigError(f"{stage.source}: eval.systems does not list baseline {name!r} (it lists {names})")
+    jobs = expert_jobs(stage)
+    with torchrun_group(stage.device()) as device:
+        *_, state_file = train_baseline(name, jobs, baselines_config(stage.params, stage.source)[name], device, stage.source)
+    return state_file
 
 
 def run(params_path: str | Path = "params.yaml") -> Path:
