@@ -44,7 +44,7 @@ def fixture_run(tmp_path_factory):
         for i, (ytid, start) in enumerate(dict.fromkeys(zip(rows["youtube_id"], rows["start_time"]))):
             if i < MISSING[split]:
                 continue  # "no longer on YouTube"
-            clip = generate_clip(7, hash((split, i)) % 10_000, 44100 if i % 3 == 0 else 16000, 2.0)
+            clip = generate_clip(7, {"train": 0, "val": 100, "test": 200}[split] + i, 44100 if i % 3 == 0 else 16000, 1.0)
             wave = np.stack([clip.wave, clip.wave]).T if i % 3 == 0 else clip.wave  # some stereo 44.1 kHz downloads
             stem = (f"Y{ytid}", f"{ytid}_{start}", ytid)[i % 3]
             write_audio(root / "audio" / split / f"{stem}.{'flac' if i % 2 else 'wav'}", wave, 44100 if i % 3 == 0 else 16000)
@@ -55,7 +55,7 @@ def fixture_run(tmp_path_factory):
                 "reports_dir": str(root / "reports"), "cache_dir": str(root / "cache")},
         "data": {"name": "audiocaps", "audio_dir": str(root / "audio"), "train_list": str(root / "train.csv"),
                  "val_list": str(root / "val.csv"), "test_list": str(root / "test.csv"), "protocol": "custom",
-                 "clip_seconds": 2.0, "workers": 2},
+                 "clip_seconds": 1.0, "workers": 2},
         "codec": {"name": "dac_16khz", "source": "dac_original", "path": str(checkpoint), "batch_clips": 8},
     }
     return root, lists, params
@@ -82,7 +82,7 @@ def test_prepare_codec_and_tokenize_run_on_the_real_lists(fixture_run):
     assert json.loads((codec_dir / "codec.json").read_text())["backend"] == "dac"
     codes = np.load(tokenize.run(params) / "codes.npz")
     assert sorted(codes.files) == sorted(manifest["clip_id"])
-    assert {codes[c].shape for c in codes.files} == {(12, 100)}  # 12 codebooks, 2 s at 50 frames/s
+    assert {codes[c].shape for c in codes.files} == {(12, 50)}  # 12 codebooks, 1 s at 50 frames/s
 
 
 def test_a_real_test_clip_put_into_the_train_list_is_leakage(fixture_run, tmp_path):

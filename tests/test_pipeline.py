@@ -202,19 +202,20 @@ def test_a_users_model_is_compared_under_the_runs_protocol(repo, tmp_path):
     assert {m: v["value"] for m, v in scores["noise_system"]["metrics"].items()} == results["systems"]["noise"]
 
 
-@pytest.mark.parametrize("system", ["siren", "siren_aligned"])
-def test_trained_siren_renders_a_captions_file(repo, tmp_path, system):
-    captions = tmp_path / "captions.csv"
-    captions.write_text('clip_id,caption\nmine_1,A loud siren wails\nmine_2,"Rain, then a click train"\n')
-    out = tmp_path / "rendered"
-    args = ["siren-bench", "generate", "--system", system, "--captions", str(captions), "--out", str(out), "--seconds", "1.5"]
-    _run(args, repo)
+def test_trained_siren_renders_a_captions_file(repo, tmp_path):
+    """Both trained systems render a user's captions; an existing --out folder is never overwritten."""
     import soundfile
 
-    for clip_id in ("mine_1", "mine_2"):
-        wave, rate = soundfile.read(out / f"{clip_id}.wav")
-        assert rate == 16000 and wave.shape == (24000,) and wave.std() > 0
-    assert json.loads((out / "systems.json").read_text())[system]["n_clips"] == 2
+    captions = tmp_path / "captions.csv"
+    captions.write_text('clip_id,caption\nmine_1,A loud siren wails\nmine_2,"Rain, then a click train"\n')
+    for system in ("siren", "siren_aligned"):
+        out = tmp_path / f"rendered_{system}"
+        args = ["siren-bench", "generate", "--system", system, "--captions", str(captions), "--out", str(out), "--seconds", "1.5"]
+        _run(args, repo)
+        for clip_id in ("mine_1", "mine_2"):
+            wave, rate = soundfile.read(out / f"{clip_id}.wav")
+            assert rate == 16000 and wave.shape == (24000,) and wave.std() > 0
+        assert json.loads((out / "systems.json").read_text())[system]["n_clips"] == 2
     done = subprocess.run(args, cwd=repo, capture_output=True, text=True, env=os.environ | {"PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"})
     assert done.returncode == 2 and "already exists" in done.stderr  # nothing is overwritten
 
