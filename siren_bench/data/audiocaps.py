@@ -13,6 +13,7 @@ refuses, naming the split and the count.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import re
@@ -347,16 +348,17 @@ def decode_all(sources: dict[str, SplitSource], config: AudioCapsConfig, work_di
                 records[(source.split, entry.youtube_id)] = done
     problems: list[str] = []
     progress = tqdm(total=len(jobs) + len(records), initial=len(records), desc="audiocaps", unit="clip")
-    if config.workers > 1 and len(jobs) > 1:
-        with ProcessPoolExecutor(max_workers=config.workers) as pool:
+    with contextlib.ExitStack() as stack:
+        if config.workers > 1 and len(jobs) > 1:
+            pool = stack.enter_context(ProcessPoolExecutor(max_workers=config.workers))
             results = pool.map(_decode_one, jobs, chunksize=max(1, min(64, len(jobs) // (4 * config.workers))))
-            for split, clip_id, record, problem in results:
-                (problems.append(problem) if problem else records.__setitem__((split, clip_id), record))
-                progress.update()
-    else:
-        for job in jobs:
-            split, clip_id, record, problem = _decode_one(job)
-            (problems.append(problem) if problem else records.__setitem__((split, clip_id), record))
+        else:
+            results = map(_decode_one, jobs)
+        for split, clip_id, record, problem in results:
+            if problem:
+                problems.append(problem)
+            else:
+                records[(split, clip_id)] = record
             progress.update()
     progress.close()
     if problems:
