@@ -187,8 +187,9 @@ class SirenConfig(BlockShape):
 class ModelConfig(SirenConfig):
     """Siren (`model.*`): the architecture (SirenConfig's fields, inherited, so defined once; the
     codec's shape fields and text_dim null = taken from the pipeline's codec and text encoder),
-    the text conditioning, Stage-1 training and sampling. Defaults: the official 1.6B recipe;
-    conf/model/*.yaml hold each preset's values."""
+    the text conditioning, Stage-1 training and sampling. conf/model/*.yaml hold each preset's
+    values, every field spelled out (siren_1_6b / siren_3_1b: the official architecture and
+    training recipe; siren_tiny: the CPU smoke size); the defaults here are a small CPU recipe."""
 
     name: str = "siren_1_6b"
     # text conditioning (siren_bench/text.py): minilm (shipped in its package), clap or t5 from local weights

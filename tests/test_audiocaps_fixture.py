@@ -1,8 +1,10 @@
-"""The real run's first stages at toy size on the real AudioCaps lists: a few dozen real ids of
-each shipped list (train, val, test), synthetic audio named the ways users name AudioCaps files
-(some ids missing on purpose), and a random-weight DAC 16 kHz checkpoint in the original
-file's exact key layout. prepare -> codec (source dac_original) -> tokenize run as the stages,
-on the same code paths the full run takes."""
+"""The real run at toy size, on the real AudioCaps lists: a few real ids of each shipped list
+(train, val, test), synthetic audio named the ways users name AudioCaps files (some ids missing
+on purpose), and random-weight checkpoints in the exact layouts the real run loads: DAC 16 kHz
+(the original file's keys), the CLAP text tower Siren conditions on and the CLAP, VGGish and
+PANNs files the clean recipe scores with (and the alignment's reward embeds with). The params
+are the `audiocaps` profile as composed for users, scaled down only in width, depth, steps and
+clip length; every stage runs on the code paths the full run takes."""
 
 from __future__ import annotations
 
@@ -14,16 +16,45 @@ import pytest
 import torch
 import yaml
 
+from siren_bench.config import ConfigError
 from siren_bench.data import audiocaps as ac
 from siren_bench.data.synthcaps import generate_clip
+from siren_bench.embedders.panns import CNN14_CONFIGS
+from siren_bench.io import sha256_file
+from siren_bench.stages import align_siren, diagnose, evaluators, generate, prepare, report, score, sweep, tokenize
 from siren_bench.stages import codec as codec_stage
-from siren_bench.stages import prepare, tokenize
+from siren_bench.stages import train_baselines, train_siren
 from tests.conftest import REPO, write_audio
-from tests.test_codecs import DAC_16K_KWARGS, LAYOUTS, _random_state
+from tests.test_clap import _save_original, original_state, write_tiny_tokenizer
+from tests.test_clap import fixture as clap_layouts
+from tests.test_codecs import DAC_16K_KWARGS, _random_state, dac_original_layout
+from tests.test_config import _compose
+from tests.test_panns import random_state as panns_random_state
+from tests.test_panns import save_release
+from tests.test_vggish import he_random_state
 
 SHIPPED = REPO / "protocols" / "audiocaps"
-N = {"train": 12, "val": 4, "test": 4}
+N = {"train": 12, "val": 4, "test": 10}  # 10 test clips: the Inception Score's 10 splits
 MISSING = {"train": 1, "val": 0, "test": 0}  # 8 % of train: under data.max_missing_fraction
+SYSTEMS = ["codec_resynthesis", "real_unpaired", "siren", "siren_aligned", "shared_lm", "delay_lm", "ar_nar", "latent_diffusion"]
+# DAC 16 kHz's file, keys and codes (12 x 1024 at 50 frames/s), narrower convolutions (latent 128, not 1024)
+NARROW_DAC = DAC_16K_KWARGS | {"encoder_dim": 8, "decoder_dim": 32}
+# The audiocaps profile as users compose it, scaled down in width, depth, steps and clip length only.
+TOY = [
+    "model.code_dim=128", "model.dim=32", "model.n_heads=2", "model.n_kv_heads=2", "model.temporal_layers=1", "model.depth_layers=1",
+    "model.text_dim=null", "model.train_steps=4", "model.batch_size=4", "model.crop_frames=25", "model.warmup_steps=1",
+    "model.checkpoint_every=2", "model.val_every=2", "model.interference_every=2", "model.interference_clips=2",
+    "baselines.shared_lm.temporal_layers=1",
+    "baselines.delay_lm.dim=32", "baselines.delay_lm.n_heads=2", "baselines.delay_lm.n_kv_heads=2", "baselines.delay_lm.layers=1",
+    "baselines.ar_nar.dim=32", "baselines.ar_nar.n_heads=2", "baselines.ar_nar.n_kv_heads=2",
+    "baselines.ar_nar.ar_layers=1", "baselines.ar_nar.nar_layers=1",
+    "baselines.latent_diffusion.dim=32", "baselines.latent_diffusion.n_heads=2", "baselines.latent_diffusion.n_kv_heads=2",
+    "baselines.latent_diffusion.layers=1", "baselines.latent_diffusion.sampling_steps=3",
+    "align.steps=2", "align.captions_per_step=2", "align.group_size=2", "align.n_frames=25", "align.checkpoint_every=1",
+    "align.warmup_steps=1", "codec.batch_clips=8", "codec.probe_seeds=2", "eval.n_bootstrap=2",
+    "sweep.depths=[2]", "sweep.ablations={}", "run.device=cpu", "data.clip_seconds=1.0", "data.workers=2",
+    "data.protocol=custom", "eval.allow_clipped=true",  # random-weight DAC decoders saturate
+]
 
 
 def _real_rows(name: str, clips: int) -> pd.DataFrame:
@@ -49,16 +80,28 @@ def fixture_run(tmp_path_factory):
             stem = (f"Y{ytid}", f"{ytid}_{start}", ytid)[i % 3]
             write_audio(root / "audio" / split / f"{stem}.{'flac' if i % 2 else 'wav'}", wave, 44100 if i % 3 == 0 else 16000)
     checkpoint = root / "weights_16khz.pth"
-    torch.save({"state_dict": _random_state(LAYOUTS["dac_16khz"]), "metadata": {"kwargs": DAC_16K_KWARGS}}, checkpoint)
-    params = {
-        "run": {"profile": "fixture", "seed": 0, "device": "cpu", "threads": 2, "artifacts_dir": str(root / "artifacts"),
-                "reports_dir": str(root / "reports"), "cache_dir": str(root / "cache")},
-        "data": {"name": "audiocaps", "audio_dir": str(root / "audio"), "train_list": str(root / "train.csv"),
-                 "val_list": str(root / "val.csv"), "test_list": str(root / "test.csv"), "protocol": "custom",
-                 "clip_seconds": 1.0, "workers": 2},
-        "codec": {"name": "dac_16khz", "source": "dac_original", "path": str(checkpoint), "batch_clips": 8},
-    }
+    torch.save({"state_dict": _random_state(dac_original_layout(NARROW_DAC)), "metadata": {"kwargs": NARROW_DAC}}, checkpoint)
+    weights = _evaluator_weights(root / "weights")
+    params = _compose("profile=audiocaps", *TOY, f"data.audio_dir={root / 'audio'}",
+                      *(f"data.{split}_list={root / f'{split}.csv'}" for split in N),
+                      f"run.artifacts_dir={root / 'artifacts'}", f"run.reports_dir={root / 'reports'}",
+                      f"run.cache_dir={root / 'cache'}", "run.profile=fixture", f"codec.path={checkpoint}",
+                      f"model.text_encoder_path={weights / '630k-audioset-best.pt'}", f"eval.weights_dir={weights}")
+    # every file pinned by its hash (file names with '=' and '.' do not fit a Hydra override key)
+    params["eval"]["weights_sha256"] = {p.name: sha256_file(p) for p in weights.iterdir() if p.is_file()}
     return root, lists, params
+
+
+def _evaluator_weights(folder):
+    """The clean recipe's files under their published names, random weights in the exact layouts:
+    VGGish (torchvggish's release), PANNs Cnn14 32 kHz, and LAION-CLAP 630k at reduced widths
+    (same keys) with its roberta-base tokenizer folder; the CLAP file doubles as Siren's text tower."""
+    folder.mkdir()
+    torch.save(he_random_state(), folder / "vggish-10086976.pth")
+    save_release(folder / "Cnn14_mAP=0.431.pth", panns_random_state(CNN14_CONFIGS[32000], seed=0))
+    _save_original(folder / "630k-audioset-best.pt", original_state(clap_layouts()["reduced_layout"]))
+    write_tiny_tokenizer(folder / "roberta-base")
+    return folder
 
 
 def _write(params: dict, path):
@@ -83,6 +126,57 @@ def test_prepare_codec_and_tokenize_run_on_the_real_lists(fixture_run):
     codes = np.load(tokenize.run(params) / "codes.npz")
     assert sorted(codes.files) == sorted(manifest["clip_id"])
     assert {codes[c].shape for c in codes.files} == {(12, 50)}  # 12 codebooks, 1 s at 50 frames/s
+
+
+def _through_tokenize(root, data: dict):
+    """The params file, with the first three stages run (by the first test, or here when run alone)."""
+    params = _write(data, root / "params.yaml")
+    if not (root / "artifacts" / "fixture" / "tokenize").is_dir():
+        for stage in (prepare, codec_stage, tokenize):
+            stage.run(params)
+    return params
+
+
+def test_every_later_stage_of_the_audiocaps_profile_runs_at_toy_size(fixture_run):
+    """From the codes on: diagnostics, Siren (six experts on the CLAP text tower), the four
+    baselines, the alignment with the VGGish reward, all eight systems rendered, scored with the
+    clean recipe's three pretrained evaluators, the depth sweep and the report."""
+    root, _, data = fixture_run
+    params = _through_tokenize(root, data)
+    for stage in (diagnose, evaluators, train_siren, train_baselines, align_siren, generate, score, sweep, report):
+        stage.run(params)
+    out = root / "artifacts" / "fixture"
+    siren = json.loads((out / "siren" / "siren.json").read_text())
+    assert len(siren["experts"]) == 6 and siren["text_encoder"]["name"] == "clap_text:630k-audioset-best.pt"
+    rendered = json.loads((out / "generate" / "systems.json").read_text())
+    assert set(rendered) == set(SYSTEMS)
+    assert rendered["real_unpaired"]["n_distinct_clips"] == N["val"] < rendered["real_unpaired"]["n_clips"] == N["test"]
+    results = json.loads((root / "reports" / "fixture" / "results.json").read_text())
+    scores = results["sections"]["scores"]["systems"]
+    assert set(scores) == set(SYSTEMS)
+    assert {"fad", "kad", "fd", "kl", "is", "clap"} <= set(scores["siren"]["metrics"])
+    assert all(np.isfinite(v["value"]) for s in scores.values() for v in s["metrics"].values())
+    # the reward embeds with the clean recipe's VGGish: the metrics on that network are marked
+    assert results["sections"]["scores"]["reward_contaminated"] == {"fad": "audio", "fad_inf": "audio", "kad": "audio"}
+    assert results["sections"]["dataset"]["splits"]["train"]["clips_missing"] == MISSING["train"]
+    claims = results["sections"]["claims"]["rows"]
+    assert claims and {row["role"] for row in claims} <= set(SYSTEMS) and all(row["reproduced"] for row in claims)
+    assert (root / "reports" / "fixture" / "report.md").is_file()
+
+
+@pytest.mark.parametrize("key, value", [("code_dim", 1024), ("n_codebooks", 8), ("codebook_size", 2048)])
+def test_a_model_config_that_does_not_match_the_codec_is_refused_by_key(fixture_run, tmp_path, key, value):
+    """The paper's config names DAC's 1024-d latent; this codec is narrower: refused before training."""
+    root, _, data = fixture_run
+    _through_tokenize(root, data)
+    wrong = _write({**data, "model": {**data["model"], key: value}, "run": {**data["run"], "artifacts_dir": str(tmp_path)}},
+                   tmp_path / "params.yaml")
+    for stage in ("prepare", "codec", "tokenize"):  # the same upstream artifacts, in another run folder
+        (tmp_path / "fixture").mkdir(exist_ok=True)
+        (tmp_path / "fixture" / stage).symlink_to(root / "artifacts" / "fixture" / stage)
+    with pytest.raises(ConfigError, match=rf"params.yaml: model.{key}={value} but the pipeline's codec / text encoder has "):
+        train_siren.run(wrong)
+    assert not (tmp_path / "fixture" / "siren").exists()
 
 
 def test_a_real_test_clip_put_into_the_train_list_is_leakage(fixture_run, tmp_path):

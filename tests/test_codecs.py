@@ -23,6 +23,25 @@ DAC_16K_KWARGS = dict(encoder_dim=64, encoder_rates=[2, 4, 5, 8], decoder_dim=15
                       n_codebooks=12, codebook_size=1024, codebook_dim=8, sample_rate=16000, quantizer_dropout=False)
 
 
+def dac_original_layout(kwargs: dict) -> dict[str, list[int]]:
+    """The original descript-audio-codec file's key layout (weight-norm pairs unfused) for any
+    kwargs: the recorded 16 kHz layout's key names, with shapes read off a DacModel of that size
+    through the loader's key mapping. At DAC_16K_KWARGS it is the recorded layout (tested), so a
+    narrower codec keeps every key name of the real file."""
+    from transformers import DacModel
+
+    from siren_bench.codecs.dac import _map_dac_key, dac_config_from_kwargs
+
+    hf = {k: list(v.shape) for k, v in DacModel(dac_config_from_kwargs(kwargs, Path("kwargs"))).state_dict().items()}
+    n_blocks = len(kwargs["encoder_rates"])
+    layout = {}
+    for key in LAYOUTS["dac_16khz"]:
+        fused = key.removesuffix("_g").removesuffix("_v") if key.endswith(("weight_g", "weight_v")) else key
+        shape = hf[_map_dac_key(fused, n_blocks)]
+        layout[key] = [shape[0]] + [1] * (len(shape) - 1) if key.endswith("weight_g") else shape
+    return layout
+
+
 def _random_state(layout: dict[str, list[int]], seed: int = 0) -> dict[str, torch.Tensor]:
     g = torch.Generator().manual_seed(seed)
     state = {}
@@ -48,6 +67,10 @@ def encodec_original(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("encodec") / "encodec_24khz-test.th"
     torch.save(_random_state(LAYOUTS["encodec_24khz"]), path)
     return path
+
+
+def test_the_layout_builder_gives_the_recorded_16khz_layout():
+    assert dac_original_layout(DAC_16K_KWARGS) == LAYOUTS["dac_16khz"]
 
 
 def test_original_dac_16khz_layout_loads_and_round_trips(dac_original):

@@ -41,6 +41,15 @@ def test_audiocaps_profile_switches_data_source_and_requires_paths(tmp_path):
         data_config(load_params(path), str(path))
 
 
+def test_audiocaps_profile_is_the_papers_table_at_paper_size():
+    composed = _compose("profile=audiocaps")
+    assert composed["eval"]["systems"] == ["codec_resynthesis", "real_unpaired", "siren", "siren_aligned",
+                                           "shared_lm", "delay_lm", "ar_nar", "latent_diffusion"]
+    assert (composed["codec"]["name"], composed["model"]["name"], composed["model"]["text_encoder"]) == ("dac_16khz", "siren_1_6b", "clap")
+    assert composed["baselines"]["shared_lm"]["temporal_layers"] == 92  # matched_1_6b: sized to Siren 1.6B
+    assert composed["eval"]["recipe"] == "clean" and composed["run"]["device"] == "cuda"
+
+
 def test_single_key_override():
     assert _compose("data.n_clips=64")["data"]["n_clips"] == 64
 
@@ -161,10 +170,29 @@ def test_each_config_field_is_defined_once():
 
 
 @pytest.mark.parametrize("preset", ["siren_tiny", "siren_1_6b", "siren_3_1b"])
-def test_model_presets_hold_values_of_modelconfig_fields(preset):
+def test_model_presets_spell_out_every_modelconfig_field(preset):
+    """So that `-S model.<any key>=...` overrides every preset (Hydra refuses a key the group lacks)."""
     import yaml
 
     from siren_bench.config import ModelConfig
 
     values = yaml.safe_load((REPO / "conf" / "model" / f"{preset}.yaml").read_text())
-    assert set(values) <= set(ModelConfig.__dataclass_fields__), set(values) - set(ModelConfig.__dataclass_fields__)
+    assert set(values) == set(ModelConfig.__dataclass_fields__), set(values) ^ set(ModelConfig.__dataclass_fields__)
+
+
+@pytest.mark.parametrize("group, option, cls", [
+    ("data", "synthcaps", "SynthCapsConfig"), ("data", "audiocaps", "AudioCapsConfig"), ("codec", "small_rvq", "CodecConfig"),
+    ("codec", "dac_16khz", "CodecConfig"), ("codec", "encodec_24khz", "CodecConfig"), ("align", "grpo", "AlignConfig"),
+    ("eval", "smoke", "EvalConfig"), ("sweep", "default", "SweepConfig"),
+])
+def test_every_group_option_spells_out_its_sections_fields(group, option, cls):
+    """`-S <group>.<key>=...` must work on every option: Hydra refuses to override a key the
+    composed group lacks (found when the audiocaps fixture could not set data.workers)."""
+    import yaml
+
+    from siren_bench import config
+
+    values = yaml.safe_load((REPO / "conf" / group / f"{option}.yaml").read_text())
+    composed = set(_compose(f"{group}={option}")[group]) if "defaults" in values else set(values)
+    fields = set(getattr(config, cls).__dataclass_fields__)
+    assert fields <= composed, fields - composed

@@ -6,6 +6,7 @@ from __future__ import annotations
 from types import SimpleNamespace
 
 import pandas as pd
+import pytest
 import soundfile as sf
 import torch
 
@@ -58,3 +59,36 @@ def test_a_killed_render_resumes_to_the_uninterrupted_audio(tmp_path):
     differs = [not (sf.read(tmp_path / "whole" / f"c{i}.wav")[0] == sf.read(tmp_path / "other" / f"c{i}.wav")[0]).all()
                for i in range(4, 7)]
     assert any(differs)
+
+
+def _pool(tmp_path, n_val: int) -> pd.DataFrame:
+    rows = []
+    for i in range(n_val):
+        path = tmp_path / "val" / f"v{i}.wav"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        sf.write(path, [0.01 * (i + 1)] * 8, 16000)
+        rows.append({"clip_id": f"v{i}", "split": "val", "audio_path": str(path)})
+    return pd.DataFrame(rows + [{"clip_id": "t0", "split": "test", "audio_path": "unused"}])
+
+
+def test_real_unpaired_uses_every_val_clip_before_any_twice(tmp_path):
+    """AudioCaps has 495 val clips for 975 test ids: the pool is walked in fresh permutations."""
+    from siren_bench.stages.generate import real_unpaired
+
+    test_ids = [f"t{i:02d}" for i in range(7)]
+    mapping = real_unpaired(_pool(tmp_path, 3), test_ids, 0, tmp_path / "out", "params.yaml")
+    used = list(mapping.values())
+    assert sorted(mapping) == test_ids and sorted(used[:3]) == sorted(used[3:6]) == ["v0", "v1", "v2"]
+    assert max(used.count(c) for c in set(used)) == 3  # ceil(7 / 3)
+    for test_id, clip in mapping.items():  # copied unchanged
+        assert (tmp_path / "out" / f"{test_id}.wav").read_bytes() == (tmp_path / "val" / f"{clip}.wav").read_bytes()
+    enough = real_unpaired(_pool(tmp_path / "b", 9), test_ids, 0, tmp_path / "out2", "params.yaml")
+    assert len(set(enough.values())) == 7  # a large enough pool: no repeats
+
+
+def test_real_unpaired_without_val_clips_is_an_error(tmp_path):
+    from siren_bench.config import ConfigError
+    from siren_bench.stages.generate import real_unpaired
+
+    with pytest.raises(ConfigError, match="params.yaml: the real_unpaired system draws from the val split, which has no clips"):
+        real_unpaired(_pool(tmp_path, 0), ["t0"], 0, tmp_path / "out", "params.yaml")

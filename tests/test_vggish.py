@@ -53,10 +53,9 @@ def _lean_state(layout=RELEASED_LAYOUT) -> dict[str, torch.Tensor]:
     return {key: torch.zeros(()).expand(shape) for key, shape in layout.items()}
 
 
-@pytest.fixture(scope="module")
-def random_state() -> dict[str, torch.Tensor]:
-    """He-scaled random weights, so activations stay of order one through the stack."""
-    g = torch.Generator().manual_seed(1234)
+def he_random_state(seed: int = 1234) -> dict[str, torch.Tensor]:
+    """He-scaled random weights in the released layout, so activations stay of order one through the stack."""
+    g = torch.Generator().manual_seed(seed)
     state = {}
     for key, shape in RELEASED_LAYOUT.items():
         if key.endswith(".weight"):
@@ -65,6 +64,11 @@ def random_state() -> dict[str, torch.Tensor]:
         else:
             state[key] = torch.randn(shape, generator=g) * 0.1
     return state
+
+
+@pytest.fixture(scope="module")
+def random_state() -> dict[str, torch.Tensor]:
+    return he_random_state()
 
 
 @pytest.fixture(scope="module")

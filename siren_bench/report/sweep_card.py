@@ -41,8 +41,9 @@ def sweep_section(store: RunArtifacts, out: Path) -> Section:
         for name, by_depth in points.items():
             depths = [d for d, m in by_depth.items() if metric in m]
             values = [by_depth[d][metric] for d in depths]
-            ax.errorbar(depths, [v["value"] for v in values], marker="o", capsize=3, label=name,
-                        yerr=[[v["value"] - v["ci_low"] for v in values], [v["ci_high"] - v["value"] for v in values]])
+            (line,) = ax.plot(depths, [v["value"] for v in values], marker="o", label=name)
+            # intervals drawn as they are, not as error bars: a bootstrap interval may exclude its estimate
+            ax.vlines(depths, [v["ci_low"] for v in values], [v["ci_high"] for v in values], color=line.get_color(), alpha=0.6)
         ax.set_xlabel("codebooks (RVQ depth)")
         ax.set_title(label, fontsize=9)
         ax.set_xticks(sorted({d for p in points.values() for d in p}))

@@ -3,8 +3,9 @@
 Built so far (eval.systems picks among them):
 - `codec_resynthesis`: the test clips' own codes decoded by the pipeline's codec: the ceiling any
   LM over this tokenizer can reach, since a perfect LM would emit exactly these codes;
-- `real_unpaired`: real clips of the val split, one per test clip id in a seeded order: audio
-  from the reference distribution that ignores its captions. It anchors the score table: its
+- `real_unpaired`: real clips of the val split, one per test clip id in a seeded order (reused
+  in fresh permutations when val is the smaller split, as in AudioCaps): audio from the
+  reference distribution that ignores its captions. It anchors the score table: its
   FAD / FD / KAD show what "same distribution" scores with these evaluators and this many clips,
   its KL and CLAP what "unrelated to the caption" scores.
 - `siren`: the trained experts (train_siren stage) generate codes for each test caption,
@@ -121,14 +122,21 @@ def generate_captions(params_path: str | Path, captions_path: str | Path, out: P
 
 
 def real_unpaired(manifest, test_ids: list[str], seed: int, out: Path, source: str) -> dict[str, str]:
-    """Copy val clips, unchanged, under the test ids (a seeded draw without replacement);
-    returns test id -> source clip id."""
+    """Copy val clips, unchanged, under the test ids; returns test id -> source clip id.
+
+    The draw is seeded and without replacement while the pool lasts: with at least as many val
+    clips as test ids every test id gets a different clip. A smaller pool (AudioCaps: 495 val
+    clips for 975 test ids) is walked in fresh seeded permutations, so every val clip is used
+    once before any is used twice, and no clip more than ceil(test / val) times; systems.json
+    says how many distinct clips stand under the ids, since repeats shrink the spread a set-level
+    metric sees."""
     pool = manifest[manifest["split"] == UNPAIRED_SPLIT].sort_values("clip_id")
-    if len(pool) < len(test_ids):
-        raise ConfigError(f"{source}: the real_unpaired system needs at least as many {UNPAIRED_SPLIT} clips as "
-                          f"{SCORED_SPLIT} clips ({len(pool)} < {len(test_ids)}); raise data.splits.{UNPAIRED_SPLIT} "
-                          "or leave it out of eval.systems")
-    order = np.random.default_rng(seed).permutation(len(pool))[: len(test_ids)]
+    if pool.empty:
+        raise ConfigError(f"{source}: the real_unpaired system draws from the {UNPAIRED_SPLIT} split, which has no clips; "
+                          f"give the run {UNPAIRED_SPLIT} clips or leave real_unpaired out of eval.systems")
+    rng = np.random.default_rng(seed)
+    rounds = -(-len(test_ids) // len(pool))
+    order = np.concatenate([rng.permutation(len(pool)) for _ in range(rounds)])[: len(test_ids)]
     out.mkdir(parents=True)
     mapping = {}
     for test_id, row in zip(sorted(test_ids), order):
@@ -167,9 +175,11 @@ def run(params_path: str | Path = "params.yaml") -> Path:
                 "sample_rate": codec.sample_rate, "split": SCORED_SPLIT, "seed": None}
         if "real_unpaired" in systems:
             mapping = real_unpaired(manifest, ids, run_cfg.seed, staging / "real_unpaired", stage.source)
+            distinct = len(set(mapping.values()))
+            reuse = "" if distinct == len(ids) else f"; only {distinct} distinct clips, each used up to {-(-len(ids) // distinct)} times"
             rendered["real_unpaired"] = {
-                "description": f"real {UNPAIRED_SPLIT} clips under the {SCORED_SPLIT} ids (seeded draw): the reference "
-                               "distribution, unrelated to the captions", "n_clips": len(ids),
+                "description": f"real {UNPAIRED_SPLIT} clips under the {SCORED_SPLIT} ids (seeded draw{reuse}): the reference "
+                               "distribution, unrelated to the captions", "n_clips": len(ids), "n_distinct_clips": distinct,
                 "sample_rate": codec.sample_rate, "split": UNPAIRED_SPLIT, "seed": run_cfg.seed, "source_clips": mapping}
         needs_model = any(s in systems for s in ("siren", "siren_aligned", *baselines))
         model_cfg = model_config(stage.params, stage.source) if needs_model else None
