@@ -16,12 +16,17 @@ that no model re-implements it and a fix reaches them all:
   loads it and continues to the numbers an uninterrupted run gets (tests/test_crash_safety.py);
 - the log (per step: its number, the model's numbers, the learning rate it used, seconds, and
   frames per second where the step counts the frames it trained on) and the progress bar;
+- the live log through dvclive, beside the resume state (`live_folder`): one TSV per logged
+  number under plots/metrics/ (loss, learning rate, gradient norm, validation, frames/s, seconds)
+  as the steps happen, readable during a run with `dvc plots show <folder>/plots/metrics` or any
+  TSV reader; a resumed run rewrites it from the restored log, so it never holds the steps a kill
+  lost;
 - activation checkpointing as an option (`checkpoint_blocks`): the named block types recompute
   their activations in the backward pass instead of keeping them, memory for compute.
 
 Data parallelism: under torchrun `rank` and `world` come from the process group; the model's
 step picks its rank's rows and wraps its loss module with `data_parallel` (DistributedDataParallel
-when there are several ranks). Only rank 0 shows progress and writes the resume state.
+when there are several ranks). Only rank 0 shows progress and writes the resume state and the live log.
 The model's train / eval mode is the caller's: the alignment trains its policy in eval mode.
 """
 
@@ -38,6 +43,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
+from dvclive import Live
 from torch.utils.checkpoint import checkpoint
 from tqdm import tqdm
 
@@ -51,6 +57,20 @@ STATE_FORMAT = "siren-bench trainer 1"  # in every resume file; another format i
 LossFn = Callable[[], tuple[torch.Tensor, dict]]
 COUNTED = ("frames",)  # numbers a LossFn logs that add up over micro-batches (the rest are averaged)
 TIMING = ("seconds", "frames_per_s")  # the log's wall-clock columns: the only ones two identical runs differ in
+
+
+def live_folder(state_file: Path) -> Path:
+    """A training job's dvclive folder: dvclive/<job>/ beside its resume state (for the pipeline,
+    artifacts/<profile>/resume/dvclive/<job>/, outside every DVC output)."""
+    return state_file.parent / "dvclive" / state_file.stem
+
+
+def _log_live(live: Live, row: dict) -> None:
+    live.step = int(row["step"])
+    for key, value in row.items():
+        if key != "step" and isinstance(value, (int, float)) and math.isfinite(value):
+            live.log_metric(key, value)
+    live.next_step()
 
 
 def warmup_cosine(step: int, steps: int, warmup_steps: int, min_lr_ratio: float) -> float:
@@ -146,6 +166,7 @@ class Trainer:
         the row's numbers), then `measure(step number)` (validation, probes: numbers for the row).
         `stop_after` ends early, as a kill would (tests of resumption). Returns the whole log."""
         last = self.steps if stop_after is None else min(self.steps, stop_after)
+        live = self._open_live_log()
         progress = tqdm(range(self.start, last), desc=self.label, unit="step", initial=self.start, total=self.steps,
                         disable=self.rank > 0)
         for index in progress:
@@ -160,10 +181,24 @@ class Trainer:
                 row |= measure(index + 1)
             row["seconds"] = time.perf_counter() - began  # the step and its measurements
             self.log.append(row)
+            if live is not None:
+                _log_live(live, row)
             progress.set_postfix(loss=f"{row['loss']:.3f}")
             if self.rank == 0 and self.state_file is not None and ((index + 1) % self.checkpoint_every == 0 or index + 1 == last):
                 self._save(index + 1)
+        if live is not None and last == self.steps:
+            live.end()
         return self.log
+
+    def _open_live_log(self) -> Live | None:
+        """Rank 0's dvclive log, started afresh and filled with the log so far (a resumed run's
+        restored rows), so it holds exactly the steps the model has taken."""
+        if self.rank > 0 or self.state_file is None:
+            return None
+        live = Live(dir=str(live_folder(self.state_file)), resume=False, save_dvc_exp=False, dvcyaml=None, report=None)
+        for row in self.log:
+            _log_live(live, row)
+        return live
 
     def _save(self, step: int) -> None:
         state = {"format": STATE_FORMAT, "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),

@@ -10,7 +10,7 @@ import math
 import pytest
 import torch
 
-from siren_bench.trainer import STATE_FORMAT, TIMING, Trainer, warmup_cosine
+from siren_bench.trainer import STATE_FORMAT, TIMING, Trainer, live_folder, warmup_cosine
 from siren_bench.weights import CheckpointError
 
 
@@ -113,6 +113,28 @@ def test_a_killed_run_resumes_to_the_same_numbers_with_its_extra_state(tmp_path)
     assert strip(killed_log) == strip(whole_log)
     for a, b in zip(whole_model.parameters(), killed_model.parameters()):
         assert torch.equal(a, b)
+
+
+def test_the_dvclive_log_holds_exactly_the_steps_taken_even_after_a_kill(tmp_path):
+    """A run stopped after step 5 whose live log also holds a step 6 that a kill lost (logged,
+    never checkpointed) resumes from step 5, and its live log is the uninterrupted run's."""
+    tables = {}
+    for name, stops in (("whole", [None]), ("killed", [5, None])):
+        folder = live_folder(tmp_path / f"{name}.pt")
+        for stop in stops:
+            model, x, y = _regression()
+            _fit(model, x, y, _trainer(model, state_file=tmp_path / f"{name}.pt"), stop)
+            if stop is not None:
+                with open(folder / "plots" / "metrics" / "loss.tsv", "a") as lost:
+                    lost.write("6\t99.0\n")
+        assert folder == tmp_path / "dvclive" / name
+        metrics = folder / "plots" / "metrics"
+        tables[name] = {p.relative_to(metrics).as_posix(): p.read_text() for p in metrics.rglob("*.tsv")}
+    assert set(tables["whole"]) == {"loss.tsv", "lr.tsv", "grad_norm.tsv", "measured_at.tsv", "seconds.tsv"}
+    assert tables["whole"]["loss.tsv"].splitlines()[0] == "step\tloss"
+    assert [int(line.split("\t")[0]) for line in tables["whole"]["loss.tsv"].splitlines()[1:]] == list(range(1, 9))
+    assert {k: v for k, v in tables["killed"].items() if k != "seconds.tsv"} == {
+        k: v for k, v in tables["whole"].items() if k != "seconds.tsv"}
 
 
 def test_a_state_file_of_another_format_is_refused_by_name(tmp_path):
