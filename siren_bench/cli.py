@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -135,6 +136,14 @@ def _train_expert(args: argparse.Namespace) -> None:
     print(f"train-expert: expert {args.index} finished; its state {state} is what train_siren assembles")
 
 
+def _generate_shard(args: argparse.Namespace) -> None:
+    from siren_bench.stages.generate import render_shard
+
+    folder = render_shard(args.params, args.system)
+    if os.environ.get("RANK", "0") == "0":
+        print(f"generate-shard: {args.system}'s batches are in {folder}; `dvc repro` (the generate stage) links them")
+
+
 def _train_baseline(args: argparse.Namespace) -> None:
     from siren_bench.stages.train_baselines import train_one_baseline
 
@@ -207,6 +216,10 @@ def build_parser() -> argparse.ArgumentParser:
     expert.add_argument("--index", type=int, required=True, help="which expert (0-based)")
     expert.add_argument("--params", default="params.yaml", help="composed params file (default: params.yaml)")
     expert.set_defaults(handler=_train_expert)
+    shard = commands.add_parser("generate-shard", help="render one trained system's batches outside DVC (torchrun: each rank its share)")
+    shard.add_argument("--system", required=True, help="siren, siren_aligned or a baseline of eval.systems")
+    shard.add_argument("--params", default="params.yaml", help="composed params file (default: params.yaml)")
+    shard.set_defaults(handler=_generate_shard)
     baseline = commands.add_parser("train-baseline", help="train one baseline outside DVC (torchrun for data parallelism)")
     baseline.add_argument("--name", required=True, help="which baseline (a name in eval.systems)")
     baseline.add_argument("--params", default="params.yaml", help="composed params file (default: params.yaml)")

@@ -9,6 +9,9 @@ clip length; every stage runs on the code paths the full run takes."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -143,8 +146,19 @@ def test_every_later_stage_of_the_audiocaps_profile_runs_at_toy_size(fixture_run
     clean recipe's three pretrained evaluators, the depth sweep and the report."""
     root, _, data = fixture_run
     params = _through_tokenize(root, data)
-    for stage in (diagnose, evaluators, train_siren, train_baselines, align_siren, generate, score, sweep, report):
+    for stage in (diagnose, evaluators, train_siren, train_baselines, align_siren):
         stage.run(params)
+    # one system's batches rendered by 2 gloo ranks outside DVC; the stage links them, rendering nothing again
+    torchrun = Path(sys.executable).parent / "torchrun"
+    done = subprocess.run([str(torchrun), "--standalone", "--nproc-per-node", "2", "-m", "siren_bench.cli", "generate-shard",
+                           "--system", "delay_lm", "--params", str(params)], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    shard = next(root.glob("artifacts/fixture/resume/generate-delay_lm-*"))
+    sharded = {p.name: p.read_bytes() for p in shard.glob("*.wav")}
+    assert len(sharded) == N["test"] and len(list(shard.glob("batch-*.done"))) == 2  # 10 clips in batches of 8
+    for stage in (generate, score, sweep, report):
+        stage.run(params)
+    assert {p.name: p.read_bytes() for p in (root / "artifacts" / "fixture" / "generate" / "delay_lm").glob("*.wav")} == sharded
     out = root / "artifacts" / "fixture"
     siren = json.loads((out / "siren" / "siren.json").read_text())
     assert len(siren["experts"]) == 6 and siren["text_encoder"]["name"] == "clap_text:630k-audioset-best.pt"

@@ -31,34 +31,64 @@ class _Encoder:
         return SimpleNamespace(tokens=text.tokens, mask=text.mask, pooled=text.pooled)
 
 
-def _render(out, resume, stop_after=None):
+def _render(out, resume, stop_after=None, seed=5):
     test = pd.DataFrame({"clip_id": [f"c{i}" for i in range(7)], "caption": [f"caption {i}" for i in range(7)]})
     lengths = {f"c{i}": 4 * (3 + i % 3) for i in range(7)}
-    config = ModelConfig(guidance=2.0, generation_seed=5)
+    config = ModelConfig(guidance=2.0, generation_seed=seed)
     torch.manual_seed(0)
     return render(tiny_siren(), "codes", "siren", _Codec(), _Encoder(), test, lengths, config, out, 2,
                   torch.device("cpu"), resume, stop_after)
+
+
+def _same_audio(a, b, clips=range(7)) -> list[bool]:
+    return [bool((sf.read(a / f"c{i}.wav")[0] == sf.read(b / f"c{i}.wav")[0]).all()) for i in clips]
 
 
 def test_a_killed_render_resumes_to_the_uninterrupted_audio(tmp_path):
     _render(tmp_path / "whole", None)
     assert _render(tmp_path / "killed", tmp_path / "resume", stop_after=2) == {}  # "killed" after 2 of 4 batches
     assert sorted(p.name for p in (tmp_path / "resume").glob("*.wav")) == ["c0.wav", "c1.wav", "c2.wav", "c3.wav"]
+    assert sorted(p.name for p in (tmp_path / "resume").glob("*.done")) == ["batch-000000.done", "batch-000001.done"]
     facts = _render(tmp_path / "killed", tmp_path / "resume")
-    assert facts["n_clips"] == 7
-    for i in range(7):
-        whole, _ = sf.read(tmp_path / "whole" / f"c{i}.wav")
-        resumed, _ = sf.read(tmp_path / "killed" / f"c{i}.wav")
-        assert whole.shape == resumed.shape and (whole == resumed).all(), i
-    # and the check can fail: a fresh stream for the second half gives other audio
-    (tmp_path / "resume" / "generator.pt").unlink()
-    for i in range(4, 7):
-        (tmp_path / "resume" / f"c{i}.wav").unlink()
-    torch.save({"batches": 2, "generator": torch.Generator().manual_seed(99).get_state()}, tmp_path / "resume" / "generator.pt")
-    _render(tmp_path / "other", tmp_path / "resume")
-    differs = [not (sf.read(tmp_path / "whole" / f"c{i}.wav")[0] == sf.read(tmp_path / "other" / f"c{i}.wav")[0]).all()
-               for i in range(4, 7)]
-    assert any(differs)
+    assert facts["n_clips"] == 7 and facts["seeding"].startswith("per batch")
+    assert all(_same_audio(tmp_path / "whole", tmp_path / "killed"))
+    # and the check can fail: the last two batches under another seed give other audio
+    for b in (2, 3):
+        (tmp_path / "resume" / f"batch-{b:06d}.done").unlink()
+    _render(tmp_path / "other", tmp_path / "resume", seed=6)
+    assert _same_audio(tmp_path / "whole", tmp_path / "other") == [True] * 4 + [False] * 3
+
+
+def test_batches_rendered_by_two_torchrun_ranks_are_the_one_process_audio(tmp_path):
+    """`siren-bench generate-shard` under torchrun: ranks render alternate batches into the shared
+    resume folder; the stage's render then finds every batch and links the one-process audio."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from tests.conftest import REPO
+
+    torchrun = Path(sys.executable).parent / "torchrun"
+    done = subprocess.run([str(torchrun), "--standalone", "--nproc-per-node", "2", "-m", "tests.generation_ddp_worker",
+                           str(tmp_path / "resume")], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert len(list((tmp_path / "resume").glob("batch-*.done"))) == 4
+    assert _render(tmp_path / "assembled", tmp_path / "resume")["n_clips"] == 7  # nothing left to render: links only
+    _render(tmp_path / "whole", None)
+    assert all(_same_audio(tmp_path / "whole", tmp_path / "assembled"))
+
+
+def test_assembling_a_render_with_a_batch_missing_is_refused(tmp_path):
+    _render(None, tmp_path / "resume")
+    (tmp_path / "resume" / "batch-000001.done").unlink()  # rank 1's share
+    import siren_bench.generation as generation
+
+    with pytest.MonkeyPatch.context() as patch:  # as if this process were rank 0 of 2, whose share is done
+        patch.setattr(generation, "rank_and_world", lambda: (0, 2))
+        patch.setattr(generation, "barrier", lambda: None)
+        with pytest.raises(RuntimeError, match=r"batches \[1\] of siren were not rendered"):
+            _render(tmp_path / "out", tmp_path / "resume")
+    assert not (tmp_path / "out").exists()
 
 
 def _pool(tmp_path, n_val: int) -> pd.DataFrame:

@@ -59,7 +59,7 @@ def resume_folder(stage, system: str, model_dirs: list[Path], codec: Codec, test
     return stage.dir("resume") / f"generate-{system}-{key[:16]}"
 
 
-def siren_system(siren_dir: Path, codec: Codec, test, lengths: dict[str, int], config: ModelConfig, out: Path,
+def siren_system(siren_dir: Path, codec: Codec, test, lengths: dict[str, int], config: ModelConfig, out: Path | None,
                  batch: int, device: torch.device, aligned_dir: Path | None = None, resume_dir: Path | None = None) -> dict:
     """The trained experts, with the aligned expert swapped in when `aligned_dir` is given."""
     model, info = load_stage_siren(siren_dir) if aligned_dir is None else load_stage_aligned(siren_dir, aligned_dir)
@@ -71,7 +71,7 @@ def siren_system(siren_dir: Path, codec: Codec, test, lengths: dict[str, int], c
                      config, out, batch, device, resume_dir)}
 
 
-def baseline_system(folder: Path, codec: Codec, test, lengths: dict[str, int], config: ModelConfig, out: Path, batch: int,
+def baseline_system(folder: Path, codec: Codec, test, lengths: dict[str, int], config: ModelConfig, out: Path | None, batch: int,
                     device: torch.device, resume_dir: Path | None = None) -> dict:
     """A trained baseline (train_baselines stage) generating the captions, like Siren."""
     from baselines import registry
@@ -146,23 +146,66 @@ def real_unpaired(manifest, test_ids: list[str], seed: int, out: Path, source: s
     return mapping
 
 
+def _test_clips(stage):
+    """(manifest, test rows, codec, clip id -> length in samples) the systems render for."""
+    manifest_path = stage.dir("prepare") / MANIFEST_NAME
+    manifest = read_manifest(manifest_path)
+    test = manifest[manifest["split"] == SCORED_SPLIT]
+    if test.empty:
+        raise ValueError(f"{manifest_path}: no clips in the {SCORED_SPLIT} split to generate for")
+    codec = load_stage_codec(stage.dir("codec"))
+    for clip_id, rate in zip(test["clip_id"], test["sample_rate"]):
+        if int(rate) != codec.sample_rate:
+            raise ValueError(f"{manifest_path}: clip {clip_id} is {rate} Hz but the codec runs at {codec.sample_rate} Hz")
+    return manifest, test, codec, dict(zip(test["clip_id"], test["num_samples"].astype(int)))
+
+
+def _model_dirs(stage, system: str) -> list[Path]:
+    """The stage outputs a model system's audio depends on."""
+    if system == "siren":
+        return [stage.dir("siren")]
+    if system == "siren_aligned":
+        return [stage.dir("siren"), stage.dir("siren_aligned")]
+    return [stage.dir("baselines") / system]
+
+
+def _render_model(stage, system: str, codec: Codec, test, lengths, config: ModelConfig, out: Path | None,
+                  device: torch.device) -> tuple[dict, Path]:
+    """One model system rendered through its resume folder; (systems.json record, that folder)."""
+    batch = codec_config(stage.params, stage.source).batch_clips
+    folder = resume_folder(stage, system, _model_dirs(stage, system), codec, test, lengths, config, batch)
+    if system in ("siren", "siren_aligned"):
+        aligned = stage.dir("siren_aligned") if system == "siren_aligned" else None
+        return siren_system(stage.dir("siren"), codec, test, lengths, config, out, batch, device, aligned, folder), folder
+    return baseline_system(stage.dir("baselines") / system, codec, test, lengths, config, out, batch, device, folder), folder
+
+
+def render_shard(params_path: str | Path, system: str) -> Path:
+    """`siren-bench generate-shard --system NAME`, alone or under torchrun: this rank's batches of
+    one model system (siren, siren_aligned or a baseline), rendered into the resume folder the
+    generate stage reads, which then only links them. Returns that folder."""
+    from siren_bench.distributed import torchrun_group
+
+    stage = open_stage(params_path)
+    models = ("siren", "siren_aligned", *baseline_systems(stage.params, stage.source))
+    if system not in models or system not in eval_config(stage.params, stage.source).systems:
+        raise ConfigError(f"{stage.source}: generate-shard renders a trained system of eval.systems "
+                          f"({', '.join(s for s in models if s in eval_config(stage.params, stage.source).systems)}), not {system!r}")
+    _, test, codec, lengths = _test_clips(stage)
+    with torchrun_group(stage.device()) as device:
+        _, folder = _render_model(stage, system, codec, test, lengths, model_config(stage.params, stage.source), None, device)
+    return folder
+
+
 def run(params_path: str | Path = "params.yaml") -> Path:
     stage = open_stage(params_path)
     run_cfg, config = stage.run, codec_config(stage.params, stage.source)
     evaluation = eval_config(stage.params, stage.source)
     systems, baselines = evaluation.systems, baseline_systems(stage.params, stage.source)
     prepare_dir, tokenize_dir, codec_dir = stage.dir("prepare"), stage.dir("tokenize"), stage.dir("codec")
-    manifest = read_manifest(prepare_dir / MANIFEST_NAME)
-    test = manifest[manifest["split"] == SCORED_SPLIT]
-    if test.empty:
-        raise ValueError(f"{prepare_dir / MANIFEST_NAME}: no clips in the {SCORED_SPLIT} split to generate for")
+    manifest, test, codec, lengths = _test_clips(stage)
     ids = test["clip_id"].tolist()
     codes = load_codes(tokenize_dir, required=ids)
-    codec = load_stage_codec(codec_dir)
-    for clip_id, rate in zip(test["clip_id"], test["sample_rate"]):
-        if int(rate) != codec.sample_rate:
-            raise ValueError(f"{prepare_dir / MANIFEST_NAME}: clip {clip_id} is {rate} Hz but the codec runs at {codec.sample_rate} Hz")
-    lengths = dict(zip(test["clip_id"], test["num_samples"].astype(int)))
 
     out_dir = stage.dir("generate")
     rendered = {}
@@ -184,31 +227,20 @@ def run(params_path: str | Path = "params.yaml") -> Path:
         needs_model = any(s in systems for s in ("siren", "siren_aligned", *baselines))
         model_cfg = model_config(stage.params, stage.source) if needs_model else None
         resumed = []
-        for system in ("siren", "siren_aligned"):
-            if system in systems:
-                aligned = stage.dir("siren_aligned") if system == "siren_aligned" else None
-                folder = resume_folder(stage, system, [stage.dir("siren")] + ([aligned] if aligned else []), codec, test, lengths,
-                                       model_cfg, config.batch_clips)
-                rendered[system] = siren_system(stage.dir("siren"), codec, test, lengths, model_cfg, staging / system,
-                                                config.batch_clips, stage.device(), aligned, folder)
-                resumed.append(folder)
-        for system in baselines:
-            folder = resume_folder(stage, system, [stage.dir("baselines") / system], codec, test, lengths, model_cfg,
-                                   config.batch_clips)
-            rendered[system] = baseline_system(stage.dir("baselines") / system, codec, test, lengths, model_cfg,
-                                               staging / system, config.batch_clips, stage.device(), folder)
+        for system in [s for s in ("siren", "siren_aligned") if s in systems] + baselines:
+            rendered[system], folder = _render_model(stage, system, codec, test, lengths, model_cfg, staging / system,
+                                                     stage.device())
             resumed.append(folder)
         for name, source in evaluation.external.items():
             rendered[name] = render_external(name, source, test, codec.sample_rate,
                                              model_config(stage.params, stage.source).generation_seed, staging / name)
         write_json_atomic(staging / SYSTEMS_NAME, rendered)
         models = [s for s in systems if s in ("siren", "siren_aligned", *baselines)]
-        model_dirs = {"siren": stage.dir("siren"), "siren_aligned": stage.dir("siren_aligned")}
         record = build_record("generate", {"run": run_cfg, "codec": config, "systems": systems, "external": evaluation.external,
                                            "model": model_config(stage.params, stage.source) if models else None},
                               inputs={"manifest": prepare_dir / MANIFEST_NAME, "codes": tokenize_dir / "codes.npz",
                                       "codec": codec_dir / "model",
-                                      **{s: model_dirs.get(s, stage.dir("baselines") / s) for s in models},
+                                      **{s: _model_dirs(stage, s)[-1] for s in models},
                                       **{n: staging / n for n in evaluation.external}},
                               device=stage.device().type if models else "cpu")
         write_provenance(staging, record)
