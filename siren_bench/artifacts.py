@@ -20,9 +20,12 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
 import numpy as np
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 @dataclass(frozen=True)
@@ -51,7 +54,7 @@ STAGES: dict[str, StageArtifacts] = {a.folder: a for a in (
     StageArtifacts("prepare", "prepare", {"manifest": "manifest.csv", "dataset": "dataset.json", "audio": "audio"}),
     StageArtifacts("codec", "codec", {"info": "codec.json", "model": "model", "evaluation": "evaluation.json",
                                       "train_log": "train_log.jsonl"}),
-    StageArtifacts("tokenize", "tokenize", {"codes": "codes.npz", "index": "index.csv", "codec": "codec.json"}),
+    StageArtifacts("tokenize", "tokenize", {"codes": "codes", "index": "index.csv", "codec": "codec.json"}, schema_version=2),
     StageArtifacts("diagnose", "diagnose", {"status": "diagnose.json", "fidelity": "fidelity.json",
                                             "fidelity_per_clip": "fidelity_per_clip.csv",
                                             "orthogonality": "orthogonality.json", "semantics": "semantics.json",
@@ -138,12 +141,46 @@ def _declared(folder: str) -> StageArtifacts:
         raise KeyError(f"no stage writes artifacts/<profile>/{folder}; declared: {sorted(STAGES)}") from None
 
 
+CODES_PER_SHARD = 4096  # clips per shard: about 50 MB of uint16 codes for 10 s of DAC 16 kHz (12 x 500)
+
+
+def write_codes(tokenize_dir: Path, codes: Mapping[str, np.ndarray], index: "pd.DataFrame") -> None:
+    """The tokenize stage's codes as sharded integer arrays: codes/shard-<n>.npy, each one uint16
+    array [K, total frames] of up to CODES_PER_SHARD clips laid end to end in `index` order, and
+    index.csv (`index`'s columns plus shard, offset and frames per clip), so a reader maps only
+    the shards it needs (np.load with mmap_mode) instead of decompressing every clip."""
+    folder = tokenize_dir / STAGES["tokenize"].file("codes")
+    folder.mkdir()
+    ids = index["clip_id"].tolist()
+    shards, offsets = [], []
+    for number, start in enumerate(range(0, len(ids), CODES_PER_SHARD)):
+        chunk = [codes[c] for c in ids[start : start + CODES_PER_SHARD]]
+        np.save(folder / f"shard-{number:05d}.npy", np.concatenate(chunk, axis=1).astype(np.uint16), allow_pickle=False)
+        shards += [number] * len(chunk)
+        offsets += list(np.cumsum([0] + [c.shape[1] for c in chunk[:-1]]))
+    index = index.assign(shard=shards, offset=offsets, frames=[codes[c].shape[1] for c in ids])
+    index.to_csv(tokenize_dir / STAGES["tokenize"].file("index"), index=False, lineterminator="\n")
+
+
 def load_codes(tokenize_dir: str | Path, required=()) -> dict[str, np.ndarray]:
-    """Every clip's codes [K, T] from the tokenize stage; a clip of `required` without codes is an
-    error naming the folder."""
-    with np.load(Path(tokenize_dir) / STAGES["tokenize"].file("codes"), allow_pickle=False) as archive:
-        codes = {name: archive[name].astype(np.int64) for name in archive.files}
-    missing = [c for c in required if c not in codes]
+    """Clips' codes [K, T] (int64) from the tokenize stage: the `required` ones (every clip when
+    none are named), read from memory-mapped shards; a required clip without codes is an error
+    naming the folder."""
+    import pandas as pd
+
+    tokenize_dir = Path(tokenize_dir)
+    index = pd.read_csv(tokenize_dir / STAGES["tokenize"].file("index"), dtype={"clip_id": str}, keep_default_na=False)
+    wanted = list(required) if len(required) else index["clip_id"].tolist()
+    rows = index.set_index("clip_id")
+    missing = [c for c in wanted if c not in rows.index]
     if missing:
         raise ValueError(f"{tokenize_dir}: no codes for {len(missing)} clips (e.g. {missing[:3]}); re-run tokenize")
+    folder = tokenize_dir / STAGES["tokenize"].file("codes")
+    shards: dict[int, np.ndarray] = {}
+    codes = {}
+    for clip_id in wanted:
+        shard, offset, frames = (int(rows.at[clip_id, k]) for k in ("shard", "offset", "frames"))
+        if shard not in shards:
+            shards[shard] = np.load(folder / f"shard-{shard:05d}.npy", mmap_mode="r", allow_pickle=False)
+        codes[clip_id] = np.asarray(shards[shard][:, offset : offset + frames], dtype=np.int64)
     return codes

@@ -19,6 +19,7 @@ import pytest
 import torch
 import yaml
 
+from siren_bench.artifacts import load_codes
 from siren_bench.config import ConfigError
 from siren_bench.data import audiocaps as ac
 from siren_bench.data.synthcaps import generate_clip
@@ -126,9 +127,9 @@ def test_prepare_codec_and_tokenize_run_on_the_real_lists(fixture_run):
 
     codec_dir = codec_stage.run(params)
     assert json.loads((codec_dir / "codec.json").read_text())["backend"] == "dac"
-    codes = np.load(tokenize.run(params) / "codes.npz")
-    assert sorted(codes.files) == sorted(manifest["clip_id"])
-    assert {codes[c].shape for c in codes.files} == {(12, 50)}  # 12 codebooks, 1 s at 50 frames/s
+    codes = load_codes(tokenize.run(params))
+    assert sorted(codes) == sorted(manifest["clip_id"])
+    assert {codes[c].shape for c in codes} == {(12, 50)}  # 12 codebooks, 1 s at 50 frames/s
 
 
 def _through_tokenize(root, data: dict):

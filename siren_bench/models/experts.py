@@ -21,7 +21,7 @@ from siren_bench.codecs import Codec, load_stage_codec
 from siren_bench.config import ConfigError, ModelConfig, SirenConfig, model_config
 from siren_bench.data.manifest import read_manifest
 from siren_bench.diagnostics.interference import interference_probe
-from siren_bench.io import sha256_file, sha256_json
+from siren_bench.io import sha256_file, sha256_json, sha256_path
 from siren_bench.models.collaborative import Siren
 from siren_bench.models.siren import Text
 from siren_bench.models.train import TokenSet, train_expert
@@ -101,7 +101,7 @@ def expert_jobs(stage) -> ExpertJobs:
         raise ConfigError(f"{manifest_path}: no train clips to train Siren on; leave siren out of eval.systems "
                           "for a test-only dataset")
     codes = load_codes(tokenize_dir, required=[c for split in splits.values() for c in split["clip_id"]])
-    data_id = sha256_json({"codes": sha256_file(tokenize_dir / STAGES["tokenize"].file("codes")), "codec": codec.info.weights_sha256,
+    data_id = sha256_json({"codes": sha256_path(tokenize_dir / STAGES["tokenize"].file("codes")), "codec": codec.info.weights_sha256,
                            "manifest": sha256_file(manifest_path), "text_encoder": encoder.weights_sha256})
     return ExpertJobs(siren, config, code_table(codec), token_set(splits["train"], codes, encoder),
                       token_set(splits["val"], codes, encoder) if not splits["val"].empty else None,

@@ -33,7 +33,7 @@ from siren_bench.diagnostics.semantics import pooled_layers, semantic_richness, 
 from siren_bench.io import atomic_directory, write_json_atomic
 from siren_bench.provenance import build_record, write_provenance
 from siren_bench.stage_context import open_stage
-from siren_bench.artifacts import load_codes
+from siren_bench.artifacts import STAGES, load_codes
 from siren_bench.text import load_minilm
 
 FIDELITY_SPLIT = "test"
@@ -126,7 +126,7 @@ def run(params_path: str | Path = "params.yaml") -> Path:
             write_json_atomic(staging / "text_probe.json", text)
         write_json_atomic(staging / "diagnose.json", status)
         record = build_record("diagnose", {"run": run_cfg, "codec": config},
-                              inputs={"manifest": prepare_dir / MANIFEST_NAME, "codes": tokenize_dir / "codes.npz", "codec": codec_dir / "model"},
+                              inputs={"manifest": prepare_dir / MANIFEST_NAME, "codes": tokenize_dir / STAGES["tokenize"].file("codes"), "codec": codec_dir / "model"},
                               seeds={"probe_seeds": semantics["seeds"] if semantics else []}, device=run_cfg.device)
         write_provenance(staging, record)
     return out_dir

@@ -238,7 +238,7 @@ def run(params_path: str | Path = "params.yaml") -> Path:
         models = [s for s in systems if s in ("siren", "siren_aligned", *baselines)]
         record = build_record("generate", {"run": run_cfg, "codec": config, "systems": systems, "external": evaluation.external,
                                            "model": model_config(stage.params, stage.source) if models else None},
-                              inputs={"manifest": prepare_dir / MANIFEST_NAME, "codes": tokenize_dir / "codes.npz",
+                              inputs={"manifest": prepare_dir / MANIFEST_NAME, "codes": tokenize_dir / STAGES["tokenize"].file("codes"),
                                       "codec": codec_dir / "model",
                                       **{s: _model_dirs(stage, s)[-1] for s in models},
                                       **{n: staging / n for n in evaluation.external}},

@@ -187,7 +187,7 @@ def run(params_path: str | Path = "params.yaml") -> Path:
         write_json_atomic(staging / SUMMARY_NAME, summary)
         write_provenance(staging, build_record(
             "sweep", {"run": stage.run, "sweep": sweep, "model": config, "eval": evaluation},
-            inputs={"codes": stage.dir("tokenize") / "codes.npz", "codec": stage.dir("codec") / "model",
+            inputs={"codes": stage.dir("tokenize") / STAGES["tokenize"].file("codes"), "codec": stage.dir("codec") / "model",
                     "manifest": stage.dir("prepare") / MANIFEST_NAME,
                     **({"siren": stage.dir("siren")} if any(at in (None, full) for at in sweep.ablations.values()) else {})},
             seeds={"model.seed": config.seed, "generation_seed": config.generation_seed}, device=device.type))

@@ -1,8 +1,8 @@
 """Stage `tokenize`: every clip of the manifest -> RVQ codes [K, F], stored compactly.
 
-Output (artifacts/<profile>/tokenize/): codes.npz (one uint16 array [K, F] per clip id),
-index.csv (clip id, split, frames, audio hash), codec.json (the codec that made them) and
-provenance.json. Per-clip codes are cached by (audio content hash, codec weights identity), so
+Output (artifacts/<profile>/tokenize/): codes/shard-<n>.npy (uint16 [K, frames] of up to 4096
+clips end to end, memory-mappable), index.csv (clip id, split, audio hash, shard, offset,
+frames), codec.json (the codec that made them) and provenance.json (artifacts.write_codes). Per-clip codes are cached by (audio content hash, codec weights identity), so
 re-tokenizing after adding clips or switching back to a codec encodes only what is new, and a
 killed run resumes from the clips it finished.
 
@@ -22,13 +22,13 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
-from siren_bench.artifacts import STAGES
+from siren_bench.artifacts import write_codes
 from siren_bench.cache import ContentCache, cache_key
 from siren_bench.codecs import CODEC_INFO_NAME, Codec, load_stage_codec
 from siren_bench.config import codec_config
 from siren_bench.data.manifest import MANIFEST_NAME, ManifestError, read_manifest
 from siren_bench.distributed import barrier, rank_and_world, torchrun_group
-from siren_bench.io import atomic_directory, atomic_path, read_audio, write_json_atomic
+from siren_bench.io import atomic_directory, read_audio, write_json_atomic
 from siren_bench.provenance import build_record, write_provenance
 from siren_bench.stage_context import open_stage
 
@@ -95,12 +95,8 @@ def run(params_path: str | Path = "params.yaml") -> Path:
         if rank_and_world()[0] > 0:
             return out_dir  # rank 0 writes the output
     with atomic_directory(out_dir) as staging:
-        with atomic_path(staging / STAGES["tokenize"].file("codes")) as tmp:
-            with open(tmp, "wb") as handle:
-                np.savez_compressed(handle, **{cid: codes[cid] for cid in manifest["clip_id"]})
-        index = pd.DataFrame({"clip_id": manifest["clip_id"], "split": manifest["split"], "audio_sha256": manifest["sha256"],
-                              "frames": [codes[c].shape[1] for c in manifest["clip_id"]]})
-        index.to_csv(staging / "index.csv", index=False, lineterminator="\n")
+        write_codes(staging, codes, pd.DataFrame({"clip_id": manifest["clip_id"], "split": manifest["split"],
+                                                  "audio_sha256": manifest["sha256"]}))
         write_json_atomic(staging / CODEC_INFO_NAME, json.loads((codec_dir / CODEC_INFO_NAME).read_text()))
         record = build_record("tokenize", {"run": run_cfg, "codec": config},
                               inputs={"manifest": prepare_dir / MANIFEST_NAME, "codec": codec_dir / "model"}, device=run_cfg.device,

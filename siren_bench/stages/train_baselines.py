@@ -101,7 +101,7 @@ def run(params_path: str | Path = "params.yaml") -> Path:
         write_json_atomic(staging / SUMMARY_NAME, summary)
         write_provenance(staging, build_record(
             "train_baselines", {"run": stage.run, "model": jobs.config, "baselines": overrides},
-            inputs={"codes": stage.dir("tokenize") / "codes.npz", "codec": stage.dir("codec") / "model"},
+            inputs={"codes": stage.dir("tokenize") / STAGES["tokenize"].file("codes"), "codec": stage.dir("codec") / "model"},
             seeds={f"{n} (model.seed + offset)": jobs.config.seed + registry.spec(n).seed_offset for n in names},
             device=device.type))
     for path in finished:

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from safetensors.torch import save_file
 
-from siren_bench.artifacts import expert_file
+from siren_bench.artifacts import STAGES, expert_file
 from siren_bench.config import ConfigError, ModelConfig, eval_config, model_config
 from siren_bench.data.manifest import MANIFEST_NAME
 from siren_bench.distributed import torchrun_group
@@ -81,7 +81,7 @@ def run(params_path: str | Path = "params.yaml") -> Path:
                 "n_train_clips": len(train.codes), "n_val_clips": len(val.codes) if val else 0, "device": device.type}
         write_json_atomic(staging / SIREN_INFO_NAME, info)
         record = build_record("train_siren", {"run": run_cfg, "model": config},
-                              inputs={"codes": tokenize_dir / "codes.npz", "manifest": prepare_dir / MANIFEST_NAME,
+                              inputs={"codes": tokenize_dir / STAGES["tokenize"].file("codes"), "manifest": prepare_dir / MANIFEST_NAME,
                                       "codec": codec_dir / "model"},
                               seeds={"model.seed (expert i uses seed + i)": config.seed}, device=device.type)
         write_provenance(staging, record)
