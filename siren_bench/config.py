@@ -291,6 +291,9 @@ class EvalConfig:
     weights_dir: str | None = None  # folder holding the checkpoint files the recipe names (real recipes)
     weights_sha256: dict[str, str] = field(default_factory=dict)  # checkpoint name -> pinned SHA-256
     allow_clipped: bool = False  # score clipped clips (recorded per clip) instead of refusing them
+    # each trained system (siren, siren_aligned, baselines) is rendered and scored with this many
+    # generation seeds (model.generation_seed + 0, 1, ...); the report gives the spread over them
+    generation_seeds: int = 1
     # the smoke evaluators (SynthCaps tagger, small CLAP against frozen MiniLM)
     tagger_steps: int = 600
     clap_steps: int = 400
@@ -503,6 +506,8 @@ def eval_config(params: DictConfig, source: str = "params.yaml") -> EvalConfig:
         raise ConfigError(f"{source}: eval.recipe: {exc.args[0]}") from exc
     if config.n_bootstrap is not None and config.n_bootstrap < 1:
         raise ConfigError(f"{source}: eval.n_bootstrap must be positive or null, got {config.n_bootstrap}")
+    if config.generation_seeds < 1:
+        raise ConfigError(f"{source}: eval.generation_seeds must be at least 1, got {config.generation_seeds}")
     generated = [*BUILTIN_SYSTEMS, *baselines_config(params, source)]
     unknown = [name for name in config.systems if name not in generated]
     if unknown or not config.systems:

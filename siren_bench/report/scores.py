@@ -44,6 +44,55 @@ def interval_text(result: dict) -> str:
     return f"{result['value']:.4g} [{result['ci_low']:.4g}, {result['ci_high']:.4g}]"
 
 
+LOWER_IS_BETTER = {"fad", "fad_inf", "kad", "fd", "kl"}
+
+
+def seed_agreement(siren: dict, other: dict, metric: str) -> tuple[int, int] | None:
+    """(seeds under which Siren scores better than `other` on `metric`, seeds compared), pairing
+    the two systems' runs by generation seed; None when they share fewer than two seeds."""
+    a = dict(zip(siren[metric]["seeds"], siren[metric]["values"]))
+    b = dict(zip(other[metric]["seeds"], other[metric]["values"]))
+    shared = sorted(set(a) & set(b))
+    if len(shared) < 2:
+        return None
+    better = sum((a[s] < b[s]) if metric in LOWER_IS_BETTER else (a[s] > b[s]) for s in shared)
+    return better, len(shared)
+
+
+def seeds_markdown(systems: dict, present: list[tuple[str, str]]) -> str:
+    """The spread over generation seeds, and whether Siren's order against each system holds under every seed."""
+    seeded = {name: s["over_seeds"] for name, s in systems.items() if "over_seeds" in s}
+    if not seeded:
+        return ""
+    n = max(next(iter(v.values()))["n"] for v in seeded.values())
+    rows = [[name] + [f"{spread[m]['mean']:.4g} ± {spread[m]['sd']:.2g}" if m in spread else "" for m, _ in present]
+            for name, spread in sorted(seeded.items())]
+    text = f"""
+### Over generation seeds
+
+Each trained system sampled again with {n} generation seeds (`model.generation_seed` + 0 .. {n - 1}; the same
+weights): mean ± standard deviation over the seeds. The standard deviation is how far another sampling of the
+same model moves a number; the intervals above (over clips, one seed) do not include it. The models were
+trained once: training-seed variation is not in these numbers.
+
+{md_table(["system"] + [label for _, label in present], rows)}
+"""
+    if "siren" not in seeded:
+        return text
+    agree = []
+    for other in sorted(set(seeded) - {"siren"}):
+        cells = [seed_agreement(seeded["siren"], seeded[other], m) if m in seeded[other] and m in seeded["siren"] else None
+                 for m, _ in present]
+        agree.append([f"`{other}`"] + ["" if c is None else f"{c[0]} of {c[1]}" for c in cells])
+    return text + f"""
+Seeds under which Siren scores better than each system (paired by seed; "3 of 3" or "0 of 3": the order holds
+under every seed; anything between: the order depends on the seed and the table's ranking of the two is not
+settled by this run):
+
+{md_table(["Siren better than"] + [label for _, label in present], agree)}
+"""
+
+
 @report_section("evaluators", "Evaluators", reads="evaluators", order=40)
 def evaluators_section(store: RunArtifacts, out: Path) -> Section:
     summary = store.json("evaluators", "summary")
@@ -98,6 +147,8 @@ def scores_section(store: RunArtifacts, out: Path) -> Section:
             table["kl"] |= {k: v for k, v in metrics["kl"].items() if k == "direction" or k.startswith("value_")}
         results["systems"][name] = {"description": systems[name]["description"],
                                     "n_reference": full["reference"]["n_clips"], "metrics": table}
+        if "over_seeds" in systems[name]:
+            results["systems"][name]["over_seeds"] = systems[name]["over_seeds"]
     kl = recipe.spec("kl") if any(s.metric == "kl" for s in recipe.metrics) else None
     kl_note = (f" KL is KL({'reference || generated' if kl.option('direction') == 'ref_gen' else 'generated || reference'}) "
                "on softmax of the clip logits, paired by clip id." if kl else "")
@@ -112,6 +163,7 @@ FD and KL; higher for IS and CLAP. Full results, per-clip scores and every input
 {md_table(["system", "clips"] + [label for _, label in present], rows)}
 
 """ + "\n".join(f"- `{name}`: {systems[name]['description']}" for name in sorted(systems)) + "\n" + contamination_note(contaminated)
+    markdown += seeds_markdown(systems, present)
     if recipe.name == "smoke":
         markdown += ("\nThese are smoke-evaluator numbers: comparable between systems of one smoke run, not with "
                      "published FAD / KL / IS / CLAP scores, which use VGGish, PANNs and LAION CLAP on AudioCaps.\n")

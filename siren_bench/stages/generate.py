@@ -22,18 +22,21 @@ Output (artifacts/<profile>/generate/): <system>/<clip_id>.wav (32-bit float WAV
 rate, trimmed to the reference clip's length: a model's raw output, so any overshoot past full
 scale reaches the scorer instead of being clipped on write), systems.json (per system: what it
 is, clip count, sample rate; for real_unpaired which val clip stands under which test id) and
-provenance.json.
+provenance.json. With eval.generation_seeds = n > 1, each trained system is also rendered with
+model.generation_seed + 1 .. n - 1 into replicates/<system>/seed<k>/ (listed under the system's
+"replicates" in systems.json), which the score stage scores beside the system.
 """
 
 from __future__ import annotations
 
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from siren_bench.artifacts import SCORED_SPLIT, STAGES, UNPAIRED_SPLIT, load_codes
+from siren_bench.artifacts import REPLICATES, SCORED_SPLIT, STAGES, UNPAIRED_SPLIT, load_codes
 from siren_bench.codecs import Codec, load_stage_codec
 from siren_bench.config import ConfigError, ModelConfig, baseline_systems, codec_config, data_config, eval_config, model_config
 from siren_bench.data.manifest import MANIFEST_NAME, read_manifest
@@ -231,6 +234,15 @@ def run(params_path: str | Path = "params.yaml") -> Path:
             rendered[system], folder = _render_model(stage, system, codec, test, lengths, model_cfg, staging / system,
                                                      stage.device())
             resumed.append(folder)
+            replicates = {}
+            for k in range(1, evaluation.generation_seeds):  # the same model, sampled with further seeds
+                name, seeded = f"seed{k}", replace(model_cfg, generation_seed=model_cfg.generation_seed + k)
+                _, folder = _render_model(stage, system, codec, test, lengths, seeded, staging / REPLICATES / system / name,
+                                          stage.device())
+                resumed.append(folder)
+                replicates[name] = {"folder": f"{REPLICATES}/{system}/{name}", "seed": seeded.generation_seed}
+            if replicates:
+                rendered[system]["replicates"] = replicates
         for name, source in evaluation.external.items():
             rendered[name] = render_external(name, source, test, codec.sample_rate,
                                              model_config(stage.params, stage.source).generation_seed, staging / name)

@@ -8,7 +8,9 @@ eval.weights_dir. Embeddings and reference statistics go through the content cac
 
 Output (artifacts/<profile>/score/): <system>/results.json and <system>/per_clip.csv (as from
 `siren-bench score`, so `siren-bench audit` reads them), summary.json (each system's metric
-values and intervals, and the cache hits and misses) and provenance.json.
+values and intervals, and the cache hits and misses) and provenance.json. A system rendered with
+further generation seeds (eval.generation_seeds) has each seed scored into <system>/seed<k>/ and
+its summary entry gains `over_seeds`: per metric the values under every seed, mean and sd.
 
 Under torchrun (`torchrun --nproc-per-node N -m siren_bench.cli score --params params.yaml`, gloo
 on the CPU) the ranks share the embedding, the expensive part, through the content cache
@@ -22,6 +24,7 @@ import json
 import tempfile
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from siren_bench.artifacts import SCORED_SPLIT, STAGES
@@ -34,6 +37,18 @@ from siren_bench.stage_context import open_stage
 
 SYSTEMS_NAME = STAGES["generate"].file("systems")
 SUMMARY_NAME = STAGES["score"].file("summary")
+
+
+def over_seeds(seeds: list[int], runs: list[dict]) -> dict:
+    """Per metric, the values a system scored under each generation seed, their mean and their
+    sample standard deviation (ddof 1): the spread a second sampling of the same model moves a
+    number by, which the clip bootstrap interval does not contain."""
+    spread = {}
+    for metric in runs[0]:
+        values = [float(run[metric]["value"]) for run in runs]
+        spread[metric] = {"seeds": list(seeds), "values": values, "mean": float(np.mean(values)),
+                          "sd": float(np.std(values, ddof=1)), "n": len(values)}
+    return spread
 
 
 def run(params_path: str | Path = "params.yaml") -> Path:
@@ -50,6 +65,8 @@ def run(params_path: str | Path = "params.yaml") -> Path:
             with tempfile.TemporaryDirectory() as scratch:
                 for system in sorted(systems):
                     scorer.score(generate_dir / system, Path(scratch) / system)
+                    for name, replicate in systems[system].get("replicates", {}).items():
+                        scorer.score(generate_dir / replicate["folder"], Path(scratch) / system / name)
             return out_dir
         _write(stage, scorer, systems, summary, generate_dir, out_dir)
     return out_dir
@@ -59,8 +76,14 @@ def _write(stage, scorer, systems: dict, summary: dict, generate_dir: Path, out_
     recipe, config = scorer.recipe, scorer.config
     with atomic_directory(out_dir) as staging:
         for system in sorted(systems):
-            summary["systems"][system] = {"description": systems[system]["description"],
-                                          **scorer.score(generate_dir / system, staging / system)}
+            entry = summary["systems"][system] = {"description": systems[system]["description"],
+                                                  **scorer.score(generate_dir / system, staging / system)}
+            replicates = systems[system].get("replicates", {})
+            if replicates:
+                scored = {name: scorer.score(generate_dir / replicate["folder"], staging / system / name)["metrics"]
+                          for name, replicate in replicates.items()}
+                seeds = [systems[system]["seed"]] + [replicate["seed"] for replicate in replicates.values()]
+                entry["over_seeds"] = over_seeds(seeds, [entry["metrics"], *scored.values()])
         write_json_atomic(staging / SUMMARY_NAME, summary)
         inputs = {"generate": generate_dir, "manifest": stage.dir("prepare") / MANIFEST_NAME}
         if scorer.weights_dir is not None:
