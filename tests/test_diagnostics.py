@@ -107,3 +107,18 @@ def test_text_probe_recovers_an_embedded_target_and_not_noise():
     assert result["alone"][0]["r2_mean"] > 0.9 and result["alone"][0]["cosine_mean"] > 0.9
     assert result["alone"][1]["r2_mean"] < 0.05  # noise: no better than the mean embedding
     assert result["cumulative"][1]["r2_mean"] > 0.8
+
+
+def test_vectorised_macro_average_precision_is_sklearns():
+    """The permutation null's mAP (2000 random score sets at once) against sklearn's, set by set."""
+    from sklearn.metrics import average_precision_score
+
+    from siren_bench.diagnostics.semantics import macro_average_precision
+
+    rng = np.random.default_rng(3)
+    labels = (rng.random((30, 5)) < [0.1, 0.3, 0.5, 0.7, 0.9]).astype(int)
+    labels[0] = 1  # every class has a positive
+    scores = rng.random((40, 30, 5))
+    ours = macro_average_precision(labels, scores)
+    assert ours.shape == (40,)
+    np.testing.assert_allclose(ours, [average_precision_score(labels, s, average="macro") for s in scores], rtol=0, atol=1e-12)

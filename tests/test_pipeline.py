@@ -160,8 +160,8 @@ def _kill_when(args: list[str], cwd: Path, ready, what: str) -> None:
 def test_a_second_run_killed_in_every_stage_kind_ends_bit_identical(repo):
     """Determinism and crash safety: the ci pipeline forced to run again from Siren's training on
     (it, alignment, generation, scoring, report), killed -9 mid-training (after
-    a checkpoint), mid-alignment, mid-generation and mid-scoring, each time re-run with `dvc
-    repro`, ends with the first run's results.json and every system's scores (which hold the
+    a checkpoint), mid-alignment, mid-generation and mid-scoring, each time re-run from the killed
+    stage on (`dvc repro --force --downstream`, so the killed stage resumes), ends with the first run's results.json and every system's scores (which hold the
     generated audio's hashes), byte for byte. (Forcing the data, codec, evaluator and baseline
     stages too cost a minute; their seeded, resumed training is tested in test_codecs.py and
     test_smoke_evaluators.py, SynthCaps' determinism in test_synthcaps.py.)"""
@@ -171,13 +171,16 @@ def test_a_second_run_killed_in_every_stage_kind_ends_bit_identical(repo):
                                                            *sorted((ci / "score").glob("*/results.json"))]}
     assert len(first) == 1 + 2 * 9
     staging = lambda stage: any(p.is_dir() and any(p.iterdir()) for p in ci.glob(f".{stage}.*.tmp"))  # noqa: E731
-    _kill_when(["dvc", "repro", "--force", "--downstream", "train_siren"], repo, lambda: any((ci / "resume").glob("siren-expert0-*.pt")), "train_siren")
+    # Each re-run is forced from the killed stage on: the stages before it are up to date, and with
+    # identical outputs a plain `dvc repro` would restore the killed stage from DVC's run cache.
+    rerun = ["dvc", "repro", "--force", "--downstream"]
+    _kill_when(rerun + ["train_siren"], repo, lambda: any((ci / "resume").glob("siren-expert0-*.pt")), "train_siren")
     assert not (ci / "siren").exists()  # DVC cleared it; nothing partial under the final name
-    _kill_when(["dvc", "repro"], repo, lambda: any((ci / "resume").glob("align*")), "align_siren")
-    _kill_when(["dvc", "repro"], repo, lambda: staging("generate"), "generate")
-    _kill_when(["dvc", "repro"], repo, lambda: staging("score"), "score")
-    out = _run(["dvc", "repro"], repo)
-    assert "Running stage 'report'" in out
+    _kill_when(rerun + ["train_siren"], repo, lambda: any((ci / "resume").glob("align*")), "align_siren")
+    _kill_when(rerun + ["align_siren"], repo, lambda: staging("generate"), "generate")
+    _kill_when(rerun + ["generate"], repo, lambda: staging("score"), "score")
+    out = _run(rerun + ["score"], repo)
+    assert "Running stage 'report'" in out and "Running stage 'train_siren'" not in out
     assert {p: (repo / p).read_bytes() for p in first} == first
 
 

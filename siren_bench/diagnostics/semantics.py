@@ -79,12 +79,26 @@ def usable_classes(train_y: np.ndarray, test_y: np.ndarray) -> np.ndarray:
     return keep
 
 
+def macro_average_precision(y: np.ndarray, scores: np.ndarray) -> np.ndarray:
+    """Macro-averaged average precision of score sets [..., N, C] against labels y [N, C] (every
+    class with a positive), vectorised over the leading axes: per class, the mean over positives of
+    the precision among the clips scored at least as high. Equals sklearn's average_precision_score
+    (average="macro") for untied scores (tested); the permutation null scores 2000 random sets,
+    which took sklearn 20 s one call at a time."""
+    order = np.argsort(-scores, axis=-2, kind="stable")
+    ranked = np.take_along_axis(np.broadcast_to(y, scores.shape).astype(np.float64), order, axis=-2)
+    hits = np.cumsum(ranked, axis=-2)
+    precision = hits / np.arange(1, y.shape[0] + 1)[:, None]
+    per_class = (precision * ranked).sum(axis=-2) / y.sum(axis=0)
+    return per_class.mean(axis=-1)
+
+
 def chance_map(train_y: np.ndarray, test_y: np.ndarray, n_permutations: int = 2000, seed: int = 0) -> dict:
     """mAP of a random scorer on these held-out labels (a permutation null): its mean and 95th
     percentile. Not the class prevalence, which a random scorer's mAP exceeds on small sets."""
     y = test_y[:, usable_classes(train_y, test_y)]
     rng = np.random.default_rng(seed)
-    null = np.array([average_precision_score(y, rng.random(y.shape), average="macro") for _ in range(n_permutations)])
+    null = macro_average_precision(y, rng.random((n_permutations, *y.shape)))
     return {"mean": float(null.mean()), "p95": float(np.quantile(null, 0.95)), "n_permutations": n_permutations,
             "prevalence": float(y.mean(axis=0).mean())}
 
