@@ -180,9 +180,20 @@ def ddp_delay_case():
     return model, config, TokenSet(codes, random_text(6))
 
 
-def test_a_baseline_trains_data_parallel_over_two_ranks_as_in_one_process(tmp_path):
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.mark.parametrize("launch", ["one_node", "two_nodes"])
+def test_a_baseline_trains_data_parallel_over_two_ranks_as_in_one_process(tmp_path, launch):
     """The one engine's DDP path serves a baseline as it serves Siren's experts: 2 gloo ranks,
-    each on half of every batch, end where one process ends (float rounding apart)."""
+    each on half of every batch, end where one process ends (float rounding apart). `two_nodes`:
+    two torchrun launchers (one process each) meet through torchrun's c10d rendezvous, as two
+    machines do (`--nnodes 2 --rdzv-endpoint host:port`); here both on this machine."""
     import json
     import subprocess
     import sys
@@ -190,10 +201,18 @@ def test_a_baseline_trains_data_parallel_over_two_ranks_as_in_one_process(tmp_pa
 
     from tests.conftest import REPO
 
-    torchrun = Path(sys.executable).parent / "torchrun"
-    done = subprocess.run([str(torchrun), "--standalone", "--nproc-per-node", "2", "-m", "tests.baseline_ddp_worker",
-                           str(tmp_path)], cwd=REPO, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-3000:]
+    torchrun = str(Path(sys.executable).parent / "torchrun")
+    worker = ["-m", "tests.baseline_ddp_worker", str(tmp_path)]
+    if launch == "one_node":
+        launchers = [[torchrun, "--standalone", "--nproc-per-node", "2", *worker]]
+    else:
+        rendezvous = ["--nnodes", "2", "--nproc-per-node", "1", "--rdzv-backend", "c10d",
+                      "--rdzv-endpoint", f"127.0.0.1:{_free_port()}", "--rdzv-id", "siren-bench-test"]
+        launchers = [[torchrun, *rendezvous, *worker] for _ in range(2)]
+    running = [subprocess.Popen(args, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for args in launchers]
+    for process in running:
+        _, stderr = process.communicate(timeout=300)
+        assert process.returncode == 0, stderr[-3000:]
     model, config, tokens = ddp_delay_case()
     log, _ = train_model(model, "delay_lm", config, tokens, None, tmp_path / "single.pt", torch.device("cpu"), [0, 7])
     parallel = json.loads((tmp_path / "log.json").read_text())
