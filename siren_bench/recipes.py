@@ -109,9 +109,12 @@ _CLEAN_32K = dataclasses.replace(_CLEAN_16K, sample_rate=32000)
 _CLAP_48K = AudioPolicy(48000, channels="mean", resampler="soxr_vhq", min_seconds=10.0, pad="repeat",
                         max_seconds=10.0, crop="centre", int16_roundtrip=True)
 
-AUDIOLDM_EVAL = Recipe(
+# Version 1 shuffled IS with NumPy's default_rng and split with np.array_split, which is not
+# audioldm_eval's split (at N = 964 its std differed by 16 %); version 2 does as audioldm_eval does.
+AUDIOLDM_EVAL_V1 = Recipe(
     "audioldm_eval", 1,
-    "audioldm_eval as used by AudioLDM, Tango and Make-An-Audio tables: VGGish FAD, PANNs Cnn14 FD / KL / IS.",
+    "audioldm_eval as used by AudioLDM, Tango and Make-An-Audio tables: VGGish FAD, PANNs Cnn14 FD / KL / IS. "
+    "Superseded by version 2 (the IS shuffle and split points).",
     (
         MetricSpec("fad", "vggish", "vggish-10086976.pth", _AUDIOLDM_16K, "torchvggish", _opts(fd_method="sqrtm_eps_retry")),
         MetricSpec("fd", "panns_cnn14_16k", "Cnn14_16k_mAP=0.438.pth", _AUDIOLDM_16K, "clip", _opts(fd_method="sqrtm_eps_retry")),
@@ -125,6 +128,27 @@ AUDIOLDM_EVAL = Recipe(
         "zero-pads clips shorter than 2 s",
         "matrix square root by scipy sqrtm with an eps 1e-6 diagonal retry",
         "KL(reference || generated) with eps 1e-6 inside the log of the generated side",
+    ),
+)
+
+AUDIOLDM_EVAL = Recipe(
+    "audioldm_eval", 2,
+    "audioldm_eval as used by AudioLDM, Tango and Make-An-Audio tables: VGGish FAD, PANNs Cnn14 FD / KL / IS.",
+    (
+        MetricSpec("fad", "vggish", "vggish-10086976.pth", _AUDIOLDM_16K, "torchvggish", _opts(fd_method="sqrtm_eps_retry")),
+        MetricSpec("fd", "panns_cnn14_16k", "Cnn14_16k_mAP=0.438.pth", _AUDIOLDM_16K, "clip", _opts(fd_method="sqrtm_eps_retry")),
+        MetricSpec("kl", "panns_cnn14_16k", "Cnn14_16k_mAP=0.438.pth", _AUDIOLDM_16K, "clip", _opts(direction="ref_gen", eps=1e-6)),
+        MetricSpec("is", "panns_cnn14_16k", "Cnn14_16k_mAP=0.438.pth", _AUDIOLDM_16K, "clip",
+                   _opts(splits=10, seed=2020, shuffle=True, shuffler="randomstate", chunks="floor")),
+    ),
+    quirks=(
+        "keeps the first channel of multi-channel files",
+        "subtracts the DC mean before resampling",
+        "windowed-sinc (Hann) resampling to 16 kHz",
+        "zero-pads clips shorter than 2 s",
+        "matrix square root by scipy sqrtm with an eps 1e-6 diagonal retry",
+        "KL(reference || generated) with eps 1e-6 inside the log of the generated side",
+        "IS: clips permuted by np.random.RandomState(2020), splits cut at i * N // 10, population std over splits",
     ),
 )
 
@@ -246,7 +270,7 @@ AUDIOCRAFT = Recipe(
     quirks=_AUDIOCRAFT_QUIRKS + tuple(f"not reproduced: {d}" for d in _PASST_DIFFERENCES),
 )
 
-REGISTRY: dict[str, Recipe] = {r.id: r for r in (AUDIOLDM_EVAL, GOOGLE_FAD, CLEAN, SMOKE, STABLE_AUDIO_METRICS_V1,
+REGISTRY: dict[str, Recipe] = {r.id: r for r in (AUDIOLDM_EVAL_V1, AUDIOLDM_EVAL, GOOGLE_FAD, CLEAN, SMOKE, STABLE_AUDIO_METRICS_V1,
                                                   STABLE_AUDIO_METRICS, AUDIOCRAFT_V1, AUDIOCRAFT)}
 
 

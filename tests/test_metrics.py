@@ -205,3 +205,39 @@ def test_resampled_fd_gram_form_equals_the_direct_forms():
     many = FrechetResampler([rng.normal(size=(200, 8)) for _ in range(3)], GaussianStats.from_features(rng.normal(size=(50, 8))))
     assert many(np.array([0, 0, 2])) == pytest.approx(
         frechet_distance(GaussianStats.from_features(np.concatenate([many.blocks[i] for i in (0, 0, 2)])), many.reference).value)
+
+
+def _audioldm_eval_is(logits: np.ndarray, splits: int = 10, seed: int = 2020) -> tuple[float, float]:
+    """audioldm_eval 0.0.3's Inception Score, transcribed (metrics/isc.py): a RandomState(seed)
+    permutation, float64 softmax, splits cut at i * N // splits, population std over splits."""
+    import torch
+
+    n = len(logits)
+    features = torch.from_numpy(logits)[np.random.RandomState(seed).permutation(n)].double()
+    p, log_p = features.softmax(dim=1), features.log_softmax(dim=1)
+    scores = []
+    for i in range(splits):
+        chunk, log_chunk = p[i * n // splits:(i + 1) * n // splits], log_p[i * n // splits:(i + 1) * n // splits]
+        scores.append((chunk * (log_chunk - chunk.mean(dim=0, keepdim=True).log())).sum(dim=1).mean().exp().item())
+    return float(np.mean(scores)), float(np.std(scores))
+
+
+def test_the_audioldm_eval_preset_computes_audioldm_evals_inception_score():
+    """At N = 964 (AudioLDM's list) the preset's IS equals audioldm_eval's own arithmetic; version 1
+    (default_rng, np.array_split) did not, which is why version 2 exists."""
+    from siren_bench.embedders.base import Embedding
+    from siren_bench.metrics.base import MetricInputs
+    from siren_bench.recipes import get_recipe
+    from siren_bench.registry import METRICS
+
+    logits = np.random.default_rng(7).normal(scale=3.0, size=(964, 527))
+    mean, std = _audioldm_eval_is(logits)
+    ids = [f"c{i:04d}" for i in range(964)]
+    clips = {c: Embedding(frames=np.zeros((1, 1)), logits=logits[i][None]) for i, c in enumerate(ids)}
+    for version, agrees in (("audioldm_eval@2", True), ("audioldm_eval@1", False)):
+        out = METRICS.get("is")(MetricInputs(get_recipe(version).spec("is"), clips, clips, ids, 1, 0))
+        assert (abs(out["value"] - mean) < 1e-12 and abs(out["split_std"] - std) < 1e-12) is agrees, (version, out["value"], mean)
+    ours = inception_score(logits, 10, 2020, True, shuffler="randomstate", chunks="floor")
+    assert ours.mean == pytest.approx(mean, abs=1e-12) and ours.std == pytest.approx(std, abs=1e-12)
+    with pytest.raises(ValueError, match="IS shuffler must be one of"):
+        inception_score(logits, shuffler="torch")

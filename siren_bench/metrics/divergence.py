@@ -82,23 +82,39 @@ class InceptionScore:
     per_split: list[float]
 
 
-def inception_score(logits: np.ndarray, splits: int = 10, seed: int | None = 2020, shuffle: bool = True) -> InceptionScore:
-    """exp(E_x KL(p(y|x) || p(y))) per split; mean and std over splits.
+IS_SHUFFLERS = ("default_rng", "randomstate")  # np.random.default_rng(seed) | np.random.RandomState(seed) (audioldm_eval)
+IS_CHUNKS = ("array_split", "floor")  # np.array_split | rows i*N//splits to (i+1)*N//splits (audioldm_eval)
 
-    The clips are shuffled with `seed` before splitting (audioldm_eval shuffles with 2020);
-    `shuffle=False` keeps the given order. p(y) is each split's mean distribution.
+
+def inception_score(logits: np.ndarray, splits: int = 10, seed: int | None = 2020, shuffle: bool = True,
+                    shuffler: str = "default_rng", chunks: str = "array_split") -> InceptionScore:
+    """exp(E_x KL(p(y|x) || p(y))) per split; mean and (population) std over splits.
+
+    The clips are permuted with `seed` before splitting, by `shuffler`; `shuffle=False` keeps the
+    given order. `chunks` says where the splits are cut: np.array_split puts the N % splits extra
+    clips in the first splits, "floor" cuts at i * N // splits. audioldm_eval (and
+    torch-fidelity) permute with np.random.RandomState(2020) and cut at the floors: at N = 964 the
+    two ways give different splits, hence a different mean and std. p(y) is each split's mean
+    distribution.
     """
+    if shuffler not in IS_SHUFFLERS or chunks not in IS_CHUNKS:
+        raise ValueError(f"IS shuffler must be one of {IS_SHUFFLERS} and chunks one of {IS_CHUNKS}, got {shuffler!r}, {chunks!r}")
     x = np.asarray(logits, dtype=np.float64)
     if x.ndim != 2 or len(x) < splits:
         raise ValueError(f"IS needs [n, C] logits with n >= splits={splits}, got shape {x.shape}")
     if shuffle:
         if seed is None:
             raise ValueError("a shuffled IS needs a seed")
-        x = x[np.random.default_rng(seed).permutation(len(x))]
+        rng = np.random.default_rng(seed) if shuffler == "default_rng" else np.random.RandomState(seed)
+        x = x[rng.permutation(len(x))]
     log_p = log_softmax(x, axis=-1)
     p = np.exp(log_p)
+    n = len(x)
+    bounds = ([(i * n // splits, (i + 1) * n // splits) for i in range(splits)] if chunks == "floor"
+              else [(c[0], c[-1] + 1) for c in np.array_split(np.arange(n), splits)])
     scores = []
-    for chunk_p, chunk_log_p in zip(np.array_split(p, splits), np.array_split(log_p, splits)):
+    for start, stop in bounds:
+        chunk_p, chunk_log_p = p[start:stop], log_p[start:stop]
         marginal = chunk_p.mean(axis=0)
         scores.append(float(np.exp(kl(chunk_p, np.broadcast_to(marginal, chunk_p.shape), log_p=chunk_log_p).mean())))
     return InceptionScore(float(np.mean(scores)), float(np.std(scores)), splits, seed if shuffle else None, scores)
@@ -130,8 +146,9 @@ def score_is(inputs: MetricInputs) -> dict:
     spec, ids = inputs.spec, inputs.ids
     logits = np.stack([clip_logits(inputs.generated, "generated")[i] for i in ids])
     splits, is_seed, shuffle = int(spec.option("splits", 10)), spec.option("seed", 0), bool(spec.option("shuffle", True))
-    result = inception_score(logits, splits, is_seed, shuffle)
-    out = bootstrap(lambda idx: inception_score(logits[idx], splits, is_seed, shuffle).mean, len(ids), inputs.n_boot,
+    how = {"shuffler": spec.option("shuffler", "default_rng"), "chunks": spec.option("chunks", "array_split")}
+    result = inception_score(logits, splits, is_seed, shuffle, **how)
+    out = bootstrap(lambda idx: inception_score(logits[idx], splits, is_seed, shuffle, **how).mean, len(ids), inputs.n_boot,
                     inputs.seed).as_dict()
     out.update(value=result.mean, split_std=result.std, splits=splits, split_seed=result.seed)
     return out
