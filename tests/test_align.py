@@ -114,3 +114,17 @@ def test_bad_settings_are_refused():
         Aligner(tiny_siren(), _config(expert=9), _prefers_token)
     with pytest.raises(ValueError, match="CLAP reward weight needs"):
         AudioReward(lambda c: c, lambda w: w, torch.zeros(1, 2), clap_weight=1.0)
+
+
+def test_the_kl_penalty_estimates_kl_of_the_policy_from_the_reference():
+    """k3 = r - 1 - log r with r = reference / policy, on tokens the policy sampled: its mean under
+    the policy is exactly KL(policy || reference), not the reverse direction."""
+    policy, reference = torch.tensor([0.6, 0.3, 0.1], dtype=torch.float64), torch.tensor([0.2, 0.3, 0.5], dtype=torch.float64)
+    per_token = []
+    for token in range(3):
+        logp, logp_ref = policy[token].log().view(1, 1), reference[token].log().view(1, 1)
+        _, stats = clipped_objective(logp, logp, logp_ref, torch.zeros(1), clip_eps=0.2, kl_coef=1.0)
+        per_token.append(stats["kl"])
+    expected = float((policy * (policy / reference).log()).sum())
+    assert float((policy * torch.tensor(per_token, dtype=torch.float64)).sum()) == pytest.approx(expected, abs=1e-12)
+    assert expected != pytest.approx(float((reference * (reference / policy).log()).sum()), abs=1e-3)

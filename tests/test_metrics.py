@@ -241,3 +241,24 @@ def test_the_audioldm_eval_preset_computes_audioldm_evals_inception_score():
     assert ours.mean == pytest.approx(mean, abs=1e-12) and ours.std == pytest.approx(std, abs=1e-12)
     with pytest.raises(ValueError, match="IS shuffler must be one of"):
         inception_score(logits, shuffler="torch")
+
+
+def test_each_kl_direction_is_the_textbook_value_of_that_direction():
+    """A swap of the two sides everywhere would keep the directions distinct; the values pin them."""
+    ref_logits, gen_logits = np.log([0.7, 0.2, 0.1]), np.log([0.1, 0.3, 0.6])
+    p, q = np.array([0.7, 0.2, 0.1]), np.array([0.1, 0.3, 0.6])
+    forward = paired_kl({"c": ref_logits}, {"c": gen_logits}, "ref_gen").mean
+    backward = paired_kl({"c": ref_logits}, {"c": gen_logits}, "gen_ref").mean
+    assert forward == pytest.approx(float(np.sum(p * np.log(p / q))), abs=1e-12)  # KL(reference || generated)
+    assert backward == pytest.approx(float(np.sum(q * np.log(q / p))), abs=1e-12)
+
+
+def test_kad_is_the_unbiased_mmd_of_a_hand_worked_case():
+    """x = {0, 1}, y = {0, 2}, bandwidth 1 (gamma = 1/2): the within-set means leave out k(x, x)."""
+    import math
+
+    value, sigma = kernel_audio_distance(np.array([[0.0], [1.0]]), np.array([[0.0], [2.0]]), bandwidth=1.0)
+    k = lambda a, b: math.exp(-0.5 * (a - b) ** 2)  # noqa: E731
+    within_x, within_y = k(0, 1), k(0, 2)  # the one off-diagonal pair of each set
+    across = (k(0, 0) + k(0, 2) + k(1, 0) + k(1, 2)) / 4
+    assert sigma == 1.0 and value == pytest.approx(100 * (within_x + within_y - 2 * across), abs=1e-12)
