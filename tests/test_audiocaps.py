@@ -285,13 +285,24 @@ def test_list_rows_are_validated(tmp_path, row, problem):
     assert str(listing) in str(info.value)
 
 
-def test_decoding_in_two_workers_gives_the_files_one_worker_gives(tmp_path, write_params):
+def test_decoding_in_two_workers_gives_the_files_one_worker_gives(tmp_path, write_params, monkeypatch):
+    import shutil
+
     data = _three_splits(tmp_path)
     one = pd.read_csv(prepare.run(write_params(data | {"workers": 1})) / "manifest.csv", keep_default_na=False)
+    (store,) = (tmp_path / "artifacts").rglob("prepare-audiocaps-*")  # the decoded store stays: the output links it
+    output = next((tmp_path / "artifacts").rglob("prepare/audio/train0.wav"))
+    assert output.stat().st_ino == (store / "train0.wav").stat().st_ino  # one copy on disk
+    assert {"source_file", "source_bytes", "source_sha256"} <= set(one.columns)
+    shutil.rmtree(store)  # so that the 2-worker run decodes everything again
     two = pd.read_csv(prepare.run(write_params(data | {"workers": 2})) / "manifest.csv", keep_default_na=False)
     pd.testing.assert_frame_equal(one, two)
     assert one["clip_id"].tolist()[:3] == ["train0", "train1", "train2"]  # list order, whatever order workers finish in
-    assert not any((tmp_path / "artifacts").rglob("prepare-audiocaps-*"))  # the work folder is gone once committed
+    # the output lost (another experiment checked out: DVC does not cache it): prepare links, decodes nothing
+    shutil.rmtree(output.parent.parent)
+    monkeypatch.setattr(ac, "_decode_one", lambda job: pytest.fail(f"decoded {job[1]} again"))
+    again = pd.read_csv(prepare.run(write_params(data | {"workers": 1})) / "manifest.csv", keep_default_na=False)
+    pd.testing.assert_frame_equal(one, again)
 
 
 def test_a_killed_prepare_resumes_without_decoding_finished_clips(tmp_path, monkeypatch):

@@ -2,12 +2,16 @@
 
 Output folder (artifacts/<profile>/prepare/): audio/*.wav, manifest.csv, dataset.json (what the
 dataset card and later stages need to know about the source) and provenance.json. The folder
-is built in a staging directory and swapped in only when complete.
+is built in a staging directory and swapped in only when complete. dvc.yaml pins its hash but
+keeps it out of DVC's cache (`cache: false`), so 50k decoded AudioCaps clips are not copied a
+second time: they are decoded once into the decoded store artifacts/<profile>/resume/
+prepare-audiocaps-<decoding settings>/ (resumable after a kill) and hard-linked from there, and
+the store is kept, so re-running prepare (another experiment checked out, the output deleted)
+links the clips again instead of decoding them.
 """
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 from tqdm import tqdm
@@ -89,7 +93,7 @@ def prepare_audiocaps(config: AudioCapsConfig, out: Path, work_dir: Path) -> tup
                 "captions": json_cell(entry.captions),
                 "youtube_id": entry.youtube_id,
                 "start_time": entry.start_time or "",
-                **{k: v for k, v in record.items() if k not in ("source_bytes", "source_mtime_ns")},
+                **{k: record[k] for k in sorted(record) if k != "source_mtime_ns"},  # one order, fresh or resumed
             })
     splits = {}
     for split, source in sources.items():
@@ -114,7 +118,6 @@ def run(params_path: str | Path = "params.yaml") -> Path:
     stage = open_stage(params_path)
     run_cfg, data_cfg = stage.run, data_config(stage.params, stage.source)
     out_dir = stage.dir("prepare")
-    work_dir = None
     with atomic_directory(out_dir) as staging:
         if isinstance(data_cfg, SynthCapsConfig):
             rows, info = prepare_synthcaps(data_cfg, staging)
@@ -132,6 +135,4 @@ def run(params_path: str | Path = "params.yaml") -> Path:
         record = build_record("prepare", {"run": run_cfg, "data": data_cfg}, inputs=inputs, seeds=seeds, device=run_cfg.device,
                               extra={"outputs": {MANIFEST_NAME: sha256_file(staging / MANIFEST_NAME)}})
         write_provenance(staging, record)
-    if work_dir is not None:  # the decoded clips are safely in the stage output now
-        shutil.rmtree(work_dir)
     return out_dir
