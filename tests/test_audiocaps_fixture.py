@@ -56,8 +56,12 @@ TOY = [
     "baselines.latent_diffusion.layers=1", "baselines.latent_diffusion.sampling_steps=3",
     "align.steps=2", "align.captions_per_step=2", "align.group_size=2", "align.n_frames=25", "align.checkpoint_every=1",
     "align.warmup_steps=1", "codec.batch_clips=8", "codec.probe_seeds=2", "eval.n_bootstrap=2",
-    "sweep.depths=[2]", "sweep.ablations={}", "run.device=cpu", "data.clip_seconds=1.0", "data.workers=2",
+    # the sweep stage runs and records "not run": retraining and scoring its variants with the
+    # full-size evaluators cost 27 s of make test's 15 minutes (the ci profile runs the sweep)
+    "sweep.depths=[]",  # (and no ablations, set below: a Hydra override merges dicts, so `={}` keeps them)
+    "run.device=cpu", "data.clip_seconds=1.0", "data.workers=2",
     "data.protocol=custom", "eval.allow_clipped=true",  # random-weight DAC decoders saturate
+    "eval.generation_seeds=2",  # the profile's 3, less one: each seed is another scoring pass of six systems
 ]
 
 
@@ -93,6 +97,7 @@ def fixture_run(tmp_path_factory):
                       f"model.text_encoder_path={weights / '630k-audioset-best.pt'}", f"eval.weights_dir={weights}")
     # every file pinned by its hash (file names with '=' and '.' do not fit a Hydra override key)
     params["eval"]["weights_sha256"] = {p.name: sha256_file(p) for p in weights.iterdir() if p.is_file()}
+    params["sweep"]["ablations"] = {}
     return root, lists, params
 
 
@@ -144,7 +149,7 @@ def _through_tokenize(root, data: dict):
 def test_every_later_stage_of_the_audiocaps_profile_runs_at_toy_size(fixture_run):
     """From the codes on: diagnostics, Siren (six experts on the CLAP text tower), the four
     baselines, the alignment with the VGGish reward, all eight systems rendered, scored with the
-    clean recipe's three pretrained evaluators, the depth sweep and the report."""
+    clean recipe's three pretrained evaluators, the sweep stage (configured off) and the report."""
     root, _, data = fixture_run
     params = _through_tokenize(root, data)
     for stage in (diagnose, evaluators, train_siren, train_baselines, align_siren):
@@ -171,12 +176,18 @@ def test_every_later_stage_of_the_audiocaps_profile_runs_at_toy_size(fixture_run
     assert set(scores) == set(SYSTEMS)
     assert {"fad", "kad", "fd", "kl", "is", "clap"} <= set(scores["siren"]["metrics"])
     assert all(np.isfinite(v["value"]) for s in scores.values() for v in s["metrics"].values())
+    # every trained system also rendered and scored with the next generation seed
+    assert rendered["siren"]["replicates"] == {"seed1": {"folder": "replicates/siren/seed1", "seed": 1}}
+    spread = scores["siren"]["over_seeds"]["fad"]
+    assert spread["seeds"] == [0, 1] and spread["values"][0] == scores["siren"]["metrics"]["fad"]["value"]
+    assert (root / "artifacts" / "fixture" / "score" / "delay_lm" / "seed1" / "results.json").is_file()
     # the reward embeds with the clean recipe's VGGish: the metrics on that network are marked
     assert results["sections"]["scores"]["reward_contaminated"] == {"fad": "audio", "fad_inf": "audio", "kad": "audio"}
     assert results["sections"]["dataset"]["splits"]["train"]["clips_missing"] == MISSING["train"]
     claims = results["sections"]["claims"]["rows"]
     assert claims and {row["role"] for row in claims} <= set(SYSTEMS) and all(row["reproduced"] for row in claims)
-    assert (root / "reports" / "fixture" / "report.md").is_file()
+    assert "## Fidelity-capacity sweep\n\nNot run: sweep.depths (or sweep.systems) and sweep.ablations are empty." in (
+        root / "reports" / "fixture" / "report.md").read_text()
 
 
 @pytest.mark.parametrize("key, value", [("code_dim", 1024), ("n_codebooks", 8), ("codebook_size", 2048)])

@@ -30,8 +30,9 @@ def _points(sweep: dict, store: RunArtifacts) -> dict[str, dict[int, dict]]:
 @report_section("sweep", "Fidelity-capacity sweep", reads="sweep", order=120)
 def sweep_section(store: RunArtifacts, out: Path) -> Section:
     sweep = store.json("sweep", "summary")
-    if not sweep["depths"]:
-        return Section("sweep", sweep, f"## Fidelity-capacity sweep\n\nNot run: {sweep['reason']}.\n")
+    if not sweep["depths"]:  # the ablations (their own section) may still have run
+        reason = sweep.get("reason", "sweep.depths (or sweep.systems) is empty")
+        return Section("sweep", sweep, f"## Fidelity-capacity sweep\n\nNot run: {reason}.\n")
     points = _points(sweep, store)
     panels = [(m, label) for m, label in PANELS if any(m in metrics for p in points.values() for metrics in p.values())]
     fidelity = store.json("diagnose", "fidelity") if store.exists("diagnose", "fidelity") else None
