@@ -25,7 +25,7 @@ from siren_bench.provenance import build_record, write_provenance
 from siren_bench.report import html
 from siren_bench.report.section import md_table
 from siren_bench.report.paired import PAIRED, adjust_holm, difference_text, p_text, paired_between
-from siren_bench.report.scores import COLUMNS, interval_text
+from siren_bench.report.scores import COLUMNS, INTERVALS, interval_text
 from siren_bench.stage_context import open_stage
 
 COMPARE_DIR = "compare"
@@ -102,7 +102,7 @@ def _write_report(name: str, work_dir: Path, score_dir: Path, summary: dict, rep
     markdown = f"""# `{name}` compared under the run's protocol
 
 Recipe `{summary['recipe']}`, the run's {n} test clips, the score stage's embedders and reference statistics.
-Audio from {', '.join(f'{k} `{v}`' for k, v in mine['origin'].items())}. 95 % bootstrap intervals.
+Audio from {', '.join(f'{k} `{v}`' for k, v in mine['origin'].items())}. {INTERVALS}
 
 {md_table(["system", *(label for _, label in metrics)], rows)}
 

@@ -1,14 +1,11 @@
-"""Percentile bootstrap confidence intervals over clips, seeded.
+"""Percentile bootstrap confidence intervals over clips, seeded: for statistics that are means
+of per-clip terms (KL, CLAP cosine, paired differences) and for IS.
 
 The statistic is recomputed on B resamples (with replacement) of the generated clips; the
 reference side stays fixed, so the interval describes the uncertainty from which clips a system
 happened to generate for the evaluated captions. Resamples on which the statistic is undefined
-(e.g. too few distinct clips for a covariance) raise: nothing is dropped silently.
-
-For biased statistics the draws are shifted: a resample of n clips holds only about 0.63 n
-distinct ones, so FD's upward small-sample bias is larger on the draws than on the full set, and
-the percentile interval of an FD can lie above its point estimate. The mean of the draws is
-recorded beside the interval (`bootstrap_mean`) so that shift is visible, not hidden.
+raise: nothing is dropped silently. The set distances (FD, FAD, FAD-inf, KAD) use the jackknife
+instead (metrics/jackknife.py says why: duplicated clips shift their bootstrap draws).
 """
 
 from __future__ import annotations

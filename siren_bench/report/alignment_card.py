@@ -88,8 +88,8 @@ steps are noisy); KL to Stage 1 over the last steps: {summary['last_kl']:.4f}.
     holm_note = adjust_holm([p for *_, p in family])
     paired_rows = [[label, difference_text(p), p_text(p), p_text(p, "p_holm"), better, p["n"]] for label, better, p in family]
     markdown += f"""
-Siren with and without alignment on the test captions (same seed and sampling; 95 % bootstrap intervals from the
-score stage):
+Siren with and without alignment on the test captions (same seed and sampling; the score stage's 95 %
+intervals):
 
 {md_table(header, rows)}
 

@@ -44,6 +44,10 @@ def interval_text(result: dict) -> str:
     return f"{result['value']:.4g} [{result['ci_low']:.4g}, {result['ci_high']:.4g}]"
 
 
+INTERVALS = ("95 % intervals over the generated clips: for the set distances (FAD, FAD-inf, KAD, FD) a delete-a-group "
+             "jackknife (20 seeded groups, value ± t(19) se), centred on the estimate, whose coverage the README's "
+             "simulation measures; for KL, IS and CLAP a percentile bootstrap.")
+
 LOWER_IS_BETTER = {"fad", "fad_inf", "kad", "fd", "kl"}
 
 
@@ -156,7 +160,7 @@ def scores_section(store: RunArtifacts, out: Path) -> Section:
 
 Recipe `{recipe.id}` (SHA-256 `{recipe.sha256[:16]}...`): {recipe.description} Each system is
 scored against the {summary['split']} references (`{summary['reference']}`); cells are the value with its
-95 % bootstrap interval over the generated clips (FAD-inf: the fitted intercept's interval).{kl_note} Lower is better for FAD, FAD-inf, KAD,
+interval. {INTERVALS}{kl_note} Lower is better for FAD, FAD-inf, KAD,
 FD and KL; higher for IS and CLAP. Full results, per-clip scores and every input hash:
 `artifacts/<profile>/score/<system>/`; `siren-bench audit` re-derives them.
 

@@ -10,7 +10,7 @@ import matplotlib.pyplot as plt
 from siren_bench.artifacts import RunArtifacts
 from siren_bench.report import figures
 from siren_bench.report.section import Section, md_table, report_section
-from siren_bench.report.scores import interval_text
+from siren_bench.report.scores import INTERVALS, interval_text
 
 SERIES = ("codec_resynthesis", "siren", "shared_lm")
 PANELS = (("fad", "FAD (lower is better)"), ("clap", "CLAP cosine (higher is better)"))
@@ -43,7 +43,7 @@ def sweep_section(store: RunArtifacts, out: Path) -> Section:
             depths = [d for d, m in by_depth.items() if metric in m]
             values = [by_depth[d][metric] for d in depths]
             (line,) = ax.plot(depths, [v["value"] for v in values], marker="o", label=name)
-            # intervals drawn as they are, not as error bars: a bootstrap interval may exclude its estimate
+            # intervals drawn as they are, not as error bars: a bootstrap interval (IS) may exclude its estimate
             ax.vlines(depths, [v["ci_low"] for v in values], [v["ci_high"] for v in values], color=line.get_color(), alpha=0.6)
         ax.set_xlabel("codebooks (RVQ depth)")
         ax.set_title(label, fontsize=9)
@@ -71,8 +71,8 @@ def sweep_section(store: RunArtifacts, out: Path) -> Section:
 
 Siren and the shared LM retrained from scratch on the first d codebooks (d = {', '.join(map(str, sweep['depths']))}) with the main
 run's settings, generating the test captions; the codec's resynthesis from the test clips' first d codebooks is
-the ceiling at each depth. The {sweep['full_depth']}-codebook points are the main run's rows. Recipe `{sweep['recipe']}`, 95 %
-bootstrap intervals. With two codebooks per expert, Siren at depth 2 is a single expert over both codebooks,
+the ceiling at each depth. The {sweep['full_depth']}-codebook points are the main run's rows. Recipe `{sweep['recipe']}`.
+{INTERVALS} With two codebooks per expert, Siren at depth 2 is a single expert over both codebooks,
 the same architecture as the shared LM at depth 2 (another seed): their gap there is seed noise.
 
 {md_table(["system", "depth", *[label.split(' (')[0] for _, label in panels], "val loss", "from"], rows)}
