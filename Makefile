@@ -20,7 +20,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: setup repro test bench clean-venv
+.PHONY: setup repro test bench mutmut clean-venv
 
 setup: $(STAMP) .dvc/config
 
@@ -51,6 +51,14 @@ test: setup
 
 bench: setup
 	SIREN_BENCH_FULL=1 $(BIN)/python -m pytest benchmarks --benchmark-enable --benchmark-only
+
+# Mutation testing of siren_bench/metrics ([tool.mutmut] in pyproject.toml); survivors are listed
+# at the end (README: "Tests that catch wrong metrics").
+mutmut: setup
+	$(BIN)/python -m pip install -q -c constraints.txt mutmut==3.8.1
+	rm -rf mutants
+	OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 MKL_NUM_THREADS=1 $(BIN)/mutmut run --max-children 2
+	$(BIN)/mutmut results
 
 clean-venv:
 	rm -rf $(VENV)

@@ -31,6 +31,8 @@ class ContentCache:
 
     def __init__(self, root: str | Path):
         self.root = Path(root)
+        if self.root.exists() and not self.root.is_dir():
+            raise NotADirectoryError(f"{self.root}: the cache is a file, not a folder; give a folder (or a path not yet used)")
         self.hits = 0
         self.misses = 0
 

@@ -92,9 +92,13 @@ def _score(args: argparse.Namespace) -> None:
         if not sep or not name or not digest:
             raise ConfigError(f"--pin takes CHECKPOINT=SHA256, got {pin!r}")
         pins[name] = digest
+    metrics = [m.strip() for m in args.metrics.split(",") if m.strip()] if args.metrics else None
+    used = sorted({s.checkpoint for s in recipe.metrics if metrics is None or s.metric in metrics})
+    for name in sorted(set(pins) - set(used)):
+        raise ConfigError(f"--pin {name}: the recipe {recipe.id} (metrics {metrics or 'all'}) uses no such checkpoint; "
+                          f"it uses {used}")
     generated, reference = clip_set(args.generated), clip_set(args.reference, args.split)
     captions = read_captions(args.captions) if args.captions else None
-    metrics = [m.strip() for m in args.metrics.split(",") if m.strip()] if args.metrics else None
     outcome = score_sets(generated, reference, recipe, EmbedderLoader(args.weights_dir, pins), ContentCache(args.cache_dir),
                          metrics=metrics, n_boot=args.n_boot, captions=captions, captions_source=args.captions,
                          allow_clipped=args.allow_clipped)

@@ -40,5 +40,10 @@ class ClipSetError(ValueError):
     """A clip set that cannot be scored as given; the message names the folder, file or ids."""
 
 
+class AuditError(ValueError):
+    """A results file that `siren-bench audit` cannot use; the message names the file and what is wrong."""
+
+
 # Printed by the command line as `siren-bench <command>: error: <message>`, exit status 2.
-USER_ERRORS = (ConfigError, AudioCapsError, ManifestError, AudioFileError, CheckpointError, ClipSetError, FileNotFoundError)
+USER_ERRORS = (ConfigError, AudioCapsError, ManifestError, AudioFileError, CheckpointError, ClipSetError, AuditError,
+               FileNotFoundError, NotADirectoryError)

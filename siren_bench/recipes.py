@@ -233,7 +233,7 @@ STABLE_AUDIO_METRICS_V1 = Recipe(
 )
 
 # The OpenL3 backbone is not built in this harness: its FD stops with an error naming it.
-STABLE_AUDIO_METRICS = Recipe(
+STABLE_AUDIO_METRICS_V2 = Recipe(
     "stable_audio_metrics", 2,
     "stable-audio-metrics: OpenL3 FD at 44.1 kHz stereo (not built here), PaSST KL(generated || reference), "
     "LAION CLAP fusion.",
@@ -258,7 +258,7 @@ AUDIOCRAFT_V1 = Recipe(
     quirks=("10 s chunks without padding", "the FAD background set is the evaluated batch's own references"),
 )
 
-AUDIOCRAFT = Recipe(
+AUDIOCRAFT_V2 = Recipe(
     "audiocraft", 2,
     "audiocraft: PaSST KL at 32 kHz on 10 s chunks without padding; FAD background = the batch's own references; "
     "CLAP text consistency with LAION music_audioset_epoch_15_esc_90.14.",
@@ -270,8 +270,30 @@ AUDIOCRAFT = Recipe(
     quirks=_AUDIOCRAFT_QUIRKS + tuple(f"not reproduced: {d}" for d in _PASST_DIFFERENCES),
 )
 
+# Version 3 of the two: stable-audio-metrics peak-normalises to -1 dBFS before CLAP too (its
+# clap_score.py does, before the int16 round trip), which version 2's CLAP policy lacked; and
+# audiocraft's version 2 named a FAD background set although the preset has no FAD.
+_SAM_CLAP_48K = dataclasses.replace(_CLAP_48K, level="peak_-1dBFS")
+STABLE_AUDIO_METRICS = dataclasses.replace(
+    STABLE_AUDIO_METRICS_V2, version=3,
+    metrics=STABLE_AUDIO_METRICS_V2.metrics[:2] + (
+        MetricSpec("clap", "clap", "630k-audioset-fusion-best.pt", _SAM_CLAP_48K, "clip", _opts(report="raw")),),
+    quirks=STABLE_AUDIO_METRICS_V2.quirks + ("CLAP on audio peak-normalised to -1 dBFS, then the int16 round trip",
+                                             "not built: the fusion CLAP checkpoint (scoring CLAP with it is an error naming it)"),
+)
+AUDIOCRAFT = dataclasses.replace(
+    AUDIOCRAFT_V2, version=3,
+    description="audiocraft: PaSST KL at 32 kHz on 10 s chunks without padding; CLAP text consistency with LAION "
+                "music_audioset_epoch_15_esc_90.14. No FAD: audiocraft computes it with Google's TensorFlow FAD tool "
+                "(TF VGGish, background = the evaluated batch's references), whose recipe is `google_fad` here.",
+    quirks=tuple(q for q in _AUDIOCRAFT_QUIRKS if "FAD" not in q) + (
+        "not included: FAD (Google's TensorFlow tool in audiocraft; see google_fad)",)
+    + tuple(f"not reproduced: {d}" for d in _PASST_DIFFERENCES),
+)
+
 REGISTRY: dict[str, Recipe] = {r.id: r for r in (AUDIOLDM_EVAL_V1, AUDIOLDM_EVAL, GOOGLE_FAD, CLEAN, SMOKE, STABLE_AUDIO_METRICS_V1,
-                                                  STABLE_AUDIO_METRICS, AUDIOCRAFT_V1, AUDIOCRAFT)}
+                                                  STABLE_AUDIO_METRICS_V2, STABLE_AUDIO_METRICS, AUDIOCRAFT_V1, AUDIOCRAFT_V2,
+                                                  AUDIOCRAFT)}
 
 
 def get_recipe(name: str) -> Recipe:

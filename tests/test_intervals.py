@@ -108,3 +108,15 @@ def test_measured_coverage_at_the_smoke_size_is_nominal(scenario):
     assert LOW <= coverage["fd", "expected at n"] <= HIGH
     assert LOW <= coverage["kad", "population"] <= HIGH
     assert all(r["contains_estimate"] == 1.0 for r in rows)
+
+
+def test_floor_raises_the_lower_end_to_what_the_quantity_can_be_but_never_above_the_estimate():
+    values = np.array([0.1, 0.0, 0.3, 2.5, 0.0, 0.05, 0.2, 0.0, 0.4, 0.1])
+    plain = jackknife(lambda idx: float(values[idx].mean()), 10, seed=0, groups=10)
+    assert plain["ci_low"] < 0 and plain["ci_floored"] is False
+    floored = jackknife(lambda idx: float(values[idx].mean()), 10, seed=0, groups=10, floor=0.0)
+    assert floored["ci_low"] == 0.0 and floored["ci_high"] == plain["ci_high"] and floored["ci_floored"] is True
+    rounding = jackknife(lambda idx: float(values[idx].mean()) - 1.0, 10, seed=0, groups=10, floor=0.0)
+    assert rounding["ci_low"] == rounding["value"] < 0  # an estimate below the floor stays inside its interval
+    high = jackknife(lambda idx: float(values[idx].mean()) + 10.0, 10, seed=0, groups=10, floor=0.0)
+    assert high["ci_floored"] is False and high["ci_low"] == pytest.approx(plain["ci_low"] + 10.0)

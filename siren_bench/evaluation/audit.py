@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from siren_bench.cache import ContentCache
+from siren_bench.errors import AuditError
 from siren_bench.evaluation.clipsets import Clip, ClipSet
 from siren_bench.evaluation.embedding import EmbedderLoader
 from siren_bench.evaluation.score import PER_CLIP_NAME, RESULTS_NAME, SCHEMA_VERSION, score_sets
@@ -82,12 +83,50 @@ def _clip_set(record: dict, report: AuditReport, side: str) -> ClipSet:
     return ClipSet(record["source"], record["kind"], clips, record.get("split"))
 
 
+# What a score's results.json must hold for an audit (key -> accepted JSON types).
+REQUIRED = {"recipe": dict, "generated": dict, "reference": dict, "metrics": dict, "weights_dir": str, "cache_dir": str,
+            "n_bootstrap": int, "allow_clipped": bool, "captions": (dict, type(None))}
+CLIP_SET_KEYS = ("clips", "n_clips", "source", "kind")
+
+
+def read_results(results_path: str | Path) -> tuple[Path, dict]:
+    """(the results file, its parsed object); a path that is not a score's results.json, or a file
+    that is not JSON, not an object, or lacks what an audit needs, is an AuditError naming it."""
+    path = Path(results_path)
+    if path.is_dir():
+        path = path / RESULTS_NAME
+    if not path.is_file():
+        raise AuditError(f"{path}: no such file (give a score's {RESULTS_NAME} or the folder holding it)")
+    try:
+        recorded = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise AuditError(f"{path}: not a JSON file ({exc})") from None
+    if not isinstance(recorded, dict):
+        raise AuditError(f"{path}: holds a JSON {type(recorded).__name__}, not the object `siren-bench score` writes")
+    if recorded.get("schema_version") != SCHEMA_VERSION:
+        return path, recorded  # reported as a difference, not refused: an older score is still a score
+    missing = [key for key in REQUIRED if key not in recorded]
+    wrong = [key for key, kind in REQUIRED.items() if key in recorded and not isinstance(recorded[key], kind)]
+    bad_sets = [side for side in ("generated", "reference") if isinstance(recorded.get(side), dict)
+                and not all(k in recorded[side] for k in CLIP_SET_KEYS)]
+    recipe = recorded.get("recipe")
+    if isinstance(recipe, dict) and not all(isinstance(recipe.get(k), str) for k in ("id", "sha256")):
+        wrong.append("recipe (needs string id and sha256)")
+    if missing or wrong or bad_sets:
+        raise AuditError(f"{path}: not a complete score record: " + "; ".join(
+            part for part in (f"missing {missing}" if missing else "", f"of the wrong type {wrong}" if wrong else "",
+                              f"clip sets without {list(CLIP_SET_KEYS)}: {bad_sets}" if bad_sets else "") if part))
+    try:
+        get_recipe(recipe["id"])
+    except KeyError as exc:
+        raise AuditError(f"{path}: {exc.args[0]}") from None
+    return path, recorded
+
+
 def audit(results_path: str | Path, cache_dir: str | Path | None = None, weights_dir: str | Path | None = None) -> AuditReport:
-    results_path = Path(results_path)
-    folder = results_path.parent if results_path.name == RESULTS_NAME else results_path
-    results_path = folder / RESULTS_NAME
+    results_path, recorded = read_results(results_path)
+    folder = results_path.parent
     report = AuditReport(results_path)
-    recorded = json.loads(results_path.read_text(encoding="utf-8"))
     if recorded.get("schema_version") != SCHEMA_VERSION:
         report.add("schema", False, f"version {recorded.get('schema_version')} is not {SCHEMA_VERSION}")
         return report
@@ -95,8 +134,11 @@ def audit(results_path: str | Path, cache_dir: str | Path | None = None, weights
     recipe = get_recipe(recorded["recipe"]["id"])
     report.add("recipe", recipe.sha256 == recorded["recipe"]["sha256"],
                f"{recipe.id} now hashes to {recipe.sha256}, recorded {recorded['recipe']['sha256']} (its definition changed)")
-    generated = _clip_set(recorded["generated"], report, "generated")
-    reference = _clip_set(recorded["reference"], report, "reference")
+    try:
+        generated = _clip_set(recorded["generated"], report, "generated")
+        reference = _clip_set(recorded["reference"], report, "reference")
+    except (KeyError, TypeError, ValueError) as exc:
+        raise AuditError(f"{results_path}: a clip entry is malformed ({exc!r}); each needs clip_id, path and sha256") from None
 
     loader = EmbedderLoader(weights_dir or recorded["weights_dir"], recorded.get("weights_pins"))
     metric_names = [s.metric for s in recipe.metrics if s.metric in recorded["metrics"]]  # the scorer's order
@@ -132,7 +174,11 @@ def _compare_per_clip(path: Path, recomputed: pd.DataFrame, report: AuditReport)
     if not path.is_file():
         report.add(PER_CLIP_NAME, False, "missing")
         return
-    recorded = pd.read_csv(path, dtype={"clip_id": str, "sha256": str})
+    try:
+        recorded = pd.read_csv(path, dtype={"clip_id": str, "sha256": str})
+    except (ValueError, UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
+        report.add(PER_CLIP_NAME, False, f"cannot be read as CSV: {exc}")
+        return
     if list(recorded.columns) != list(recomputed.columns) or recorded["clip_id"].tolist() != recomputed["clip_id"].tolist():
         report.add(PER_CLIP_NAME, False, f"columns or clip ids differ from the recomputed table ({list(recomputed.columns)})")
         return
@@ -141,6 +187,10 @@ def _compare_per_clip(path: Path, recomputed: pd.DataFrame, report: AuditReport)
         if column in ("clip_id", "sha256"):
             same = bool((a == b).all())
         else:
-            a, b = a.astype(np.float64), b.astype(np.float64)
-            same = bool(np.allclose(a, b, rtol=RELATIVE_TOLERANCE, atol=1e-12, equal_nan=True))
+            try:
+                a = a.astype(np.float64)
+            except (TypeError, ValueError):
+                report.add(f"{PER_CLIP_NAME}:{column}", False, "holds values that are not numbers")
+                continue
+            same = bool(np.allclose(a, b.astype(np.float64), rtol=RELATIVE_TOLERANCE, atol=1e-12, equal_nan=True))
         report.add(f"{PER_CLIP_NAME}:{column}", same, "per-clip values differ" if not same else "")

@@ -84,14 +84,25 @@ def folder_clips(folder: str | Path) -> ClipSet:
     if not folder.is_dir():
         raise ClipSetError(f"{folder}: not a folder of audio files")
     clips: dict[str, Clip] = {}
-    others = []
+    others, unusable = [], []
     for path in sorted(folder.iterdir()):
-        if not path.is_file() or path.suffix.lower() not in AUDIO_EXTENSIONS:
+        if path.suffix.lower() not in AUDIO_EXTENSIONS:
             others.append(path.name)
+            continue
+        try:
+            path.name.encode("utf-8")
+        except UnicodeEncodeError:
+            unusable.append(f"{path.name!r}: the file name is not valid UTF-8 (rename it)")
+            continue
+        if not path.is_file():
+            kind = "a broken symbolic link" if path.is_symlink() and not path.exists() else "not a regular file"
+            unusable.append(f"{path.name}: {kind}")
             continue
         if path.stem in clips:
             raise ClipSetError(f"{folder}: clip id {path.stem!r} is given twice ({clips[path.stem].path.name} and {path.name})")
         clips[path.stem] = Clip(path.stem, path, sha256_file(path))
+    if unusable:
+        raise ClipSetError(f"{folder}: {len(unusable)} audio entries cannot be read: " + "; ".join(unusable))
     if not clips:
         raise ClipSetError(f"{folder}: no audio files ({', '.join(AUDIO_EXTENSIONS)})")
     if others:
@@ -110,6 +121,8 @@ def manifest_clips(manifest: str | Path, split: str | None = None) -> ClipSet:
         frame = frame[frame["split"] == split]
     clips = {}
     for clip_id, path, expected, caption in zip(frame["clip_id"], frame["audio_path"], frame["sha256"], frame["caption"]):
+        if "\x00" in str(path):
+            raise ClipSetError(f"{manifest}: the path of clip {clip_id!r} holds a NUL byte ({str(path)!r})")
         actual = sha256_file(path)
         if actual != expected:
             raise ClipSetError(f"{path}: SHA-256 {actual} differs from {expected} in {manifest} (clip {clip_id!r}): "

@@ -10,7 +10,8 @@ The trace of the matrix square root is computed from eigenvalues, in float64:
   symmetric routines only.
 - "sqrtm": scipy.linalg.sqrtm(S1 S2), real part of the trace. Slower and prone to spurious
   imaginary parts for rank-deficient covariances; kept as a cross-check and for presets that
-  reproduce toolkits using it.
+  reproduce toolkits using it. Like those toolkits it refuses a root whose diagonal has an
+  imaginary part above 1e-3 (a smaller one is dropped and reported as `max_discarded`).
 - "sqrtm_eps_retry": audioldm_eval's form: sqrtm, and where it gives a non-finite result, again
   with 1e-6 added to both diagonals. Where the retry fails too the original returns -1; here it
   is an error.
@@ -34,6 +35,7 @@ from siren_bench.metrics.jackknife import jackknife
 from siren_bench.registry import METRICS
 
 METHODS = ("eigen", "symmetric", "sqrtm", "sqrtm_eps_retry")
+IMAGINARY_TOLERANCE = 1e-3  # the sqrtm forms' largest accepted |imaginary part| on the root's diagonal (pytorch-fid's atol)
 
 
 @dataclass
@@ -95,7 +97,7 @@ class FrechetResult:
     mean_term: float  # |mu1 - mu2|^2
     trace_term: float  # tr(S1) + tr(S2) - 2 tr((S1 S2)^1/2)
     method: str
-    max_discarded: float  # largest negative / imaginary eigenvalue part clipped away (0 for sqrtm)
+    max_discarded: float  # largest negative / imaginary eigenvalue part clipped away (sqrtm: of the root's diagonal)
 
 
 def _sqrt_psd(matrix: np.ndarray) -> np.ndarray:
@@ -135,7 +137,12 @@ def trace_sqrt_product(s1: np.ndarray, s2: np.ndarray, method: str = "eigen") ->
             root = scipy.linalg.sqrtm((s1 + offset) @ (s2 + offset))
         if not np.isfinite(root).all():
             raise ValueError(f"matrix square root is not finite ({method}); use the eigen form")
-        return float(np.trace(root).real), 0.0
+        imaginary = float(np.abs(np.diagonal(root).imag).max(initial=0.0)) if np.iscomplexobj(root) else 0.0
+        if imaginary > IMAGINARY_TOLERANCE:
+            # audioldm_eval and stable-audio-metrics (pytorch-fid's check) refuse here too
+            raise ValueError(f"matrix square root ({method}) has an imaginary diagonal part of {imaginary:.3g} "
+                             f"(> {IMAGINARY_TOLERANCE}): not rounding; use the eigen form")
+        return float(np.trace(root).real), imaginary
     raise ValueError(f"unknown Fréchet method {method!r}; choose one of {METHODS}")
 
 
@@ -316,7 +323,7 @@ def score_frechet(inputs: MetricInputs) -> dict:
         out.update(line_fit_se=result.intercept_se, slope=result.slope, r_squared=result.r_squared, sizes=result.sizes,
                    fd_values=result.fd_values)
         return out
-    out.update(jackknife(FrechetResampler(frames, ref_stats, method), len(ids), inputs.seed))
+    out.update(jackknife(FrechetResampler(frames, ref_stats, method), len(ids), inputs.seed, floor=0.0))
     per_clip = per_clip_frechet(frames, ref_stats, method) if metric == "fad" else distance_to_reference_mean(frames, ref_stats)
     out["per_clip_kind"] = "per-clip FD of the clip's frames" if metric == "fad" else "squared distance to the reference mean"
     out["per_clip"] = dict(zip(ids, per_clip))

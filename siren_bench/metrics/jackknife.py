@@ -33,9 +33,13 @@ GROUPS = 20  # leave-out groups; fewer when there are fewer clips (then the dele
 
 
 def jackknife(statistic: Callable[[np.ndarray], float], n_items: int, seed: int, groups: int = GROUPS,
-              level: float = 0.95) -> dict:
+              level: float = 0.95, floor: float | None = None) -> dict:
     """`statistic(indices)` on all items and with each of `groups` seeded random groups left out;
-    returns the point estimate, its t interval and the jackknife's standard error and bias estimate."""
+    returns the point estimate, its t interval and the jackknife's standard error and bias estimate.
+
+    `floor`: the least value the estimated quantity can take (0 for a Fréchet distance). The lower
+    end is raised to it (never above the estimate itself, which rounding can put a hair below 0);
+    cutting an interval to the values the quantity can have loses no coverage."""
     if n_items < 3:
         raise ValueError(f"a jackknife interval needs at least 3 clips, got {n_items}")
     if groups < 2:
@@ -57,7 +61,11 @@ def jackknife(statistic: Callable[[np.ndarray], float], n_items: int, seed: int,
         raise ValueError(f"the statistic is not finite on the full set or a leave-out set: {value}, {left_out.tolist()}")
     se = float(np.sqrt((g - 1) / g * np.sum((left_out - left_out.mean()) ** 2)))
     half = float(student_t.ppf(0.5 + level / 2.0, g - 1)) * se
-    return {"value": value, "ci_low": value - half, "ci_high": value + half, "ci_level": level,
+    low = value - half
+    floored = floor is not None and low < min(floor, value)
+    if floored:
+        low = min(floor, value)
+    return {"value": value, "ci_low": low, "ci_high": value + half, "ci_level": level, "ci_floored": floored,
             "ci_method": f"delete-a-group jackknife, {g} seeded groups, value ± t({g - 1}) se",
             "jackknife_se": se, "jackknife_bias": float((g - 1) * (left_out.mean() - value)),
             "jackknife_groups": g, "jackknife_seed": seed}

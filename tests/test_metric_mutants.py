@@ -1,0 +1,298 @@
+"""Tests written against the mutants mutmut left alive in siren_bench/metrics (README, "Tests that
+catch wrong metrics"): each pins a number or a boundary that a plausible slip would change.
+Values are compared exactly where the harness promises the same arithmetic, so a dropped
+`method=` or `dtype=` argument (the same quantity, other rounding) fails too."""
+
+import numpy as np
+import pytest
+import scipy.linalg
+from scipy.spatial.distance import pdist
+from scipy.special import log_softmax, softmax
+
+from siren_bench.embedders.base import Embedding
+from siren_bench.metrics import frechet
+from siren_bench.metrics.base import clip_level
+from siren_bench.metrics.bootstrap import bootstrap, paired_difference
+from siren_bench.metrics.clap_score import clap_scores
+from siren_bench.metrics.divergence import kl, paired_kl
+from siren_bench.metrics.frechet import (FrechetResampler, GaussianStats, distance_to_reference_mean, fad_inf,
+                                         frechet_distance, per_clip_frechet, reference_gaussian, trace_sqrt_product)
+from siren_bench.metrics.kernel import KernelResampler, _squared_distances, kernel_audio_distance, median_bandwidth
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(7)
+
+
+@pytest.fixture(autouse=True)
+def fresh_reference_roots():
+    """The S^1/2 cache is module state: a test process that ran other tests may already hold
+    the root a test needs, which would hide a broken cache."""
+    frechet._REFERENCE_ROOTS.clear()
+    yield
+    frechet._REFERENCE_ROOTS.clear()
+
+
+def _stats(rng, n, d, shift=0.0):
+    return GaussianStats.from_features(rng.normal(size=(n, d)) + shift)
+
+
+# --- Fréchet distance -------------------------------------------------------------------------
+
+def test_frechet_result_fields_and_method_are_the_ones_used(rng):
+    a, b = _stats(rng, 40, 5, 0.3), _stats(rng, 50, 5)
+    for method in ("eigen", "symmetric", "sqrtm"):
+        result = frechet_distance(a, b, method)
+        cross, discarded = trace_sqrt_product(a.cov, b.cov, method)
+        assert result.mean_term == float(np.sum((a.mean - b.mean) ** 2))
+        assert result.trace_term == float(np.trace(a.cov) + np.trace(b.cov) - 2.0 * cross)
+        assert result.value == result.mean_term + result.trace_term
+        assert (result.method, result.max_discarded) == (method, discarded)
+    root = scipy.linalg.sqrtm(a.cov @ b.cov)
+    expected = float(np.abs(np.diagonal(root).imag).max()) if np.iscomplexobj(root) else 0.0
+    assert trace_sqrt_product(a.cov, b.cov, "sqrtm")[1] == expected
+
+
+def test_sqrtm_forms_refuse_a_large_imaginary_part_and_report_a_small_one(monkeypatch):
+    s = np.eye(3)
+    for imaginary, refused in ((2e-3, True), (5e-4, False)):
+        monkeypatch.setattr(scipy.linalg, "sqrtm", lambda m, i=imaginary: m + 1j * i * np.eye(3))
+        for method in ("sqrtm", "sqrtm_eps_retry"):
+            if refused:
+                with pytest.raises(ValueError, match="imaginary diagonal part of 0.002"):
+                    trace_sqrt_product(s, s, method)
+            else:
+                assert trace_sqrt_product(s, s, method) == (3.0, 5e-4)
+
+
+def test_discarded_parts_are_the_largest_clipped_rounding(rng):
+    s = np.diag([4.0, 1.0, 0.0])
+    negative = np.diag([1.0, 1.0, -1e-12])
+    _, discarded = trace_sqrt_product(s + np.eye(3), negative, "symmetric")
+    assert discarded == pytest.approx(1e-12, rel=1e-6)
+    values = np.linalg.eigvals((s + np.eye(3)) @ negative)
+    _, discarded = trace_sqrt_product(s + np.eye(3), negative, "eigen")
+    assert discarded == pytest.approx(-values.real.min(), rel=1e-9)
+    assert trace_sqrt_product(np.eye(3), np.eye(3), "eigen")[1] == 0.0
+    assert trace_sqrt_product(np.eye(3), np.eye(3), "symmetric")[1] == 0.0
+
+
+def test_sqrtm_eps_retry_adds_1e_6_to_both_diagonals_only_after_a_non_finite_root(rng, monkeypatch):
+    a, b = _stats(rng, 30, 4).cov, _stats(rng, 30, 4).cov
+    real_sqrtm = scipy.linalg.sqrtm
+    calls = []
+
+    def failing_once(m):
+        calls.append(m)
+        return np.full_like(m, np.nan) if len(calls) == 1 else real_sqrtm(m)
+
+    monkeypatch.setattr(scipy.linalg, "sqrtm", failing_once)
+    value, discarded = trace_sqrt_product(a, b, "sqrtm_eps_retry")
+    offset = 1e-6 * np.eye(4)
+    assert np.array_equal(calls[1], (a + offset) @ (b + offset))
+    assert value == float(np.trace(real_sqrtm((a + offset) @ (b + offset))).real)
+    calls.clear()
+    with pytest.raises(ValueError, match="not finite"):
+        trace_sqrt_product(a, b, "sqrtm")  # no retry outside the audioldm_eval form
+
+
+def test_resampler_uses_the_recipe_method_on_the_full_set_and_at_exactly_d_rows(rng):
+    d = 6
+    clips = [rng.normal(size=(1, d)) for _ in range(12)]
+    reference = _stats(rng, 40, d)
+    resampler = FrechetResampler(clips, reference, "symmetric")
+    rows = np.concatenate(clips)
+    assert resampler(np.arange(12)) == frechet_distance(GaussianStats.from_features(rows), reference, "symmetric").value
+    exactly_d = np.arange(d)  # d rows: the direct form, not the Gram form
+    assert resampler(exactly_d) == frechet_distance(GaussianStats.from_features(rows[:d]), reference, "symmetric").value
+
+
+def test_reference_root_cache_keys_by_content_and_keeps_the_four_latest(rng):
+    clips = [rng.normal(size=(1, 8)) for _ in range(6)]
+    references = [_stats(rng, 30, 8, shift) for shift in (0.0, 1.0, 2.0, 3.0, 4.0)]
+    for reference in references:
+        resampler = FrechetResampler(clips, reference)
+        gram = resampler(np.arange(5))
+        direct = frechet_distance(GaussianStats.from_features(np.concatenate(clips[:5])), reference, "symmetric").value
+        assert gram == pytest.approx(direct, rel=1e-6)  # rank-deficient: the direct form's rounding is ~1e-8
+    assert len(frechet._REFERENCE_ROOTS) == 4
+    first_key = next(iter(frechet._REFERENCE_ROOTS))
+    assert np.array_equal(frechet._REFERENCE_ROOTS[first_key], frechet._sqrt_psd(references[1].cov))
+
+
+def test_gram_form_needs_two_rows_and_works_with_two(rng):
+    clips = [rng.normal(size=(1, 8)) for _ in range(5)]
+    resampler = FrechetResampler(clips, _stats(rng, 30, 8))
+    assert np.isfinite(resampler(np.array([0, 1])))
+    with pytest.raises(ValueError, match="at least 2"):
+        resampler(np.array([3]))
+
+
+def test_float32_inputs_are_computed_in_float64(rng):
+    """Embedders hand float32 arrays; every metric converts before any arithmetic."""
+    x32 = rng.normal(size=(30, 6)).astype(np.float32)
+    y32 = (rng.normal(size=(25, 6)) + 0.5).astype(np.float32)
+    x64, y64 = x32.astype(np.float64), y32.astype(np.float64)
+    assert np.array_equal(GaussianStats.from_features(x32).outer, GaussianStats.from_features(x64).outer)
+    assert np.array_equal(clip_level(x32), clip_level(x64))
+    assert median_bandwidth(y32) == median_bandwidth(y64)
+    assert kernel_audio_distance(x32, y32) == kernel_audio_distance(x64, y64)
+    assert KernelResampler(x32, y32, 1.3)(np.arange(30)) == KernelResampler(x64, y64, 1.3)(np.arange(30))
+    reference = GaussianStats.from_features(y64)
+    assert distance_to_reference_mean([x32], reference) == distance_to_reference_mean([x64], reference)
+    embeddings = {f"c{i:02d}": Embedding(frames=y32[i:i + 1]) for i in range(25)}
+    assert np.array_equal(reference_gaussian(embeddings, "clip").outer, reference.outer)
+    a, b = rng.normal(size=20).astype(np.float32), rng.normal(size=20).astype(np.float32)
+    assert paired_difference(a, b, 50, 0)["value"] == float(np.mean(a.astype(np.float64) - b.astype(np.float64)))
+    logits32 = {f"c{i}": rng.normal(size=5).astype(np.float32) for i in range(4)}
+    logits64 = {k: v.astype(np.float64) for k, v in logits32.items()}
+    assert np.array_equal(paired_kl(logits32, logits32 | {"c0": logits32["c1"]}).per_clip,
+                          paired_kl(logits64, logits64 | {"c0": logits64["c1"]}).per_clip)
+    text = {k: v[::-1].copy() for k, v in logits32.items()}
+    assert np.array_equal(clap_scores(logits32, text)[1], clap_scores(logits64, {k: v.astype(np.float64) for k, v in text.items()})[1])
+
+
+def test_distance_to_reference_mean_of_multi_frame_clips(rng):
+    reference = _stats(rng, 40, 3, 2.0)  # a mean far from 0, so x + mu differs from x - mu
+    clip = rng.normal(size=(4, 3))
+    assert distance_to_reference_mean([clip], reference) == [float(np.sum((clip.mean(axis=0) - reference.mean) ** 2))]
+    assert np.array_equal(clip_level(clip), clip.mean(axis=0)[None, :])
+
+
+def test_reference_gaussian_levels(rng):
+    embeddings = {f"c{i}": Embedding(frames=rng.normal(size=(3, 4))) for i in range(10)}
+    frames = np.concatenate([embeddings[k].frames for k in sorted(embeddings)])
+    clips = np.stack([embeddings[k].frames.mean(axis=0) for k in sorted(embeddings)])
+    assert reference_gaussian(embeddings, "frames").n == 30
+    assert np.array_equal(reference_gaussian(embeddings, "clip").total, GaussianStats.from_features(clips).total)
+    assert np.array_equal(reference_gaussian(embeddings, "frames").outer, GaussianStats.from_features(frames).outer)
+    with pytest.raises(ValueError, match="level"):
+        reference_gaussian(embeddings, "clips")
+
+
+def test_per_clip_frechet_is_defined_from_two_frames(rng):
+    reference = _stats(rng, 40, 2)
+    two, one = rng.normal(size=(2, 2)), rng.normal(size=(1, 2))
+    out = per_clip_frechet([two, one], reference, "symmetric")
+    assert out[1] is None
+    assert out[0] == frechet_distance(GaussianStats.from_features(two), reference, "symmetric").value
+
+
+def test_statistics_need_enough_rows_and_matching_dimensions(rng):
+    with pytest.raises(ValueError, match="at least 2"):
+        GaussianStats.from_features(rng.normal(size=(1, 3))).cov
+    assert GaussianStats.from_features(rng.normal(size=(2, 3))).cov.shape == (3, 3)
+    with pytest.raises(ValueError, match="dimension 3 and 4"):
+        _stats(rng, 5, 3).merge(_stats(rng, 5, 4))
+    with pytest.raises(ValueError, match="dimensions differ: 3 vs 4"):
+        frechet_distance(_stats(rng, 5, 3), _stats(rng, 5, 4))
+    with pytest.raises(ValueError, match=r"non-empty \[n, d\]"):
+        GaussianStats.from_features(np.zeros(3))
+    with pytest.raises(ValueError, match=r"non-empty \[n, d\]"):
+        GaussianStats.from_features(np.zeros((0, 3)))
+    assert GaussianStats.from_features(np.zeros((2, 0))).n == 2  # d = 0 is empty in columns only
+    with pytest.raises(ValueError, match="NaN or inf"):
+        GaussianStats.from_features(np.array([[1.0, np.nan], [0.0, 1.0]]))
+
+
+# --- FAD-inf ----------------------------------------------------------------------------------
+
+def test_fad_inf_sizes_fit_and_fields_are_its_definition(rng):
+    clips = [rng.normal(size=(1, 3)) + 0.4 for _ in range(50)]
+    reference = _stats(rng, 60, 3)
+    result = fad_inf(clips, reference, seed=5, method="symmetric")
+    assert result.sizes == sorted({int(round(s)) for s in np.linspace(10, 50, 15)})  # 20 % of 50 = 10
+    draw = np.random.default_rng(5)
+    expected = []
+    for size in result.sizes:
+        pick = draw.choice(50, size=size, replace=False)
+        expected.append(frechet_distance(GaussianStats.from_features(np.concatenate([clips[i] for i in pick])), reference,
+                                         "symmetric").value)
+    assert result.fd_values == expected
+    x, y = 1.0 / np.array(result.sizes), np.array(expected)
+    slope, intercept = np.polyfit(x, y, 1)
+    assert (result.value, result.slope, result.seed) == (intercept, slope, 5)
+    residual = y - (intercept + slope * x)
+    assert result.r_squared == pytest.approx(1.0 - np.sum(residual ** 2) / np.sum((y - y.mean()) ** 2), rel=1e-12)
+    assert 0.0 < result.r_squared < 1.0
+
+
+def test_fad_inf_smallest_subsets_and_limits(rng):
+    reference = _stats(rng, 30, 2)
+    few = [rng.normal(size=(1, 2)) for _ in range(5)]
+    assert fad_inf(few, reference, seed=0).sizes == [2, 3, 4, 5]  # at least 2 clips, not ceil(0.2 * 5) = 1
+    assert fad_inf(few[:4], reference, seed=0).sizes == [2, 3, 4]  # the fewest clips that give 3 sizes
+    with pytest.raises(ValueError, match="3 distinct subset sizes"):
+        fad_inf(few[:3], reference, seed=0)
+    with pytest.raises(ValueError, match="range of subset sizes"):
+        fad_inf(few, reference, seed=0, min_fraction=1.0)
+    assert len(fad_inf([rng.normal(size=(1, 2)) for _ in range(100)], reference, seed=0).sizes) == 15
+
+
+# --- KAD --------------------------------------------------------------------------------------
+
+def test_squared_distances_are_never_negative_and_bandwidth_is_the_median_pairwise_distance(rng):
+    far = rng.normal(size=(20, 4)) + 1e4  # large norms: |a|^2 + |b|^2 - 2ab rounds below 0
+    raw = np.sum(far * far, axis=1)[:, None] + np.sum(far * far, axis=1)[None, :] - 2.0 * far @ far.T
+    assert raw.min() < 0  # the case the clip exists for
+    assert _squared_distances(far, far).min() >= 0.0
+    small = rng.normal(size=(15, 3)) * 0.01  # a bandwidth below 1 is fine
+    assert median_bandwidth(small) == pytest.approx(float(np.median(pdist(small))), rel=1e-9)
+    with pytest.raises(ValueError, match="all identical"):
+        median_bandwidth(np.ones((4, 3)))
+
+
+@pytest.mark.parametrize("x_shape, y_shape", [((1, 3), (5, 3)), ((5, 3), (1, 3)), ((5, 3), (5, 4)), ((5,), (5, 3)),
+                                              ((5, 3), (5,))])
+def test_kad_refuses_bad_shapes(rng, x_shape, y_shape):
+    with pytest.raises(ValueError, match=r"\[n, d\] and \[m, d\]"):
+        kernel_audio_distance(rng.normal(size=x_shape), rng.normal(size=y_shape), 1.0)
+
+
+def test_kernel_resampler_works_from_two_clips(rng):
+    x, y = rng.normal(size=(6, 3)), rng.normal(size=(8, 3))
+    resampler = KernelResampler(x, y, 1.0)
+    assert resampler(np.array([1, 4])) == pytest.approx(kernel_audio_distance(x[[1, 4]], y, 1.0)[0], rel=1e-12)
+    with pytest.raises(ValueError, match="at least 2"):
+        resampler(np.array([2]))
+
+
+# --- KL, CLAP, paired bootstrap -----------------------------------------------------------------
+
+def test_paired_kl_uses_log_softmax_exactly_and_records_eps(rng):
+    reference = {f"c{i}": rng.normal(size=6) * 30 for i in range(5)}  # large logits: log(softmax) underflows
+    generated = {f"c{i}": rng.normal(size=6) * 30 for i in range(5)}
+    result = paired_kl(reference, generated, "gen_ref", eps=0.0)
+    ids = sorted(reference)
+    first = np.stack([generated[i] for i in ids])
+    second = np.stack([reference[i] for i in ids])
+    expected = kl(softmax(first, axis=-1), softmax(second, axis=-1), 0.0, log_p=log_softmax(first, axis=-1),
+                  log_q=log_softmax(second, axis=-1))
+    assert np.array_equal(result.per_clip, expected) and np.isfinite(expected).all()
+    assert (result.direction, result.eps) == ("gen_ref", 0.0)
+    assert paired_kl(reference, generated, "ref_gen", eps=1e-6).eps == 1e-6
+
+
+def test_clap_cosine_of_unit_vectors_and_refusal_of_a_zero_one(rng):
+    audio = {"a": np.array([1.0, 0.0]), "b": np.array([0.0, 1.0])}
+    text = {"a": np.array([0.0, 1.0]), "b": np.array([0.0, 1.0])}
+    assert clap_scores(audio, text)[1].tolist() == [0.0, 1.0]
+    with pytest.raises(ValueError, match="no direction"):
+        clap_scores(audio | {"a": np.zeros(2)}, text)
+
+
+def test_paired_difference_p_value_and_interval_are_the_bootstrap_of_its_seed(rng):
+    a, b = rng.normal(size=30) + 0.1, rng.normal(size=30)
+    out = paired_difference(a, b, n_boot=400, seed=11, level=0.9)
+    diff = a - b
+    draws = np.random.default_rng(11)
+    resampled = np.array([diff[draws.integers(0, 30, 30)].mean() for _ in range(400)])
+    assert out["p_value"] == min(1.0, 2.0 * min(float((resampled <= 0).mean()), float((resampled >= 0).mean())))
+    assert (out["ci_low"], out["ci_high"]) == tuple(np.quantile(resampled, [0.05, 0.95]))
+    assert out == bootstrap(lambda idx: float(diff[idx].mean()), 30, 400, 11, 0.9).as_dict() | {
+        "n": 30, "p_value": out["p_value"], "p_floor": 2.0 / 400}
+    with pytest.raises(ValueError, match="finite"):
+        paired_difference(np.array([1.0, np.nan]), np.array([1.0, 2.0]), 10, 0)
+    with pytest.raises(ValueError, match="finite"):
+        paired_difference(np.array([1.0, 2.0]), np.array([np.inf, 2.0]), 10, 0)
