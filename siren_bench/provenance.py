@@ -62,6 +62,18 @@ def package_versions(names: tuple[str, ...] = TRACKED_PACKAGES) -> dict[str, str
     return versions
 
 
+def cpu_model() -> str:
+    """The CPU's model name (Linux: /proc/cpuinfo), else what `platform` knows: float results of
+    trained models differ across CPUs, so every output says which one made it."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def device_info(requested: str = "cpu") -> dict[str, Any]:
     import torch
 
@@ -69,6 +81,8 @@ def device_info(requested: str = "cpu") -> dict[str, Any]:
         "requested": requested,
         "platform": platform.platform(),
         "python": sys.version.split()[0],
+        "cpu_model": cpu_model(),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),  # the vector ISA torch's kernels use (AVX2, AVX512, ...)
         "cpu_threads": torch.get_num_threads(),
         "cuda_available": torch.cuda.is_available(),
     }

@@ -24,6 +24,7 @@ def test_record_has_code_config_inputs_seeds_and_device(tmp_path):
     assert record["config"] == {"a": 1} and len(record["config_sha256"]) == 64
     assert record["inputs"]["in"]["sha256"] == sha256_path(tmp_path / "in.txt")
     assert record["seeds"] == {"seed": 3} and record["device"]["requested"] == "cpu"
+    assert record["device"]["cpu_model"] and record["device"]["cpu_capability"] in ("DEFAULT", "VSX", "Z VECTOR", "NO AVX", "AVX2", "AVX512", "SVE256")
     assert build_record("s", {"a": 2})["config_sha256"] != record["config_sha256"]
 
 
