@@ -111,45 +111,34 @@ _CLAP_48K = AudioPolicy(48000, channels="mean", resampler="soxr_vhq", min_second
 
 # Version 1 shuffled IS with NumPy's default_rng and split with np.array_split, which is not
 # audioldm_eval's split (at N = 964 its std differed by 16 %); version 2 does as audioldm_eval does.
+_AUDIOLDM_PANNS = ("panns_cnn14_16k", "Cnn14_16k_mAP=0.438.pth", _AUDIOLDM_16K, "clip")
+_AUDIOLDM_METRICS = (
+    MetricSpec("fad", "vggish", "vggish-10086976.pth", _AUDIOLDM_16K, "torchvggish", _opts(fd_method="sqrtm_eps_retry")),
+    MetricSpec("fd", *_AUDIOLDM_PANNS, _opts(fd_method="sqrtm_eps_retry")),
+    MetricSpec("kl", *_AUDIOLDM_PANNS, _opts(direction="ref_gen", eps=1e-6)),
+)
+_AUDIOLDM_QUIRKS = (
+    "keeps the first channel of multi-channel files",
+    "subtracts the DC mean before resampling",
+    "windowed-sinc (Hann) resampling to 16 kHz",
+    "zero-pads clips shorter than 2 s",
+    "matrix square root by scipy sqrtm with an eps 1e-6 diagonal retry",
+    "KL(reference || generated) with eps 1e-6 inside the log of the generated side",
+)
+_AUDIOLDM_DESCRIPTION = "audioldm_eval as used by AudioLDM, Tango and Make-An-Audio tables: VGGish FAD, PANNs Cnn14 FD / KL / IS."
 AUDIOLDM_EVAL_V1 = Recipe(
     "audioldm_eval", 1,
-    "audioldm_eval as used by AudioLDM, Tango and Make-An-Audio tables: VGGish FAD, PANNs Cnn14 FD / KL / IS. "
-    "Superseded by version 2 (the IS shuffle and split points).",
-    (
-        MetricSpec("fad", "vggish", "vggish-10086976.pth", _AUDIOLDM_16K, "torchvggish", _opts(fd_method="sqrtm_eps_retry")),
-        MetricSpec("fd", "panns_cnn14_16k", "Cnn14_16k_mAP=0.438.pth", _AUDIOLDM_16K, "clip", _opts(fd_method="sqrtm_eps_retry")),
-        MetricSpec("kl", "panns_cnn14_16k", "Cnn14_16k_mAP=0.438.pth", _AUDIOLDM_16K, "clip", _opts(direction="ref_gen", eps=1e-6)),
-        MetricSpec("is", "panns_cnn14_16k", "Cnn14_16k_mAP=0.438.pth", _AUDIOLDM_16K, "clip", _opts(splits=10, seed=2020, shuffle=True)),
-    ),
-    quirks=(
-        "keeps the first channel of multi-channel files",
-        "subtracts the DC mean before resampling",
-        "windowed-sinc (Hann) resampling to 16 kHz",
-        "zero-pads clips shorter than 2 s",
-        "matrix square root by scipy sqrtm with an eps 1e-6 diagonal retry",
-        "KL(reference || generated) with eps 1e-6 inside the log of the generated side",
-    ),
+    _AUDIOLDM_DESCRIPTION + " Superseded by version 2 (the IS shuffle and split points).",
+    _AUDIOLDM_METRICS + (MetricSpec("is", *_AUDIOLDM_PANNS, _opts(splits=10, seed=2020, shuffle=True)),),
+    quirks=_AUDIOLDM_QUIRKS,
 )
-
 AUDIOLDM_EVAL = Recipe(
     "audioldm_eval", 2,
-    "audioldm_eval as used by AudioLDM, Tango and Make-An-Audio tables: VGGish FAD, PANNs Cnn14 FD / KL / IS.",
-    (
-        MetricSpec("fad", "vggish", "vggish-10086976.pth", _AUDIOLDM_16K, "torchvggish", _opts(fd_method="sqrtm_eps_retry")),
-        MetricSpec("fd", "panns_cnn14_16k", "Cnn14_16k_mAP=0.438.pth", _AUDIOLDM_16K, "clip", _opts(fd_method="sqrtm_eps_retry")),
-        MetricSpec("kl", "panns_cnn14_16k", "Cnn14_16k_mAP=0.438.pth", _AUDIOLDM_16K, "clip", _opts(direction="ref_gen", eps=1e-6)),
-        MetricSpec("is", "panns_cnn14_16k", "Cnn14_16k_mAP=0.438.pth", _AUDIOLDM_16K, "clip",
-                   _opts(splits=10, seed=2020, shuffle=True, shuffler="randomstate", chunks="floor")),
-    ),
-    quirks=(
-        "keeps the first channel of multi-channel files",
-        "subtracts the DC mean before resampling",
-        "windowed-sinc (Hann) resampling to 16 kHz",
-        "zero-pads clips shorter than 2 s",
-        "matrix square root by scipy sqrtm with an eps 1e-6 diagonal retry",
-        "KL(reference || generated) with eps 1e-6 inside the log of the generated side",
-        "IS: clips permuted by np.random.RandomState(2020), splits cut at i * N // 10, population std over splits",
-    ),
+    _AUDIOLDM_DESCRIPTION,
+    _AUDIOLDM_METRICS + (
+        MetricSpec("is", *_AUDIOLDM_PANNS, _opts(splits=10, seed=2020, shuffle=True, shuffler="randomstate", chunks="floor")),),
+    quirks=_AUDIOLDM_QUIRKS + (
+        "IS: clips permuted by np.random.RandomState(2020), splits cut at i * N // 10, population std over splits",),
 )
 
 GOOGLE_FAD = Recipe(
