@@ -143,7 +143,7 @@ def _train_expert(args: argparse.Namespace) -> None:
 def _generate_shard(args: argparse.Namespace) -> None:
     from siren_bench.stages.generate import render_shard
 
-    folder = render_shard(args.params, args.system)
+    folder = render_shard(args.params, args.system, args.replicate)
     if os.environ.get("RANK", "0") == "0":
         print(f"generate-shard: {args.system}'s batches are in {folder}; `dvc repro` (the generate stage) links them")
 
@@ -222,6 +222,8 @@ def build_parser() -> argparse.ArgumentParser:
     expert.set_defaults(handler=_train_expert)
     shard = commands.add_parser("generate-shard", help="render one trained system's batches outside DVC (torchrun: each rank its share)")
     shard.add_argument("--system", required=True, help="siren, siren_aligned or a baseline of eval.systems")
+    shard.add_argument("--replicate", type=int, default=0,
+                       help="which rendering: 0 = model.generation_seed, k = its seed + k (k < eval.generation_seeds)")
     shard.add_argument("--params", default="params.yaml", help="composed params file (default: params.yaml)")
     shard.set_defaults(handler=_generate_shard)
     baseline = commands.add_parser("train-baseline", help="train one baseline outside DVC (torchrun for data parallelism)")

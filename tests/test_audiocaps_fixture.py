@@ -162,9 +162,17 @@ def test_every_later_stage_of_the_audiocaps_profile_runs_at_toy_size(fixture_run
     shard = next(root.glob("artifacts/fixture/resume/generate-delay_lm-*"))
     sharded = {p.name: p.read_bytes() for p in shard.glob("*.wav")}
     assert len(sharded) == N["test"] and len(list(shard.glob("batch-*.done"))) == 2  # 10 clips in batches of 8
+    # its second generation seed rendered ahead too (one process here), and a seed the run does not have refused
+    replicate = generate.render_shard(params, "delay_lm", replicate=1)
+    replicated = {p.name: p.read_bytes() for p in replicate.glob("*.wav")}
+    assert replicate != shard and len(replicated) == N["test"] and replicated != sharded
+    with pytest.raises(ConfigError, match=r"--replicate 2 is not a rendering of this run \(eval.generation_seeds = 2"):
+        generate.render_shard(params, "delay_lm", replicate=2)
     for stage in (generate, score, sweep, report):
         stage.run(params)
-    assert {p.name: p.read_bytes() for p in (root / "artifacts" / "fixture" / "generate" / "delay_lm").glob("*.wav")} == sharded
+    rendered_dir = root / "artifacts" / "fixture" / "generate"
+    assert {p.name: p.read_bytes() for p in (rendered_dir / "delay_lm").glob("*.wav")} == sharded
+    assert {p.name: p.read_bytes() for p in (rendered_dir / "replicates" / "delay_lm" / "seed1").glob("*.wav")} == replicated
     out = root / "artifacts" / "fixture"
     siren = json.loads((out / "siren" / "siren.json").read_text())
     assert len(siren["experts"]) == 6 and siren["text_encoder"]["name"] == "clap_text:630k-audioset-best.pt"

@@ -296,3 +296,77 @@ def test_paired_difference_p_value_and_interval_are_the_bootstrap_of_its_seed(rn
         paired_difference(np.array([1.0, np.nan]), np.array([1.0, 2.0]), 10, 0)
     with pytest.raises(ValueError, match="finite"):
         paired_difference(np.array([1.0, 2.0]), np.array([np.inf, 2.0]), 10, 0)
+
+
+# --- added after the second mutmut run ------------------------------------------------------------
+
+def test_fad_inf_of_identical_fd_values_has_r_squared_one(rng):
+    same = [np.ones((1, 2)) for _ in range(12)]  # every subset has the same statistics: a flat line
+    result = fad_inf(same, _stats(rng, 30, 2), seed=0)
+    assert len(set(result.fd_values)) == 1 and result.r_squared == 1.0
+
+
+def test_holm_caps_at_one_and_refuses_what_is_not_a_p_value():
+    from siren_bench.metrics.bootstrap import holm
+
+    assert holm([0.6, 0.7]) == [1.0, 1.0]  # 2 x 0.6 = 1.2, capped
+    assert holm([0.0, 0.5]) == [0.0, 0.5]  # 0 is a p-value
+    for bad in ([0.5, np.nan], [-0.1, 0.5], [[0.1, 0.2]]):
+        with pytest.raises(ValueError, match="p-values in"):
+            holm(bad)
+
+
+def test_paired_kl_applies_eps_where_asked(rng):
+    reference = {f"c{i}": rng.normal(size=6) for i in range(4)}
+    generated = {f"c{i}": rng.normal(size=6) for i in range(4)}
+    ids = sorted(reference)
+    first, second = np.stack([reference[i] for i in ids]), np.stack([generated[i] for i in ids])
+    expected = kl(softmax(first, axis=-1), softmax(second, axis=-1), 1e-6, log_p=log_softmax(first, axis=-1),
+                  log_q=log_softmax(second, axis=-1))
+    assert np.array_equal(paired_kl(reference, generated, "ref_gen", eps=1e-6).per_clip, expected)
+    assert not np.array_equal(expected, paired_kl(reference, generated, "ref_gen", eps=0.0).per_clip)
+
+
+def _is_by_hand(logits, splits, order, bounds):
+    x = np.asarray(logits, dtype=np.float64)[order]
+    log_p = log_softmax(x, axis=-1)
+    p = np.exp(log_p)
+    scores = []
+    for start, stop in bounds:
+        chunk_p, chunk_log_p = p[start:stop], log_p[start:stop]
+        marginal = chunk_p.mean(axis=0)
+        scores.append(float(np.exp(kl(chunk_p, np.broadcast_to(marginal, chunk_p.shape), log_p=chunk_log_p).mean())))
+    return scores
+
+
+@pytest.mark.parametrize("shuffler, chunks", [("default_rng", "array_split"), ("randomstate", "floor"),
+                                              ("default_rng", "floor"), ("randomstate", "array_split")])
+def test_inception_score_shuffles_and_cuts_as_named(rng, shuffler, chunks):
+    from siren_bench.metrics.divergence import inception_score
+
+    logits = rng.normal(size=(23, 5)).astype(np.float32) * 3
+    order = (np.random.default_rng(4) if shuffler == "default_rng" else np.random.RandomState(4)).permutation(23)
+    bounds = ([(i * 23 // 5, (i + 1) * 23 // 5) for i in range(5)] if chunks == "floor"
+              else [(c[0], c[-1] + 1) for c in np.array_split(np.arange(23), 5)])
+    result = inception_score(logits, 5, 4, True, shuffler=shuffler, chunks=chunks)
+    assert result.per_split == _is_by_hand(logits, 5, order, bounds)
+    assert (result.mean, result.std, result.seed) == (float(np.mean(result.per_split)), float(np.std(result.per_split)), 4)
+    assert inception_score(logits[:5], 5, 4, True).splits == 5  # as many clips as splits is enough
+    with pytest.raises(ValueError, match="n >= splits"):
+        inception_score(logits[:4], 5, 4, True)
+    with pytest.raises(ValueError, match=r"\[n, C\] logits"):
+        inception_score(logits[0], 5, 4, True)
+
+
+def test_jackknife_records_its_level_method_and_seed_and_takes_the_smallest_cases():
+    from siren_bench.metrics.jackknife import jackknife
+
+    x = np.array([1.0, 2.0, 4.0, 8.0, 3.0])
+    out = jackknife(lambda idx: float(x[idx].mean()), 5, seed=9, groups=5, level=0.9)
+    assert (out["ci_level"], out["jackknife_seed"]) == (0.9, 9)
+    assert out["ci_method"] == "delete-a-group jackknife, 5 seeded groups, value ± t(4) se"
+    assert np.isfinite(jackknife(lambda idx: float(x[idx].mean()), 3, seed=0)["jackknife_se"])  # 3 clips suffice
+    assert jackknife(lambda idx: float(x[idx].mean()), 5, seed=0, groups=2)["jackknife_groups"] == 2
+    for level in (0.0, 1.0):
+        with pytest.raises(ValueError, match="level"):
+            jackknife(lambda idx: 0.0, 5, seed=0, level=level)

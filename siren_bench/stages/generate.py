@@ -183,20 +183,28 @@ def _render_model(stage, system: str, codec: Codec, test, lengths, config: Model
     return baseline_system(stage.dir("baselines") / system, codec, test, lengths, config, out, batch, device, folder), folder
 
 
-def render_shard(params_path: str | Path, system: str) -> Path:
-    """`siren-bench generate-shard --system NAME`, alone or under torchrun: this rank's batches of
-    one model system (siren, siren_aligned or a baseline), rendered into the resume folder the
-    generate stage reads, which then only links them. Returns that folder."""
+def render_shard(params_path: str | Path, system: str, replicate: int = 0) -> Path:
+    """`siren-bench generate-shard --system NAME [--replicate K]`, alone or under torchrun: this
+    rank's batches of one model system (siren, siren_aligned or a baseline), sampled with
+    model.generation_seed + K (K = 0: the main rendering; 1 .. eval.generation_seeds - 1: the
+    replicates), rendered into the resume folder the generate stage reads, which then only links
+    them. Returns that folder."""
     from siren_bench.distributed import torchrun_group
 
     stage = open_stage(params_path)
+    evaluation = eval_config(stage.params, stage.source)
     models = ("siren", "siren_aligned", *baseline_systems(stage.params, stage.source))
-    if system not in models or system not in eval_config(stage.params, stage.source).systems:
+    if system not in models or system not in evaluation.systems:
         raise ConfigError(f"{stage.source}: generate-shard renders a trained system of eval.systems "
-                          f"({', '.join(s for s in models if s in eval_config(stage.params, stage.source).systems)}), not {system!r}")
+                          f"({', '.join(s for s in models if s in evaluation.systems)}), not {system!r}")
+    if not 0 <= replicate < evaluation.generation_seeds:
+        raise ConfigError(f"{stage.source}: --replicate {replicate} is not a rendering of this run "
+                          f"(eval.generation_seeds = {evaluation.generation_seeds}: 0 .. {evaluation.generation_seeds - 1})")
     _, test, codec, lengths = _test_clips(stage)
+    config = model_config(stage.params, stage.source)
+    config = replace(config, generation_seed=config.generation_seed + replicate)
     with torchrun_group(stage.device()) as device:
-        _, folder = _render_model(stage, system, codec, test, lengths, model_config(stage.params, stage.source), None, device)
+        _, folder = _render_model(stage, system, codec, test, lengths, config, None, device)
     return folder
 
 
