@@ -70,10 +70,10 @@ def test_discarded_parts_are_the_largest_clipped_rounding(rng):
     s = np.diag([4.0, 1.0, 0.0])
     negative = np.diag([1.0, 1.0, -1e-12])
     _, discarded = trace_sqrt_product(s + np.eye(3), negative, "symmetric")
-    assert discarded == pytest.approx(1e-12, rel=1e-6)
+    assert discarded == pytest.approx(1e-12, rel=1e-6, abs=0)  # abs=0: approx's default 1e-12 would accept 0
     values = np.linalg.eigvals((s + np.eye(3)) @ negative)
     _, discarded = trace_sqrt_product(s + np.eye(3), negative, "eigen")
-    assert discarded == pytest.approx(-values.real.min(), rel=1e-9)
+    assert discarded == pytest.approx(-values.real.min(), rel=1e-9, abs=0)
     assert trace_sqrt_product(np.eye(3), np.eye(3), "eigen")[1] == 0.0
     assert trace_sqrt_product(np.eye(3), np.eye(3), "symmetric")[1] == 0.0
 
@@ -370,3 +370,54 @@ def test_jackknife_records_its_level_method_and_seed_and_takes_the_smallest_case
     for level in (0.0, 1.0):
         with pytest.raises(ValueError, match="level"):
             jackknife(lambda idx: 0.0, 5, seed=0, level=level)
+
+
+# --- added after the third mutmut run -------------------------------------------------------------
+
+def test_kl_uses_the_logs_it_is_given_and_skips_zero_probabilities_exactly():
+    x = np.array([[3.0, -2.0, 0.5, 40.0], [0.1, 0.2, -5.0, 1.0]])
+    y = x[::-1] * 0.7
+    p, q = softmax(x, axis=-1), softmax(y, axis=-1)
+    lp, lq = log_softmax(x, axis=-1), log_softmax(y, axis=-1)
+    assert not np.array_equal(np.log(p), lp)  # the case: log(softmax) rounds differently from log_softmax
+    assert np.array_equal(kl(p, q, 0.0, log_p=lp, log_q=lq), np.sum(p * (lp - lq), axis=-1))
+    assert np.array_equal(kl(p, q, 1e-6, log_p=lp), np.sum(p * (lp - np.log(q + 1e-6)), axis=-1))
+    zero = np.array([0.5, 0.5, 0.0])
+    assert kl(zero, np.array([0.25, 0.25, 0.5])) == pytest.approx(np.log(2.0), rel=1e-15)  # 0 log 0 = 0, a vector works
+    assert kl(zero.astype(np.float32), np.array([0.3, 0.3, 0.4], dtype=np.float32)) == \
+        kl(zero, np.array([0.3, 0.3, 0.4], dtype=np.float32).astype(np.float64))
+
+
+def test_inception_score_defaults_are_audioldm_evals_settings_and_no_shuffle_records_no_seed(rng):
+    from siren_bench.metrics.divergence import inception_score
+
+    logits = rng.normal(size=(30, 4))
+    assert inception_score(logits) == inception_score(logits, 10, 2020, True)
+    assert inception_score(logits, 10, 2020, False).seed is None
+
+
+def test_frechet_default_method_is_the_eigen_form(rng):
+    a, b = _stats(rng, 20, 4), _stats(rng, 20, 4, 0.5)
+    assert trace_sqrt_product(a.cov, b.cov) == trace_sqrt_product(a.cov, b.cov, "eigen")
+    assert frechet_distance(a, b).method == "eigen"
+
+
+def test_bootstrap_interval_fields_and_smallest_cases():
+    x = np.array([1.0, 5.0])
+    interval = bootstrap(lambda idx: float(x[idx].mean()), 2, 50, seed=3, level=0.8)  # 2 clips suffice
+    draws = np.random.default_rng(3)
+    means = np.array([x[draws.integers(0, 2, 2)].mean() for _ in range(50)])
+    assert (interval.std, interval.mean, interval.level, interval.seed) == (float(means.std(ddof=1)), float(means.mean()), 0.8, 3)
+    assert set(interval.as_dict()) == {"value", "ci_low", "ci_high", "bootstrap_std", "bootstrap_mean", "n_boot", "ci_level",
+                                       "bootstrap_seed"}
+    assert interval.as_dict()["bootstrap_std"] == interval.std and interval.as_dict()["ci_level"] == 0.8
+    assert interval.as_dict()["bootstrap_seed"] == 3 and interval.as_dict()["bootstrap_mean"] == interval.mean
+    assert bootstrap(lambda idx: float(x[idx].mean()), 2, 1, seed=0).std == 0.0  # one draw has no spread
+    y = np.arange(6.0)
+    two = np.random.default_rng(5)
+    pair = [y[two.integers(0, 6, 6)].mean() for _ in range(2)]
+    assert bootstrap(lambda idx: float(y[idx].mean()), 6, 2, seed=5).std == float(np.std(pair, ddof=1)) > 0.0
+    with pytest.raises(ValueError, match="at least 2 clips"):
+        bootstrap(lambda idx: 0.0, 1, 10, seed=0)
+    with pytest.raises(ValueError, match="n_boot must be >= 1"):
+        bootstrap(lambda idx: 0.0, 5, 0, seed=0)

@@ -51,10 +51,6 @@ class GaussianStats:
     outer: np.ndarray  # [d, d], sum of x x^T
 
     @classmethod
-    def empty(cls, dim: int) -> "GaussianStats":
-        return cls(0, np.zeros(dim), np.zeros((dim, dim)))
-
-    @classmethod
     def from_features(cls, features: np.ndarray) -> "GaussianStats":
         x = _as_matrix(features)
         return cls(x.shape[0], x.sum(axis=0), x.T @ x)
