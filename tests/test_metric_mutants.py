@@ -375,12 +375,17 @@ def test_jackknife_records_its_level_method_and_seed_and_takes_the_smallest_case
 # --- added after the third mutmut run -------------------------------------------------------------
 
 def test_kl_uses_the_logs_it_is_given_and_skips_zero_probabilities_exactly():
-    x = np.array([[3.0, -2.0, 0.5, 40.0], [0.1, 0.2, -5.0, 1.0]])
-    y = x[::-1] * 0.7
-    p, q = softmax(x, axis=-1), softmax(y, axis=-1)
-    lp, lq = log_softmax(x, axis=-1), log_softmax(y, axis=-1)
-    assert not np.array_equal(np.log(p), lp)  # the case: log(softmax) rounds differently from log_softmax
-    assert np.array_equal(kl(p, q, 0.0, log_p=lp, log_q=lq), np.sum(p * (lp - lq), axis=-1))
+    draws = np.random.default_rng(0)
+    for _ in range(200):  # a case where the given logs change the sum's last bit, either side
+        x, y = draws.normal(size=(1, 6)) * 3, draws.normal(size=(1, 6)) * 3
+        p, q = softmax(x, axis=-1), softmax(y, axis=-1)
+        lp, lq = log_softmax(x, axis=-1), log_softmax(y, axis=-1)
+        given = kl(p, q, 0.0, log_p=lp, log_q=lq)
+        if given[0] != kl(p, q, 0.0, log_q=lq)[0] and given[0] != kl(p, q, 0.0, log_p=lp)[0]:
+            break
+    else:
+        pytest.fail("no case where log_softmax and log(softmax) give different sums")
+    assert np.array_equal(given, np.sum(p * (lp - lq), axis=-1))
     assert np.array_equal(kl(p, q, 1e-6, log_p=lp), np.sum(p * (lp - np.log(q + 1e-6)), axis=-1))
     zero = np.array([0.5, 0.5, 0.0])
     assert kl(zero, np.array([0.25, 0.25, 0.5])) == pytest.approx(np.log(2.0), rel=1e-15)  # 0 log 0 = 0, a vector works
@@ -421,3 +426,13 @@ def test_bootstrap_interval_fields_and_smallest_cases():
         bootstrap(lambda idx: 0.0, 1, 10, seed=0)
     with pytest.raises(ValueError, match="n_boot must be >= 1"):
         bootstrap(lambda idx: 0.0, 5, 0, seed=0)
+
+
+def test_row_shaped_embeddings_and_logits_are_flattened_per_clip(rng):
+    """An embedder may hand [1, d] rows: CLAP and KL flatten each clip to one vector first."""
+    audio = {f"c{i}": rng.normal(size=(1, 4)) for i in range(3)}
+    text = {f"c{i}": rng.normal(size=(1, 4)) for i in range(3)}
+    flat = clap_scores({k: v[0] for k, v in audio.items()}, {k: v[0] for k, v in text.items()})[1]
+    assert np.array_equal(clap_scores(audio, text)[1], flat)
+    assert np.array_equal(paired_kl(audio, text).per_clip, paired_kl({k: v[0] for k, v in audio.items()},
+                                                                     {k: v[0] for k, v in text.items()}).per_clip)
