@@ -94,9 +94,10 @@ def _score(args: argparse.Namespace) -> None:
         pins[name] = digest
     metrics = [m.strip() for m in args.metrics.split(",") if m.strip()] if args.metrics else None
     used = sorted({s.checkpoint for s in recipe.metrics if metrics is None or s.metric in metrics})
-    for name in sorted(set(pins) - set(used)):
-        raise ConfigError(f"--pin {name}: the recipe {recipe.id} (metrics {metrics or 'all'}) uses no such checkpoint; "
-                          f"it uses {used}")
+    unknown = sorted(set(pins) - set(used))
+    if unknown:
+        raise ConfigError(f"--pin {', '.join(unknown)}: the recipe {recipe.id} (metrics {metrics or 'all'}) uses no such "
+                          f"checkpoint; it uses {used}")
     generated, reference = clip_set(args.generated), clip_set(args.reference, args.split)
     captions = read_captions(args.captions) if args.captions else None
     outcome = score_sets(generated, reference, recipe, EmbedderLoader(args.weights_dir, pins), ContentCache(args.cache_dir),

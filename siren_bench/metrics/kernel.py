@@ -39,20 +39,14 @@ def kernel_audio_distance(generated: np.ndarray, reference: np.ndarray, bandwidt
     if x.ndim != 2 or y.ndim != 2 or len(x) < 2 or len(y) < 2 or x.shape[1] != y.shape[1]:
         raise ValueError(f"KAD needs [n, d] and [m, d] embeddings with n, m >= 2, got {x.shape} and {y.shape}")
     sigma = median_bandwidth(y) if bandwidth is None else float(bandwidth)
-    gamma = 1.0 / (2.0 * sigma * sigma)
-    kxx = np.exp(-gamma * _squared_distances(x, x))
-    kyy = np.exp(-gamma * _squared_distances(y, y))
-    kxy = np.exp(-gamma * _squared_distances(x, y))
-    n, m = len(x), len(y)
-    mmd = ((kxx.sum() - np.trace(kxx)) / (n * (n - 1)) + (kyy.sum() - np.trace(kyy)) / (m * (m - 1)) - 2.0 * kxy.mean())
-    return float(SCALE * mmd), sigma
+    return KernelResampler(x, y, sigma)(np.arange(len(x))), sigma
 
 
 class KernelResampler:
     """KAD of subsets of the generated clips against the fixed reference: the statistic an
-    interval evaluates many times. The kernel matrices are computed once; a subset's MMD^2_u is
-    then sums over their sub-blocks, the same terms kernel_audio_distance adds (O(k^2) per subset
-    instead of O((k + m)^2 d))."""
+    interval evaluates many times (and, on all clips, kernel_audio_distance itself). The kernel
+    matrices are computed once; a subset's MMD^2_u is then sums over their sub-blocks (O(k^2) per
+    subset instead of O((k + m)^2 d))."""
 
     def __init__(self, generated: np.ndarray, reference: np.ndarray, bandwidth: float):
         x = np.asarray(generated, dtype=np.float64)
