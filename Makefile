@@ -46,8 +46,10 @@ $(STAMP):
 repro: setup
 	$(BIN)/dvc repro
 
+# Two pytest workers (the machines have 2 cores; one process kept about 1.2 of them busy); a test
+# file runs whole on one worker, so its module fixtures are built once.
 test: setup
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n 2 --dist loadfile
 
 bench: setup
 	SIREN_BENCH_FULL=1 $(BIN)/python -m pytest benchmarks --benchmark-enable --benchmark-only

@@ -163,22 +163,14 @@ def ddim_sample(predict: Callable[[torch.Tensor, int], torch.Tensor], shape: tup
 
 
 class DenoiserBlock(TemporalBlock):
-    """Siren's TemporalBlock without the causal mask, whose self-attention can also skip padded
-    frames: in a batch of clips of unequal length, valid frames must not read the padding
-    (TemporalBlock's self-attention takes no key mask). Same modules; with no frame mask it is
-    exactly TemporalBlock.forward. With one, the block's own self-attention projections attend
-    from x to x under the mask (Attention's key-masked path)."""
+    """Siren's TemporalBlock without the causal mask; in a batch of clips of unequal length its
+    self-attention skips the padded frames (`frame_mask`, True = valid) as keys."""
 
     def __init__(self, config: BlockShape):
         super().__init__(config, causal=False)
 
     def forward(self, x, text, text_mask, frame_mask: torch.Tensor | None = None):
-        if frame_mask is None:
-            return super().forward(x, text, text_mask)
-        x = x + self.dropout(self.cross(self.cross_norm(x), text, text_mask))
-        h = self.self_norm(x)
-        x = x + self.dropout(self.attn(h, context=h, context_mask=frame_mask))
-        return x + self.mlp(self.mlp_norm(x))
+        return super().forward(x, text, text_mask, key_mask=frame_mask)
 
 
 class Denoiser(nn.Module):

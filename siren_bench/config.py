@@ -165,6 +165,9 @@ class SirenConfig(BlockShape):
     # False: the ablation without causal conditioning; before(t) is the pooled text alone, so an
     # expert sees lower codebooks only through frame t-1's sum in its temporal path
     causal_conditioning: bool = True
+    # ours, not the official code's: a learned null caption per expert, which caption dropout
+    # trains and classifier-free guidance samples against (false: the official module set)
+    null_caption: bool = True
     temporal_layers: int = 14
     depth_layers: int = 2
 
@@ -422,6 +425,9 @@ def model_config(params: DictConfig, source: str = "params.yaml") -> ModelConfig
         problems.append(f"model.interference_every must be 0 (off) or positive, got {config.interference_every}")
     if not 0 <= config.caption_dropout < 1:
         problems.append(f"model.caption_dropout must be in [0, 1), got {config.caption_dropout}")
+    if not config.null_caption and (config.caption_dropout or config.guidance != 1.0):
+        problems.append(f"model.null_caption=false leaves Siren no null caption, so model.caption_dropout "
+                        f"({config.caption_dropout}) must be 0 and model.guidance ({config.guidance}) 1, as in the official code")
     if config.text_encoder not in TEXT_ENCODERS:
         problems.append(f"model.text_encoder must be one of {list(TEXT_ENCODERS)}, got {config.text_encoder!r}")
     elif config.text_encoder == "minilm" and config.text_encoder_path is not None:

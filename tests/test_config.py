@@ -46,7 +46,7 @@ def test_audiocaps_profile_is_the_papers_table_at_paper_size():
     assert composed["eval"]["systems"] == ["codec_resynthesis", "real_unpaired", "siren", "siren_aligned",
                                            "shared_lm", "delay_lm", "ar_nar", "latent_diffusion"]
     assert (composed["codec"]["name"], composed["model"]["name"], composed["model"]["text_encoder"]) == ("dac_16khz", "siren_1_6b", "clap")
-    assert composed["baselines"]["shared_lm"]["temporal_layers"] == 92  # matched_1_6b: sized to Siren 1.6B
+    assert composed["baselines"]["shared_lm"]["temporal_layers"] == 96  # matched_1_6b: sized to Siren 1.6B
     assert composed["eval"]["recipe"] == "clean" and composed["run"]["device"] == "cuda"
 
 

@@ -4,6 +4,8 @@ configurations have the published sizes; a tiny model overfits; sampling is seed
 
 from __future__ import annotations
 
+import dataclasses
+import json
 from pathlib import Path
 
 import pytest
@@ -12,8 +14,10 @@ import yaml
 
 from siren_bench.config import SirenConfig
 from siren_bench.models.collaborative import Siren
+from siren_bench.models.official import load_official_expert
 from siren_bench.models.sampling import SamplingConfig, sample_codes
 from siren_bench.models.siren import SirenExpert, Text
+from siren_bench.weights import CheckpointError
 from tests.conftest import REPO
 
 
@@ -79,16 +83,76 @@ def _preset(name: str) -> SirenConfig:
     return SirenConfig(**fields)
 
 
-@pytest.mark.parametrize("name, per_expert", [("siren_1_6b", 273e6), ("siren_3_1b", 515e6)])
-def test_published_configurations_have_the_published_sizes(name, per_expert):
-    """About 273 M and 515 M parameters per expert (REFERENCES.md §2), counting the frozen
-    code-embedding table (12 x 1024 entries of the 1024-d DAC latent) as the official count does."""
-    config = _preset(name)
+OFFICIAL = json.loads((REPO / "tests" / "fixtures" / "siren_official_layout.json").read_text())
+
+
+def _official_meta_state(shapes: dict[str, list[int]]) -> dict[str, torch.Tensor]:
+    return {key: torch.empty(shape, device="meta") for key, shape in shapes.items()}
+
+
+@pytest.mark.parametrize("name", ["siren_1_6b", "siren_3_1b"])
+def test_an_official_state_dict_loads_into_the_preset_with_the_published_size(name):
+    """A state dict in the official layout (every key and shape the official SirenExpert has at its
+    published config, tests/fixtures/siren_official_layout.json) loads strictly into our preset,
+    built on the meta device: same trainable parameters, and the official count (1.64 B / 3.09 B
+    for six experts). Ours stores each codebook's decode table (12 x 1024 x 1024, frozen) where the
+    official code stores DAC's codebook and out-projection (0.21 M, frozen)."""
+    published = OFFICIAL["published_configs"][name]
+    config = dataclasses.replace(_preset(name), null_caption=False)
     assert config.expert_groups() == [[0, 1], [2, 3], [4, 5], [6, 7], [8, 9], [10, 11]]
+    official = _official_meta_state(published["state_dict_shapes"])
+    assert sum(t.numel() for t in official.values()) == published["params_per_expert"]
     with torch.device("meta"):
         expert = SirenExpert(config, [0, 1])
-    count = sum(p.numel() for p in expert.parameters())
-    assert abs(count - per_expert) / per_expert < 0.01, f"{name}: {count / 1e6:.1f} M parameters per expert"
+    load_official_expert(expert, official)
+    trainable = sum(p.numel() for p in expert.parameters() if p.requires_grad)
+    frozen = sum(p.numel() for p in expert.parameters() if not p.requires_grad)
+    assert trainable == published["trainable_per_expert"]
+    assert frozen == 12 * 1024 * 1024
+    assert 6 * published["params_per_expert"] == {"siren_1_6b": 1_636_184_064, "siren_3_1b": 3_090_014_208}[name]
+
+
+def test_an_official_expert_gives_the_official_logits():
+    """Weights in the official layout, filled as the fixture records, give the logits the official
+    code computed from them (to float32 rounding): the same network, module for module."""
+    case = OFFICIAL["tiny_parity"]
+    c = case["config"]
+    config = SirenConfig(n_codebooks=12, codebook_size=c["codebook_size"], code_dim=c["dac_feature_dim"],
+                         text_dim=c["prompt_dim"], dim=c["dim"], n_heads=c["n_heads"], n_kv_heads=c["n_kv_heads"],
+                         temporal_layers=c["spatial_layers"], depth_layers=c["factorized_layers"], dropout=0.0,
+                         max_frames=c["max_seq_len"], norm_eps=c["norm_eps"], ffn_multiple=c["ffn_multiple_of"],
+                         null_caption=False)
+    g = torch.Generator().manual_seed(case["weight_seed"])
+    state = {k: torch.randn(shape, generator=g) * 0.2 + (1.0 if k.endswith("norm.weight") else 0.0)
+             for k, shape in case["state_dict_shapes"].items()}
+    start = case["start_codebook"]
+    expert = load_official_expert(SirenExpert(config, [start, start + 1]), state).eval()
+    gi = torch.Generator().manual_seed(case["input_seed"])
+    codes = torch.randint(0, 1024, (2, 12, 5), generator=gi)
+    prompt = torch.randn(2, 6, c["prompt_dim"], generator=gi)
+    mask = torch.tensor(case["prompt_mask"], dtype=torch.bool)
+    pooled = (prompt * mask[..., None]).sum(1) / mask.sum(1, keepdim=True)
+    with torch.no_grad():
+        logits = expert(codes, Text(prompt, mask, pooled))
+    for j in range(2):
+        torch.testing.assert_close(logits[:, j, :, :16], torch.tensor(case["logits_first_16"][j]), rtol=1e-4, atol=1e-4)
+        assert logits[:, j].double().abs().sum().item() == pytest.approx(case["logits_abs_sum"][j], rel=1e-5)
+    # and the comparison can fail: our old single bias-free projector cannot load this layout
+    state["codebooks.layers.0.projector.bias"] = torch.zeros(7)
+    with pytest.raises(CheckpointError, match="does not fit"):
+        load_official_expert(SirenExpert(config, [start, start + 1]), state)
+
+
+def test_an_official_state_dict_needs_null_caption_off():
+    case = OFFICIAL["tiny_parity"]
+    c = case["config"]
+    config = SirenConfig(n_codebooks=12, codebook_size=1024, code_dim=c["dac_feature_dim"], text_dim=c["prompt_dim"],
+                         dim=c["dim"], n_heads=c["n_heads"], n_kv_heads=c["n_kv_heads"], temporal_layers=2, depth_layers=1,
+                         ffn_multiple=c["ffn_multiple_of"])
+    with torch.device("meta"):
+        expert = SirenExpert(config, [2, 3])
+    with pytest.raises(CheckpointError, match="null_caption must be false"):
+        load_official_expert(expert, _official_meta_state(case["state_dict_shapes"]))
 
 
 def test_tiny_siren_overfits_a_handful_of_clips():
@@ -114,8 +178,9 @@ def test_frozen_code_table_gets_no_gradient():
     text = random_text(2)
     codes = torch.randint(0, 16, (2, 4, 5))
     model.experts[0].loss(codes, text).backward()
-    assert model.experts[0].code_table.weight.grad is None
-    assert model.experts[0].projector.weight.grad is not None
+    layer = model.experts[0].codebooks.layers[0]
+    assert layer.table.weight.grad is None and not layer.table.weight.requires_grad
+    assert layer.projector.weight.grad is not None and layer.projector.bias.grad is not None
     assert all(p.grad is None for p in model.experts[1].parameters())  # experts share nothing
 
 
@@ -133,7 +198,7 @@ def test_generation_is_seeded_and_guidance_uses_the_null_caption():
 def test_guided_sampling_follows_uncond_plus_scale_times_the_difference():
     """Greedy guided generation picks, at every step, the argmax of u + s (c - u), where c and u
     are the teacher-forced logits with the caption and with the learned null caption."""
-    model = tiny_siren()
+    model = tiny_siren(init_std=0.5)  # weights large enough that the caption decides the argmax
     for expert in model.experts:  # make the null caption differ clearly from the captions
         torch.nn.init.normal_(expert.null_tokens, std=1.0)
         torch.nn.init.normal_(expert.null_pooled, std=1.0)

@@ -88,8 +88,7 @@ class Aligner:
         self.siren = siren.to(self.device).eval().requires_grad_(False)
         self.policy = self.siren.experts[config.expert]
         self.reference = copy.deepcopy(self.policy).eval()
-        for name, p in self.policy.named_parameters():
-            p.requires_grad_(not name.startswith("code_table"))
+        self.policy.make_trainable()
         self.sampling = SamplingConfig(temperature=config.temperature)
 
     def train(self, text: Text, state_file: Path) -> list[dict]:

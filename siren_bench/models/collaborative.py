@@ -70,11 +70,8 @@ class Siren(torch.nn.Module):
         for t in range(n_frames):
             frame_logits = []
             for expert, expert_text, cache in zip(self.experts, texts, caches):
-                previous = None if t == 0 else expert.code_vectors(codes[:, :, t - 1 : t]).sum(1)[:, 0]
-                hidden = expert.temporal_step(previous, t, expert_text, cache)
-                first = expert.group[0]
-                below = expert.code_vectors(codes[:, :first, t : t + 1]).sum(1)[:, 0] if first else hidden.new_zeros(rows, self.config.code_dim)
-                logits, chosen = expert.depth_step(hidden, below, expert_text.pooled, pick)
+                hidden = expert.temporal_step(None if t == 0 else codes[:, :, t - 1], t, expert_text, cache)
+                logits, chosen = expert.depth_step(hidden, codes[:, : expert.group[0], t], expert_text.pooled, pick)
                 codes[:, expert.group, t] = chosen
                 frame_logits.append(logits[:B])
             if return_logits:

@@ -1,19 +1,24 @@
 """Siren Stage 1: isolated expert transformers over groups of RVQ codebooks, linked by causal
-conditioning (REFERENCES.md §2 describes the official code; this is our own writing of it).
+conditioning, built as the official code builds it (REFERENCES.md §2; our own writing, with the
+official module names, so an official state dict loads: `official.py`).
 
 One `SirenExpert` predicts the codebooks of its group (default two per expert, six experts for
-12 codebooks). Each expert has two paths:
+12 codebooks). Every code is embedded as its codec decode vector (frozen, one [V, D] table per
+codebook, the codec's `layer_features`) and then by that codebook's own trainable projector
+D -> dim with bias. Each expert has two paths:
 
-- temporal: at frame t its input is a learned start vector (t = 0) or the projected SUM of the
-  embeddings of all K codebooks at frame t-1, plus sinusoidal positions; blocks of text
-  cross-attention, causal self-attention and SwiGLU;
-- depth, per frame, a causal sequence of g + 1 slots: [temporal(t), before(t), before(t) + e_0,
-  ..., before(t) + e_0 + ... + e_{g-2}], where before(t) = pooled text + the projected sum of
-  all codebooks BELOW the group at frame t (the causal conditioning) and e_i the projected
-  embedding of the group's i-th codebook at frame t; slot j + 1 predicts the group's codebook j.
+- temporal ("spatial" in the official names): at frame t its input is a learned start vector
+  (t = 0) or the SUM over all K codebooks of the embeddings at frame t-1; sinusoidal positions
+  are re-added at the input of every block; blocks of text cross-attention, causal
+  self-attention and SwiGLU;
+- depth ("factorized"), per frame, a causal sequence of g + 1 slots: [temporal(t), before(t),
+  before(t) + e_0, ..., before(t) + e_0 + ... + e_{g-2}], where before(t) = the pooled text
+  (linear with bias) + the embeddings of all codebooks BELOW the group at frame t (the causal
+  conditioning) and e_i the embedding of the group's i-th codebook at frame t; slot positions
+  re-added at every block; slot j + 1 predicts the group's codebook j.
 
-Codes are embedded as their codec decode contribution (the frozen table `code_table`, one D-dim
-vector per (codebook, entry), the codec's `layer_features`), then a trainable projector D -> dim.
+Ours, not the official code's (README "Siren"): the null caption of classifier-free guidance
+(`model.null_caption`) and any grouping other than two codebooks per expert.
 Experts share no parameters; generation interleaves them frame by frame (`collaborative.py`).
 """
 
@@ -26,7 +31,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from siren_bench.config import SirenConfig
+from siren_bench.config import BlockShape, SirenConfig
 
 
 class RMSNorm(nn.Module):
@@ -41,15 +46,17 @@ class RMSNorm(nn.Module):
 
 
 class SwiGLU(nn.Module):
+    """One fused projection to gate and value (gate the first half), SiLU gate, down-projection."""
+
     def __init__(self, dim: int, hidden: int, dropout: float):
         super().__init__()
-        self.gate = nn.Linear(dim, hidden, bias=False)
-        self.up = nn.Linear(dim, hidden, bias=False)
+        self.gate_value = nn.Linear(dim, 2 * hidden, bias=False)
         self.down = nn.Linear(hidden, dim, bias=False)
         self.dropout = nn.Dropout(dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.dropout(self.down(F.silu(self.gate(x)) * self.up(x)))
+        gate, value = self.gate_value(x).chunk(2, dim=-1)
+        return self.dropout(self.down(F.silu(gate) * value))
 
 
 class KVCache:
@@ -65,90 +72,111 @@ class KVCache:
         return self.k, self.v
 
 
-class Attention(nn.Module):
-    """Multi-head attention with grouped KV heads through scaled_dot_product_attention. Self-
-    attention is causal unless `causal=False` (the baselines' non-autoregressive and diffusion
-    models); cross-attention reads `context` (text tokens) under its key mask."""
+def _heads(x: torch.Tensor, n: int, head_dim: int) -> torch.Tensor:
+    return x.view(x.shape[0], x.shape[1], n, head_dim).transpose(1, 2)
 
-    def __init__(self, config: SirenConfig, context_dim: int | None = None, causal: bool = True):
+
+class SelfAttention(nn.Module):
+    """Self-attention with one fused q/k/v projection and grouped KV heads, bias-free; causal
+    unless `causal=False` (the baselines' non-autoregressive and diffusion models). `key_mask`
+    [B, T] (True = attend) hides padded frames."""
+
+    def __init__(self, config: BlockShape, causal: bool = True):
         super().__init__()
-        self.causal = causal
         if config.dim % config.n_heads or config.n_heads % config.n_kv_heads:
             raise ValueError(f"dim {config.dim}, n_heads {config.n_heads}, n_kv_heads {config.n_kv_heads}: heads must divide dim and kv heads divide heads")
+        self.causal = causal
         self.n_heads, self.n_kv_heads = config.n_heads, config.n_kv_heads
         self.head_dim = config.dim // config.n_heads
-        kv_dim = self.n_kv_heads * self.head_dim
-        self.q = nn.Linear(config.dim, config.dim, bias=False)
-        self.k = nn.Linear(context_dim or config.dim, kv_dim, bias=False)
-        self.v = nn.Linear(context_dim or config.dim, kv_dim, bias=False)
-        self.out = nn.Linear(config.dim, config.dim, bias=False)
+        self.qkv = nn.Linear(config.dim, (self.n_heads + 2 * self.n_kv_heads) * self.head_dim, bias=False)
+        self.output = nn.Linear(config.dim, config.dim, bias=False)
         self.dropout = config.dropout
 
-    def _heads(self, x: torch.Tensor, n: int) -> torch.Tensor:
-        return x.view(x.shape[0], x.shape[1], n, self.head_dim).transpose(1, 2)
-
-    def forward(self, x: torch.Tensor, context: torch.Tensor | None = None, context_mask: torch.Tensor | None = None,
-                cache: KVCache | None = None) -> torch.Tensor:
-        """x [B, T, dim]. Self-attention (context None): causal over the cache plus x. Cross-
-        attention: attends to context [B, L, context_dim] where context_mask [B, L] is True."""
-        q = self._heads(self.q(x), self.n_heads)
-        source = x if context is None else context
-        k, v = self._heads(self.k(source), self.n_kv_heads), self._heads(self.v(source), self.n_kv_heads)
+    def forward(self, x: torch.Tensor, cache: KVCache | None = None, key_mask: torch.Tensor | None = None) -> torch.Tensor:
+        kv_dim = self.n_kv_heads * self.head_dim
+        q, k, v = self.qkv(x).split((self.n_heads * self.head_dim, kv_dim, kv_dim), dim=-1)
+        q, k, v = _heads(q, self.n_heads, self.head_dim), _heads(k, self.n_kv_heads, self.head_dim), _heads(v, self.n_kv_heads, self.head_dim)
         past = 0
         if cache is not None:
             past = 0 if cache.k is None else cache.k.shape[2]
             k, v = cache.extend(k, v)
-        if context is None and not self.causal:
-            mask = None
-        elif context is None:
-            # query i sits at absolute position past + i and may see keys 0..past + i
+        mask = None
+        if self.causal:  # query i sits at absolute position past + i and may see keys 0..past + i
             mask = torch.ones(x.shape[1], k.shape[2], dtype=torch.bool, device=x.device).tril(diagonal=past)
-        else:
-            mask = context_mask[:, None, None, :].bool()
+        if key_mask is not None:
+            keys = key_mask[:, None, None, :].bool()
+            mask = keys if mask is None else mask & keys
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0,
                                            enable_gqa=self.n_kv_heads != self.n_heads)
-        return self.out(y.transpose(1, 2).reshape(x.shape[0], x.shape[1], -1))
+        return self.output(y.transpose(1, 2).reshape(x.shape[0], x.shape[1], -1))
+
+
+class CrossAttention(nn.Module):
+    """Attention from the frames to the text tokens (all heads, projections with bias); keys
+    where `context_mask` [B, L] is False are ignored."""
+
+    def __init__(self, config: BlockShape):
+        super().__init__()
+        if config.dim % config.n_heads:
+            raise ValueError(f"dim {config.dim} is not a multiple of n_heads {config.n_heads}")
+        self.n_heads, self.head_dim = config.n_heads, config.dim // config.n_heads
+        self.query = nn.Linear(config.dim, config.dim, bias=True)
+        self.key_value = nn.Linear(config.text_dim, 2 * config.dim, bias=True)
+        self.output = nn.Linear(config.dim, config.dim, bias=True)
+        self.dropout = config.dropout
+
+    def forward(self, x: torch.Tensor, context: torch.Tensor, context_mask: torch.Tensor) -> torch.Tensor:
+        q = _heads(self.query(x), self.n_heads, self.head_dim)
+        k, v = self.key_value(context).chunk(2, dim=-1)
+        k, v = _heads(k, self.n_heads, self.head_dim), _heads(v, self.n_heads, self.head_dim)
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=context_mask[:, None, None, :].bool(),
+                                           dropout_p=self.dropout if self.training else 0.0)
+        return self.output(y.transpose(1, 2).reshape(x.shape[0], x.shape[1], -1))
 
 
 class TemporalBlock(nn.Module):
-    """Text cross-attention, self-attention (causal unless `causal=False`), SwiGLU; pre-norm."""
+    """Text cross-attention, self-attention (causal unless `causal=False`), SwiGLU; pre-RMSNorm
+    (the official CrossTransformerBlock, module names included)."""
 
-    def __init__(self, config: SirenConfig, causal: bool = True):
+    def __init__(self, config: BlockShape, causal: bool = True):
         super().__init__()
         self.cross_norm = RMSNorm(config.dim, config.norm_eps)
-        self.cross = Attention(config, context_dim=config.text_dim)
+        self.cross_attention = CrossAttention(config)
         self.self_norm = RMSNorm(config.dim, config.norm_eps)
-        self.attn = Attention(config, causal=causal)
-        self.mlp_norm = RMSNorm(config.dim, config.norm_eps)
-        self.mlp = SwiGLU(config.dim, config.ffn_hidden, config.dropout)
-        self.dropout = nn.Dropout(config.dropout)
+        self.self_attention = SelfAttention(config, causal=causal)
+        self.ffn_norm = RMSNorm(config.dim, config.norm_eps)
+        self.feed_forward = SwiGLU(config.dim, config.ffn_hidden, config.dropout)
 
-    def forward(self, x, text, text_mask, cache: KVCache | None = None):
-        x = x + self.dropout(self.cross(self.cross_norm(x), text, text_mask))
-        x = x + self.dropout(self.attn(self.self_norm(x), cache=cache))
-        return x + self.mlp(self.mlp_norm(x))
+    def forward(self, x, text, text_mask, cache: KVCache | None = None, key_mask: torch.Tensor | None = None):
+        x = x + self.cross_attention(self.cross_norm(x), text, text_mask)
+        x = x + self.self_attention(self.self_norm(x), cache=cache, key_mask=key_mask)
+        return x + self.feed_forward(self.ffn_norm(x))
 
 
 class DepthBlock(nn.Module):
-    def __init__(self, config: SirenConfig):
+    """Causal self-attention and SwiGLU, pre-RMSNorm (the official TransformerBlock)."""
+
+    def __init__(self, config: BlockShape):
         super().__init__()
-        self.self_norm = RMSNorm(config.dim, config.norm_eps)
-        self.attn = Attention(config)
-        self.mlp_norm = RMSNorm(config.dim, config.norm_eps)
-        self.mlp = SwiGLU(config.dim, config.ffn_hidden, config.dropout)
-        self.dropout = nn.Dropout(config.dropout)
+        self.attention_norm = RMSNorm(config.dim, config.norm_eps)
+        self.attention = SelfAttention(config)
+        self.ffn_norm = RMSNorm(config.dim, config.norm_eps)
+        self.feed_forward = SwiGLU(config.dim, config.ffn_hidden, config.dropout)
 
     def forward(self, x, cache: KVCache | None = None):
-        x = x + self.dropout(self.attn(self.self_norm(x), cache=cache))
-        return x + self.mlp(self.mlp_norm(x))
+        x = x + self.attention(self.attention_norm(x), cache=cache)
+        return x + self.feed_forward(self.ffn_norm(x))
 
 
 def sinusoidal_positions(positions: torch.Tensor, dim: int) -> torch.Tensor:
-    """[T] integer positions -> [T, dim] (sin on the first half of the channels, cos on the rest)."""
-    half = dim // 2
-    freqs = torch.exp(-math.log(10000.0) * torch.arange(half, dtype=torch.float32, device=positions.device) / half)
+    """[T] integer positions -> [T, dim]: sin on the even channels, cos on the odd ones, channel
+    pair i at frequency 10000^(-2i / dim) (the official code's layout)."""
+    freqs = torch.exp(torch.arange(0, dim, 2, dtype=torch.float32, device=positions.device) * (-math.log(10000.0) / dim))
     angles = positions.float()[:, None] * freqs[None]
-    return torch.cat([angles.sin(), angles.cos()], dim=-1)
+    out = torch.zeros(positions.shape[0], dim, device=positions.device)
+    out[:, 0::2] = angles.sin()
+    out[:, 1::2] = angles[:, : dim // 2].cos()
+    return out
 
 
 @dataclass
@@ -182,28 +210,72 @@ def drop_captions(text: Text, drop: torch.Tensor | None, null_tokens: torch.Tens
                 torch.where(d, null_pooled[None], text.pooled))
 
 
+class CodebookLayer(nn.Module):
+    """One codebook as an expert reads it: the frozen decode vector of each entry (the codec's
+    `layer_features`; the official code's DAC codebook and out-projection, composed) and a
+    trainable projector D -> dim with bias."""
+
+    def __init__(self, config: SirenConfig):
+        super().__init__()
+        self.table = nn.Embedding(config.codebook_size, config.code_dim)
+        self.table.weight.requires_grad_(False)
+        self.projector = nn.Linear(config.code_dim, config.dim, bias=True)
+
+    def forward(self, codes: torch.Tensor) -> torch.Tensor:
+        return self.projector(self.table(codes))
+
+
+class CodebookBank(nn.Module):
+    """All K codebook layers: every expert holds its own copy (experts share no parameters)."""
+
+    def __init__(self, config: SirenConfig):
+        super().__init__()
+        self.layers = nn.ModuleList(CodebookLayer(config) for _ in range(config.n_codebooks))
+
+    def forward(self, codes: torch.Tensor) -> torch.Tensor:
+        """[B, k, F] codes of codebooks 0..k-1 -> [B, k, F, dim] projected embeddings."""
+        return torch.stack([layer(codes[:, i]) for i, layer in enumerate(self.layers[: codes.shape[1]])], dim=1)
+
+
 class SirenExpert(nn.Module):
+    """One expert, with the official code's module names (spatial = temporal path, factorized =
+    depth path). `null_tokens` / `null_pooled` (the null caption of classifier-free guidance) are
+    ours and exist only with `config.null_caption`."""
+
     def __init__(self, config: SirenConfig, group: list[int]):
         super().__init__()
         self.config, self.group = config, list(group)
-        K, V = config.n_codebooks, config.codebook_size
-        # frozen: row k * V + c is codebook k's entry c as the codec decodes it
-        self.code_table = nn.Embedding(K * V, config.code_dim)
-        self.code_table.weight.requires_grad_(False)
-        self.projector = nn.Linear(config.code_dim, config.dim, bias=False)
-        self.start = nn.Parameter(torch.zeros(config.dim))
-        self.text_pool = nn.Linear(config.text_dim, config.dim, bias=False)
-        self.null_tokens = nn.Parameter(torch.zeros(1, config.text_dim))  # caption dropout (CFG)
-        self.null_pooled = nn.Parameter(torch.zeros(config.text_dim))
-        self.temporal = nn.ModuleList(TemporalBlock(config) for _ in range(config.temporal_layers))
-        self.temporal_norm = RMSNorm(config.dim, config.norm_eps)
-        self.slot_embedding = nn.Parameter(torch.zeros(len(self.group) + 1, config.dim))
-        self.depth = nn.ModuleList(DepthBlock(config) for _ in range(config.depth_layers))
-        self.depth_norm = RMSNorm(config.dim, config.norm_eps)
-        self.heads = nn.ModuleList(nn.Linear(config.dim, V, bias=False) for _ in self.group)
-        for parameter in (*[m.weight for m in self.modules() if isinstance(m, nn.Linear)],
-                          self.start, self.null_tokens, self.null_pooled, self.slot_embedding):
-            nn.init.normal_(parameter, std=config.init_std)
+        self.codebooks = CodebookBank(config)
+        self.sos = nn.Parameter(torch.empty(1, 1, config.dim))
+        self.prompt_summary = nn.Linear(config.text_dim, config.dim, bias=True)
+        self.spatial_blocks = nn.ModuleList(TemporalBlock(config) for _ in range(config.temporal_layers))
+        self.spatial_norm = RMSNorm(config.dim, config.norm_eps)
+        self.factorized_blocks = nn.ModuleList(DepthBlock(config) for _ in range(config.depth_layers))
+        self.factorized_norm = RMSNorm(config.dim, config.norm_eps)
+        self.heads = nn.ModuleList(nn.Linear(config.dim, config.codebook_size, bias=False) for _ in self.group)
+        if config.null_caption:
+            self.null_tokens = nn.Parameter(torch.empty(1, config.text_dim))
+            self.null_pooled = nn.Parameter(torch.empty(config.text_dim))
+        self._initialize()
+
+    def _initialize(self) -> None:
+        """The official initialisation: every linear and embedding weight N(0, init_std), biases
+        zero, the start vector N(0, init_std), RMSNorm weights one; our null caption N(0, init_std).
+        The frozen tables are overwritten by `set_code_table`."""
+        std = self.config.init_std
+        for module in self.modules():
+            if isinstance(module, (nn.Linear, nn.Embedding)):
+                nn.init.normal_(module.weight, std=std)
+                if getattr(module, "bias", None) is not None:
+                    nn.init.zeros_(module.bias)
+        extra = [self.null_tokens, self.null_pooled] if self.config.null_caption else []
+        for parameter in (self.sos, *extra):
+            nn.init.normal_(parameter, std=std)
+
+    def make_trainable(self) -> None:
+        """requires_grad on every parameter except the frozen decode tables."""
+        for name, parameter in self.named_parameters():
+            parameter.requires_grad_(not name.endswith(".table.weight"))
 
     # ------------------------------------------------------------------ inputs
 
@@ -213,16 +285,19 @@ class SirenExpert(nn.Module):
         if tuple(table.shape) != (K, V, D):
             raise ValueError(f"code table must be [{K}, {V}, {D}], got {tuple(table.shape)}")
         with torch.no_grad():
-            self.code_table.weight.copy_(table.reshape(K * V, D))
-
-    def code_vectors(self, codes: torch.Tensor) -> torch.Tensor:
-        """[B, k, F] codes of codebooks 0..k-1 -> [B, k, F, D] frozen decode vectors."""
-        offsets = torch.arange(codes.shape[1], device=codes.device)[None, :, None] * self.config.codebook_size
-        return self.code_table(codes + offsets)
+            for layer, rows in zip(self.codebooks.layers, table):
+                layer.table.weight.copy_(rows)
 
     def condition(self, text: Text, drop: torch.Tensor | None) -> Text:
         """Replace the captions of rows where `drop` is True by the learned null caption."""
+        if drop is None or not bool(drop.any()):
+            return text
+        if not self.config.null_caption:
+            raise ValueError("this Siren has no null caption (model.null_caption=false): no caption dropout or guidance")
         return drop_captions(text, drop, self.null_tokens, self.null_pooled)
+
+    def positions(self, n: int, device) -> torch.Tensor:
+        return sinusoidal_positions(torch.arange(n, device=device), self.config.dim)
 
     # ------------------------------------------------------------------ teacher-forced forward
 
@@ -232,35 +307,34 @@ class SirenExpert(nn.Module):
         if K != self.config.n_codebooks or n_frames > self.config.max_frames:
             raise ValueError(f"codes must be [B, {self.config.n_codebooks}, F <= {self.config.max_frames}], got {tuple(codes.shape)}")
         text = self.condition(text, drop)
-        vectors = self.code_vectors(codes)  # [B, K, F, D]
-        previous = self.projector(vectors.sum(1)[:, :-1])  # frame t-1's sum feeds frame t
-        x = torch.cat([self.start.expand(B, 1, -1), previous], dim=1)
-        x = x + sinusoidal_positions(torch.arange(n_frames, device=codes.device), self.config.dim)
-        for block in self.temporal:
-            x = block(x, text.tokens, text.mask)
-        hidden = self.temporal_norm(x)  # [B, F, dim]
-        slots = self._depth_inputs(hidden, vectors, text.pooled)  # [B, F, g + 1, dim]
+        embedded = self.codebooks(codes)  # [B, K, F, dim]
+        x = torch.cat([self.sos.expand(B, 1, -1), embedded.sum(1)[:, :-1]], dim=1)  # frame t-1's sum feeds frame t
+        positions = self.positions(n_frames, codes.device)
+        for block in self.spatial_blocks:  # positions re-added at every block, as the official code does
+            x = block(x + positions, text.tokens, text.mask)
+        hidden = self.spatial_norm(x)  # [B, F, dim]
+        slots = self._depth_inputs(hidden, embedded, text.pooled)  # [B, F, g + 1, dim]
         y = slots.reshape(B * n_frames, len(self.group) + 1, -1)
-        for block in self.depth:
-            y = block(y)
-        y = self.depth_norm(y).reshape(B, n_frames, len(self.group) + 1, -1)
+        slot_positions = self.positions(len(self.group) + 1, codes.device)
+        for block in self.factorized_blocks:
+            y = block(y + slot_positions)
+        y = self.factorized_norm(y).reshape(B, n_frames, len(self.group) + 1, -1)
         return torch.stack([head(y[:, :, j + 1]) for j, head in enumerate(self.heads)], dim=1)
 
-    def _depth_inputs(self, hidden: torch.Tensor, vectors: torch.Tensor, pooled: torch.Tensor) -> torch.Tensor:
-        """[temporal, before, before + e_0, ...] per frame, with slot embeddings: [B, F, g + 1, dim]."""
-        first = self.group[0]
-        below = vectors[:, :first].sum(1) if first else torch.zeros_like(vectors[:, 0])
-        before = self.text_pool(pooled)[:, None] + self._conditioning(below)
-        own = self.projector(vectors[:, self.group[:-1]])  # [B, g - 1, F, dim]
-        running = before[:, None] + torch.cat([torch.zeros_like(own[:, :1]), own.cumsum(1)], dim=1) if len(self.group) > 1 else before[:, None]
-        slots = torch.cat([hidden[:, None], running], dim=1).transpose(1, 2)  # [B, F, g + 1, dim]
-        return slots + self.slot_embedding
+    def _depth_inputs(self, hidden: torch.Tensor, embedded: torch.Tensor, pooled: torch.Tensor) -> torch.Tensor:
+        """[temporal, before, before + e_0, ...] per frame: [B, F, g + 1, dim]."""
+        before = self.prompt_summary(pooled)[:, None].expand(-1, hidden.shape[1], -1)
+        if self.group[0]:
+            before = before + self._conditioning(embedded[:, : self.group[0]])
+        own = embedded[:, self.group[:-1]]  # [B, g - 1, F, dim]
+        running = before[:, None] + torch.cat([torch.zeros_like(before[:, None]), own.cumsum(1)], dim=1)
+        return torch.cat([hidden[:, None], running], dim=1).transpose(1, 2)
 
     def _conditioning(self, below: torch.Tensor) -> torch.Tensor:
-        """The causal conditioning: the projected sum of the codebooks below the group (zero
-        when the ablation turns it off)."""
-        projected = self.projector(below)
-        return projected if self.config.causal_conditioning else torch.zeros_like(projected)
+        """The causal conditioning: the summed projected embeddings of the codebooks below the group
+        at this frame, [B, k, F, dim] -> [B, F, dim] (zero when the ablation turns it off)."""
+        total = below.sum(1)
+        return total if self.config.causal_conditioning else torch.zeros_like(total)
 
     def loss(self, codes: torch.Tensor, text: Text, frame_mask: torch.Tensor | None = None,
              drop: torch.Tensor | None = None, n_frames: float | None = None) -> torch.Tensor:
@@ -279,38 +353,41 @@ class SirenExpert(nn.Module):
     # ------------------------------------------------------------------ cached, step-by-step inference
 
     def new_cache(self) -> list[KVCache]:
-        return [KVCache() for _ in self.temporal]
+        return [KVCache() for _ in self.spatial_blocks]
 
-    def temporal_step(self, previous_sum: torch.Tensor | None, t: int, text: Text, cache: list[KVCache]) -> torch.Tensor:
-        """One frame of the temporal path. previous_sum [B, D]: frame t-1's summed code vectors
-        (None at t = 0). Returns [B, dim], the temporal output at frame t."""
+    def temporal_step(self, previous: torch.Tensor | None, t: int, text: Text, cache: list[KVCache]) -> torch.Tensor:
+        """One frame of the temporal path. previous [B, K]: frame t-1's codes (None at t = 0).
+        Returns [B, dim], the temporal output at frame t."""
         B = text.tokens.shape[0]
-        x = self.start.expand(B, -1) if previous_sum is None else self.projector(previous_sum)
-        x = (x + sinusoidal_positions(torch.tensor([t], device=x.device), self.config.dim))[:, None]
-        for block, layer_cache in zip(self.temporal, cache):
-            x = block(x, text.tokens, text.mask, cache=layer_cache)
-        return self.temporal_norm(x)[:, 0]
+        x = (self.sos.expand(B, 1, -1) if previous is None else self.codebooks(previous[:, :, None]).sum(1))
+        position = sinusoidal_positions(torch.tensor([t], device=x.device), self.config.dim)
+        for block, layer_cache in zip(self.spatial_blocks, cache):
+            x = block(x + position, text.tokens, text.mask, cache=layer_cache)
+        return self.spatial_norm(x)[:, 0]
 
-    def depth_step(self, hidden: torch.Tensor, below_sum: torch.Tensor, pooled: torch.Tensor,
+    def depth_step(self, hidden: torch.Tensor, below: torch.Tensor, pooled: torch.Tensor,
                    sample) -> tuple[torch.Tensor, torch.Tensor]:
         """The depth path of one frame, slot by slot with a KV cache. hidden [B, dim]: temporal
-        output; below_sum [B, D]: summed vectors of the codebooks below the group at this frame;
+        output; below [B, group[0]]: this frame's codes of the codebooks below the group;
         sample(logits [B, V]) -> codes [B]. Returns logits [B, g, V] and codes [B, g]."""
-        caches = [KVCache() for _ in self.depth]
+        caches = [KVCache() for _ in self.factorized_blocks]
+        slot_positions = self.positions(len(self.group) + 1, hidden.device)
 
         def feed(slot: int, value: torch.Tensor) -> torch.Tensor:
-            y = (value + self.slot_embedding[slot])[:, None]
-            for block, cache in zip(self.depth, caches):
-                y = block(y, cache=cache)
-            return self.depth_norm(y)[:, 0]
+            y = value[:, None]
+            for block, cache in zip(self.factorized_blocks, caches):
+                y = block(y + slot_positions[slot], cache=cache)
+            return self.factorized_norm(y)[:, 0]
 
         feed(0, hidden)
-        current = self.text_pool(pooled) + self._conditioning(below_sum)
+        current = self.prompt_summary(pooled)
+        if below.shape[1]:
+            current = current + self._conditioning(self.codebooks(below[:, :, None]))[:, 0]
         all_logits, all_codes = [], []
         for j, head in enumerate(self.heads):
             logits = head(feed(j + 1, current))
             codes = sample(logits)
             all_logits.append(logits)
             all_codes.append(codes)
-            current = current + self.projector(self.code_table(codes + self.group[j] * self.config.codebook_size))
+            current = current + self.codebooks.layers[self.group[j]](codes)
         return torch.stack(all_logits, dim=1), torch.stack(all_codes, dim=1)
