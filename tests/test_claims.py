@@ -59,4 +59,6 @@ def test_the_section_shows_deltas_and_marks_a_smoke_run_not_comparable(tmp_path)
     brief = next(r for r in rows if r["label"] == "Siren" and r["metric"] == "fad")
     assert brief["delta"] == pytest.approx(3.0 - 0.92) and brief["comparable"] is False
     assert next(r for r in rows if r["role"] == "delay_lm")["reproduced"] is None  # a system not in the run
-    assert "not in this run" in section.markdown and "+2.08" in section.markdown
+    # not comparable: one line per published system with the reason, and no delta printed
+    assert "| Siren | FAD 0.92 | `siren_aligned` | this run is on synthcaps, not AudioCaps |" in section.markdown
+    assert "No published number is comparable with this run." in section.markdown and "+2.08" not in section.markdown

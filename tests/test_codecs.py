@@ -212,9 +212,15 @@ def synth_waves() -> tuple[np.ndarray, np.ndarray]:
 
 @pytest.mark.parametrize("architecture", ["spectral", "dac"])
 def test_small_codec_beats_untrained_baseline_without_collapsing(architecture, synth_waves, tmp_path):
+    """40 steps on 20 one-second clips. The margins hold for codec.seed 0-3 on this machine (mel
+    distance at most 0.51x the untrained model's, log-spectral distance at most 0.57x, at least 3
+    codes in use in every layer), far from the thresholds, so float rounding on another CPU cannot
+    flip them. Whether the decoder uses its codes is not asserted here: at this size it depends on
+    the seed (at 40 steps seeds 1 and 2 train a decoder that ignores them, at 300 steps seed 3 still
+    does); the codec stage measures it on every run and the report says which it got."""
     from siren_bench.codecs import wrap_trained
     from siren_bench.codecs.train import build_small_codec, train_small_codec
-    from siren_bench.stages.codec import codes_matter, evaluate
+    from siren_bench.stages.codec import evaluate
 
     train, held_out = synth_waves
     config = CodecConfig(architecture=architecture, train_steps=40, batch_size=4, crop_seconds=0.5, checkpoint_every=100)
@@ -222,14 +228,12 @@ def test_small_codec_beats_untrained_baseline_without_collapsing(architecture, s
     torch.manual_seed(config.seed)
     untrained = wrap_trained(architecture, build_small_codec(config, 16000), "init", "u")
     ids = [str(i) for i in range(len(held_out))]
-    ours, base = evaluate(trained, held_out, ids), evaluate(untrained, held_out, ids)
-    assert ours["summary"]["mel_distance"]["mean"] < base["summary"]["mel_distance"]["mean"]
-    assert ours["summary"]["lsd_db"]["mean"] < base["summary"]["lsd_db"]["mean"]
+    ours, base = evaluate(trained, held_out, ids)["summary"], evaluate(untrained, held_out, ids)["summary"]
+    assert ours["mel_distance"]["mean"] < 0.7 * base["mel_distance"]["mean"]
+    assert ours["lsd_db"]["mean"] < 0.7 * base["lsd_db"]["mean"]
     codes = trained.encode(torch.from_numpy(held_out.astype(np.float32)))
     in_use = [len(torch.unique(codes[:, k])) for k in range(codes.shape[1])]
     assert min(in_use) >= 2, f"codebook collapse: codes in use per layer {in_use}"
-    if architecture == "spectral":  # the small DAC does not get this far in a CPU budget (README "Codecs")
-        assert codes_matter(ours, evaluate(trained, held_out, ids, shift=1))["decoder_uses_codes"]
 
 
 @pytest.mark.parametrize("architecture", ["spectral", "dac"])
@@ -318,3 +322,20 @@ def test_a_stage_codec_of_an_unregistered_backend_is_refused_by_name(tmp_path):
     (tmp_path / "codec.json").write_text('{"backend": "nosuch", "name": "x", "weights_sha256": "0"}')
     with pytest.raises(CheckpointError, match=r"codec.json: unknown codec 'nosuch'; registered: \['dac', 'encodec', 'spectral'\]"):
         load_stage_codec(tmp_path)
+
+
+def test_the_shuffled_codes_control_tells_a_decoder_that_reads_its_codes_from_one_that_does_not():
+    """codes_matter on constructed per-clip distances: own codes clearly better (the control says
+    the decoder uses them), no difference, and own codes worse (it must not say so)."""
+    from siren_bench.stages.codec import codes_matter
+
+    rng = np.random.default_rng(0)
+    own = rng.uniform(0.4, 0.6, 30)
+
+    def rows(values):
+        return {"per_clip": [{"mel_distance": float(v)} for v in values]}
+
+    uses = codes_matter(rows(own), rows(own + rng.uniform(0.2, 0.4, 30)))
+    assert uses["decoder_uses_codes"] and uses["mel_distance_gain"]["mean"] == pytest.approx(0.3, abs=0.05)
+    assert not codes_matter(rows(own), rows(own))["decoder_uses_codes"]
+    assert not codes_matter(rows(own), rows(own - 0.1))["decoder_uses_codes"]

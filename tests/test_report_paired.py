@@ -32,7 +32,7 @@ def test_siren_is_compared_with_every_other_model_clip_by_clip(tmp_path):
     assert clap["n_boot"] == 10_000 and clap["p_floor"] == 2 / 10_000
     assert "| < 0.0002 |" in section.markdown and "0.000 |" not in section.markdown
     assert clap["p_holm"] == pytest.approx(2 * 0.0002) and "2 p-values of this table adjusted together" in section.markdown
-    assert section.results["delay_lm"]["kl"]["value"] == 0.0 and set(section.results) == {"delay_lm"}
+    assert section.results["delay_lm"]["kl"]["value"] == 0.0 and set(section.results) == {"delay_lm", "verdicts"}
     _system(score, "ar_nar", clips[:-1] + ["other"], base)
     with pytest.raises(ValueError, match="different clips"):
         paired_differences(score, "siren", "ar_nar")

@@ -63,3 +63,34 @@ def load_official_expert(expert: SirenExpert, checkpoint: str | Path | dict[str,
                               f"model.null_caption must be false for official weights): {exc}") from exc
     expert.make_trainable()
     return expert
+
+
+# What the official code does where ours has a switch (REFERENCES.md §2): our additions first,
+# then the published 1.6B architecture, field by field. `deviations` lists every difference.
+OUR_ADDITIONS = (
+    ("null_caption", False, "a learned null caption per expert (the unconditional input of guidance)"),
+    ("caption_dropout", 0.0, "captions replaced by the null caption in training, for guidance"),
+    ("guidance", 1.0, "classifier-free guidance at sampling (the official code releases no inference)"),
+)
+PUBLISHED_1_6B = {"n_codebooks": 12, "codebook_size": 1024, "code_dim": 1024, "text_dim": 768, "codebooks_per_expert": 2,
+                  "dim": 1024, "n_heads": 16, "n_kv_heads": 16, "temporal_layers": 14, "depth_layers": 2, "dropout": 0.1,
+                  "text_encoder": "clap", "crop_frames": 300, "learning_rate": 3e-4, "warmup_steps": 2000}
+
+
+def deviations(config, siren=None) -> list[dict]:
+    """Every setting of `config` (a ModelConfig; the architecture's values from `siren`, the
+    SirenConfig with the codec's shape filled in, where given) where this Siren differs from the
+    official code's 1.6B model and recipe: {"setting", "value", "official", "kind": "addition" |
+    "size", "what"}."""
+    def value(key):
+        return getattr(siren, key) if siren is not None and hasattr(siren, key) else getattr(config, key)
+
+    rows = [{"setting": f"model.{key}", "value": value(key), "official": official, "kind": "addition", "what": what}
+            for key, official, what in OUR_ADDITIONS if value(key) != official]
+    if config.groups is not None:
+        rows.append({"setting": "model.groups", "value": config.groups, "official": None, "kind": "size",
+                     "what": "explicit expert grouping (official: two codebooks per expert)"})
+    rows += [{"setting": f"model.{key}", "value": value(key), "official": official, "kind": "size",
+              "what": "scale, tokenizer or recipe"}
+             for key, official in PUBLISHED_1_6B.items() if value(key) != official]
+    return rows

@@ -7,10 +7,12 @@ from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
+from scipy import stats
 
 from siren_bench.diagnostics.orthogonality import off_diagonal_summary
 from siren_bench.artifacts import RunArtifacts
 from siren_bench.report import figures
+from siren_bench.report.verdicts import Verdict, judge, render, unmeasured
 from siren_bench.report.section import Section, md_table, report_section
 
 
@@ -120,10 +122,12 @@ def interference_section(store: RunArtifacts, out: Path) -> Section:
             continue
         rows.append([name, final["pairs"], f"{first['mean']:+.3f}", f"{final['mean']:+.3f}", f"{final['min']:+.3f}",
                      f"{final['negative_share']:.2f}"])
+    verdict = interference_verdict(series["shared_lm"])
     results = {"measured": True, "series": {n: [{"step": s, **p} for s, p in pts] for n, pts in series.items()},
-               "shared_lm_final_matrix": last.tolist()}
+               "shared_lm_final_matrix": last.tolist(), "verdicts": [verdict.as_dict()]}
     markdown = f"""## Gradient interference
 
+{render([verdict])}
 For a fixed batch of {len(shared[-1]['interference'])}-codebook val clips, the gradient each codebook's loss sends into the
 parameters it shares with other codebooks (everything but the output heads), compared pairwise by cosine
 similarity (`siren_bench/diagnostics/interference.py`). In the shared LM all {last.shape[0]} codebooks share one trunk;
@@ -136,3 +140,16 @@ another's.
 ![gradient interference](figures/gradient_interference.png)
 """
     return Section("interference", results, markdown)
+
+
+def interference_verdict(points: list[tuple[int, dict]]) -> Verdict:
+    """The paper's claim that a shared trunk gets conflicting gradients, judged on the shared LM's
+    mean pairwise cosine over the probes of the second half of training (t interval over probes)."""
+    claim = "a transformer shared by all codebooks receives conflicting gradients from their heads (here: the shared LM's mean pairwise gradient cosine below 0)."
+    late = np.array([p["mean"] for _, p in points[len(points) // 2 :]])
+    if len(late) < 2:
+        return unmeasured(claim, f"{len(late)} probe(s) in the second half of training; an interval needs at least 2.")
+    half = stats.t.ppf(0.975, len(late) - 1) * late.std(ddof=1) / np.sqrt(len(late))
+    return judge(claim, float(late.mean()), max(-1.0, float(late.mean() - half)), min(1.0, float(late.mean() + half)), below=True,
+                 name=f"mean cosine over the last {len(late)} probes", fmt="{:+.3f}",
+                 caveat="One training seed; successive probes of one run are not independent, so the interval is optimistic.")

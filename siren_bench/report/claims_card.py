@@ -18,7 +18,7 @@ def claims_section(store: RunArtifacts, out: Path) -> Section:
     summary = store.json("score", "summary")
     dataset = store.json("prepare", "dataset")
     systems = summary["systems"]
-    rows, results = [], []
+    rows, results, not_comparable = [], [], {}
     for claim in CLAIMS:
         comparable, why = comparability(claim, dataset, summary["recipe"])
         reproduced = systems.get(claim.role, {}).get("metrics", {}).get(claim.metric)
@@ -27,19 +27,30 @@ def claims_section(store: RunArtifacts, out: Path) -> Section:
                         "source": claim.source, "protocol": claim.protocol, "recipe": claim.recipe,
                         "reproduced": None if reproduced is None else {k: reproduced.get(k) for k in ("value", "ci_low", "ci_high")},
                         "delta": delta, "comparable": comparable, "why_not": why})
-        rows.append([claim.label, LABELS[claim.metric], f"{claim.value:g}", f"`{claim.role}`",
-                     "not in this run" if reproduced is None else interval_text(reproduced),
-                     "" if delta is None else f"{delta:+.4g}", "yes" if comparable else f"no: {why}"])
+        if comparable:
+            rows.append([claim.label, LABELS[claim.metric], f"{claim.value:g}", f"`{claim.role}`",
+                         "not in this run" if reproduced is None else interval_text(reproduced),
+                         "" if delta is None else f"{delta:+.4g}"])
+        else:  # one line per published system and reason, its metrics listed
+            line = not_comparable.setdefault((claim.label, claim.role, why), [])
+            line.append(f"{LABELS[claim.metric]} {claim.value:g}")
+    comparable_md = (md_table(["published system", "metric", "claimed", "harness role", "reproduced [95 % CI]", "delta"], rows)
+                     if rows else "No published number is comparable with this run.")
+    other_md = ("\n\nNot comparable, one line per published system (its numbers are in `results.json` beside this run's):\n\n"
+                + md_table(["published system", "claimed", "harness role", "why not comparable"],
+                           [[label, ", ".join(metrics), f"`{role}`", why] for (label, role, why), metrics in not_comparable.items()])
+                if not_comparable else "")
     sources = sorted({c.source for c in CLAIMS})
     notes = sorted({f"{c.label}: {c.note}" for c in CLAIMS if c.note})
     markdown = f"""## Claimed vs reproduced
 
-The published numbers (claims registry v{CLAIMS_VERSION}, `siren_bench/claims.py`), each beside this run's system
-in the same role, with the difference reproduced minus claimed. A pair is comparable only when this run
-used the claim's AudioCaps test list and its metric recipe; every other delta is shown for orientation
-and must not be read as a reproduction gap. This run: dataset `{dataset.get('name')}`, recipe `{summary['recipe']}`.
+The published numbers (claims registry v{CLAIMS_VERSION}, `siren_bench/claims.py`). A published number is
+comparable with this run's system in the same role only when this run used the claim's AudioCaps test list
+and its metric recipe; those are shown beside the reproduced value, with the difference reproduced minus
+claimed. The others are listed once per published system with the reason, and no difference is printed
+for them: it would not be a reproduction gap. This run: dataset `{dataset.get('name')}`, recipe `{summary['recipe']}`.
 
-{md_table(["published system", "metric", "claimed", "harness role", "reproduced [95 % CI]", "delta", "comparable"], rows)}
+{comparable_md}{other_md}
 
 Sources: {'; '.join(sources)}.
 

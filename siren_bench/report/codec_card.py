@@ -10,6 +10,7 @@ import numpy as np
 from siren_bench.artifacts import RunArtifacts
 from siren_bench.diagnostics.fidelity import HIGHER_IS_BETTER, METRICS
 from siren_bench.report import figures
+from siren_bench.report.verdicts import Verdict, judge, render, unmeasured
 from siren_bench.report.section import Section, md_table, report_section
 
 METRIC_LABELS = {"mel_distance": "multi-scale mel distance", "si_snr_db": "SI-SNR (dB)", "lsd_db": "log-spectral distance (dB)"}
@@ -131,7 +132,8 @@ def diagnose_section(store: RunArtifacts, out: Path) -> Section:
 
     fidelity_rows = [[d] + [f"{fidelity['metrics'][m][i]['mean']:.3f} ± {fidelity['metrics'][m][i]['std']:.3f}" for m in METRICS]
                      for i, d in enumerate(depth)]
-    results = {"fidelity": fidelity, "orthogonality": {k: ortho[k] for k in ("mean", "std", "mean_abs_off_diagonal", "std_abs_off_diagonal", "random_direction_mean_abs", "n_frames", "dim")}}
+    verdicts = diagnostic_verdicts(fidelity, ortho, semantics)
+    results = {"verdicts": [v.as_dict() for v in verdicts], "fidelity": fidelity, "orthogonality": {k: ortho[k] for k in ("mean", "std", "mean_abs_off_diagonal", "std_abs_off_diagonal", "random_direction_mean_abs", "n_frames", "dim")}}
     figs = [fidelity_png, ortho_png]
     semantics_md = f"Not measured: {status['semantics']}."
     if semantics:
@@ -168,7 +170,7 @@ the mean-embedding predictor's cosine is {text['alone'][0]['mean_embedding_cosin
 
     markdown = f"""## RVQ diagnostics
 
-{_reading(fidelity, ortho, semantics)}
+{render(verdicts)}
 
 ### a. Fidelity vs depth
 
@@ -200,27 +202,41 @@ Caption text embeddings:
     return Section("diagnose", results, markdown, figs)
 
 
-def _reading(fidelity: dict, ortho: dict, semantics: dict | None) -> str:
-    """Plain statements of what the numbers show, derived from them (not written by hand)."""
-    first, last = fidelity["metrics"]["mel_distance"][0], fidelity["metrics"]["mel_distance"][-1]
+DEPTH_GAIN_THRESHOLD = 0.30  # a codec with depth: full-depth mel distance at least 30 % below one codebook's
+ORTHOGONAL_RATIO = 2.0  # "near-orthogonal": mean |cos| within 2x that of random directions
+ONE_CODEC = "One trained codec (one seed): the interval covers the test clips, not retraining."
+
+
+def diagnostic_verdicts(fidelity: dict, ortho: dict, semantics: dict | None) -> list[Verdict]:
+    """The paper's three claims about RVQ layers, judged on this codec's numbers."""
+    first = fidelity["metrics"]["mel_distance"][0]["mean"]
     gain, k = fidelity["depth_gain_mel_distance"], len(fidelity["codebooks"])
-    span = f"mel distance {first['mean']:.3f} with 1 codebook, {last['mean']:.3f} with {k}; paired per-clip gain {gain['mean']:+.3f}, 95 % CI [{gain['ci95_low']:.3f}, {gain['ci95_high']:.3f}]"
-    if gain["ci95_low"] > 0:
-        depth = f"Fidelity improves with depth ({span})."
-    else:
-        depth = (f"Fidelity does **not** measurably improve with depth for this codec ({span}), so the depth effects the "
-                 "paper reports cannot show here.")
-    ratio = ortho["mean_abs_off_diagonal"] / ortho["random_direction_mean_abs"]
-    ortho_line = (f"Layers are {'near-orthogonal' if ratio < 2 else 'far from orthogonal'}: mean |cos| {ortho['mean_abs_off_diagonal']:.3f}, "
-                  f"{ratio:.1f}x what random directions give.")
-    lines = [f"- {depth}", f"- {ortho_line}"]
+    verdicts = [judge(f"more RVQ layers raise reconstruction fidelity, steeply for a real codec (here: mel distance with "
+                      f"{k} codebooks at least {DEPTH_GAIN_THRESHOLD:.0%} below 1 codebook's).",
+                      gain["mean"] / first, gain["ci95_low"] / first, gain["ci95_high"] / first, threshold=DEPTH_GAIN_THRESHOLD,
+                      name=f"relative mel-distance gain from 1 to {k} codebooks (paired per clip, over {first:.3f})",
+                      fmt="{:.1%}", caveat=ONE_CODEC)]
+    random = ortho["random_direction_mean_abs"]
+    se = ortho["std_abs_off_diagonal"] / np.sqrt(ortho["n_frames"])
+    ratio = ortho["mean_abs_off_diagonal"] / random
+    verdicts.append(judge(f"quantized features of different layers are near-orthogonal (here: mean |cos| within "
+                          f"{ORTHOGONAL_RATIO:g}x that of random directions in {ortho['dim']} dimensions).",
+                          ratio, ratio - 1.96 * se / random, ratio + 1.96 * se / random, threshold=ORTHOGONAL_RATIO, below=True,
+                          name="mean |cos| over random directions' (frames as independent draws)", fmt="{:.2f}x",
+                          caveat=ONE_CODEC))
     if semantics:
-        best = max(semantics["alone"], key=lambda s: s["map_mean"])
-        chance = semantics["chance_map"]
-        verdict = "above" if best["map_mean"] > chance["p95"] else "not above"
-        lines.append(f"- The best single layer's probe mAP is {best['map_mean']:.3f}, {verdict} the 95th percentile of a random "
-                     f"scorer ({chance['p95']:.3f}; mean {chance['mean']:.3f}).")
-    return "What these numbers show:\n\n" + "\n".join(lines) + "\n"
+        top = semantics["alone"][0]["map_per_seed"]
+        bottom = semantics["alone"][-1]["map_per_seed"]
+        diffs = np.array(top) - np.array(bottom)
+        spread = 1.96 * diffs.std(ddof=1) if len(diffs) > 1 else float("inf")
+        best = int(np.argmax([s["map_mean"] for s in semantics["alone"]])) + 1
+        verdicts.append(judge(f"semantic richness descends with RVQ depth (here: class-probe mAP of layer 1 alone above "
+                              f"layer {k}'s; the best single layer is layer {best}).",
+                              float(diffs.mean()), float(diffs.mean() - spread), float(diffs.mean() + spread),
+                              name=f"mAP(layer 1) - mAP(layer {k}) over {len(diffs)} probe fits", fmt="{:+.3f}", caveat=ONE_CODEC))
+    else:
+        verdicts.append(unmeasured("semantic richness descends with RVQ depth.", "The semantic probe did not run."))
+    return verdicts
 
 
 def _layer_curves(path: Path, data: dict, mean_key: str, std_key: str, ylabel: str, title: str, references: list[tuple[float, str, str]]) -> Path:

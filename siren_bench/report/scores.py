@@ -6,6 +6,7 @@ from pathlib import Path
 
 from siren_bench.artifacts import RunArtifacts
 from siren_bench.recipes import get_recipe
+from siren_bench.report.verdicts import Verdict, render
 from siren_bench.report.section import Section, md_table, report_section
 from siren_bench.report.paired import PAIRED, PAIRED_RESAMPLES, adjust_holm, difference_text, p_text, paired_differences
 
@@ -187,8 +188,11 @@ def paired_section(store: RunArtifacts, out: Path) -> Section:
     holm_note = adjust_holm([p for *_, p in family])
     rows = [[f"`{other}`", label, difference_text(p), p_text(p), p_text(p, "p_holm"), better, p["n"]]
             for other, label, better, p in family]
+    verdicts = [comparison_verdict(other, [(label, better, p) for o, label, better, p in family if o == other]) for other in others]
+    results = results | {"verdicts": [v.as_dict() for v in verdicts]}
     markdown = f"""## Paired comparisons
 
+{render(verdicts)}
 Siren (Stage 1) minus each other model, clip by clip on the same test captions and seed: the mean per-clip
 difference with its 95 % paired bootstrap interval and two-sided bootstrap p ({PAIRED_RESAMPLES:,} resamples, the
 recipe's seed). "better" says which sign favours Siren: a positive CLAP difference, a negative KL or distance.
@@ -198,3 +202,37 @@ recipe's seed). "better" says which sign favours Siren: a positive CLAP differen
 {holm_note}
 """
     return Section("paired", results, markdown)
+
+
+CLAIMS_AGAINST = {
+    "shared_lm": "Siren's isolated experts generate better than one transformer shared by all codebooks",
+    "delay_lm": "Siren generates better than a delay-pattern LM (AudioGen / MusicGen)",
+    "ar_nar": "Siren generates better than an AR + NAR LM (VALL-E)",
+    "latent_diffusion": "Siren (an LM) matches or beats a latent diffusion model",
+    "siren_aligned": "anti-causal alignment improves Siren",
+}
+
+
+def comparison_verdict(other: str, measures: list[tuple[str, str, dict]]) -> Verdict:
+    """One sentence on Siren against `other` from its paired measures: "agrees" when at least one
+    measure favours the claim at p (Holm) < 0.05 and none goes against it, "contradicts" in the
+    opposite case, "inconclusive" when none is significant or they disagree."""
+    flip = other == "siren_aligned"  # the claim is about the aligned model: Siren minus it must be worse
+    claim = CLAIMS_AGAINST.get(other, f"Siren generates better than `{other}`") + "."
+    verdicts, parts = [], []
+    for label, better, p in measures:
+        favours = (p["value"] > 0) == (better == "higher")
+        significant = p["p_holm"] < 0.05
+        if significant:
+            verdicts.append(favours != flip)
+        parts.append(f"{label} {difference_text(p)} (p Holm {p_text(p, 'p_holm')})")
+    effect = "Siren minus `" + other + "`: " + "; ".join(parts)
+    caveat = "One training seed per model: retraining may move these."
+    if flip:
+        caveat += " Measures on the network the alignment reward used are marked under Scores: not independent evidence."
+    if verdicts and all(verdicts):
+        return Verdict(claim, "agrees", effect, caveat)
+    if verdicts and not any(verdicts):
+        return Verdict(claim, "contradicts", effect, caveat)
+    reason = "No paired measure differs at p (Holm) < 0.05." if not verdicts else "The significant measures disagree in direction."
+    return Verdict(claim, "inconclusive", effect, f"{reason} {caveat}")

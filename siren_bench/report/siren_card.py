@@ -44,20 +44,35 @@ def siren_section(store: RunArtifacts, out: Path) -> Section:
     ax.legend(fontsize=7)
     curve = figures.save(fig, out / "figures" / "siren_training.png")
 
-    table = [[s["expert"], ", ".join(map(str, s["codebooks"])), f"{s['parameters']:,}", s["steps"], f"{s['final_train_loss']:.3f}",
+    table = [[s["expert"], ", ".join(map(str, s["codebooks"])), f"{s['parameters']:,}", f"{s.get('trainable_parameters', s['parameters']):,}",
+              s["steps"], f"{s['final_train_loss']:.3f}",
               "-" if s["final_val_loss"] is None else f"{s['final_val_loss']:.3f}"] for s in info["experts"]]
     seconds = round(sum(r["seconds"] for r in log), 1)
-    results = {"trained": True, "architecture": arch, "experts": info["experts"], "n_train_clips": info["n_train_clips"], "n_val_clips": info["n_val_clips"], "chance_loss": chance}
+    rows = info.get("deviations_from_official")
+    additions = [[f"`{r['setting']}`", r["value"], r["official"], r["what"]] for r in rows or [] if r["kind"] == "addition"]
+    sizes = ", ".join(f"`{r['setting']}` {r['value']} (official {r['official']})" for r in rows or [] if r["kind"] == "size")
+    deviation_text = ("Our additions to the official code, each a switch (set it to the official value to turn it off):\n\n"
+                      + md_table(["setting", "this run", "official code", "what"], additions) if additions
+                      else "No additions to the official code: the null caption, caption dropout and guidance are off.")
+    deviation_text += f"\n\nScale, tokenizer and recipe differ from the published 1.6B model: {sizes}." if sizes else (
+        "\n\nScale, tokenizer and recipe are the published 1.6B model's.")
+    if rows is None:
+        deviation_text = "This Siren folder does not record its deviations from the official code (written before they were)."
+    results = {"trained": True, "architecture": arch, "experts": info["experts"], "n_train_clips": info["n_train_clips"], "n_val_clips": info["n_val_clips"], "chance_loss": chance,
+               "deviations_from_official": rows}
     markdown = f"""## Siren Stage 1
 
 {len(info['experts'])} isolated experts over {arch['n_codebooks']} codebooks of {arch['codebook_size']} entries
 (dim {arch['dim']}, {arch['temporal_layers']} temporal + {arch['depth_layers']} depth layers,
-{arch['n_heads']} heads / {arch['n_kv_heads']} KV heads; parameter counts include the frozen code
-table), text from `{info['text_encoder']['name']}`; trained on
+{arch['n_heads']} heads / {arch['n_kv_heads']} KV heads; built as the official code builds it: one
+projector with bias per codebook, positions re-added at every block; "parameters" include each
+expert's frozen decode tables, "trainable" does not), text from `{info['text_encoder']['name']}`; trained on
 {info['n_train_clips']} clips, validated on {info['n_val_clips']} ({seconds} s of training and validation on {info['device']}). Stage 1 only:
 no alignment. A uniform guess scores {chance:.3f} nats per token.
 
-{md_table(['expert', 'codebooks', 'parameters', 'steps', 'final train loss', 'final val loss'], table)}
+{md_table(['expert', 'codebooks', 'parameters', 'trainable', 'steps', 'final train loss', 'final val loss'], table)}
+
+{deviation_text}
 
 ![siren training](figures/siren_training.png)
 """

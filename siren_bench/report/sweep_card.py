@@ -6,11 +6,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import matplotlib.pyplot as plt
+import numpy as np
 
 from siren_bench.artifacts import RunArtifacts
 from siren_bench.report import figures
 from siren_bench.report.section import Section, md_table, report_section
 from siren_bench.report.scores import INTERVALS, interval_text
+from siren_bench.report.verdicts import Verdict, judge, render, unmeasured
 
 SERIES = ("codec_resynthesis", "siren", "shared_lm")
 PANELS = (("fad", "FAD (lower is better)"), ("clap", "CLAP cosine (higher is better)"))
@@ -65,10 +67,13 @@ def sweep_section(store: RunArtifacts, out: Path) -> Section:
             val = sweep["systems"].get(name, {}).get(str(depth), {}).get("val_loss")
             rows.append([name, depth, *(interval_text(m[k]) if k in m else "" for k in metrics),
                          "-" if val is None else f"{val:.3f}", "main run" if depth == sweep["full_depth"] else "sweep"])
+    verdicts = sweep_verdicts(points)
     results = {"depths": sweep["depths"], "full_depth": sweep["full_depth"], "recipe": sweep["recipe"],
-               "points": {n: {str(d): {k: m[k] for k in metrics if k in m} for d, m in p.items()} for n, p in points.items()}}
+               "points": {n: {str(d): {k: m[k] for k in metrics if k in m} for d, m in p.items()} for n, p in points.items()},
+               "verdicts": [v.as_dict() for v in verdicts]}
     markdown = f"""## Fidelity-capacity sweep
 
+{render(verdicts)}
 Siren and the shared LM retrained from scratch on the first d codebooks (d = {', '.join(map(str, sweep['depths']))}) with the main
 run's settings, generating the test captions; the codec's resynthesis from the test clips' first d codebooks is
 the ceiling at each depth. The {sweep['full_depth']}-codebook points are the main run's rows. Recipe `{sweep['recipe']}`.
@@ -80,3 +85,45 @@ the same architecture as the shared LM at depth 2 (another seed): their gap ther
 ![depth sweep](figures/depth_sweep.png)
 """
     return Section("sweep", results, markdown)
+
+
+def _se(metric: dict) -> float:
+    """A metric's standard error: the jackknife's where recorded, else its interval's half-width / 1.96."""
+    return metric.get("jackknife_se") or (metric["ci_high"] - metric["ci_low"]) / (2 * 1.96)
+
+
+def _rise(by_depth: dict[int, dict], metric: str) -> tuple[float, float] | None:
+    """metric at the largest depth minus at the smallest, with its se (the two runs independent)."""
+    depths = [d for d, m in by_depth.items() if metric in m]
+    if len(depths) < 2:
+        return None
+    low, high = by_depth[min(depths)][metric], by_depth[max(depths)][metric]
+    return high["value"] - low["value"], float(np.hypot(_se(low), _se(high)))
+
+
+def sweep_verdicts(points: dict[str, dict[int, dict]]) -> list[Verdict]:
+    """The fidelity-capacity dilemma, on FAD: the shared LM gets worse as codebooks are added, and
+    Siren gets worse by less. Normal intervals from the per-depth standard errors."""
+    caveat = "One training seed per depth; each depth's model is a separate run, so the two estimates are combined as independent."
+    dilemma = "a conventional (shared) LM generates worse as RVQ codebooks are added: the fidelity-capacity dilemma (here: the shared LM's FAD rises from the smallest to the full depth)."
+    relief = "Siren's quality degrades less with depth than the shared LM's (here: the shared LM's FAD rise minus Siren's is above 0)."
+    shared, siren = points.get("shared_lm"), points.get("siren")
+    rise_shared = _rise(shared, "fad") if shared else None
+    if rise_shared is None:
+        return [unmeasured(dilemma, "The sweep has fewer than two depths of the shared LM with FAD."),
+                unmeasured(relief, "The sweep has fewer than two depths of the shared LM with FAD.")]
+    value, se = rise_shared
+    ceiling = _rise(points["codec_resynthesis"], "fad") if "codec_resynthesis" in points else None
+    fidelity_note = "" if ceiling is None else (
+        f" Over the same depths the codec's own resynthesis FAD changes by {ceiling[0]:+.4g} "
+        f"[95 % CI {ceiling[0] - 1.96 * ceiling[1]:+.4g}, {ceiling[0] + 1.96 * ceiling[1]:+.4g}]: the dilemma's other half "
+        f"(fidelity gained with depth) {'shows' if ceiling[0] + 1.96 * ceiling[1] < 0 else 'does not show'} here.")
+    verdicts = [judge(dilemma, value, value - 1.96 * se, value + 1.96 * se, name="FAD rise", fmt="{:+.4g}",
+                      caveat=caveat + fidelity_note)]
+    rise_siren = _rise(siren, "fad") if siren else None
+    if rise_siren is None:
+        return verdicts + [unmeasured(relief, "The sweep has fewer than two depths of Siren with FAD.")]
+    gap, gap_se = value - rise_siren[0], float(np.hypot(se, rise_siren[1]))
+    verdicts.append(judge(relief, gap, gap - 1.96 * gap_se, gap + 1.96 * gap_se, name="shared LM's FAD rise minus Siren's",
+                          fmt="{:+.4g}", caveat=caveat))
+    return verdicts

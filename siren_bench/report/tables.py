@@ -28,10 +28,11 @@ def score_rows(scores: dict) -> list[dict]:
 
 
 def paired_rows(paired: dict) -> list[dict]:
-    """One row per compared system and per-clip measure of the `paired` section (Siren minus it)."""
+    """One row per compared system and per-clip measure of the `paired` section (Siren minus it;
+    its `verdicts` entry holds the sentences, not a system)."""
     return [
         {"system": "siren", "versus": versus, "measure": measure, **{k: stats.get(k) for k in PAIRED_COLUMNS[3:]}}
-        for versus, measures in sorted(paired.items())
+        for versus, measures in sorted(paired.items()) if versus != "verdicts"
         for measure, stats in sorted(measures.items())
     ]
 

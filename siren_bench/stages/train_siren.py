@@ -28,6 +28,7 @@ from siren_bench.data.manifest import MANIFEST_NAME
 from siren_bench.distributed import torchrun_group
 from siren_bench.io import atomic_directory, write_json_atomic, write_text_atomic
 from siren_bench.models.experts import SIREN_INFO_NAME, expert_jobs
+from siren_bench.models.official import deviations
 from siren_bench.models.train import clear_resume_state, resume_file
 from siren_bench.provenance import build_record, write_provenance
 from siren_bench.stage_context import open_stage
@@ -73,12 +74,14 @@ def run(params_path: str | Path = "params.yaml") -> Path:
             summaries.append({"expert": index, "codebooks": siren.expert_groups()[index], "steps": len(result.log),
                               "final_train_loss": result.log[-1]["loss"], "final_val_loss": vals[-1] if vals else None,
                               "resumed_from_step": result.resumed_from,
-                              "parameters": sum(p.numel() for p in result.expert.parameters())})
+                              "parameters": sum(p.numel() for p in result.expert.parameters()),
+                              "trainable_parameters": sum(p.numel() for p in result.expert.parameters() if p.requires_grad)})
             finished.append(resume_file(jobs.resume_dir, config, siren, index, jobs.data_id))
         write_text_atomic(staging / "train_log.jsonl", "".join(json.dumps(row) + "\n" for row in logs))
         info = {"trained": True, "architecture": asdict(siren), "experts": summaries, "codec": codec.info.as_dict(),
                 "text_encoder": {"kind": config.text_encoder, **encoder.identity()},
-                "n_train_clips": len(train.codes), "n_val_clips": len(val.codes) if val else 0, "device": device.type}
+                "n_train_clips": len(train.codes), "n_val_clips": len(val.codes) if val else 0, "device": device.type,
+                "deviations_from_official": deviations(config, siren)}
         write_json_atomic(staging / SIREN_INFO_NAME, info)
         record = build_record("train_siren", {"run": run_cfg, "model": config},
                               inputs={"codes": tokenize_dir / STAGES["tokenize"].file("codes"), "manifest": prepare_dir / MANIFEST_NAME,

@@ -1,0 +1,88 @@
+"""Verdicts on the paper's claims: read off the interval against the claim's threshold, in both
+directions, and never "agrees" when the interval straddles it."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from siren_bench.report.baselines_card import interference_verdict
+from siren_bench.report.codec_card import diagnostic_verdicts
+from siren_bench.report.scores import comparison_verdict
+from siren_bench.report.sweep_card import sweep_verdicts
+from siren_bench.report.verdicts import judge
+
+
+@pytest.mark.parametrize("value, low, high, below, outcome", [
+    (0.5, 0.4, 0.6, False, "agrees"), (-0.5, -0.6, -0.4, False, "contradicts"), (0.1, -0.1, 0.3, False, "inconclusive"),
+    (0.5, 0.4, 0.6, True, "contradicts"), (-0.5, -0.6, -0.4, True, "agrees"), (0.0, 0.0, 0.2, False, "inconclusive"),
+])
+def test_the_outcome_is_the_side_of_the_threshold_the_whole_interval_is_on(value, low, high, below, outcome):
+    verdict = judge("x.", value, low, high, below=below)
+    assert verdict.outcome == outcome
+    assert ("cannot tell" in verdict.reason) == (outcome == "inconclusive")
+
+
+def test_a_threshold_other_than_zero_and_an_interval_without_its_value():
+    assert judge("x.", 0.25, 0.2, 0.28, threshold=0.3).outcome == "contradicts"
+    assert judge("x.", 0.35, 0.31, 0.4, threshold=0.3).outcome == "agrees"
+    with pytest.raises(ValueError, match="does not contain"):
+        judge("x.", 1.0, 0.0, 0.5)
+
+
+def _fidelity(first: float, gain: tuple[float, float, float]) -> dict:
+    return {"codebooks": [1, 2], "metrics": {"mel_distance": [{"mean": first}, {"mean": first - gain[0]}]},
+            "depth_gain_mel_distance": {"mean": gain[0], "ci95_low": gain[1], "ci95_high": gain[2]}}
+
+
+ORTHO = {"random_direction_mean_abs": 0.1, "mean_abs_off_diagonal": 0.12, "std_abs_off_diagonal": 0.08, "n_frames": 1000, "dim": 64}
+
+
+def test_a_codec_without_depth_contradicts_the_fidelity_claim_and_one_with_depth_agrees():
+    flat = diagnostic_verdicts(_fidelity(0.416, (0.004, 0.001, 0.007)), ORTHO, None)
+    steep = diagnostic_verdicts(_fidelity(1.0, (0.45, 0.40, 0.50)), ORTHO, None)
+    assert flat[0].outcome == "contradicts" and "1.0%" in flat[0].effect
+    assert steep[0].outcome == "agrees"
+    assert flat[1].outcome == "agrees"  # 1.2x random directions: near-orthogonal
+    assert flat[2].outcome == "inconclusive" and "did not run" in flat[2].reason
+
+
+def test_semantic_richness_rising_with_depth_contradicts_the_claim():
+    layers = [{"map_mean": m, "map_per_seed": list(m + np.array([0.0, 0.01, -0.01]))} for m in (0.36, 0.40, 0.42)]
+    verdict = diagnostic_verdicts(_fidelity(1.0, (0.45, 0.40, 0.50)), ORTHO, {"alone": layers})[2]
+    assert verdict.outcome == "contradicts" and "best single layer is layer 3" in verdict.claim
+
+
+def test_interference_needs_two_late_probes_and_reads_a_positive_cosine_as_contradicting():
+    points = [(s, {"mean": m}) for s, m in enumerate([0.0, 0.3, 0.31, 0.29, 0.3])]
+    assert interference_verdict(points).outcome == "contradicts"
+    negative = [(s, {"mean": m}) for s, m in enumerate([0.0, -0.3, -0.31, -0.29])]
+    assert interference_verdict(negative).outcome == "agrees"
+    assert interference_verdict(points[:2]).outcome == "inconclusive"
+
+
+def _paired(value: float, p_holm: float) -> dict:
+    return {"value": value, "ci_low": value - 1, "ci_high": value + 1, "p_value": p_holm, "p_floor": 1e-4, "p_holm": p_holm}
+
+
+def test_paired_verdicts_need_a_significant_measure_and_no_significant_one_against():
+    assert comparison_verdict("shared_lm", [("CLAP", "higher", _paired(0.1, 0.01))]).outcome == "agrees"
+    assert comparison_verdict("shared_lm", [("KL", "lower", _paired(0.1, 0.01))]).outcome == "contradicts"
+    mixed = comparison_verdict("shared_lm", [("CLAP", "higher", _paired(0.1, 0.01)), ("KL", "lower", _paired(0.1, 0.01))])
+    assert mixed.outcome == "inconclusive" and "disagree" in mixed.reason
+    assert comparison_verdict("shared_lm", [("CLAP", "higher", _paired(0.1, 0.2))]).outcome == "inconclusive"
+    # for the aligned model the sign flips: Siren minus aligned below 0 on CLAP means alignment helped
+    assert comparison_verdict("siren_aligned", [("CLAP", "higher", _paired(-0.1, 0.01))]).outcome == "agrees"
+
+
+def test_the_sweep_verdicts_combine_the_two_depths_standard_errors():
+    def point(value, se):
+        return {"fad": {"value": value, "ci_low": value - 2 * se, "ci_high": value + 2 * se, "jackknife_se": se}}
+
+    points = {"shared_lm": {2: point(100, 10), 8: point(200, 10)}, "siren": {2: point(100, 10), 8: point(120, 10)},
+              "codec_resynthesis": {2: point(50, 5), 8: point(50, 5)}}
+    dilemma, relief = sweep_verdicts(points)
+    assert dilemma.outcome == "agrees" and "+100" in dilemma.effect and "does not show" in dilemma.reason
+    assert relief.outcome == "agrees"  # 100 - 20 = 80, se sqrt(4 * 100) = 20
+    points["siren"][8] = point(200, 10)
+    assert sweep_verdicts(points)[1].outcome == "inconclusive"
