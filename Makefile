@@ -13,14 +13,14 @@ PIP_ARGS    ?=
 BIN   := $(VENV)/bin
 # The stamp's name carries a hash of the pins and dependency list, so choosing other
 # constraints (or editing them) reinstalls, whatever the files' timestamps say.
-INSTALL_KEY := $(shell cat $(CONSTRAINTS) pyproject.toml requirements-nodeps.txt 2>/dev/null | sha256sum | cut -c1-16)
+INSTALL_KEY := $(shell cat $(CONSTRAINTS) requirements.lock pyproject.toml requirements-nodeps.txt 2>/dev/null | sha256sum | cut -c1-16)
 STAMP := $(VENV)/.installed-$(INSTALL_KEY)
 
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: setup repro test bench mutmut clean-venv
+.PHONY: setup repro test bench mutmut lock clean-venv
 
 setup: $(STAMP) .dvc/config
 
@@ -28,7 +28,7 @@ $(STAMP):
 	test -f $(CONSTRAINTS) || { echo "constraints file $(CONSTRAINTS) not found" >&2; exit 2; }
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --upgrade --quiet pip
-	$(BIN)/python -m pip install --quiet $(PIP_ARGS) -c $(CONSTRAINTS) -e '.[test]'
+	$(BIN)/python -m pip install --quiet $(PIP_ARGS) -c $(CONSTRAINTS) -c requirements.lock -e '.[test]'
 	$(BIN)/python -m pip install --quiet $(PIP_ARGS) --no-deps -r requirements-nodeps.txt
 	rm -f $(VENV)/.installed-*
 	touch $@
@@ -47,12 +47,22 @@ repro: setup
 	$(BIN)/dvc repro
 
 # Two pytest workers (the machines have 2 cores; one process kept about 1.2 of them busy); a test
-# file runs whole on one worker, so its module fixtures are built once.
+# file runs whole on one worker, so its module fixtures are built once, the two longest files first
+# (tests/conftest.py; xdist would otherwise start the files with most tests first).
 test: setup
-	$(BIN)/python -m pytest -n 2 --dist loadfile
+	$(BIN)/python -m pytest -n 2 --dist loadfile --no-loadscope-reorder
 
 bench: setup
 	SIREN_BENCH_FULL=1 $(BIN)/python -m pytest benchmarks --benchmark-enable --benchmark-only
+
+# requirements.lock pins every package the install resolves (pip-compile over pyproject's
+# dependencies and the test extra, under the constraints file); torch stays with $(CONSTRAINTS),
+# so a CUDA machine's own build still applies. Refresh it after changing a dependency, commit it:
+lock:
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet pip-tools==7.6.2
+	$(BIN)/pip-compile --quiet --extra test --strip-extras --unsafe-package torch --no-emit-index-url \
+		--no-emit-find-links -c $(CONSTRAINTS) -o requirements.lock pyproject.toml
 
 # Mutation testing of siren_bench/metrics ([tool.mutmut] in pyproject.toml); survivors are listed
 # at the end (README: "Tests that catch wrong metrics").

@@ -62,6 +62,33 @@ def package_versions(names: tuple[str, ...] = TRACKED_PACKAGES) -> dict[str, str
     return versions
 
 
+LOCK_FILE = Path(__file__).resolve().parents[1] / "requirements.lock"
+
+
+def lock_differences(lock_file: Path = LOCK_FILE) -> dict[str, Any]:
+    """Every package pinned in the lock (`make lock`, pip-compile) whose installed version is
+    another, or which is missing: {"file", "sha256", "packages": how many are pinned, "differs":
+    {name: {"locked", "installed"}}}. A copy installed outside the repository has no lock file:
+    {"file": None}."""
+    if not lock_file.is_file():
+        return {"file": None}
+    pins = {}
+    for line in lock_file.read_text().splitlines():
+        line = line.split("#", 1)[0].strip()
+        if "==" in line and not line.startswith("-"):
+            name, version = line.split("==", 1)
+            pins[name.strip()] = version.strip()
+    differs = {}
+    for name, locked in pins.items():
+        try:
+            installed = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            installed = None
+        if installed != locked:
+            differs[name] = {"locked": locked, "installed": installed}
+    return {"file": lock_file.name, "sha256": sha256_path(lock_file)[:16], "packages": len(pins), "differs": differs}
+
+
 def cpu_model() -> str:
     """The CPU's model name (Linux: /proc/cpuinfo), else what `platform` knows: float results of
     trained models differ across CPUs, so every output says which one made it."""
@@ -112,6 +139,7 @@ def build_record(
         "siren_bench_version": __version__,
         "git": git_state(),
         "packages": package_versions(),
+        "lock": lock_differences(),
         "config": plain,
         "config_sha256": config_hash(plain),
         "inputs": {name: {"path": str(path), "sha256": sha256_path(path)} for name, path in (inputs or {}).items()},

@@ -80,3 +80,22 @@ def test_dirty_flag_ignores_pipeline_products_only(tmp_path):
     assert state["dirty"] is False and state["dirty_paths"] == ["dvc.lock"]
     (tmp_path / "code.py").write_text("v2")
     assert git_state(tmp_path)["dirty"] is True
+
+
+def test_packages_that_differ_from_the_lock_are_recorded_and_reported(tmp_path):
+    from importlib import metadata
+
+    from siren_bench.provenance import LOCK_FILE, lock_differences
+    from siren_bench.report.environment import _lock_text
+
+    numpy = metadata.version("numpy")
+    lock = tmp_path / "requirements.lock"
+    lock.write_text(f"# header\nnumpy=={numpy}\n    # via scipy\nscipy==0.0.1\nno-such-package-here==1.0\n")
+    found = lock_differences(lock)
+    assert found["packages"] == 3 and set(found["differs"]) == {"scipy", "no-such-package-here"}
+    assert found["differs"]["no-such-package-here"] == {"locked": "1.0", "installed": None}
+    text = _lock_text(found)
+    assert f"scipy {metadata.version('scipy')} (lock 0.0.1)" in text and "no-such-package-here missing (lock 1.0)" in text
+    assert lock_differences(tmp_path / "absent.lock") == {"file": None}
+    # the project's own lock is what `make setup` installed
+    assert LOCK_FILE.is_file() and lock_differences()["differs"] == {}

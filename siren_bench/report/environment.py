@@ -47,7 +47,19 @@ def _environment(record: dict) -> dict[str, str]:
         "CPU threads": str(device["cpu_threads"]),
     }
     items |= {name: version or "not installed" for name, version in record["packages"].items()}
+    items["differs from requirements.lock"] = _lock_text(record.get("lock"))
     return items
+
+
+def _lock_text(lock: dict | None) -> str:
+    """The packages a stage ran with that the lock pins otherwise, as one printable value."""
+    if lock is None:
+        return "not recorded"
+    if lock["file"] is None:
+        return "no lock file beside this installation"
+    if not lock["differs"]:
+        return f"none of {lock['packages']} pinned packages (lock {lock['sha256']})"
+    return "; ".join(f"{name} {v['installed'] or 'missing'} (lock {v['locked']})" for name, v in sorted(lock["differs"].items()))
 
 
 def _recipes(store: RunArtifacts, records: dict[str, dict]) -> dict:
