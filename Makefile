@@ -46,11 +46,11 @@ $(STAMP):
 repro: setup
 	$(BIN)/dvc repro
 
-# Two pytest workers (the machines have 2 cores; one process kept about 1.2 of them busy); a test
-# file runs whole on one worker, so its module fixtures are built once, the two longest files first
-# (tests/conftest.py; xdist would otherwise start the files with most tests first).
+# One pytest process: two pytest-xdist workers on the 2 cores took longer (17.5 minutes on a fresh
+# clone against 15): each worker's torch threads compete with the other's, and the longest file
+# (the end-to-end tests, 6 minutes alone) runs slower still.
 test: setup
-	$(BIN)/python -m pytest -n 2 --dist loadfile --no-loadscope-reorder
+	$(BIN)/python -m pytest
 
 bench: setup
 	SIREN_BENCH_FULL=1 $(BIN)/python -m pytest benchmarks --benchmark-enable --benchmark-only

@@ -72,13 +72,3 @@ def paper_scale(name: str) -> dict:
 
     return yaml.safe_load((REPO / "conf" / "baselines" / "paper.yaml").read_text())[name]
 
-
-HEAVY_FIRST = ("tests/test_pipeline.py", "tests/test_audiocaps_fixture.py")
-
-
-def pytest_collection_modifyitems(items):
-    """The two longest files first. `make test` hands whole files to two xdist workers in this
-    order (--dist loadfile --no-loadscope-reorder), so each worker starts on one of them instead of
-    one file of 6 minutes starting last; every other file keeps its place (the sort is stable)."""
-    rank = {name: i for i, name in enumerate(HEAVY_FIRST)}
-    items.sort(key=lambda item: rank.get(item.nodeid.split("::")[0], len(rank)))

@@ -37,7 +37,8 @@ def test_a_stage_turns_on_torchs_deterministic_kernels(restore_torch_mode, tmp_p
 
 def test_the_ar_nar_gradient_has_the_same_bits_on_every_backward(restore_torch_mode):
     """Many rows share each NAR head, so two threads accumulate into the same weights; this
-    gave a different gradient on most of 20 backward passes before the stages set the mode."""
+    gave a different gradient on most of 20 backward passes before the stages set the mode, so 8
+    passes would all agree by chance with probability well under 1 %."""
     torch.use_deterministic_algorithms(True)
     torch.set_num_threads(2)
     torch.manual_seed(0)
@@ -46,7 +47,7 @@ def test_the_ar_nar_gradient_has_the_same_bits_on_every_backward(restore_torch_m
     codes = torch.randint(0, V, (128, K, 48), generator=torch.Generator().manual_seed(1))
     text = Text(torch.randn(128, 4, TEXT_DIM), torch.ones(128, 4, dtype=torch.bool), torch.randn(128, TEXT_DIM))
     gradients = set()
-    for _ in range(20):
+    for _ in range(8):
         model.zero_grad()
         torch.manual_seed(2)  # the same NAR stages each pass
         model.loss(codes, text).backward()
