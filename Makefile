@@ -28,8 +28,8 @@ $(STAMP):
 	test -f $(CONSTRAINTS) || { echo "constraints file $(CONSTRAINTS) not found" >&2; exit 2; }
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --upgrade --quiet pip
-	$(BIN)/python -m pip install --quiet $(PIP_ARGS) -c $(CONSTRAINTS) -c requirements.lock -e '.[test]'
-	$(BIN)/python -m pip install --quiet $(PIP_ARGS) --no-deps -r requirements-nodeps.txt
+	$(BIN)/python -m pip install --quiet --no-compile $(PIP_ARGS) -c $(CONSTRAINTS) -c requirements.lock -e '.[test]'
+	$(BIN)/python -m pip install --quiet --no-compile $(PIP_ARGS) --no-deps -r requirements-nodeps.txt
 	rm -f $(VENV)/.installed-*
 	touch $@
 
