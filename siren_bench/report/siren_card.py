@@ -49,15 +49,7 @@ def siren_section(store: RunArtifacts, out: Path) -> Section:
               "-" if s["final_val_loss"] is None else f"{s['final_val_loss']:.3f}"] for s in info["experts"]]
     seconds = round(sum(r["seconds"] for r in log), 1)
     rows = info.get("deviations_from_official")
-    additions = [[f"`{r['setting']}`", r["value"], r["official"], r["what"]] for r in rows or [] if r["kind"] == "addition"]
-    sizes = ", ".join(f"`{r['setting']}` {r['value']} (official {r['official']})" for r in rows or [] if r["kind"] == "size")
-    deviation_text = ("Our additions to the official code, each a switch (set it to the official value to turn it off):\n\n"
-                      + md_table(["setting", "this run", "official code", "what"], additions) if additions
-                      else "No additions to the official code: the null caption, caption dropout and guidance are off.")
-    deviation_text += f"\n\nScale, tokenizer and recipe differ from the published 1.6B model: {sizes}." if sizes else (
-        "\n\nScale, tokenizer and recipe are the published 1.6B model's.")
-    if rows is None:
-        deviation_text = "This Siren folder does not record its deviations from the official code (written before they were)."
+    deviation_text = _deviations_text(rows)
     results = {"trained": True, "architecture": arch, "experts": info["experts"], "n_train_clips": info["n_train_clips"], "n_val_clips": info["n_val_clips"], "chance_loss": chance,
                "deviations_from_official": rows}
     markdown = f"""## Siren Stage 1
@@ -77,3 +69,16 @@ no alignment. A uniform guess scores {chance:.3f} nats per token.
 ![siren training](figures/siren_training.png)
 """
     return Section("siren", results, markdown, [curve])
+
+
+def _deviations_text(rows: list[dict] | None) -> str:
+    """Our additions as a table, then the settings where the run departs from the published 1.6B model."""
+    if rows is None:
+        return "This Siren folder does not record its deviations from the official code (written before they were)."
+    additions = [[f"`{r['setting']}`", r["value"], r["official"], r["what"]] for r in rows if r["kind"] == "addition"]
+    sizes = ", ".join(f"`{r['setting']}` {r['value']} (official {r['official']})" for r in rows if r["kind"] == "size")
+    text = ("Our additions to the official code, each a switch (set it to the official value to turn it off):\n\n"
+            + md_table(["setting", "this run", "official code", "what"], additions) if additions
+            else "No additions to the official code: the null caption, caption dropout and guidance are off.")
+    return text + (f"\n\nScale, tokenizer and recipe differ from the published 1.6B model: {sizes}." if sizes
+                   else "\n\nScale, tokenizer and recipe are the published 1.6B model's.")
