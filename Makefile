@@ -46,11 +46,13 @@ $(STAMP):
 repro: setup
 	$(BIN)/dvc repro
 
-# One pytest process: two pytest-xdist workers on the 2 cores took longer (17.5 minutes on a fresh
-# clone against 15): each worker's torch threads compete with the other's, and the longest file
-# (the end-to-end tests, 6 minutes alone) runs slower still.
+# Two pytest-xdist workers, one torch thread each (OMP_NUM_THREADS=1; the ci profile and the
+# AudioCaps fixture set run.threads=1 for the stages they run): whole files go to a worker, the two
+# longest first (tests/conftest.py). Measured on a fresh clone: 11.3 minutes of tests against 14.4
+# for one process at two threads. (Two workers at two threads each measured 17.5 minutes: four
+# busy threads on 2 cores.)
 test: setup
-	$(BIN)/python -m pytest
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -n 2 --dist loadfile --no-loadscope-reorder
 
 bench: setup
 	SIREN_BENCH_FULL=1 $(BIN)/python -m pytest benchmarks --benchmark-enable --benchmark-only

@@ -72,3 +72,25 @@ def paper_scale(name: str) -> dict:
 
     return yaml.safe_load((REPO / "conf" / "baselines" / "paper.yaml").read_text())[name]
 
+
+
+@pytest.fixture(autouse=True)
+def torch_threads_restored():
+    """A stage run in-process sets torch's thread count from its params (run.threads); put it back,
+    so `make test`'s two workers (OMP_NUM_THREADS=1 each) do not oversubscribe the 2 cores."""
+    import torch
+
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
+HEAVY_FIRST = ("tests/test_pipeline.py", "tests/test_audiocaps_fixture.py")
+
+
+def pytest_collection_modifyitems(items):
+    """The two longest files first: `make test` hands whole files to two xdist workers in this
+    order (--dist loadfile --no-loadscope-reorder), so each worker starts on one of them instead of
+    a 6-minute file starting last; every other file keeps its place (the sort is stable)."""
+    rank = {name: i for i, name in enumerate(HEAVY_FIRST)}
+    items.sort(key=lambda item: rank.get(item.nodeid.split("::")[0], len(rank)))

@@ -5,8 +5,8 @@ write-file, write-dir: start an atomic write of WORKDIR/out.txt (io.atomic_path)
 (io.atomic_directory), put new content in its temporary, touch WORKDIR/ready, sleep until killed.
 replace-dir: swap a new WORKDIR/out in over the old one, and wait to be killed while deleting the old.
 
-siren, smoke-tagger, align: a tiny resumable run (a Siren expert's training, the smoke tagger's,
-alignment) of STEPS steps, its resume state under WORKDIR/resume written every 2 steps. A run
+siren, smoke-tagger: a tiny resumable run (a Siren expert's training, the smoke tagger's) of
+STEPS steps, its resume state under WORKDIR/resume written every 2 steps. A run
 that finishes writes WORKDIR/result/: weights.safetensors (the trained weights) and run.json
 (the log, and how many optimizer steps this process ran).
 """
@@ -106,17 +106,7 @@ def train_tagger(resume: Path) -> tuple[dict, list[dict]]:
     return result.net.state_dict(), result.log
 
 
-def align(resume: Path) -> tuple[dict, list[dict]]:
-    from siren_bench.models.align import Aligner
-    from tests.test_align import _config, _prefers_token
-    from tests.test_siren import random_text, tiny_siren
-
-    aligner = Aligner(tiny_siren(), _config(steps=STEPS, checkpoint_every=2), _prefers_token)
-    log = aligner.train(random_text(3), resume / "align.pt")
-    return aligner.policy.state_dict(), log
-
-
-RUNS = {"siren": train_siren, "smoke-tagger": train_tagger, "align": align}
+RUNS = {"siren": train_siren, "smoke-tagger": train_tagger}
 
 
 def main() -> None:

@@ -59,7 +59,7 @@ TOY = [
     # the sweep stage runs and records "not run": retraining and scoring its variants with the
     # full-size evaluators cost 27 s of make test's 15 minutes (the ci profile runs the sweep)
     "sweep.depths=[]",  # (and no ablations, set below: a Hydra override merges dicts, so `={}` keeps them)
-    "run.device=cpu", "data.clip_seconds=1.0", "data.workers=2",
+    "run.device=cpu", "run.threads=1", "data.clip_seconds=1.0", "data.workers=2",
     "data.protocol=custom", "eval.allow_clipped=true",  # random-weight DAC decoders saturate
     "eval.generation_seeds=2",  # the profile's 3, less one: each seed is another scoring pass of six systems
 ]

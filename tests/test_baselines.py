@@ -188,12 +188,12 @@ def _free_port() -> int:
         return probe.getsockname()[1]
 
 
-@pytest.mark.parametrize("launch", ["one_node", "two_nodes"])
-def test_a_baseline_trains_data_parallel_over_two_ranks_as_in_one_process(tmp_path, launch):
+def test_a_baseline_trains_data_parallel_over_two_ranks_as_in_one_process(tmp_path):
     """The one engine's DDP path serves a baseline as it serves Siren's experts: 2 gloo ranks,
-    each on half of every batch, end where one process ends (float rounding apart). `two_nodes`:
-    two torchrun launchers (one process each) meet through torchrun's c10d rendezvous, as two
-    machines do (`--nnodes 2 --rdzv-endpoint host:port`); here both on this machine."""
+    each on half of every batch, end where one process ends (float rounding apart). The ranks
+    come from two torchrun launchers (one process each) that meet through torchrun's c10d
+    rendezvous, as two machines do (`--nnodes 2 --rdzv-endpoint host:port`), here both on this
+    machine (one launcher with 2 ranks, `--standalone`, is test_siren.py's DDP test)."""
     import json
     import subprocess
     import sys
@@ -203,12 +203,9 @@ def test_a_baseline_trains_data_parallel_over_two_ranks_as_in_one_process(tmp_pa
 
     torchrun = str(Path(sys.executable).parent / "torchrun")
     worker = ["-m", "tests.baseline_ddp_worker", str(tmp_path)]
-    if launch == "one_node":
-        launchers = [[torchrun, "--standalone", "--nproc-per-node", "2", *worker]]
-    else:
-        rendezvous = ["--nnodes", "2", "--nproc-per-node", "1", "--rdzv-backend", "c10d",
-                      "--rdzv-endpoint", f"127.0.0.1:{_free_port()}", "--rdzv-id", "siren-bench-test"]
-        launchers = [[torchrun, *rendezvous, *worker] for _ in range(2)]
+    rendezvous = ["--nnodes", "2", "--nproc-per-node", "1", "--rdzv-backend", "c10d",
+                  "--rdzv-endpoint", f"127.0.0.1:{_free_port()}", "--rdzv-id", "siren-bench-test"]
+    launchers = [[torchrun, *rendezvous, *worker] for _ in range(2)]
     running = [subprocess.Popen(args, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for args in launchers]
     for process in running:
         _, stderr = process.communicate(timeout=300)
