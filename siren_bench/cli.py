@@ -76,7 +76,7 @@ def _score(args: argparse.Namespace) -> None:
         return
     from siren_bench.cache import ContentCache
     from siren_bench.evaluation.clipsets import clip_set, read_captions
-    from siren_bench.evaluation.embedding import EmbedderLoader
+    from siren_bench.evaluation.embedding import EmbedderLoader, resolve_compute
     from siren_bench.evaluation.score import score_sets, write_score
     from siren_bench.recipes import get_recipe
 
@@ -100,7 +100,8 @@ def _score(args: argparse.Namespace) -> None:
                           f"checkpoint; it uses {used}")
     generated, reference = clip_set(args.generated), clip_set(args.reference, args.split)
     captions = read_captions(args.captions) if args.captions else None
-    outcome = score_sets(generated, reference, recipe, EmbedderLoader(args.weights_dir, pins), ContentCache(args.cache_dir),
+    compute = resolve_compute(args.device, args.batch, args.loader_threads, "siren-bench score")
+    outcome = score_sets(generated, reference, recipe, EmbedderLoader(args.weights_dir, pins, compute), ContentCache(args.cache_dir),
                          metrics=metrics, n_boot=args.n_boot, captions=captions, captions_source=args.captions,
                          allow_clipped=args.allow_clipped)
     out = write_score(args.out, outcome)
@@ -203,6 +204,9 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_argument("--n-boot", type=int, help="bootstrap resamples (default: the recipe's)")
     score.add_argument("--allow-clipped", action="store_true", help="score clipped clips (listed in results.json)")
     score.add_argument("--cache-dir", default="artifacts/cache/embeddings", help="embedding cache (default: artifacts/cache/embeddings)")
+    score.add_argument("--device", default="auto", help="where the embedders run: auto (CUDA when present), cpu, cuda[:N]")
+    score.add_argument("--batch", type=int, help="clips per embedder call (default: 1 on the CPU, 32 on CUDA); in the cache keys")
+    score.add_argument("--loader-threads", type=int, default=2, help="threads decoding the next clips while the model runs (default: 2)")
     score.set_defaults(handler=_score)
     generate = commands.add_parser("generate", help="render each system's audio for the test clips (or, with --captions, one system for a captions file)")
     generate.add_argument("--params", default="params.yaml", help="composed params file (default: params.yaml)")

@@ -294,6 +294,12 @@ class EvalConfig:
     weights_dir: str | None = None  # folder holding the checkpoint files the recipe names (real recipes)
     weights_sha256: dict[str, str] = field(default_factory=dict)  # checkpoint name -> pinned SHA-256
     allow_clipped: bool = False  # score clipped clips (recorded per clip) instead of refusing them
+    # Where and how scoring embeds: "auto" is CUDA when present; clips per embedder call (null: 1 on
+    # the CPU, 32 on CUDA); threads decoding and resampling the next clips while the model runs.
+    # Device and clips per call are in every cached embedding's key (siren_bench/evaluation/embedding.py).
+    device: str = "auto"
+    embed_batch: int | None = None
+    loader_threads: int = 2
     # each trained system (siren, siren_aligned, baselines) is rendered and scored with this many
     # generation seeds (model.generation_seed + 0, 1, ...); the report gives the spread over them
     generation_seeds: int = 1
@@ -528,6 +534,11 @@ def eval_config(params: DictConfig, source: str = "params.yaml") -> EvalConfig:
                           "model, and the report compares the two")
     if config.tagger_steps < 1 or config.clap_steps < 1:
         raise ConfigError(f"{source}: eval.tagger_steps and eval.clap_steps must be positive")
+    if config.device not in ("auto", "cpu") and not config.device.startswith("cuda"):
+        raise ConfigError(f"{source}: eval.device must be auto, cpu or cuda[:N], got {config.device!r}")
+    if (config.embed_batch is not None and config.embed_batch < 1) or config.loader_threads < 0:
+        raise ConfigError(f"{source}: eval.embed_batch must be positive or null and eval.loader_threads >= 0, "
+                          f"got {config.embed_batch} and {config.loader_threads}")
     return config
 
 

@@ -30,7 +30,7 @@ from siren_bench.embedders.smoke import (
 )
 from siren_bench.evaluation import score as score_module
 from siren_bench.evaluation.clipsets import folder_clips, manifest_clips
-from siren_bench.evaluation.embedding import EmbedderLoader, embedding_key, embedding_knobs
+from siren_bench.evaluation.embedding import EmbedderLoader, EmbeddingCompute, embedding_key, embedding_knobs
 from siren_bench.io import sha256_file
 from siren_bench.recipes import AudioPolicy, MetricSpec, get_recipe
 from siren_bench.stages.tokenize import codes_key, tokenize_clips
@@ -145,7 +145,7 @@ def _keys(paths: dict, metric: str, recipe=SMOKE, weights: Path | None = None, w
     spec = recipe.spec(metric)
     identity = EmbedderLoader(weights or paths["weights"]).open(spec).cache_identity
     sets = {"generated": folder_clips(paths["generated"]), "reference": manifest_clips(paths["manifest"])}
-    return {embedding_key(clip.sha256, spec, identity) for side in which for cid, clip in sets[side].clips.items()
+    return {embedding_key(clip.sha256, spec, identity, EmbeddingCompute()) for side in which for cid, clip in sets[side].clips.items()
             if ids is None or cid in ids}
 
 

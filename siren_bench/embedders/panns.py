@@ -358,12 +358,14 @@ class PannsEmbedder(Embedder):
     def embed(self, waves: list[np.ndarray]) -> list[Embedding]:
         """Mono float waves at ``sample_rate`` -> one Embedding per wave ([1, 2048] frames, [1, 527] logits)."""
         inputs = [self._prepare(w, i) for i, w in enumerate(waves)]  # validate all before any work
-        out = []
+        out: list[Embedding | None] = [None] * len(inputs)
         with torch.inference_mode():
-            for x in inputs:
-                embedding, logits = self.model(x)
-                out.append(Embedding(frames=embedding.to("cpu", torch.float64).numpy(),
-                                     logits=logits.to("cpu", torch.float64).numpy()))
+            for length in sorted({x.shape[-1] for x in inputs}):  # one forward per clip length
+                rows = [i for i, x in enumerate(inputs) if x.shape[-1] == length]
+                embedding, logits = self.model(torch.cat([inputs[i] for i in rows]))
+                embedding, logits = embedding.to("cpu", torch.float64).numpy(), logits.to("cpu", torch.float64).numpy()
+                for row, i in enumerate(rows):
+                    out[i] = Embedding(frames=embedding[row:row + 1].copy(), logits=logits[row:row + 1].copy())
         return out
 
 

@@ -257,13 +257,22 @@ class PasstEmbedder(Embedder):
         return out
 
     def embed(self, waves: list[np.ndarray]) -> list[Embedding]:
+        """Every window of every clip, one forward per window length; a clip's frames are its
+        windows' features (and logits) in order."""
         prepared = [self.windows(w, i) for i, w in enumerate(waves)]  # validate every clip before any work
-        out = []
+        flat = [(clip, k, window) for clip, windows in enumerate(prepared) for k, window in enumerate(windows)]
+        done: dict[tuple[int, int], tuple[torch.Tensor, torch.Tensor]] = {}
         with torch.inference_mode():
-            for windows in prepared:
-                logits, features = zip(*(self.model(self.front_end(w)[:, None]) for w in windows))
-                out.append(Embedding(frames=torch.cat(features).to("cpu", torch.float64).numpy(),
-                                     logits=torch.cat(logits).to("cpu", torch.float64).numpy()))
+            for length in sorted({window.shape[-1] for *_, window in flat}):
+                same = [(clip, k, window) for clip, k, window in flat if window.shape[-1] == length]
+                logits, features = self.model(self.front_end(torch.cat([window for *_, window in same]))[:, None])
+                for row, (clip, k, _) in enumerate(same):
+                    done[clip, k] = logits[row:row + 1], features[row:row + 1]
+        out = []
+        for clip, windows in enumerate(prepared):
+            pieces = [done[clip, k] for k in range(len(windows))]
+            out.append(Embedding(frames=torch.cat([f for _, f in pieces]).to("cpu", torch.float64).numpy(),
+                                 logits=torch.cat([lg for lg, _ in pieces]).to("cpu", torch.float64).numpy()))
         return out
 
 

@@ -20,9 +20,9 @@ import numpy as np
 import pandas as pd
 
 from siren_bench.cache import ContentCache
-from siren_bench.errors import AuditError
+from siren_bench.errors import AuditError, ConfigError
 from siren_bench.evaluation.clipsets import Clip, ClipSet
-from siren_bench.evaluation.embedding import EmbedderLoader
+from siren_bench.evaluation.embedding import EmbedderLoader, resolve_compute
 from siren_bench.evaluation.score import PER_CLIP_NAME, RESULTS_NAME, SCHEMA_VERSION, score_sets
 from siren_bench.io import sha256_file
 from siren_bench.recipes import get_recipe
@@ -140,7 +140,13 @@ def audit(results_path: str | Path, cache_dir: str | Path | None = None, weights
     except (KeyError, TypeError, ValueError) as exc:
         raise AuditError(f"{results_path}: a clip entry is malformed ({exc!r}); each needs clip_id, path and sha256") from None
 
-    loader = EmbedderLoader(weights_dir or recorded["weights_dir"], recorded.get("weights_pins"))
+    ran = recorded["embedding_compute"]  # the same device kind and clips per call: the same cache keys
+    try:
+        compute = resolve_compute("cuda" if ran["device"].startswith("cuda") else "cpu", ran["batch_clips"],
+                                  ran.get("loader_threads", 0), str(results_path))
+    except ConfigError as exc:
+        raise AuditError(f"{exc} (the results were embedded there; audit them on such a machine)") from None
+    loader = EmbedderLoader(weights_dir or recorded["weights_dir"], recorded.get("weights_pins"), compute)
     metric_names = [s.metric for s in recipe.metrics if s.metric in recorded["metrics"]]  # the scorer's order
     for metric in metric_names:
         spec = recipe.spec(metric)

@@ -23,6 +23,8 @@ as the recipe's pad policy says.
 from __future__ import annotations
 
 import dataclasses
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,6 +36,7 @@ from siren_bench.cache import ContentCache, cache_key
 from siren_bench.embedders.base import Embedder, Embedding
 from siren_bench.evaluation.clipsets import Clip
 from siren_bench.distributed import barrier, rank_and_world
+from siren_bench.errors import ConfigError
 from siren_bench.io import AudioFileError, read_audio, sha256_json
 from siren_bench.metrics.frechet import GaussianStats
 from siren_bench.embedders import clap, panns, passt, smoke, vggish  # noqa: F401  (each registers its embedders)
@@ -68,13 +71,15 @@ class EmbedderLoader:
     smoke evaluators); they are looked up in `weights_dir`. A CLAP checkpoint may be an HF-format folder of that name, or an original
     LAION .pt file with the roberta-base tokenizer files in `weights_dir/roberta-base`. `pins`
     maps a checkpoint name to its expected SHA-256 (a pinned VGGish skips the file-name prefix
-    check, which the full hash supersedes).
+    check, which the full hash supersedes). `compute`: where and in what batches they embed.
     """
 
-    def __init__(self, weights_dir: str | Path | None, pins: dict[str, str] | None = None, device: str = "cpu"):
+    def __init__(self, weights_dir: str | Path | None, pins: dict[str, str] | None = None,
+                 compute: "EmbeddingCompute | None" = None):
         self.weights_dir = Path(weights_dir) if weights_dir is not None else None
         self.pins = dict(pins or {})
-        self.device = device
+        self.compute = compute if compute is not None else EmbeddingCompute()
+        self.device = self.compute.device  # where the embedders it opens run
         self._open: dict[tuple[str, str, str], Embedder] = {}
 
     def path(self, spec: MetricSpec) -> Path:
@@ -160,25 +165,99 @@ class EmbeddedSet:
     keys: dict[str, str]  # clip id -> cache key (for audit)
 
 
-def embedding_key(audio_sha256: str, spec: MetricSpec, embedder_identity: str) -> str:
+@dataclass(frozen=True)
+class EmbeddingCompute:
+    """How the embedders run: the device, the clips per embedder call, and the threads decoding
+    and resampling the next clips (soundfile and soxr release the GIL) while the model runs.
+
+    Every call gets exactly `batch_clips` clips of one length: clips are grouped by their length
+    after the audio policy and a short group is filled with silent clips whose outputs are
+    dropped. Each embedder then runs its forwards at shapes fixed by (batch_clips, length) alone,
+    so a clip's embedding does not depend on which clips share its call, nor on its place in it
+    (tests/test_embedding_batches.py checks this bit for bit per embedder), and a run killed and
+    resumed, or sharded over ranks, caches the same entries. Another batch shape or device rounds
+    float32 differently in the last bits: `key()` goes into every cache key."""
+
+    device: str = "cpu"
+    batch_clips: int = 1
+    loader_threads: int = 0
+
+    def key(self) -> dict:
+        device = self.device
+        if device.startswith("cuda"):
+            import torch
+
+            device = f"cuda:{torch.cuda.get_device_name(torch.device(self.device))}"  # the GPU model, not its index
+        return {"device": device, "batch_clips": self.batch_clips}
+
+    def record(self) -> dict:
+        return self.key() | {"loader_threads": self.loader_threads}
+
+
+def resolve_compute(device: str, embed_batch: int | None, loader_threads: int, source: str = "params.yaml") -> EmbeddingCompute:
+    """eval.device / eval.embed_batch / eval.loader_threads as an EmbeddingCompute: "auto" is CUDA
+    when present; a CUDA device that is not there is an error, not a silent CPU run."""
+    import torch
+
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"{source}: eval.device={device} but torch sees no CUDA device here "
+                          "(set eval.device=cpu or auto to score on the CPU)")
+    batch = embed_batch if embed_batch is not None else (32 if device.startswith("cuda") else 1)
+    return EmbeddingCompute(device, int(batch), int(loader_threads))
+
+
+def embedding_key(audio_sha256: str, spec: MetricSpec, embedder_identity: str, compute: EmbeddingCompute) -> str:
     return cache_key(kind="embedding", version=EMBEDDING_VERSION, audio=audio_sha256, knobs=embedding_knobs(spec),
-                     weights=embedder_identity)
+                     weights=embedder_identity, compute=compute.key())
+
+
+def _prefetched(clips: list[Clip], load, threads: int, ahead: int):
+    """(clip, load(clip)) in order, with up to `ahead` clips loading in `threads` threads."""
+    if threads == 0:
+        yield from ((clip, load(clip)) for clip in clips)
+        return
+    with ThreadPoolExecutor(max_workers=threads) as pool:
+        pending: deque = deque()
+        for clip in clips:
+            pending.append((clip, pool.submit(load, clip)))
+            if len(pending) > ahead:
+                done, future = pending.popleft()
+                yield done, future.result()
+        while pending:
+            done, future = pending.popleft()
+            yield done, future.result()
+
+
+def _embed_call(embedder: Embedder, spec: MetricSpec, group: list[tuple[Clip, np.ndarray]], batch_clips: int) -> list[Embedding]:
+    """One embedder call of exactly `batch_clips` waves of one length (the group, then silence)."""
+    waves = [wave for _, wave in group]
+    waves += [np.zeros_like(waves[0])] * (batch_clips - len(waves))
+    try:
+        return embedder.embed(waves)[:len(group)]
+    except ValueError:  # the embedder's own refusal, e.g. too short for one frame: name the clip
+        for clip, wave in group:
+            try:
+                embedder.embed([wave] + [np.zeros_like(wave)] * (batch_clips - 1))
+            except ValueError as own:
+                raise AudioFileError(clip.path, f"{spec.embedder} cannot embed it after the recipe's audio policy ({own})") from own
+        raise
 
 
 def embed_clips(clips: list[Clip], spec: MetricSpec, embedder: Embedder, cache: ContentCache, *, allow_clipped: bool = False,
-                desc: str = "embed") -> EmbeddedSet:
-    """Embeddings of `clips` under `spec`, from the cache where present, computed otherwise.
-
-    Each clip is embedded in a call of its own: float32 networks round differently for other
-    batch shapes (about 1e-7 relative here), so a clip embedded beside other clips would not
-    be bit-identical to the same clip embedded alone, and a cached entry would depend on which
-    clips happened to share its batch. Under torchrun the ranks share the work: rank r embeds
-    the uncached clips r, r + W, ... into the shared cache and, after a barrier, every rank reads
-    the others' from it, so each rank holds the set a single process would have computed."""
+                desc: str = "embed", compute: EmbeddingCompute = EmbeddingCompute()) -> EmbeddedSet:
+    """Embeddings of `clips` under `spec`, from the cache where present, computed otherwise, in
+    calls of `compute.batch_clips` clips of one length (EmbeddingCompute says why that keeps every
+    entry independent of its neighbours). Each finished call's clips go into the cache at once,
+    so a run killed part way embeds only the clips it had not finished. Under torchrun the ranks
+    share the work: rank r embeds the uncached clips r, r + W, ... into the shared cache and,
+    after a barrier, every rank reads the others' from it, so each rank holds the set a single
+    process would have computed."""
     out = EmbeddedSet({}, {}, {})
     todo = []
     for clip in clips:
-        key = embedding_key(clip.sha256, spec, embedder.cache_identity)
+        key = embedding_key(clip.sha256, spec, embedder.cache_identity, compute)
         out.keys[clip.clip_id] = key
         hit = cache.get(key)
         if hit is None:
@@ -190,18 +269,33 @@ def embed_clips(clips: list[Clip], spec: MetricSpec, embedder: Embedder, cache: 
         out.facts[clip.clip_id] = facts
     rank, world = rank_and_world()
     barrier()  # every rank has listed its misses before any rank writes an entry
-    for clip in tqdm(todo[rank::world], desc=desc, unit="clip", disable=not todo or rank > 0):
-        wave, facts = load_clip(clip, spec, allow_clipped)
-        try:
-            embedding = embedder.embed([wave])[0]
-        except ValueError as exc:  # the embedder's own refusal, e.g. too short for one frame
-            raise AudioFileError(clip.path, f"{spec.embedder} cannot embed it after the recipe's audio policy ({exc})") from exc
-        arrays = {"frames": np.asarray(embedding.frames, dtype=np.float64), "facts": facts.as_array()}
-        if embedding.logits is not None:
-            arrays["logits"] = np.asarray(embedding.logits, dtype=np.float64)
-        cache.put(out.keys[clip.clip_id], arrays)
-        out.embeddings[clip.clip_id] = Embedding(arrays["frames"], arrays.get("logits"))
-        out.facts[clip.clip_id] = facts
+    mine = todo[rank::world]
+    facts_of: dict[str, ClipFacts] = {}
+
+    def load(clip: Clip) -> np.ndarray:
+        wave, facts_of[clip.clip_id] = load_clip(clip, spec, allow_clipped)
+        return wave
+
+    def store(group: list[tuple[Clip, np.ndarray]]) -> None:
+        for (clip, _), embedding in zip(group, _embed_call(embedder, spec, group, compute.batch_clips)):
+            facts = facts_of.pop(clip.clip_id)
+            arrays = {"frames": np.asarray(embedding.frames, dtype=np.float64), "facts": facts.as_array()}
+            if embedding.logits is not None:
+                arrays["logits"] = np.asarray(embedding.logits, dtype=np.float64)
+            cache.put(out.keys[clip.clip_id], arrays)
+            out.embeddings[clip.clip_id] = Embedding(arrays["frames"], arrays.get("logits"))
+            out.facts[clip.clip_id] = facts
+        progress.update(len(group))
+
+    by_length: dict[int, list[tuple[Clip, np.ndarray]]] = {}
+    with tqdm(total=len(mine), desc=desc, unit="clip", disable=not mine or rank > 0) as progress:
+        for clip, wave in _prefetched(mine, load, compute.loader_threads, ahead=compute.batch_clips + 2 * compute.loader_threads):
+            group = by_length.setdefault(wave.shape[-1], [])
+            group.append((clip, wave))
+            if len(group) == compute.batch_clips:
+                store(by_length.pop(wave.shape[-1]))
+        for group in by_length.values():  # the last, short call of each length
+            store(group)
     if world > 1:
         barrier()  # every rank's share is in the cache
         for clip in todo:
@@ -213,8 +307,9 @@ def embed_clips(clips: list[Clip], spec: MetricSpec, embedder: Embedder, cache: 
 
 
 def embed_captions(captions: dict[str, str], embedder, cache: ContentCache) -> dict[str, np.ndarray]:
-    """Text-tower embeddings of captions (a CLAP model's embed_text), cached per caption and,
-    like audio clips, computed one at a time so an entry never depends on its batch."""
+    """Text-tower embeddings of captions (a CLAP model's embed_text), cached per caption and
+    computed one at a time, so an entry never depends on its batch (captions pad to the longest
+    in a batch, which changes the rounding)."""
     if not hasattr(embedder, "embed_text"):
         raise ValueError(f"{embedder.info.name} has no text tower; the CLAP score needs a CLAP model")
     out, todo = {}, []

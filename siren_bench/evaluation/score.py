@@ -29,7 +29,7 @@ from siren_bench.recipes import MetricSpec, Recipe
 from siren_bench.registry import METRICS
 from siren_bench.scoring import reference_gaussian, score_metric
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: embedding_compute (device, clips per embedder call) recorded
 RESULTS_NAME, PER_CLIP_NAME = "results.json", "per_clip.csv"
 # per-clip column of each metric that has per-clip values
 PER_CLIP_COLUMNS = {"fad": "fad_clip_fd", "fd": "fd_sq_distance_to_reference_mean", "kl": "kl", "clap": "clap_cosine"}
@@ -99,9 +99,9 @@ def score_sets(generated: ClipSet, reference: ClipSet, recipe: Recipe, loader: E
             label = f"{spec.embedder}/{spec.framing}"
             embedded[group] = (
                 embed_clips([generated.clips[c] for c in generated.ids], spec, embedder, cache, allow_clipped=allow_clipped,
-                            desc=f"embed generated ({label})"),
+                            desc=f"embed generated ({label})", compute=loader.compute),
                 embed_clips([reference.clips[c] for c in reference.ids], spec, embedder, cache, allow_clipped=allow_clipped,
-                            desc=f"embed reference ({label})"),
+                            desc=f"embed reference ({label})", compute=loader.compute),
             )
             gen, ref = embedded[group]
             embedders[group] = {
@@ -138,6 +138,7 @@ def score_sets(generated: ClipSet, reference: ClipSet, recipe: Recipe, loader: E
         "n_bootstrap": n_boot, "bootstrap_seed": recipe.bootstrap_seed,
         "metrics": scores,
         "embedders": embedders,
+        "embedding_compute": loader.compute.record(),  # device, clips per call: in the cache keys
         "generated": generated.record(),
         "reference": reference.record(),
         "captions": None if text_captions is None else {"source": captions_source, "texts": text_captions},

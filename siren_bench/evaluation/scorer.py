@@ -11,7 +11,7 @@ from siren_bench.artifacts import SCORED_SPLIT, STAGES
 from siren_bench.cache import ContentCache
 from siren_bench.config import EvalConfig, eval_config
 from siren_bench.evaluation.clipsets import ClipSet, folder_clips, manifest_clips
-from siren_bench.evaluation.embedding import EmbedderLoader
+from siren_bench.evaluation.embedding import EmbedderLoader, resolve_compute
 from siren_bench.evaluation.score import score_sets, write_score
 from siren_bench.recipes import Recipe, get_recipe, needs_smoke_evaluators
 
@@ -51,9 +51,9 @@ class StageScorer:
 def stage_scorer(stage) -> StageScorer:
     config = eval_config(stage.params, stage.source)
     weights_dir = stage.dir("evaluators") if needs_smoke_evaluators(config.recipe) else config.weights_dir
-    # On CPU whatever run.device says: cache keys do not hold the device, and a GPU rounds float32
-    # differently, so CPU-only embeddings keep cached entries and audits exactly comparable.
-    loader = EmbedderLoader(weights_dir, config.weights_sha256, device="cpu")
+    # eval.device, not run.device: the cache keys hold the device kind and the clips per call
+    compute = resolve_compute(config.device, config.embed_batch, config.loader_threads, stage.source)
+    loader = EmbedderLoader(weights_dir, config.weights_sha256, compute)
     cache = ContentCache(Path(stage.run.cache_dir) / "embeddings")
     reference = manifest_clips(stage.dir("prepare") / STAGES["prepare"].file("manifest"), SCORED_SPLIT)
     return StageScorer(get_recipe(config.recipe), config, loader, cache, reference, weights_dir)

@@ -142,7 +142,7 @@ def run(params_path: str | Path = "params.yaml") -> Path:
         raise ConfigError(f"{siren_dir}: Siren was trained with another text encoder than model.text_encoder loads")
     recipe = config.reward_recipe or evaluation.recipe
     weights_dir = stage.dir("evaluators") if needs_smoke_evaluators(recipe) else evaluation.weights_dir
-    loader = EmbedderLoader(weights_dir, evaluation.weights_sha256, device="cpu")
+    loader = EmbedderLoader(weights_dir, evaluation.weights_sha256)  # the reward embeds on the CPU
     references = reference_clips(train, config.n_frames * codec.hop_length, codec.sample_rate, str(prepare_dir / MANIFEST_NAME))
     reward, reward_info = build_reward(config, recipe, loader, codec, references, captions)
 
