@@ -220,6 +220,9 @@ class ModelConfig(SirenConfig):
     interference_clips: int = 8
     bf16: bool = True  # autocast on CUDA only
     activation_checkpointing: bool = False  # recompute block activations in backward: memory for compute (GPU sizes)
+    # several ranks: "ddp" replicates the model on each; "fsdp" shards each block's parameters,
+    # gradients and optimizer state over them (FSDP2), for a model whose training states do not fit one GPU
+    sharding: str = "ddp"
     # generation
     temperature: float = 1.0
     top_k: int = 0
@@ -434,6 +437,11 @@ def model_config(params: DictConfig, source: str = "params.yaml") -> ModelConfig
     if not config.null_caption and (config.caption_dropout or config.guidance != 1.0):
         problems.append(f"model.null_caption=false leaves Siren no null caption, so model.caption_dropout "
                         f"({config.caption_dropout}) must be 0 and model.guidance ({config.guidance}) 1, as in the official code")
+    if config.sharding not in ("ddp", "fsdp"):
+        problems.append(f"model.sharding must be ddp or fsdp, got {config.sharding!r}")
+    elif config.sharding == "fsdp" and config.interference_every:
+        problems.append("model.sharding=fsdp: the gradient-interference probe needs the whole model on one rank; "
+                        "set model.interference_every=0 (interference is then not measured)")
     if config.text_encoder not in TEXT_ENCODERS:
         problems.append(f"model.text_encoder must be one of {list(TEXT_ENCODERS)}, got {config.text_encoder!r}")
     elif config.text_encoder == "minilm" and config.text_encoder_path is not None:

@@ -27,6 +27,12 @@ that no model re-implements it and a fix reaches them all:
 Data parallelism: under torchrun `rank` and `world` come from the process group; the model's
 step picks its rank's rows and wraps its loss module with `data_parallel` (DistributedDataParallel
 when there are several ranks). Only rank 0 shows progress and writes the resume state and the live log.
+With `shard_blocks` (model.sharding=fsdp) and several ranks the engine shards instead (FSDP2's
+`fully_shard`): each named block keeps 1/W of its parameters, gradients and optimizer state per
+rank, gathered for the block's forward and backward; the small rest of the model stays whole on
+every rank with its gradients averaged as DDP averages them (`shard_parameters`). Resume states then hold the full,
+gathered state dicts (keyed by parameter name), so a one-process run (the stage assembling a
+finished job) loads them as it loads any other.
 The model's train / eval mode is the caller's: the alignment trains its policy in eval mode.
 """
 
@@ -48,6 +54,7 @@ from torch.utils.checkpoint import checkpoint
 from tqdm import tqdm
 
 from siren_bench.distributed import rank_and_world
+from siren_bench.errors import ConfigError
 from siren_bench.io import atomic_path
 from siren_bench.weights import CheckpointError, load_resume_state
 
@@ -89,6 +96,58 @@ def _checkpointed_forward(self, *args, **kwargs):
     return forward(self, *args, **kwargs)
 
 
+def shard_parameters(model: torch.nn.Module, optimizer: torch.optim.Optimizer, block_types: tuple[type, ...]) -> list:
+    """Shard each `block_types` module of `model` over the process group with FSDP2 and point
+    `optimizer` (not stepped yet) at the sharded parameters fully_shard puts in place of the
+    originals. The parameters outside the blocks (embeddings, heads, the null caption: a small
+    share) stay whole on every rank and are returned: the trainer averages their gradients over
+    the ranks itself, as DDP does, because some are unused on some ranks (the null caption when a
+    rank's rows drop no caption) and FSDP's reduce-scatter needs every rank to hold every gradient."""
+    from torch.distributed.fsdp import fully_shard
+
+    if optimizer.state:
+        raise ValueError("shard the model before the optimizer's first step")
+    names = {id(p): name for name, p in model.named_parameters()}
+    blocks = [m for m in model.modules() if isinstance(m, block_types)]
+    if not blocks:
+        raise ConfigError(f"model.sharding=fsdp: the model has no {', '.join(b.__name__ for b in block_types)} to shard")
+    for block in blocks:
+        fully_shard(block)
+    sharded = dict(model.named_parameters())
+    for group in optimizer.param_groups:
+        group["params"] = [sharded[names[id(p)]] for p in group["params"]]
+    return [p for p in model.parameters() if p.requires_grad and not hasattr(p, "full_tensor")]
+
+
+def _average_whole_gradients(params: list, world: int) -> None:
+    """DDP's reduction for the unsharded parameters: each gradient averaged over the ranks, a rank
+    that did not use the parameter counting zeros; one no rank used keeps no gradient."""
+    used = torch.tensor([p.grad is not None for p in params], dtype=torch.int32)
+    dist.all_reduce(used)
+    for p, count in zip(params, used.tolist()):
+        if count:
+            if p.grad is None:
+                p.grad = torch.zeros_like(p)
+            dist.all_reduce(p.grad)
+            p.grad /= world
+
+
+def _clip_mixed(params: list, max_norm: float) -> torch.Tensor:
+    """clip_grad_norm_ over sharded (DTensor) and whole gradients: the global norm from every
+    rank's shards plus the whole gradients (the same on every rank) once."""
+    grads = [p.grad for p in params if p.grad is not None]
+    shards = [g.to_local() for g in grads if hasattr(g, "to_local")]
+    whole = [g for g in grads if not hasattr(g, "to_local")]
+    sharded = torch.stack([s.double().pow(2).sum() for s in shards]).sum() if shards else torch.zeros((), dtype=torch.float64)
+    dist.all_reduce(sharded)
+    total = sharded + (torch.stack([g.double().pow(2).sum() for g in whole]).sum() if whole else 0.0)
+    norm = total.sqrt()
+    coefficient = torch.clamp(max_norm / (norm + 1e-6), max=1.0)
+    for g in shards + whole:
+        g.mul_(coefficient.to(g.dtype))
+    return norm
+
+
 def checkpoint_activations(model: torch.nn.Module, block_types: tuple[type, ...]) -> int:
     """Make every `block_types` module of `model` recompute its activations in the backward pass
     instead of keeping them (only while gradients are on, so validation and generation run as
@@ -109,10 +168,14 @@ class Trainer:
                  grad_clip: float, checkpoint_every: int, stream: Sequence[int], state_file: Path | None,
                  device: torch.device | str = "cpu", warmup_steps: int = 0, min_lr_ratio: float = 0.1,
                  grad_accum: int = 1, bf16: bool = False, extra_state: dict | None = None,
-                 checkpoint_blocks: tuple[type, ...] = ()):
+                 checkpoint_blocks: tuple[type, ...] = (), shard_blocks: tuple[type, ...] = ()):
         if steps < 0 or grad_accum < 1 or checkpoint_every < 1 or warmup_steps < 0 or grad_clip <= 0:
             raise ValueError(f"{label}: steps and warmup_steps must be >= 0, grad_accum and checkpoint_every >= 1, "
                              f"grad_clip > 0; got {steps}, {warmup_steps}, {grad_accum}, {checkpoint_every}, {grad_clip}")
+        self.rank, self.world = rank_and_world()
+        self.checkpointed_blocks = checkpoint_activations(model, checkpoint_blocks) if checkpoint_blocks else 0
+        self.sharded = bool(shard_blocks) and self.world > 1
+        self.whole_params = shard_parameters(model, optimizer, shard_blocks) if self.sharded else []
         self.label, self.model, self.optimizer = label, model, optimizer
         self.steps, self.grad_clip, self.checkpoint_every, self.grad_accum = steps, grad_clip, checkpoint_every, grad_accum
         self.state_file, self.device = state_file, torch.device(device)
@@ -120,8 +183,6 @@ class Trainer:
         self.schedule = torch.optim.lr_scheduler.LambdaLR(
             optimizer, lambda step: warmup_cosine(step, steps, warmup_steps, min_lr_ratio))
         self.rng = np.random.default_rng(np.random.SeedSequence(list(stream)))
-        self.rank, self.world = rank_and_world()
-        self.checkpointed_blocks = checkpoint_activations(model, checkpoint_blocks) if checkpoint_blocks else 0
         self.extra_state = dict(extra_state or {})
         self.log: list[dict] = []
         self.start = 0  # the step a resumed run continued from (0: a fresh run)
@@ -130,9 +191,10 @@ class Trainer:
             self._resume(state_file)
 
     def data_parallel(self, module: torch.nn.Module) -> torch.nn.Module:
-        """`module` wrapped for data parallelism when several ranks train, else itself.
+        """`module` wrapped for data parallelism when several ranks train, else itself (itself too
+        when the model is sharded: FSDP's hooks on the model reduce the gradients).
         find_unused_parameters: a shard may leave a parameter unused (e.g. the null caption)."""
-        if self.world == 1:
+        if self.world == 1 or self.sharded:
             return module
         return DistributedDataParallel(module, device_ids=[self.device] if self.device.type == "cuda" else None,
                                        find_unused_parameters=True)
@@ -155,8 +217,12 @@ class Trainer:
         if self.world > 1:
             dist.all_reduce(total)
             total /= self.world
-        trained = [p for p in self.model.parameters() if p.grad is not None]
-        grad_norm = torch.nn.utils.clip_grad_norm_(trained, self.grad_clip)
+        if self.sharded:
+            _average_whole_gradients(self.whole_params, self.world)
+            grad_norm = _clip_mixed(list(self.model.parameters()), self.grad_clip)
+        else:
+            trained = [p for p in self.model.parameters() if p.grad is not None]
+            grad_norm = torch.nn.utils.clip_grad_norm_(trained, self.grad_clip)
         self.optimizer.step()
         return {"loss": total.item(), **numbers, "grad_norm": float(grad_norm)}
 
@@ -184,7 +250,8 @@ class Trainer:
             if live is not None:
                 _log_live(live, row)
             progress.set_postfix(loss=f"{row['loss']:.3f}")
-            if self.rank == 0 and self.state_file is not None and ((index + 1) % self.checkpoint_every == 0 or index + 1 == last):
+            due = self.state_file is not None and ((index + 1) % self.checkpoint_every == 0 or index + 1 == last)
+            if due and (self.rank == 0 or self.sharded):  # sharded: every rank gathers, rank 0 writes
                 self._save(index + 1)
         if live is not None and last == self.steps:
             live.end()
@@ -201,7 +268,10 @@ class Trainer:
         return live
 
     def _save(self, step: int) -> None:
-        state = {"format": STATE_FORMAT, "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+        model_state, optimizer_state = self._full_states()
+        if self.rank > 0:
+            return
+        state = {"format": STATE_FORMAT, "model": model_state, "optimizer": optimizer_state, "by_name": self.sharded,
                  "schedule": self.schedule.state_dict(), "torch_rng": torch.get_rng_state(),
                  "numpy_rng": json.dumps(self.rng.bit_generator.state), "log": json.dumps(self.log), "step": step}
         if self.device.type == "cuda":  # dropout on the GPU draws from the CUDA generator
@@ -212,13 +282,30 @@ class Trainer:
         with atomic_path(self.state_file) as tmp:
             torch.save(state, tmp)
 
+    def _full_states(self) -> tuple[dict, dict]:
+        """The model's and the optimizer's state dicts; when sharded, gathered on every rank (a
+        collective) into full, named CPU tensors."""
+        if not self.sharded:
+            return self.model.state_dict(), self.optimizer.state_dict()
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict, get_optimizer_state_dict
+
+        full = StateDictOptions(full_state_dict=True, cpu_offload=True)
+        return get_model_state_dict(self.model, options=full), get_optimizer_state_dict(self.model, self.optimizer, options=full)
+
     def _resume(self, path: Path) -> None:
         state = load_resume_state(path)
         if state.get("format") != STATE_FORMAT:
             raise CheckpointError(f"{path}: a resume state of format {state.get('format')!r}, not {STATE_FORMAT!r} "
                                   f"(written by another version of siren-bench); delete it to restart that run from step 0")
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
+        if self.sharded or state.get("by_name"):  # full states gathered from a sharded run, keyed by name
+            from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict, set_optimizer_state_dict
+
+            full = StateDictOptions(full_state_dict=True)
+            set_model_state_dict(self.model, state["model"], options=full)
+            set_optimizer_state_dict(self.model, self.optimizer, state["optimizer"], options=full)
+        else:
+            self.model.load_state_dict(state["model"])
+            self.optimizer.load_state_dict(state["optimizer"])
         self.schedule.load_state_dict(state["schedule"])
         torch.set_rng_state(state["torch_rng"].cpu())
         if self.device.type == "cuda":

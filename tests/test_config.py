@@ -196,3 +196,17 @@ def test_every_group_option_spells_out_its_sections_fields(group, option, cls):
     composed = set(_compose(f"{group}={option}")[group]) if "defaults" in values else set(values)
     fields = set(getattr(config, cls).__dataclass_fields__)
     assert fields <= composed, fields - composed
+
+
+@pytest.mark.parametrize("overrides, problem", [
+    (["model.sharding=zero3"], "model.sharding must be ddp or fsdp"),
+    (["model.sharding=fsdp"], "model.sharding=fsdp: the gradient-interference probe needs the whole model"),
+])
+def test_sharding_is_checked(overrides, problem):
+    from omegaconf import OmegaConf
+
+    from siren_bench.config import model_config
+
+    with pytest.raises(ConfigError, match=problem):
+        model_config(OmegaConf.create(_compose(*overrides)))
+    assert model_config(OmegaConf.create(_compose("model.sharding=fsdp", "model.interference_every=0"))).sharding == "fsdp"

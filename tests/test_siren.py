@@ -284,36 +284,47 @@ def test_run_device_is_checked(device, problem):
         context.device()
 
 
-def ddp_case():
+def ddp_case(sharding: str = "ddp"):
     """A tiny expert's training inputs (dropout 0, so the data-parallel run must equal one process;
     caption dropout still applies, drawn from the shared batch stream)."""
     from siren_bench.config import ModelConfig
 
     config = ModelConfig(train_steps=4, batch_size=4, crop_frames=6, checkpoint_every=2, val_every=2, warmup_steps=2,
-                         learning_rate=1e-3, grad_accum=2, caption_dropout=0.25)
+                         learning_rate=1e-3, grad_accum=2, caption_dropout=0.25, sharding=sharding)
     return 0, tiny_config(dropout=0.0), config, torch.randn(4, 16, 8, generator=torch.Generator().manual_seed(5)), \
         _token_set(6, 8, 0), _token_set(2, 7, 1)
 
 
-def test_data_parallel_training_over_two_ranks_equals_one_process(tmp_path):
+@pytest.mark.parametrize("sharding", ["ddp", "fsdp"])
+def test_data_parallel_training_over_two_ranks_equals_one_process(tmp_path, sharding):
     """torchrun with 2 CPU ranks (gloo): each rank trains on half of every batch (clips of unequal
-    lengths, so the shards hold unequal frame counts) and the result is the one-process run."""
+    lengths, so the shards hold unequal frame counts) and the result is the one-process run.
+    fsdp: the ranks hold half of each block's parameters and optimizer state, stop after step 2
+    and resume from the gathered state; one process then loads that finished state as it is."""
     import json
     import subprocess
     import sys
 
-    from siren_bench.models.train import train_expert
+    from siren_bench.models.train import resume_file, train_expert
 
     torchrun = Path(sys.executable).parent / "torchrun"
     done = subprocess.run([str(torchrun), "--standalone", "--nproc-per-node", "2", "-m", "tests.siren_ddp_worker",
-                           str(tmp_path)], cwd=REPO, capture_output=True, text=True, timeout=300)
+                           str(tmp_path), sharding], cwd=REPO, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     single = train_expert(*ddp_case(), tmp_path / "single", "d", torch.device("cpu"))
+    if sharding == "fsdp":
+        index, siren, config, *_ = ddp_case(sharding)
+        state = torch.load(resume_file(tmp_path / "resume", config, siren, index, "d"), weights_only=True)
+        assert state["by_name"] is True and state["step"] == 4  # gathered from the shards, keyed by name
+        assembled = train_expert(*ddp_case(sharding), tmp_path / "resume", "d", torch.device("cpu"))
+        assert assembled.resumed_from == 4
+        weights = assembled.expert.state_dict()
+    else:
+        weights = torch.load(tmp_path / "expert.pt", weights_only=True)
     parallel = json.loads((tmp_path / "log.json").read_text())
     assert [r["step"] for r in parallel] == [1, 2, 3, 4]
     for a, b in zip(single.log, parallel):  # float32 sums in another order: agreement to ~1e-6
         assert b["loss"] == pytest.approx(a["loss"], rel=1e-5)
         assert b.get("val_loss", 0.0) == pytest.approx(a.get("val_loss", 0.0), rel=1e-5)
-    weights = torch.load(tmp_path / "expert.pt", weights_only=True)
     for key, value in single.expert.state_dict().items():
         torch.testing.assert_close(weights[key], value, rtol=1e-4, atol=1e-5, msg=key)

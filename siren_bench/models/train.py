@@ -140,7 +140,8 @@ def train_model(model: torch.nn.Module, label: str, config: ModelConfig, train: 
     trainer = Trainer(label, model, optimizer_for(model, config), steps=config.train_steps, grad_clip=config.grad_clip,
                       checkpoint_every=config.checkpoint_every, stream=stream, state_file=state_file, device=device,
                       warmup_steps=config.warmup_steps, min_lr_ratio=config.min_lr_ratio, grad_accum=config.grad_accum,
-                      bf16=config.bf16, checkpoint_blocks=(TemporalBlock, DepthBlock) if config.activation_checkpointing else ())
+                      bf16=config.bf16, checkpoint_blocks=(TemporalBlock, DepthBlock) if config.activation_checkpointing else (),
+                      shard_blocks=(TemporalBlock, DepthBlock) if config.sharding == "fsdp" else ())
     shard_loss = trainer.data_parallel(_ShardLoss(model))
     rng = trainer.rng
 
@@ -157,7 +158,8 @@ def train_model(model: torch.nn.Module, label: str, config: ModelConfig, train: 
     def measure(step: int) -> dict:
         row = {}
         last = step == config.train_steps
-        if trainer.rank == 0 and val is not None and (step % config.val_every == 0 or last):
+        # sharded, every rank takes part in the validation forwards (they gather the parameters)
+        if (trainer.rank == 0 or trainer.sharded) and val is not None and (step % config.val_every == 0 or last):
             row["val_loss"] = validation_loss(model, val, device)
         if trainer.rank == 0 and probe is not None and (step == 1 or step % probe.every == 0 or last):
             row |= probe(model, step)
