@@ -30,9 +30,9 @@ when there are several ranks). Only rank 0 shows progress and writes the resume 
 With `shard_blocks` (model.sharding=fsdp) and several ranks the engine shards instead (FSDP2's
 `fully_shard`): each named block keeps 1/W of its parameters, gradients and optimizer state per
 rank, gathered for the block's forward and backward; the small rest of the model stays whole on
-every rank with its gradients averaged as DDP averages them (`shard_parameters`). Resume states then hold the full,
-gathered state dicts (keyed by parameter name), so a one-process run (the stage assembling a
-finished job) loads them as it loads any other.
+every rank with its gradients averaged as DDP averages them (`shard_parameters`). Resume states
+then hold the full, gathered state dicts (keyed by parameter name), so a one-process run (the
+stage assembling a finished job) loads them as it loads any other.
 The model's train / eval mode is the caller's: the alignment trains its policy in eval mode.
 """
 
@@ -192,7 +192,7 @@ class Trainer:
 
     def data_parallel(self, module: torch.nn.Module) -> torch.nn.Module:
         """`module` wrapped for data parallelism when several ranks train, else itself (itself too
-        when the model is sharded: FSDP's hooks on the model reduce the gradients).
+        when the model is sharded: FSDP reduces the blocks' gradients, `update` the rest's).
         find_unused_parameters: a shard may leave a parameter unused (e.g. the null caption)."""
         if self.world == 1 or self.sharded:
             return module
