@@ -66,7 +66,8 @@ STAGES: dict[str, StageArtifacts] = {a.folder: a for a in (
     StageArtifacts("train_baselines", "baselines", {"summary": "baselines.json"},
                    per_system={"config": "config.json", "weights": "model.safetensors", "train_log": "train_log.jsonl"}),
     StageArtifacts("generate", "generate", {"systems": "systems.json"}),
-    StageArtifacts("score", "score", {"summary": "summary.json"},
+    StageArtifacts("score", "score", {"summary": "summary.json", "reference_stats": "reference_stats.npz",
+                                      "ranking": "ranking.json"},
                    per_system={"results": "results.json", "per_clip": "per_clip.csv"}),
     StageArtifacts("sweep", "sweep", {"summary": "sweep.json"}),
 )}

@@ -7,6 +7,7 @@ import importlib
 import logging
 import os
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 # Only this light module at the top: what cli.py imports at module level is in every stage's
@@ -67,21 +68,12 @@ def _match_baselines(args: argparse.Namespace) -> None:
     print(OmegaConf.to_yaml(OmegaConf.create(sizing.overrides(matched, architectures))), end="")
 
 
-def _score(args: argparse.Namespace) -> None:
-    """Without --generated: the pipeline's score stage. With it: one folder against a reference."""
-    if args.generated is None:
-        if args.reference is not None:
-            raise ConfigError("--reference needs --generated (the folder of audio to score)")
-        _stage(args)
-        return
-    from siren_bench.cache import ContentCache
-    from siren_bench.evaluation.clipsets import clip_set, read_captions
+def _recipe_and_loader(args: argparse.Namespace):
+    """The recipe, the --metrics subset (None: all) and an embedder loader with the --pin'ned
+    checkpoints, from the options `score` and `stats export` share."""
     from siren_bench.evaluation.embedding import EmbedderLoader, resolve_compute
-    from siren_bench.evaluation.score import score_sets, write_score
     from siren_bench.recipes import get_recipe
 
-    if args.reference is None or args.out is None:
-        raise ConfigError("scoring a folder needs --reference DIR|MANIFEST and --out DIR")
     try:
         recipe = get_recipe(args.recipe)
     except KeyError as exc:
@@ -98,12 +90,65 @@ def _score(args: argparse.Namespace) -> None:
     if unknown:
         raise ConfigError(f"--pin {', '.join(unknown)}: the recipe {recipe.id} (metrics {metrics or 'all'}) uses no such "
                           f"checkpoint; it uses {used}")
-    generated, reference = clip_set(args.generated), clip_set(args.reference, args.split)
+    compute = resolve_compute(args.device, args.batch, args.loader_threads, f"siren-bench {args.command}")
+    return recipe, metrics, EmbedderLoader(args.weights_dir, pins, compute)
+
+
+@contextmanager
+def _ranks(loader):
+    """Under torchrun: the process group on the embedders' device (NCCL with cuda:LOCAL_RANK, gloo
+    on the CPU) for the block; yields this process's rank (0 without torchrun)."""
+    import torch
+
+    from siren_bench.distributed import rank_and_world, torchrun_group
+
+    with torchrun_group(torch.device(loader.compute.device)):
+        yield rank_and_world()[0]
+
+
+def _stats_export(args: argparse.Namespace) -> None:
+    """A reference set's statistics under a recipe, as FILE.npz + FILE.json (evaluation/reference_stats.py)."""
+    from siren_bench.cache import ContentCache
+    from siren_bench.evaluation.clipsets import clip_set
+    from siren_bench.evaluation.reference_stats import export_reference_stats
+    from siren_bench.evaluation.score import select_metrics
+
+    recipe, metrics, loader = _recipe_and_loader(args)
+    reference = clip_set(args.reference, args.split)
+    with _ranks(loader) as rank:  # under torchrun the ranks share the embedding; rank 0 writes the file
+        stats = export_reference_stats(reference, recipe, select_metrics(recipe, metrics), loader, ContentCache(args.cache_dir),
+                                       args.out, allow_clipped=args.allow_clipped)
+    if rank > 0:
+        return
+    print(f"stats export: wrote {stats.path} and {stats.path.with_suffix('.json')} ({', '.join(stats.metrics)} of "
+          f"{len(stats.clip_ids)} clips under {recipe.id})")
+
+
+def _score(args: argparse.Namespace) -> None:
+    """Without --generated: the pipeline's score stage. With it: one folder against a reference."""
+    if args.generated is None:
+        if args.reference is not None or args.reference_stats is not None:
+            raise ConfigError("--reference and --reference-stats need --generated (the folder of audio to score)")
+        _stage(args)
+        return
+    from siren_bench.cache import ContentCache
+    from siren_bench.evaluation.clipsets import clip_set, read_captions
+    from siren_bench.evaluation.score import score_sets, write_score
+
+    if (args.reference is None) == (args.reference_stats is None) or args.out is None:
+        raise ConfigError("scoring a folder needs --out DIR and one of --reference DIR|MANIFEST or --reference-stats FILE.npz")
+    from siren_bench.evaluation.reference_stats import read_reference_stats
+
+    recipe, metrics, loader = _recipe_and_loader(args)
+    generated = clip_set(args.generated)
+    reference = clip_set(args.reference, args.split) if args.reference else read_reference_stats(args.reference_stats)
     captions = read_captions(args.captions) if args.captions else None
-    compute = resolve_compute(args.device, args.batch, args.loader_threads, "siren-bench score")
-    outcome = score_sets(generated, reference, recipe, EmbedderLoader(args.weights_dir, pins, compute), ContentCache(args.cache_dir),
-                         metrics=metrics, n_boot=args.n_boot, captions=captions, captions_source=args.captions,
-                         allow_clipped=args.allow_clipped)
+    with _ranks(loader) as rank:  # under torchrun the ranks share the embedding; rank 0 computes and writes the scores
+        outcome = score_sets(generated, reference, recipe, loader, ContentCache(args.cache_dir),
+                             metrics=metrics, n_boot=args.n_boot, captions=captions, captions_source=args.captions,
+                             allow_clipped=args.allow_clipped)
+    if rank > 0:
+        return
     out = write_score(args.out, outcome)
     for metric, result in outcome.results["metrics"].items():
         print(f"{metric:8s} {result['value']:.6g}  [{result['ci_low']:.6g}, {result['ci_high']:.6g}]  n={result['n_generated']}")
@@ -165,6 +210,14 @@ def _audit(args: argparse.Namespace) -> int:
     return 0 if report.ok else 1
 
 
+def _selftest(args: argparse.Namespace) -> int:
+    from siren_bench import selftest
+
+    passed, text = selftest.main(args.fadtk_wheel)
+    print(text)
+    return 0 if passed else 1
+
+
 def _dvc_deps(args: argparse.Namespace) -> int:
     """Compare (or rewrite) dvc.yaml's code deps with each stage's import closure."""
     from siren_bench import dvc_deps
@@ -182,6 +235,20 @@ def _dvc_deps(args: argparse.Namespace) -> int:
     return 1 if problems else 0
 
 
+def _embedding_options(command: argparse.ArgumentParser, metrics_help: str) -> None:
+    """The options saying how a set is embedded: recipe, checkpoints, cache, device, batches."""
+    command.add_argument("--split", help="with a manifest: this split only (e.g. test)")
+    command.add_argument("--recipe", default="clean", help="recipe name or name@version (default: clean)")
+    command.add_argument("--metrics", help=f"comma-separated subset of {metrics_help}")
+    command.add_argument("--weights-dir", help="folder holding the checkpoint files the recipe names")
+    command.add_argument("--pin", action="append", default=[], metavar="CHECKPOINT=SHA256", help="pin a checkpoint's SHA-256")
+    command.add_argument("--allow-clipped", action="store_true", help="embed clipped clips (listed in the output)")
+    command.add_argument("--cache-dir", default="artifacts/cache/embeddings", help="embedding cache (default: artifacts/cache/embeddings)")
+    command.add_argument("--device", default="auto", help="where the embedders run: auto (CUDA when present), cpu, cuda[:N]")
+    command.add_argument("--batch", type=int, help="clips per embedder call (default: 1 on the CPU, 32 on CUDA); in the cache keys")
+    command.add_argument("--loader-threads", type=int, default=2, help="threads decoding the next clips while the model runs (default: 2)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="siren-bench", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -194,20 +261,19 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_argument("--params", default="params.yaml", help="stage mode: composed params file")
     score.add_argument("--generated", help="folder of audio files named <clip_id>.<ext>")
     score.add_argument("--reference", help="folder of audio files, or a manifest .csv (captions come from it)")
-    score.add_argument("--split", help="with a manifest: score against this split only (e.g. test)")
-    score.add_argument("--recipe", default="clean", help="recipe name or name@version (default: clean)")
-    score.add_argument("--out", help="folder for results.json and per_clip.csv")
-    score.add_argument("--weights-dir", help="folder holding the checkpoint files the recipe names")
-    score.add_argument("--pin", action="append", default=[], metavar="CHECKPOINT=SHA256", help="pin a checkpoint's SHA-256")
+    score.add_argument("--reference-stats", help="instead of --reference: FILE.npz from `siren-bench stats export` (FAD, FD, FAD-inf, IS)")
     score.add_argument("--captions", help="CSV with clip_id,caption for the CLAP score")
-    score.add_argument("--metrics", help="comma-separated subset of the recipe's metrics (default: all)")
     score.add_argument("--n-boot", type=int, help="bootstrap resamples (default: the recipe's)")
-    score.add_argument("--allow-clipped", action="store_true", help="score clipped clips (listed in results.json)")
-    score.add_argument("--cache-dir", default="artifacts/cache/embeddings", help="embedding cache (default: artifacts/cache/embeddings)")
-    score.add_argument("--device", default="auto", help="where the embedders run: auto (CUDA when present), cpu, cuda[:N]")
-    score.add_argument("--batch", type=int, help="clips per embedder call (default: 1 on the CPU, 32 on CUDA); in the cache keys")
-    score.add_argument("--loader-threads", type=int, default=2, help="threads decoding the next clips while the model runs (default: 2)")
+    score.add_argument("--out", help="folder for results.json and per_clip.csv")
+    _embedding_options(score, "the recipe's metrics (default: all)")
     score.set_defaults(handler=_score)
+    stats = commands.add_parser("stats", help="reference statistics as files (FILE.npz + FILE.json)")
+    stats_commands = stats.add_subparsers(dest="stats_command", required=True)
+    export = stats_commands.add_parser("export", help="write a reference set's statistics under a recipe, for score --reference-stats")
+    export.add_argument("--reference", required=True, help="folder of audio files, or a manifest .csv")
+    export.add_argument("--out", required=True, help="FILE.npz to write (FILE.json is written beside it)")
+    _embedding_options(export, "the recipe's FAD / FD / FAD-inf (default: those it has)")
+    export.set_defaults(handler=_stats_export)
     generate = commands.add_parser("generate", help="render each system's audio for the test clips (or, with --captions, one system for a captions file)")
     generate.add_argument("--params", default="params.yaml", help="composed params file (default: params.yaml)")
     generate.add_argument("--system", help="with --captions: the system to render (siren or siren_aligned)")
@@ -240,6 +306,9 @@ def build_parser() -> argparse.ArgumentParser:
     audit.add_argument("--cache-dir", help="embedding cache (default: the one recorded)")
     audit.add_argument("--weights-dir", help="checkpoint folder (default: the one recorded)")
     audit.set_defaults(handler=_audit)
+    check = commands.add_parser("selftest", help="check the metric code against textbook, closed-form and published values")
+    check.add_argument("--fadtk-wheel", help="a downloaded fadtk 1.1.0 wheel: FD on its shipped FMA-Pop statistics")
+    check.set_defaults(handler=_selftest)
     params = commands.add_parser("params", help="compose conf/ into params.yaml (Hydra overrides as arguments)")
     params.add_argument("overrides", nargs="*", help="e.g. profile=ci data.n_clips=64")
     params.add_argument("--conf", default="conf", help="Hydra config folder (default: conf)")

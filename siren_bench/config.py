@@ -306,6 +306,9 @@ class EvalConfig:
     # each trained system (siren, siren_aligned, baselines) is rendered and scored with this many
     # generation seeds (model.generation_seed + 0, 1, ...); the report gives the spread over them
     generation_seeds: int = 1
+    # ranking robustness (evaluation/ranking.py): half-samples of the test clips over which each
+    # pair of systems' order is re-measured under every metric; 0 ranks on all clips only
+    ranking_resamples: int = 100
     # the smoke evaluators (SynthCaps tagger, small CLAP against frozen MiniLM)
     tagger_steps: int = 600
     clap_steps: int = 400
@@ -526,6 +529,8 @@ def eval_config(params: DictConfig, source: str = "params.yaml") -> EvalConfig:
         raise ConfigError(f"{source}: eval.recipe: {exc.args[0]}") from exc
     if config.n_bootstrap is not None and config.n_bootstrap < 1:
         raise ConfigError(f"{source}: eval.n_bootstrap must be positive or null, got {config.n_bootstrap}")
+    if config.ranking_resamples < 0:
+        raise ConfigError(f"{source}: eval.ranking_resamples must be 0 or more, got {config.ranking_resamples}")
     if config.generation_seeds < 1:
         raise ConfigError(f"{source}: eval.generation_seeds must be at least 1, got {config.generation_seeds}")
     generated = [*BUILTIN_SYSTEMS, *baselines_config(params, source)]

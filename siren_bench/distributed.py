@@ -14,6 +14,8 @@ from typing import Iterator
 import torch
 import torch.distributed as dist
 
+from siren_bench.errors import RankMismatchError
+
 
 def rank_and_world() -> tuple[int, int]:
     """This process's rank and the number of ranks (0, 1 without a process group)."""
@@ -45,3 +47,20 @@ def barrier() -> None:
     """Wait for every rank (nothing to wait for in one process)."""
     if rank_and_world()[1] > 1:
         dist.barrier()
+
+
+def require_same_on_ranks(value: str, what: str) -> None:
+    """Every rank must hold the same `value` (e.g. the hash of the clip list it is about to split):
+    gathered from all ranks, which also waits for every rank; a rank that differs is an error
+    naming `what` and the ranks, on every rank, never a silently mixed result."""
+    rank, world = rank_and_world()
+    if world == 1:
+        return
+    seen: list = [None] * world
+    dist.all_gather_object(seen, value)
+    if len(set(seen)) > 1:
+        groups: dict = {}
+        for r, v in enumerate(seen):
+            groups.setdefault(v, []).append(r)
+        raise RankMismatchError(f"{what} differs between ranks: " + "; ".join(
+            f"ranks {ranks} hold {str(v)[:16]}" for v, ranks in groups.items()) + " (every rank must be given the same inputs)")

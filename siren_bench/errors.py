@@ -36,6 +36,10 @@ class ManifestError(ValueError):
     """A manifest that cannot be trusted; the message names the file and the row."""
 
 
+class RankMismatchError(ValueError):
+    """torchrun ranks that were given different inputs (e.g. another clip list) for one job."""
+
+
 class ClipSetError(ValueError):
     """A clip set that cannot be scored as given; the message names the folder, file or ids."""
 
@@ -46,4 +50,4 @@ class AuditError(ValueError):
 
 # Printed by the command line as `siren-bench <command>: error: <message>`, exit status 2.
 USER_ERRORS = (ConfigError, AudioCapsError, ManifestError, AudioFileError, CheckpointError, ClipSetError, AuditError,
-               FileNotFoundError, NotADirectoryError)
+               RankMismatchError, FileNotFoundError, NotADirectoryError)

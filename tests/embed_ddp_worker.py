@@ -1,5 +1,6 @@
 """Launched by test_evaluation under torchrun (gloo, CPU): embeds a folder's clips with the ranks
-sharing the work through the content cache; each rank writes what it holds and what it embedded."""
+sharing the work through the content cache; each rank writes what it holds and what it embedded.
+With "mismatch", rank 1 is given one clip fewer, and each rank writes the error it raised."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import torch
 
 from siren_bench.cache import ContentCache
 from siren_bench.distributed import rank_and_world, torchrun_group
+from siren_bench.errors import RankMismatchError
 from siren_bench.embedders.base import Embedder, EmbedderInfo, Embedding
 from siren_bench.evaluation.clipsets import folder_clips
 from siren_bench.evaluation.embedding import embed_clips
@@ -33,21 +35,27 @@ class FrameStats(Embedder):
         return out
 
 
-def embed(root: Path, cache_dir: Path) -> tuple[dict, int]:
+def embed(root: Path, cache_dir: Path, drop: int = 0) -> tuple[dict, int]:
     clips = folder_clips(root / "audio")
     embedder = FrameStats()
     spec = get_recipe("smoke").spec("fad")
-    done = embed_clips([clips.clips[c] for c in clips.ids], spec, embedder, ContentCache(cache_dir))
+    done = embed_clips([clips.clips[c] for c in clips.ids[drop:]], spec, embedder, ContentCache(cache_dir))
     return {c: e.frames for c, e in done.embeddings.items()}, embedder.calls
 
 
-def main(root: Path) -> None:
+def main(root: Path, mismatch: bool) -> None:
     with torchrun_group(torch.device("cpu")):
-        held, calls = embed(root, root / "cache")
         rank, _ = rank_and_world()
+        if mismatch:
+            try:
+                embed(root, root / "cache", drop=rank)
+            except RankMismatchError as exc:
+                (root / f"error-rank{rank}.txt").write_text(str(exc))
+            return
+        held, calls = embed(root, root / "cache")
         np.savez(root / f"rank{rank}.npz", **held)
         (root / f"calls-rank{rank}.txt").write_text(str(calls))
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1]))
+    main(Path(sys.argv[1]), sys.argv[2:] == ["mismatch"])

@@ -403,3 +403,115 @@ def test_two_torchrun_ranks_share_the_embedding_and_each_holds_the_one_process_s
         with np.load(tmp_path / f"rank{rank}.npz") as held:
             assert sorted(held.files) == sorted(single)
             assert all(np.array_equal(held[k], single[k]) for k in single)
+
+    # ranks given different clip lists: each rank stops with the error, none embeds a mixed split
+    done = subprocess.run([str(torchrun), "--standalone", "--nproc-per-node", "2", "-m", "tests.embed_ddp_worker", str(tmp_path),
+                           "mismatch"], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    for rank in (0, 1):
+        error = (tmp_path / f"error-rank{rank}.txt").read_text()
+        assert "the list of clips differs between ranks: ranks [0] hold" in error and "ranks [1] hold" in error, error
+
+
+def test_a_folder_scored_by_two_torchrun_ranks_is_the_one_process_score(sets, weights, tmp_path):
+    """`siren-bench score` under torchrun: the ranks share the embedding, rank 0 alone writes, and
+    the files are the one-process files (but for the cache path they name)."""
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    torchrun = Path(sys.executable).parent / "torchrun"
+    args = ["--generated", str(sets["generated"]), "--reference", str(sets["manifest"]), "--recipe", "smoke", "--weights-dir",
+            str(weights), "--n-boot", "20", "--metrics", "fad,kad,fd,kl,is"]
+    done = subprocess.run([str(torchrun), "--standalone", "--nproc-per-node", "2", "-m", "siren_bench.cli", "score", *args,
+                           "--out", str(tmp_path / "ranks"), "--cache-dir", str(tmp_path / "ranks-cache")],
+                          cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.count("score: wrote") == 1
+    assert main(["score", *args, "--out", str(tmp_path / "one"), "--cache-dir", str(tmp_path / "one-cache")]) == 0
+    ranks, one = (json.loads((tmp_path / d / "results.json").read_text()) for d in ("ranks", "one"))
+    assert ranks.pop("cache_dir") != one.pop("cache_dir") and ranks == one
+    assert (tmp_path / "ranks" / "per_clip.csv").read_bytes() == (tmp_path / "one" / "per_clip.csv").read_bytes()
+    embedded = sorted(p.name for p in (tmp_path / "ranks-cache").rglob("*.npz"))
+    assert embedded == sorted(p.name for p in (tmp_path / "one-cache").rglob("*.npz"))  # each entry once, the same keys
+
+
+# ----------------------------------------------------------------------------------- reference statistics files
+
+def _export(sets, weights, out: Path, *extra) -> int:
+    return main(["stats", "export", "--reference", str(sets["manifest"]), "--split", "test", "--recipe", "smoke",
+                 "--weights-dir", str(weights), "--cache-dir", str(sets["cache"]), "--out", str(out), *extra])
+
+
+def _score_against_stats(sets, weights, stats: Path, *extra, out=None) -> int:
+    return main(["score", "--generated", str(sets["generated"]), "--reference-stats", str(stats), "--recipe", "smoke",
+                 "--weights-dir", str(weights), "--out", str(out or sets["out"]), "--cache-dir", str(sets["cache"]),
+                 "--n-boot", "20", *extra])
+
+
+def test_scores_against_exported_statistics_are_the_scores_against_the_clips(sets, weights, tmp_path):
+    """FAD, FD and FAD-inf (values, intervals, per-clip values) against a statistics file equal,
+    bit for bit, those against the reference clips it was made from; IS needs no reference; the
+    export writes the same bytes twice; audit re-derives a score made against the file."""
+    stats = tmp_path / "stats" / "test.npz"
+    assert _export(sets, weights, stats) == 0
+    header = json.loads(stats.with_suffix(".json").read_text())
+    assert sorted(header["metrics"]) == ["fad", "fad_inf", "fd"]
+    assert header["list"]["clip_ids"] == [f"clip{i:02d}" for i in range(N)] and header["recipe"]["sha256"] == SMOKE.sha256
+    assert header["metrics"]["fd"]["weights_sha256"] == sha256_file(weights / "tagger.safetensors")
+    first = stats.read_bytes(), stats.with_suffix(".json").read_bytes()
+    assert _export(sets, weights, stats) == 0
+    assert (stats.read_bytes(), stats.with_suffix(".json").read_bytes()) == first
+
+    assert _score_against_stats(sets, weights, stats, "--metrics", "fad,fd,fad_inf,is") == 0
+    assert _cli_score(sets, weights, "--metrics", "fad,fd,fad_inf,is", out=tmp_path / "clips") == 0
+    by_stats = json.loads((sets["out"] / "results.json").read_text())
+    by_clips = json.loads((tmp_path / "clips" / "results.json").read_text())
+    assert by_stats["reference"]["kind"] == "stats" and by_stats["reference"]["npz_sha256"] == header["npz_sha256"]
+    for metric in ("fad", "fd", "fad_inf", "is"):
+        assert by_stats["metrics"][metric] == by_clips["metrics"][metric], metric
+    assert (sets["out"] / "per_clip.csv").read_bytes() == (tmp_path / "clips" / "per_clip.csv").read_bytes()
+    report = audit(sets["out"])
+    assert report.ok, report.text()
+
+    data = bytearray(stats.read_bytes())
+    data[-30] ^= 0xFF  # the file changed after scoring: the audit says so
+    stats.write_bytes(bytes(data))
+    changed = audit(sets["out"])
+    assert not changed.ok and any(d.startswith("reference statistics") for d in changed.differences)
+
+
+@pytest.mark.parametrize("case", ["truncated", "recipe", "weights", "list", "kad", "no-header", "not-npz"])
+def test_a_statistics_file_made_under_anything_else_is_refused_by_name(sets, weights, tmp_path, case, capsys):
+    stats = tmp_path / "stats.npz"
+    assert _export(sets, weights, stats) == 0
+    header_path = stats.with_suffix(".json")
+    header = json.loads(header_path.read_text())
+    extra, needle = [], str(stats)
+    if case == "truncated":
+        stats.write_bytes(stats.read_bytes()[:-100])
+        needle = "truncated"
+    elif case in ("recipe", "weights"):
+        if case == "recipe":
+            header["recipe"]["sha256"] = "0" * 64
+        else:
+            header["metrics"]["fd"]["weights_sha256"] = "0" * 64
+        header_path.write_text(json.dumps(header))
+        needle = "made under recipe" if case == "recipe" else "weights"
+    elif case == "list":
+        (sets["generated"] / "clip03.wav").unlink()
+        needle = "1 of its 12 listed clips have no generated clip (e.g. ['clip03'])"
+    elif case == "kad":
+        extra, needle = ["--metrics", "fad,kad"], "['kad'] need the reference clips"
+    elif case == "no-header":
+        header_path.unlink()
+        needle = f"{header_path}: no such file"
+    else:
+        stats = tmp_path / "stats.csv"
+        needle = "give the .npz"
+    capsys.readouterr()
+    assert _score_against_stats(sets, weights, stats, *extra) == 2
+    err = capsys.readouterr().err
+    assert "error:" in err and needle in err and str(tmp_path) in err, err
+    assert not sets["out"].exists()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -123,11 +124,28 @@ def test_ci_profile_runs_then_repro_does_no_work(repo):
     assert tokenize["cache"] == {"hits": 0, "misses": 48}
     audit = _run(["siren-bench", "audit", "artifacts/ci/score/codec_resynthesis/results.json"], repo)
     assert "0 differ" in audit and "0 recomputed" in audit
+    # the references' statistics ship with the report; scored against them, a system's FAD is the stage's
+    assert (repo / "reports" / "ci" / "reference_stats.npz").read_bytes() == (repo / "artifacts/ci/score/reference_stats.npz").read_bytes()
+    _run(["siren-bench", "score", "--generated", "artifacts/ci/generate/siren", "--reference-stats", "reports/ci/reference_stats.npz",
+          "--recipe", "smoke", "--weights-dir", "artifacts/ci/evaluators", "--metrics", "fad", "--n-boot", "1",
+          "--out", str(repo.parent / "by-stats")], repo)
+    by_stats = json.loads((repo.parent / "by-stats" / "results.json").read_text())["metrics"]["fad"]
+    assert by_stats["value"] == results["scores"]["systems"]["siren"]["metrics"]["fad"]["value"]
     # the sweep scores audio in its staging folder; its results.json must name where the audio ends up
     swept_clips = json.loads((repo / "artifacts" / "ci" / "sweep" / "siren_d2" / "results.json").read_text())["generated"]["clips"]
     assert all(c["path"].startswith("artifacts/ci/sweep/audio/siren_d2/") for c in swept_clips)
     assert "0 differ" in _run(["siren-bench", "audit", "artifacts/ci/sweep/siren_d2/results.json"], repo)
     assert (repo / "artifacts" / "ci" / "prepare" / "provenance.json").is_file()
+    # the report opens with its summary, and every link and figure in it is a file of the report folder itself
+    report_md = (repo / "reports" / "ci" / "report.md").read_text()
+    assert report_md.index("## Summary") < report_md.index("## Dataset card") and "What this run could not do:" in report_md
+    targets = [t for t in re.findall(r"\]\(([^)#]+)\)", report_md) if "://" not in t]
+    assert any(t.endswith(".flac") for t in targets) and any(t.endswith(".png") for t in targets)
+    assert all(not t.startswith(("/", "..")) and (repo / "reports" / "ci" / t).is_file() for t in targets), targets
+    ranked = json.loads((repo / "artifacts" / "ci" / "score" / "ranking.json").read_text())
+    assert set(ranked["measures"]) == {"fad", "fad_inf", "kad", "fd", "kl", "is", "clap"}
+    assert "is" in ranked["resampling"]["not_resampled"]  # 6 clips a half-sample, 10 IS splits: said, not hidden
+    assert "## Ranking robustness" in report_md and "holds under" in report_md
     # DVC-native: the report's metrics.json and plots/ are what `dvc metrics show` and `dvc plots show` read
     shown = _json(["dvc", "metrics", "show", "--json"], repo)[""]["data"]["reports/ci/metrics.json"]["data"]
     assert shown["scores"]["siren.fad"] == results["scores"]["systems"]["siren"]["metrics"]["fad"]["value"]

@@ -222,3 +222,13 @@ def test_report_stage_archives_each_run_with_identical_results(tmp_path, write_p
     assert all((out / "runs" / r / name).is_file() for r in run_ids
                for name in ("report.md", "report.html", "results.json", "provenance.json", "run.json"))
     assert json.loads((out / "provenance.json").read_text())["run_id"] == run_ids[1]
+
+
+def test_long_tables_fold_in_the_html_and_short_ones_do_not(tmp_path):
+    rows = "".join(f"| {i} | x |\n" for i in range(html.FOLD_ROWS + 1))
+    page = html.render(f"# r\n\n| a | b |\n|---|---|\n{rows}\ntext between\n\n| c |\n|---|\n| 1 |\n", tmp_path)
+    assert page.count("<details>") == 1 and page.count("<table>") == 2
+    assert f"<summary>table of {html.FOLD_ROWS + 1} rows (click to unfold)</summary><table>" in page
+    assert page.index("</details>") < page.index("text between") < page.index("<th>c</th>")
+    short = html.render("| a |\n|---|\n" + "| 1 |\n" * html.FOLD_ROWS, tmp_path)
+    assert "<details>" not in short

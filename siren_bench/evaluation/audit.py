@@ -1,7 +1,8 @@
 """`siren-bench audit RESULTS`: re-derive a score from its inputs and say what differs.
 
 Checks, in order: the recipe (the registry's definition of the recorded id still hashes to the
-recorded SHA-256); every input file (present, same SHA-256); the captions; every embedder's
+recorded SHA-256); every input file (present, same SHA-256), or the reference statistics file
+(same SHA-256) a score against statistics used; the captions; every embedder's
 weights (loaded again, same weights SHA-256); then every number: the score is recomputed from
 the cached embeddings (entries missing from the cache are recomputed from the files and
 counted) and each metric value, interval and per-clip value is compared with the recorded one.
@@ -23,6 +24,7 @@ from siren_bench.cache import ContentCache
 from siren_bench.errors import AuditError, ConfigError
 from siren_bench.evaluation.clipsets import Clip, ClipSet
 from siren_bench.evaluation.embedding import EmbedderLoader, resolve_compute
+from siren_bench.evaluation.reference_stats import ReferenceStats, ReferenceStatsError, read_reference_stats
 from siren_bench.evaluation.score import PER_CLIP_NAME, RESULTS_NAME, SCHEMA_VERSION, score_sets
 from siren_bench.io import sha256_file
 from siren_bench.recipes import get_recipe
@@ -83,10 +85,25 @@ def _clip_set(record: dict, report: AuditReport, side: str) -> ClipSet:
     return ClipSet(record["source"], record["kind"], clips, record.get("split"))
 
 
+def _reference(record: dict, report: AuditReport) -> ClipSet | ReferenceStats | None:
+    """The reference as recorded: its clips, or the statistics file it was scored against."""
+    if record["kind"] != "stats":
+        return _clip_set(record, report, "reference")
+    try:
+        stats = read_reference_stats(record["source"])
+    except ReferenceStatsError as exc:
+        report.add("reference statistics", False, str(exc))
+        return None
+    same = stats.header["npz_sha256"] == record["npz_sha256"]
+    report.add("reference statistics", same, f"{stats.path} is now {stats.header['npz_sha256']}, recorded {record['npz_sha256']}")
+    return stats
+
+
 # What a score's results.json must hold for an audit (key -> accepted JSON types).
 REQUIRED = {"recipe": dict, "generated": dict, "reference": dict, "metrics": dict, "weights_dir": str, "cache_dir": str,
             "n_bootstrap": int, "allow_clipped": bool, "captions": (dict, type(None))}
 CLIP_SET_KEYS = ("clips", "n_clips", "source", "kind")
+STATS_KEYS = ("source", "kind", "npz_sha256")  # a reference given as statistics (evaluation/reference_stats.py)
 
 
 def read_results(results_path: str | Path) -> tuple[Path, dict]:
@@ -108,7 +125,7 @@ def read_results(results_path: str | Path) -> tuple[Path, dict]:
     missing = [key for key in REQUIRED if key not in recorded]
     wrong = [key for key, kind in REQUIRED.items() if key in recorded and not isinstance(recorded[key], kind)]
     bad_sets = [side for side in ("generated", "reference") if isinstance(recorded.get(side), dict)
-                and not all(k in recorded[side] for k in CLIP_SET_KEYS)]
+                and not all(k in recorded[side] for k in (STATS_KEYS if recorded[side].get("kind") == "stats" else CLIP_SET_KEYS))]
     recipe = recorded.get("recipe")
     if isinstance(recipe, dict) and not all(isinstance(recipe.get(k), str) for k in ("id", "sha256")):
         wrong.append("recipe (needs string id and sha256)")
@@ -136,7 +153,7 @@ def audit(results_path: str | Path, cache_dir: str | Path | None = None, weights
                f"{recipe.id} now hashes to {recipe.sha256}, recorded {recorded['recipe']['sha256']} (its definition changed)")
     try:
         generated = _clip_set(recorded["generated"], report, "generated")
-        reference = _clip_set(recorded["reference"], report, "reference")
+        reference = _reference(recorded["reference"], report)
     except (KeyError, TypeError, ValueError) as exc:
         raise AuditError(f"{results_path}: a clip entry is malformed ({exc!r}); each needs clip_id, path and sha256") from None
 

@@ -35,7 +35,7 @@ from siren_bench.audio_input import apply_policy
 from siren_bench.cache import ContentCache, cache_key
 from siren_bench.embedders.base import Embedder, Embedding
 from siren_bench.evaluation.clipsets import Clip
-from siren_bench.distributed import barrier, rank_and_world
+from siren_bench.distributed import barrier, rank_and_world, require_same_on_ranks
 from siren_bench.errors import ConfigError
 from siren_bench.io import AudioFileError, read_audio, sha256_json
 from siren_bench.metrics.frechet import GaussianStats
@@ -268,7 +268,8 @@ def embed_clips(clips: list[Clip], spec: MetricSpec, embedder: Embedder, cache: 
         out.embeddings[clip.clip_id] = Embedding(hit["frames"], hit["logits"] if "logits" in hit else None)
         out.facts[clip.clip_id] = facts
     rank, world = rank_and_world()
-    barrier()  # every rank has listed its misses before any rank writes an entry
+    # every rank splits the same list, and has listed its misses before any rank writes an entry
+    require_same_on_ranks(sha256_json([[c.clip_id, c.sha256] for c in clips]), f"{desc}: the list of clips")
     mine = todo[rank::world]
     facts_of: dict[str, ClipFacts] = {}
 

@@ -23,6 +23,7 @@ from siren_bench.evaluation.clipsets import ClipSet, ClipSetError, require_same_
 from siren_bench.evaluation.embedding import (
     EmbeddedSet, EmbedderLoader, cached_reference_stats, embed_captions, embed_clips, embedding_knobs, knobs_sha256,
 )
+from siren_bench.evaluation.reference_stats import LEVELS, NO_REFERENCE, ReferenceStats, ReferenceStatsError
 from siren_bench.io import atomic_directory, write_json_atomic
 from siren_bench.provenance import package_versions
 from siren_bench.recipes import MetricSpec, Recipe
@@ -42,6 +43,19 @@ class ScoreOutcome:
     per_clip: pd.DataFrame  # per_clip.csv: one row per generated clip
     cache_hits: int
     cache_misses: int
+    # per metric, what its scoring function was given: for re-scoring subsets (evaluation/ranking.py)
+    metric_inputs: dict[str, MetricArguments] = dataclasses.field(default_factory=dict, repr=False)
+
+
+@dataclass(frozen=True)
+class MetricArguments:
+    """One metric's arguments to scoring.score_metric, as score_sets passed them."""
+
+    spec: MetricSpec
+    generated: dict
+    reference: dict
+    text: dict | None
+    reference_stats: object  # level -> GaussianStats
 
 
 def select_metrics(recipe: Recipe, metrics: list[str] | None) -> list[MetricSpec]:
@@ -77,11 +91,29 @@ def _require_finite(metric: str, result: dict) -> dict:
     return result
 
 
-def score_sets(generated: ClipSet, reference: ClipSet, recipe: Recipe, loader: EmbedderLoader, cache: ContentCache, *,
-               metrics: list[str] | None = None, n_boot: int | None = None, captions: dict[str, str] | None = None,
-               captions_source: str | None = None, allow_clipped: bool = False) -> ScoreOutcome:
-    specs = select_metrics(recipe, metrics)
+def _stats_metrics(reference: ReferenceStats, recipe: Recipe, metrics: list[str] | None) -> list[str]:
+    """The metrics scored against a statistics file: by default those it holds; a metric that
+    needs the reference clips themselves is refused by name."""
+    if metrics is None:
+        return [s.metric for s in recipe.metrics if s.metric in reference.metrics]
+    need_clips = [m for m in metrics if m not in LEVELS and m not in NO_REFERENCE]
+    if need_clips:
+        raise ReferenceStatsError(f"{reference.path}: {need_clips} need the reference clips themselves, not their "
+                                  f"statistics; give --reference instead, or leave them out of --metrics")
+    return metrics
+
+
+def score_sets(generated: ClipSet, reference: ClipSet | ReferenceStats, recipe: Recipe, loader: EmbedderLoader,
+               cache: ContentCache, *, metrics: list[str] | None = None, n_boot: int | None = None,
+               captions: dict[str, str] | None = None, captions_source: str | None = None,
+               allow_clipped: bool = False) -> ScoreOutcome:
+    """`reference`: the reference clips, or their statistics exported under this recipe
+    (evaluation/reference_stats.py), which give FAD, FD and FAD-inf bit for bit as the clips would."""
+    by_stats = isinstance(reference, ReferenceStats)
+    specs = select_metrics(recipe, _stats_metrics(reference, recipe, metrics) if by_stats else metrics)
     names = [s.metric for s in specs]
+    if by_stats:
+        reference.require_usable(recipe, specs, {s.metric: loader.open(s).info.weights_sha256 for s in specs}, generated.ids)
     if "kl" in names:
         require_same_ids(generated, reference, "KL")
     text_captions = None
@@ -91,7 +123,7 @@ def score_sets(generated: ClipSet, reference: ClipSet, recipe: Recipe, loader: E
     hits, misses = cache.hits, cache.misses
 
     embedded: dict[str, tuple[EmbeddedSet, EmbeddedSet]] = {}  # knobs hash -> (generated, reference)
-    embedders, scores, per_clip = {}, {}, {}
+    embedders, scores, per_clip, metric_inputs = {}, {}, {}, {}
     for spec in specs:
         group = knobs_sha256(spec)
         embedder = loader.open(spec)
@@ -100,6 +132,7 @@ def score_sets(generated: ClipSet, reference: ClipSet, recipe: Recipe, loader: E
             embedded[group] = (
                 embed_clips([generated.clips[c] for c in generated.ids], spec, embedder, cache, allow_clipped=allow_clipped,
                             desc=f"embed generated ({label})", compute=loader.compute),
+                None if by_stats else
                 embed_clips([reference.clips[c] for c in reference.ids], spec, embedder, cache, allow_clipped=allow_clipped,
                             desc=f"embed reference ({label})", compute=loader.compute),
             )
@@ -107,16 +140,23 @@ def score_sets(generated: ClipSet, reference: ClipSet, recipe: Recipe, loader: E
             embedders[group] = {
                 **embedding_knobs(spec), "checkpoint_path": str(loader.path(spec)), "info": embedder.info.as_dict(),
                 "n_frames_generated": int(sum(e.frames.shape[0] for e in gen.embeddings.values())),
-                "n_frames_reference": int(sum(e.frames.shape[0] for e in ref.embeddings.values())),
+                "n_frames_reference": None if by_stats else int(sum(e.frames.shape[0] for e in ref.embeddings.values())),
             }
         gen, ref = embedded[group]
         text = embed_captions(text_captions, embedder, cache) if spec.metric == "clap" else None
-        ref_stats = cached_reference_stats(cache, reference.sha256, spec, embedder.cache_identity,
-                                           lambda level, ref=ref: reference_gaussian(ref.embeddings, level))
+        if by_stats:
+            ref_stats = lambda level, metric=spec.metric: reference.gaussian(metric)  # noqa: E731  (level is LEVELS[metric])
+        else:
+            ref_stats = cached_reference_stats(cache, reference.sha256, spec, embedder.cache_identity,
+                                               lambda level, ref=ref: reference_gaussian(ref.embeddings, level))
+        source = reference.path if by_stats else reference.source
         try:
-            result = score_metric(spec, gen.embeddings, ref.embeddings, n_boot, recipe.bootstrap_seed, text, ref_stats)
+            result = score_metric(spec, gen.embeddings, {} if by_stats else ref.embeddings, n_boot, recipe.bootstrap_seed,
+                                  text, ref_stats)
         except ValueError as exc:  # e.g. fewer clips than IS splits: a property of these sets, said with their names
-            raise ClipSetError(f"{spec.metric} of {generated.source} against {reference.source}: {exc}") from exc
+            raise ClipSetError(f"{spec.metric} of {generated.source} against {source}: {exc}") from exc
+        result["n_reference"] = len(reference.clip_ids) if by_stats else len(reference)
+        metric_inputs[spec.metric] = MetricArguments(spec, gen.embeddings, {} if by_stats else ref.embeddings, text, ref_stats)
         values = result.pop("per_clip", None)
         if values is not None:
             per_clip[PER_CLIP_COLUMNS[spec.metric]] = values
@@ -130,7 +170,7 @@ def score_sets(generated: ClipSet, reference: ClipSet, recipe: Recipe, loader: E
         table[column] = [facts[c][column] for c in generated.ids]
     for column, values in per_clip.items():
         table[column] = [values.get(c) for c in generated.ids]
-    clipped = {side: sorted({cid for pair in embedded.values() for cid, f in pair[k].facts.items() if f.clipped})
+    clipped = {side: sorted({cid for pair in embedded.values() if pair[k] is not None for cid, f in pair[k].facts.items() if f.clipped})
                for k, side in enumerate(("generated", "reference"))}
     results = {
         "schema_version": SCHEMA_VERSION,
@@ -148,7 +188,7 @@ def score_sets(generated: ClipSet, reference: ClipSet, recipe: Recipe, loader: E
         "cache_dir": str(cache.root),
         "packages": package_versions(),
     }
-    return ScoreOutcome(results, table, cache.hits - hits, cache.misses - misses)
+    return ScoreOutcome(results, table, cache.hits - hits, cache.misses - misses, metric_inputs)
 
 
 def write_score(out_dir: str | Path, outcome: ScoreOutcome, extra_files: dict[str, dict] | None = None) -> Path:

@@ -12,7 +12,7 @@ from siren_bench.cache import ContentCache
 from siren_bench.config import EvalConfig, eval_config
 from siren_bench.evaluation.clipsets import ClipSet, folder_clips, manifest_clips
 from siren_bench.evaluation.embedding import EmbedderLoader, resolve_compute
-from siren_bench.evaluation.score import score_sets, write_score
+from siren_bench.evaluation.score import ScoreOutcome, score_sets, write_score
 from siren_bench.recipes import Recipe, get_recipe, needs_smoke_evaluators
 
 
@@ -36,16 +36,21 @@ class StageScorer:
         returns its summary entry (metric values and intervals, clipped clips, cache use).
         `final_dir`: where the audio will lie once the stage's staging folder is renamed, which
         results.json then names (for `siren-bench audit`), instead of a staging path that is gone."""
+        return self.score_outcome(generated_dir, out, final_dir)[0]
+
+    def score_outcome(self, generated_dir: Path, out: Path, final_dir: Path | None = None) -> tuple[dict, ScoreOutcome]:
+        """`score`'s summary entry, and the whole outcome (with each metric's inputs)."""
         generated = folder_clips(generated_dir)
         outcome = score_sets(generated, self.reference, self.recipe, self.loader, self.cache,
                              n_boot=self.config.n_bootstrap, allow_clipped=self.config.allow_clipped)
         if final_dir is not None:
             outcome.results["generated"] = generated.moved_to(final_dir).record()
         write_score(out, outcome)
-        return {"metrics": {m: {k: r.get(k) for k in SUMMARY_FIELDS} | {"embedder": r["embedder"]}
-                            for m, r in outcome.results["metrics"].items()},
-                "clipped_clips": outcome.results["clipped_clips"],
-                "cache": {"hits": outcome.cache_hits, "misses": outcome.cache_misses}}
+        summary = {"metrics": {m: {k: r.get(k) for k in SUMMARY_FIELDS} | {"embedder": r["embedder"]}
+                               for m, r in outcome.results["metrics"].items()},
+                   "clipped_clips": outcome.results["clipped_clips"],
+                   "cache": {"hits": outcome.cache_hits, "misses": outcome.cache_misses}}
+        return summary, outcome
 
 
 def stage_scorer(stage) -> StageScorer:

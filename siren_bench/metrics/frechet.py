@@ -55,6 +55,15 @@ class GaussianStats:
         x = _as_matrix(features)
         return cls(x.shape[0], x.sum(axis=0), x.T @ x)
 
+    @classmethod
+    def from_moments(cls, mean: np.ndarray, cov: np.ndarray, n: int) -> "GaussianStats":
+        """The statistics of n vectors with this mean and (ddof=1) covariance, e.g. from a
+        published mean / covariance file (fadtk, stable-audio-metrics share theirs that way)."""
+        mean, cov = np.asarray(mean, dtype=np.float64), np.asarray(cov, dtype=np.float64)
+        if mean.ndim != 1 or cov.shape != (len(mean), len(mean)) or n < 2:
+            raise ValueError(f"need a [d] mean, a [d, d] covariance and n >= 2, got {mean.shape}, {cov.shape}, n={n}")
+        return cls(int(n), n * mean, (n - 1) * cov + n * np.outer(mean, mean))
+
     def merge(self, other: "GaussianStats") -> "GaussianStats":
         if self.total.shape != other.total.shape:
             raise ValueError(f"cannot merge statistics of dimension {self.total.shape[0]} and {other.total.shape[0]}")

@@ -1,8 +1,9 @@
 """report.html: report.md as one self-contained page, for readers without a markdown viewer.
 
 Figures are embedded as base64 data URIs and the style sheet is inline, so the page can be
-mailed or archived on its own; it loads nothing from the network. Links to audio under
-artifacts/ stay relative: they work where the pipeline ran.
+mailed or archived on its own; it loads nothing from the network. Links to the listening
+clips stay relative (audio/ beside the page). Tables longer than FOLD_ROWS rows are folded into
+a <details> element that says how many rows it holds, so the page reads top to bottom.
 """
 
 from __future__ import annotations
@@ -31,6 +32,28 @@ code { background: #f3f3f3; padding: 0 .2rem; border-radius: 3px; font-size: .9e
 pre code { display: block; padding: .6rem; overflow-x: auto; }
 img { max-width: 100%; height: auto; }
 """
+
+
+FOLD_ROWS = 12
+
+
+class _FoldLongTables(Treeprocessor):
+    """Wrap every table of more than FOLD_ROWS body rows in <details> with a one-line summary."""
+
+    def run(self, root: etree.Element) -> None:
+        for parent in list(root.iter()):
+            for index, child in enumerate(list(parent)):
+                if child.tag != "table":
+                    continue
+                rows = len(child.findall("./tbody/tr"))
+                if rows <= FOLD_ROWS:
+                    continue
+                parent.remove(child)
+                fold = etree.Element("details")
+                etree.SubElement(fold, "summary").text = f"table of {rows} rows (click to unfold)"
+                fold.append(child)
+                fold.tail, child.tail = child.tail, None
+                parent.insert(index, fold)
 
 
 class ReportImageError(ValueError):
@@ -68,6 +91,7 @@ class _EmbedImagesExtension(Extension):
     def extendMarkdown(self, md: markdown.Markdown) -> None:  # noqa: N802 (the markdown package's name)
         # priority 5: after the inline processor (20) has turned ![..](..) into <img>
         md.treeprocessors.register(_EmbedImages(md, self.base_dir), "embed_images", 5)
+        md.treeprocessors.register(_FoldLongTables(md), "fold_long_tables", 4)
 
 
 def render(text: str, base_dir: Path) -> str:

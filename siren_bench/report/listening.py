@@ -1,26 +1,38 @@
 """Report section: listen to what each system generated, next to the reference and its caption.
 
-The audio stays where the generate stage wrote it (artifacts/<profile>/generate/, a DVC output,
-not committed); the report links the first test clips of every system by relative path, so the
-links work wherever `dvc repro` has run. A spectrogram figure shows the same clips.
+The first test clips of every system and their references are copied into the report's own
+audio/ folder as 16-bit FLAC (lossless for the references, which are 16-bit; generated float WAVs
+are rounded to 16 bits, inaudibly), so the links work in a clone that never ran `dvc repro`: the
+generate stage's folders are DVC outputs, not committed. A spectrogram figure shows the same clips.
 """
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
+import soundfile as sf
 
 from siren_bench.artifacts import RunArtifacts
 from siren_bench.diagnostics.fidelity import power_spectrogram
-from siren_bench.io import read_audio
+from siren_bench.io import atomic_path, read_audio
 from siren_bench.report import figures
 from siren_bench.report.section import Section, md_table, report_section
 
-N_CLIPS = 4
+N_CLIPS = 3  # x (systems + reference) FLAC files of about 55 kB each, in every archived run
+
+
+def _copy(source: Path, out: Path, system: str, clip_id: str) -> str:
+    """`source` as out/audio/<system>/<clip_id>.flac (16-bit; the same audio gives the same bytes);
+    returns the link relative to the report."""
+    target = Path("audio") / system / f"{clip_id}.flac"
+    wave, rate = read_audio(source)
+    (out / target).parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(out / target) as staging:
+        sf.write(staging, wave.T, rate, format="FLAC", subtype="PCM_16")
+    return target.as_posix()
 
 
 @report_section("listening", "Listen", reads="generate", order=140)
@@ -30,19 +42,17 @@ def listening_section(store: RunArtifacts, out: Path) -> Section:
     manifest = pd.read_csv(store.path("prepare", "manifest"), dtype={"clip_id": str}, keep_default_na=False)
     test = manifest[manifest["split"] == "test"].sort_values("clip_id").head(N_CLIPS)
     prepare_dir = store.dir("prepare")
-    # the staging folder sits beside the final report folder, so links relative to it hold there
-    link = lambda path: os.path.relpath(path, out).replace(os.sep, "/")  # noqa: E731
     names = sorted(systems)
     rows, files = [], []
     for clip_id, caption, audio in zip(test["clip_id"], test["caption"], test["audio"]):
-        cells = [clip_id, caption, f"[wav]({link(prepare_dir / audio)})"]
+        cells = [clip_id, caption, f"[flac]({_copy(prepare_dir / audio, out, 'reference', clip_id)})"]
         clip_files = [prepare_dir / audio]
         for name in names:
             found = sorted((generate_dir / name).glob(f"{clip_id}.*"))
             if not found:
                 raise FileNotFoundError(f"{generate_dir / name}: no audio for test clip {clip_id}")
             path = found[0]
-            cells.append(f"[wav]({link(path)})")
+            cells.append(f"[flac]({_copy(path, out, name, clip_id)})")
             clip_files.append(path)
         rows.append(cells)
         files.append(clip_files)
@@ -64,8 +74,8 @@ def listening_section(store: RunArtifacts, out: Path) -> Section:
     figure = figures.save(fig, out / "figures" / "listening_spectrograms.png", dpi=64)  # noisy: keep the PNG (and HTML) small
     markdown = f"""## Listen
 
-The first {len(rows)} test clips: the reference and each system's output (links into
-`artifacts/`, present after `dvc repro`).
+The first {len(rows)} test clips: the reference and each system's output (16-bit FLAC copies in this
+report's `audio/` folder; every test clip is in `artifacts/<profile>/generate/` after `dvc repro`).
 
 {md_table(['clip', 'caption', 'reference'] + names, rows)}
 

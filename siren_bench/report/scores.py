@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import shutil
 from pathlib import Path
 
 from siren_bench.artifacts import RunArtifacts
@@ -169,6 +171,14 @@ FD and KL; higher for IS and CLAP. Full results, per-clip scores and every input
 
 """ + "\n".join(f"- `{name}`: {systems[name]['description']}" for name in sorted(systems)) + "\n" + contamination_note(contaminated)
     markdown += seeds_markdown(systems, present)
+    stats = store.path("score", "reference_stats")
+    if stats.is_file():  # shipped with the report: score a new model against these references without their audio
+        for source in (stats, stats.with_suffix(".json")):
+            shutil.copyfile(source, out / source.name)
+        results["reference_stats"] = {"file": stats.name, "npz_sha256": json.loads(stats.with_suffix(".json").read_text())["npz_sha256"]}
+        markdown += (f"\nThe references' statistics under `{recipe.id}` are in `{stats.name}` (+ `.json`) beside this report: "
+                     "`siren-bench score --generated DIR --reference-stats FILE.npz` scores FAD, FD and FAD-inf against them "
+                     "without the audio, refusing them under other evaluator weights, another recipe or another clip list.\n")
     if recipe.name == "smoke":
         markdown += ("\nThese are smoke-evaluator numbers: comparable between systems of one smoke run, not with "
                      "published FAD / KL / IS / CLAP scores, which use VGGish, PANNs and LAION CLAP on AudioCaps.\n")

@@ -18,11 +18,12 @@ from siren_bench.provenance import build_record, git_state, write_provenance
 # The section modules register their sections (siren_bench/report/section.py); a new section is
 # a new module with `@report_section(...)` and its name in this import.
 from siren_bench.report import (  # noqa: F401
-    ablation_card, alignment_card, baselines_card, claims_card, codec_card, dataset_card, environment, listening, scores,
-    siren_card, sweep_card,
+    ablation_card, alignment_card, baselines_card, claims_card, codec_card, dataset_card, environment, listening, ranking_card,
+    scores, siren_card, sweep_card,
 )
 from siren_bench.report import dvc_outputs, html, runs, tables
 from siren_bench.report.section import Section, ordered_sections
+from siren_bench.report.summary import summary_markdown
 from siren_bench.stage_context import open_stage
 
 RESULTS_SCHEMA_VERSION = 1
@@ -87,4 +88,4 @@ them is in `provenance.json`. Every run is kept under `runs/`, listed in `index.
 """
     body = "\n".join(s.markdown for s in sections)
     missing = "\n## Not in this report\n\n" + "\n".join(skipped) + "\n" if skipped else ""
-    return header + "\n" + body + missing
+    return header + "\n" + summary_markdown(sections, skipped) + "\n" + body + missing

@@ -8,12 +8,16 @@ eval.weights_dir. Embeddings and reference statistics go through the content cac
 
 Output (artifacts/<profile>/score/): <system>/results.json and <system>/per_clip.csv (as from
 `siren-bench score`, so `siren-bench audit` reads them), summary.json (each system's metric
-values and intervals, and the cache hits and misses) and provenance.json. A system rendered with
+values and intervals, and the cache hits and misses), reference_stats.npz + .json (the test
+references' statistics under the recipe, as `siren-bench stats export` writes them, for scoring
+without the audio), ranking.json (the systems' ranks under every metric, Kendall's tau between
+the metrics, and how often each pair's order flips over half-samples of the clips:
+evaluation/ranking.py) and provenance.json. A system rendered with
 further generation seeds (eval.generation_seeds) has each seed scored into <system>/seed<k>/ and
 its summary entry gains `over_seeds`: per metric the values under every seed, mean and sd.
 
 Under torchrun (`torchrun --nproc-per-node N -m siren_bench.cli score --params params.yaml`, gloo
-on the CPU) the ranks share the embedding, the expensive part, through the content cache
+on the CPU, NCCL with one GPU per rank on CUDA) the ranks share the embedding, the expensive part, through the content cache
 (evaluation/embedding.py); every rank then holds every embedding, and rank 0 alone writes the
 output, the same files a single process writes.
 """
@@ -26,10 +30,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from siren_bench.artifacts import SCORED_SPLIT, STAGES
 from siren_bench.data.manifest import MANIFEST_NAME
 from siren_bench.distributed import rank_and_world, torchrun_group
+from siren_bench.evaluation import ranking
+from siren_bench.evaluation.reference_stats import LEVELS, export_reference_stats
 from siren_bench.evaluation.scorer import stage_scorer
 from siren_bench.io import atomic_directory, write_json_atomic
 from siren_bench.provenance import build_record, write_provenance
@@ -37,6 +44,8 @@ from siren_bench.stage_context import open_stage
 
 SYSTEMS_NAME = STAGES["generate"].file("systems")
 SUMMARY_NAME = STAGES["score"].file("summary")
+REFERENCE_STATS_NAME = STAGES["score"].file("reference_stats")
+RANKING_NAME = STAGES["score"].file("ranking")
 
 
 def over_seeds(seeds: list[int], runs: list[dict]) -> dict:
@@ -60,24 +69,38 @@ def run(params_path: str | Path = "params.yaml") -> Path:
     out_dir = stage.dir("score")
     summary = {"recipe": recipe.id, "recipe_sha256": recipe.sha256, "reference": scorer.reference.source, "split": SCORED_SPLIT,
                "systems": {}}
-    with torchrun_group(torch.device("cpu")):  # scoring embeds on the CPU
-        if rank_and_world()[0] > 0:  # a helper rank: its share of the embeddings, no output
+    # on the embedders' device: NCCL with cuda:LOCAL_RANK per rank, gloo on the CPU
+    with torchrun_group(torch.device(scorer.loader.compute.device)):
+        if rank_and_world()[0] > 0:  # a helper rank: its share of the embeddings, in rank 0's order, no output
             with tempfile.TemporaryDirectory() as scratch:
                 for system in sorted(systems):
                     scorer.score(generate_dir / system, Path(scratch) / system)
                     for name, replicate in systems[system].get("replicates", {}).items():
                         scorer.score(generate_dir / replicate["folder"], Path(scratch) / system / name)
+                _export_reference_stats(scorer, Path(scratch))
             return out_dir
         _write(stage, scorer, systems, summary, generate_dir, out_dir)
     return out_dir
 
 
+def _export_reference_stats(scorer, folder: Path) -> None:
+    """The test references' statistics under the recipe (from the cached embeddings), for scoring
+    without the audio (`siren-bench score --reference-stats`)."""
+    recipe = scorer.recipe
+    if any(spec.metric in LEVELS for spec in recipe.metrics):
+        export_reference_stats(scorer.reference, recipe, list(recipe.metrics), scorer.loader, scorer.cache,
+                               folder / REFERENCE_STATS_NAME, allow_clipped=scorer.config.allow_clipped)
+
+
 def _write(stage, scorer, systems: dict, summary: dict, generate_dir: Path, out_dir: Path) -> None:
     recipe, config = scorer.recipe, scorer.config
+    inputs, values = {}, {}  # per system, each metric's scoring inputs and value: for the ranking
     with atomic_directory(out_dir) as staging:
         for system in sorted(systems):
-            entry = summary["systems"][system] = {"description": systems[system]["description"],
-                                                  **scorer.score(generate_dir / system, staging / system)}
+            scored, outcome = scorer.score_outcome(generate_dir / system, staging / system)
+            entry = summary["systems"][system] = {"description": systems[system]["description"], **scored}
+            inputs[system] = outcome.metric_inputs
+            values[system] = {m: r["value"] for m, r in outcome.results["metrics"].items()}
             replicates = systems[system].get("replicates", {})
             if replicates:
                 scored = {name: scorer.score(generate_dir / replicate["folder"], staging / system / name)["metrics"]
@@ -85,6 +108,11 @@ def _write(stage, scorer, systems: dict, summary: dict, generate_dir: Path, out_
                 seeds = [systems[system]["seed"]] + [replicate["seed"] for replicate in replicates.values()]
                 entry["over_seeds"] = over_seeds(seeds, [entry["metrics"], *scored.values()])
         write_json_atomic(staging / SUMMARY_NAME, summary)
+        _export_reference_stats(scorer, staging)
+        if len(systems) >= 2:
+            with tqdm(total=len(values[next(iter(values))]), desc="ranking robustness", unit="metric") as progress:
+                ranked = ranking.robustness(inputs, values, config.ranking_resamples, recipe.bootstrap_seed, progress)
+            write_json_atomic(staging / RANKING_NAME, ranked)
         inputs = {"generate": generate_dir, "manifest": stage.dir("prepare") / MANIFEST_NAME}
         if scorer.weights_dir is not None:
             inputs["weights"] = Path(scorer.weights_dir)

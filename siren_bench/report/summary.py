@@ -1,0 +1,76 @@
+"""The report's first screen: the headline scores, every verdict on the paper's claims, and what
+this run could not do, gathered from the sections' own results (nothing here is computed anew or
+written by hand)."""
+
+from __future__ import annotations
+
+from siren_bench.report.section import Section, md_table
+
+HEADLINE = (("fad", "FAD"), ("kad", "KAD"), ("kl", "KL"), ("clap", "CLAP"))  # lower is better except CLAP
+
+
+def _cell(metric: dict | None) -> str:
+    if metric is None:
+        return ""
+    if metric.get("ci_low") is None:
+        return f"{metric['value']:.4g}"
+    return f"{metric['value']:.4g} [{metric['ci_low']:.4g}, {metric['ci_high']:.4g}]"
+
+
+def _scores(results: dict) -> str:
+    systems = results.get("systems", {})
+    present = [(m, label) for m, label in HEADLINE if any(m in s["metrics"] for s in systems.values())]
+    if not systems or not present:
+        return ""
+    first = present[0][0]
+    order = sorted(systems, key=lambda s: (systems[s]["metrics"].get(first, {}).get("value", float("inf")), s))
+    rows = [[f"`{s}`", *(_cell(systems[s]["metrics"].get(m)) for m, _ in present)] for s in order]
+    return (f"Scores under recipe `{results['recipe']}` (95 % intervals over the test clips; sorted by {present[0][1]}; "
+            "every metric and interval is in the Scores section):\n\n"
+            + md_table(["system", *[label for _, label in present]], rows) + "\n")
+
+
+def _verdicts(sections: dict[str, Section]) -> tuple[str, dict[str, int]]:
+    rows, counts = [], {}
+    for key, section in sections.items():
+        for verdict in section.results.get("verdicts", []) if isinstance(section.results, dict) else []:
+            if not isinstance(verdict, dict) or "outcome" not in verdict:
+                continue
+            counts[verdict["outcome"]] = counts.get(verdict["outcome"], 0) + 1
+            rows.append([verdict["claim"].split(" (here:")[0].rstrip("."), f"**{verdict['outcome']}**", key])
+    if not rows:
+        return "", counts
+    tally = ", ".join(f"{n} {outcome}" for outcome, n in sorted(counts.items()))
+    return (f"The paper's claims as this run tests them ({tally}; each with its effect, interval and reason in the "
+            "section named):\n\n" + md_table(["claim", "this run", "section"], rows) + "\n"), counts
+
+
+def _limits(sections: dict[str, Section], skipped: list[str]) -> str:
+    lines = [line.lstrip("- ") for line in skipped]
+    scores = sections.get("scores")
+    if scores is not None and scores.results.get("recipe", "").startswith("smoke"):
+        lines.append("Every evaluator (tagger, CLAP) was trained in this run on SynthCaps: the scores rank this run's systems "
+                     "and are not comparable with published FAD / KL / CLAP numbers.")
+    if scores is not None:
+        sampled = any("over_seeds" in s for s in scores.results.get("systems", {}).values())
+        lines.append("Each trained system was trained once (one training seed)" + (
+            ": the intervals cover the choice of test clips and the seed table the resampling, not retraining, which can "
+            "move every number beyond them." if sampled else " and sampled with one generation seed: the intervals cover "
+            "the choice of test clips, not retraining or resampling, which can move every number beyond them."))
+    for key, section in sections.items():
+        for verdict in section.results.get("verdicts", []) if isinstance(section.results, dict) else []:
+            if isinstance(verdict, dict) and verdict.get("effect") == "not measured":
+                lines.append(f"Not measured ({key}): {verdict['claim']} {verdict['reason']}")
+    return "What this run could not do:\n\n" + "\n".join(f"- {line}" for line in lines) + "\n" if lines else ""
+
+
+def summary_markdown(sections: list[Section], skipped: list[str]) -> str:
+    """## Summary: headline table, verdict table, limits; empty parts are left out."""
+    by_key = {s.key: s for s in sections}
+    parts = []
+    if "scores" in by_key:
+        parts.append(_scores(by_key["scores"].results))
+    verdicts, _ = _verdicts(by_key)
+    parts += [verdicts, _limits(by_key, skipped)]
+    body = "\n".join(p for p in parts if p)
+    return f"## Summary\n\n{body}" if body else ""

@@ -1,0 +1,92 @@
+"""Ranking robustness (evaluation/ranking.py): ranks, Kendall's tau between measures, and how often
+half-samples of the clips flip a pair's order, recomputed by the metrics' own scoring functions."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from siren_bench.embedders.base import Embedding
+from siren_bench.evaluation import ranking
+from siren_bench.evaluation.score import MetricArguments
+from siren_bench.recipes import get_recipe
+from siren_bench.report.ranking_card import pair_verdict
+from siren_bench.scoring import score_metric
+
+SMOKE = get_recipe("smoke")
+IDS = [f"c{i:02d}" for i in range(40)]
+
+
+def _set(rng, shift: float, d: int = 4) -> dict[str, Embedding]:
+    """One clip vector per id, Gaussian around `shift`, and logits whose first class gains 3 x `shift`."""
+    boost = np.zeros((1, 5))
+    boost[0, 0] = 3.0 * shift
+    return {i: Embedding(rng.standard_normal((1, d)) + shift, rng.standard_normal((1, 5)) + boost) for i in IDS}
+
+
+def _inputs(sets: dict[str, dict], reference: dict, metrics=("fd", "kad", "kl")) -> tuple[dict, dict]:
+    inputs = {s: {m: MetricArguments(SMOKE.spec(m), e, reference, None, None) for m in metrics} for s, e in sets.items()}
+    values = {s: {m: score_metric(SMOKE.spec(m), e, reference, 1, 0)["value"] for m in metrics} for s, e in sets.items()}
+    return inputs, values
+
+
+def test_half_samples_are_seeded_distinct_halves():
+    draws = ranking.half_samples(IDS, 30, seed=3)
+    assert len(draws) == 30 and all(len(d) == 20 == len(set(d)) and d == sorted(d) and set(d) <= set(IDS) for d in draws)
+    assert draws == ranking.half_samples(list(reversed(IDS)), 30, seed=3)  # the ids' given order does not matter
+    assert draws != ranking.half_samples(IDS, 30, seed=4) and len({tuple(d) for d in draws}) == 30
+
+
+def test_ranks_and_order_follow_each_metrics_direction():
+    assert ranking.ranks("fd", {"a": 1.0, "b": 3.0, "c": 1.0}) == {"a": 1, "b": 3, "c": 1}
+    assert ranking.ranks("clap", {"a": 0.1, "b": 0.3}) == {"a": 2, "b": 1}
+    assert ranking.order_sign("fad", 1.0, 2.0) == 1 and ranking.order_sign("is", 1.0, 2.0) == -1
+    assert ranking.order_sign("kad", 2.0, 2.0) == 0
+
+
+def test_a_clear_order_never_flips_and_a_coin_toss_often_does():
+    rng = np.random.default_rng(0)
+    reference = _set(rng, 0.0)
+    sets = {"near": _set(rng, 0.1), "far": _set(rng, 1.5), "twin": _set(rng, 0.1)}
+    inputs, values = _inputs(sets, reference)
+    out = ranking.robustness(inputs, values, resamples=40, seed=0)
+    assert out["measures"] == ["fd", "kad", "kl"] and out["systems"] == ["far", "near", "twin"]
+    assert all(out["ranks"][m]["far"] == 3 for m in out["measures"])
+    clear = out["pairs"]["far|near"]
+    assert all(c["order"] == -1 and c["flip_fraction"] == 0.0 for c in clear.values())
+    coin = out["pairs"]["near|twin"]  # two draws of one distribution: half-samples disagree often
+    assert any(0.1 < c["flip_fraction"] < 0.9 for c in coin.values())
+    verdict = pair_verdict(out, "near", "far")
+    assert verdict["leader"] == "near" and verdict["holds"] == 3 and verdict["text"].endswith("holds under 3 of 3 measures")
+    assert pair_verdict(out, "far", "near")["leader"] == "near"
+    # each measure on a half-sample is the metric's own value on those clips
+    half = ranking.half_samples(IDS, 1, 0)[0]
+    kl_half = score_metric(SMOKE.spec("kl"), {i: sets["near"][i] for i in half}, {i: reference[i] for i in half}, 1, 0)
+    assert ranking.subset_value(inputs["near"]["kl"], half, 0) == kl_half["value"]
+    assert ranking.subset_value(inputs["near"]["fd"], IDS, 0) == values["near"]["fd"]
+
+
+def test_kendall_tau_between_measures_and_what_cannot_be_resampled():
+    rng = np.random.default_rng(1)
+    reference = _set(rng, 0.0)
+    sets = {"a": _set(rng, 0.2), "b": _set(rng, 0.8), "c": _set(rng, 2.0)}
+    inputs, values = _inputs(sets, reference, metrics=("fd", "is"))
+    out = ranking.robustness(inputs, values, resamples=5, seed=0)
+    assert out["kendall_tau"]["fd|is"] == pytest.approx(sum(
+        np.sign(values[x]["fd"] - values[y]["fd"]) * np.sign(values[y]["is"] - values[x]["is"])
+        for x, y in (("a", "b"), ("a", "c"), ("b", "c"))) / 3)
+    assert out["resampling"]["not_resampled"] == {}  # IS at 20 clips, 10 splits: fine
+    few = {s: {m: MetricArguments(a.spec, {i: a.generated[i] for i in IDS[:12]}, a.reference, None, None)
+               for m, a in per.items()} for s, per in inputs.items()}
+    out = ranking.robustness(few, values, resamples=3, seed=0)  # 6 clips a half-sample, IS needs 10
+    assert "is" in out["resampling"]["not_resampled"] and "flip_fraction" not in out["pairs"]["a|b"]["is"]
+    assert "flip_fraction" in out["pairs"]["a|b"]["fd"]
+
+
+def test_systems_with_other_clips_are_refused():
+    rng = np.random.default_rng(2)
+    reference = _set(rng, 0.0)
+    inputs, values = _inputs({"a": _set(rng, 0.1), "b": _set(rng, 0.2)}, reference, metrics=("fd",))
+    inputs["b"]["fd"] = MetricArguments(SMOKE.spec("fd"), {i: inputs["b"]["fd"].generated[i] for i in IDS[1:]}, reference, None, None)
+    with pytest.raises(ValueError, match="b has other clip ids than a"):
+        ranking.robustness(inputs, values, resamples=2, seed=0)

@@ -1,0 +1,39 @@
+"""The report's first screen (report/summary.py): built from the sections' own results only."""
+
+from __future__ import annotations
+
+from siren_bench.report.section import Section
+from siren_bench.report.summary import summary_markdown
+from siren_bench.report.verdicts import judge, unmeasured
+
+
+def _scores(over_seeds: bool = False) -> Section:
+    metric = lambda v: {"value": v, "ci_low": v - 1, "ci_high": v + 1}  # noqa: E731
+    systems = {"b": {"metrics": {"fad": metric(9.0), "clap": metric(0.2)}},
+               "a": {"metrics": {"fad": metric(3.0), "clap": metric(0.1)}}}
+    if over_seeds:
+        systems["a"]["over_seeds"] = {}
+    return Section("scores", {"recipe": "smoke@1", "systems": systems}, "")
+
+
+def test_summary_orders_the_headline_and_collects_every_verdict_and_limit():
+    agrees = judge("a claim holds (here: x).", 2.0, 1.0, 3.0)
+    open_question = unmeasured("another claim.", "It needs a GPU.")
+    sections = [_scores(), Section("diagnose", {"verdicts": [agrees.as_dict()]}, ""),
+                Section("sweep", {"verdicts": [open_question.as_dict()]}, ""),
+                Section("ranking", {"pair_verdicts": ["`a` above `b` holds under 2 of 2 measures."]}, "")]
+    text = summary_markdown(sections, ["- sweep: stage `sweep` has no output"])
+    lines = text.splitlines()
+    assert lines[0] == "## Summary"
+    assert text.index("| `a` | 3 [2, 4] | 0.1 [-0.9, 1.1] |") < text.index("| `b` |")  # sorted by FAD, lower first
+    assert "(1 agrees, 1 inconclusive;" in text
+    assert "| a claim holds | **agrees** | diagnose |" in text and "| another claim | **inconclusive** | sweep |" in text
+    assert "- sweep: stage `sweep` has no output" in text
+    assert "Not measured (sweep): another claim. It needs a GPU." in text
+    assert "not comparable with published" in text and "trained once (one training seed) and sampled with one generation seed" in text
+    resampled = summary_markdown([_scores(over_seeds=True)], [])
+    assert "(one training seed): the intervals cover the choice of test clips and the seed table" in resampled
+
+
+def test_an_empty_run_has_no_summary():
+    assert summary_markdown([], []) == ""
