@@ -308,7 +308,7 @@ class EvalConfig:
     generation_seeds: int = 1
     # ranking robustness (evaluation/ranking.py): half-samples of the test clips over which each
     # pair of systems' order is re-measured under every metric; 0 ranks on all clips only
-    ranking_resamples: int = 100
+    ranking_resamples: int = 30
     # the smoke evaluators (SynthCaps tagger, small CLAP against frozen MiniLM)
     tagger_steps: int = 600
     clap_steps: int = 400

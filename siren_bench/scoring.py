@@ -26,11 +26,12 @@ from siren_bench.registry import METRICS, RegistryError
 
 def score_metric(spec: MetricSpec, generated: dict[str, Embedding], reference: dict[str, Embedding], n_boot: int,
                  seed: int, text: dict[str, np.ndarray] | None = None,
-                 reference_stats: Callable[[str], GaussianStats] | None = None) -> dict:
+                 reference_stats: Callable[[str], GaussianStats] | None = None, value_only: bool = False) -> dict:
     """{"metric", "value", CI fields, "n_generated", "n_reference", "n_frames", "per_clip": {id: value}}.
 
     `reference_stats(level)`, where given, supplies the reference Gaussian (e.g. from a cache
-    shared by every system scored against this reference) instead of computing it here."""
+    shared by every system scored against this reference) instead of computing it here.
+    `value_only`: the value alone (the same number), without its interval or per-clip values."""
     try:
         scorer = METRICS.get(spec.metric)
     except RegistryError as exc:
@@ -39,5 +40,5 @@ def score_metric(spec: MetricSpec, generated: dict[str, Embedding], reference: d
     if len(ids) < 2:
         raise ValueError(f"{spec.metric}: need at least 2 generated clips, got {len(ids)}")
     out: dict = {"metric": spec.metric, "embedder": spec.embedder, "n_generated": len(ids), "n_reference": len(reference)}
-    out.update(scorer(MetricInputs(spec, generated, reference, ids, n_boot, seed, text, reference_stats)))
+    out.update(scorer(MetricInputs(spec, generated, reference, ids, n_boot, seed, text, reference_stats, value_only)))
     return out

@@ -515,3 +515,17 @@ def test_a_statistics_file_made_under_anything_else_is_refused_by_name(sets, wei
     err = capsys.readouterr().err
     assert "error:" in err and needle in err and str(tmp_path) in err, err
     assert not sets["out"].exists()
+
+
+def test_value_only_is_the_scored_value_for_every_metric(sets, weights):
+    """What ranking robustness re-measures on subsets: each metric's value without its interval,
+    the same number the full scoring reports, for every metric of the recipe."""
+    from siren_bench.scoring import score_metric
+
+    outcome = _score(sets, weights)
+    assert sorted(outcome.metric_inputs) == sorted(s.metric for s in SMOKE.metrics)
+    for metric, args in outcome.metric_inputs.items():
+        only = score_metric(args.spec, args.generated, args.reference, 1, SMOKE.bootstrap_seed, args.text,
+                            args.reference_stats, value_only=True)
+        assert set(only) == {"metric", "embedder", "n_generated", "n_reference", "value"}, metric
+        assert only["value"] == outcome.results["metrics"][metric]["value"], metric

@@ -70,14 +70,16 @@ def test_kendall_tau_between_measures_and_what_cannot_be_resampled():
     rng = np.random.default_rng(1)
     reference = _set(rng, 0.0)
     sets = {"a": _set(rng, 0.2), "b": _set(rng, 0.8), "c": _set(rng, 2.0)}
-    inputs, values = _inputs(sets, reference, metrics=("fd", "is"))
+    inputs, values = _inputs(sets, reference, metrics=("fd", "is", "fad_inf"))
     out = ranking.robustness(inputs, values, resamples=5, seed=0)
+    assert out["resampling"]["not_resampled"] == {"fad_inf": ranking.NOT_RESAMPLED["fad_inf"]}
+    assert "flip_fraction" not in out["pairs"]["a|b"]["fad_inf"] and out["ranks"]["fad_inf"]["c"] == 3
+    assert all("flip_fraction" not in cell for cell in ranking.robustness(inputs, values, 0, 0)["pairs"]["a|b"].values())
     assert out["kendall_tau"]["fd|is"] == pytest.approx(sum(
         np.sign(values[x]["fd"] - values[y]["fd"]) * np.sign(values[y]["is"] - values[x]["is"])
         for x, y in (("a", "b"), ("a", "c"), ("b", "c"))) / 3)
-    assert out["resampling"]["not_resampled"] == {}  # IS at 20 clips, 10 splits: fine
     few = {s: {m: MetricArguments(a.spec, {i: a.generated[i] for i in IDS[:12]}, a.reference, None, None)
-               for m, a in per.items()} for s, per in inputs.items()}
+               for m, a in per.items() if m != "fad_inf"} for s, per in inputs.items()}
     out = ranking.robustness(few, values, resamples=3, seed=0)  # 6 clips a half-sample, IS needs 10
     assert "is" in out["resampling"]["not_resampled"] and "flip_fraction" not in out["pairs"]["a|b"]["is"]
     assert "flip_fraction" in out["pairs"]["a|b"]["fd"]

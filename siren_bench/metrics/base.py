@@ -28,6 +28,7 @@ class MetricInputs:
     seed: int                             # the bootstrap's seed
     text: dict[str, np.ndarray] | None = None  # caption embeddings (CLAP score)
     reference_stats: Callable | None = None    # level -> reference Gaussian, shared across systems
+    value_only: bool = False                   # just {"value": ...}: no interval, no per-clip values (ranking's subsets)
 
 
 def clip_level(frames: np.ndarray) -> np.ndarray:

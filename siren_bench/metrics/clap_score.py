@@ -38,6 +38,8 @@ def score_clap(inputs: MetricInputs) -> dict:
     if missing:
         raise ValueError(f"clap: {len(missing)} generated clips have no caption embedding (e.g. {missing[:3]})")
     clip_ids, cosines = clap_scores(audio, {i: inputs.text[i] for i in ids})
+    if inputs.value_only:
+        return {"value": float(cosines.mean())}
     out = bootstrap(lambda idx: float(cosines[idx].mean()), len(clip_ids), inputs.n_boot, inputs.seed).as_dict()
     out.update(scale="raw cosine", value_x100=100.0 * out["value"], per_clip=dict(zip(clip_ids, cosines.tolist())))
     return out

@@ -74,6 +74,8 @@ def score_kad(inputs: MetricInputs) -> dict:
     x = np.stack([np.asarray(inputs.generated[i].frames, dtype=np.float64).mean(axis=0) for i in inputs.ids])
     y = np.stack([np.asarray(inputs.reference[i].frames, dtype=np.float64).mean(axis=0) for i in sorted(inputs.reference)])
     sigma = median_bandwidth(y)
+    if inputs.value_only:
+        return {"value": KernelResampler(x, y, sigma)(np.arange(len(inputs.ids)))}
     out = jackknife(KernelResampler(x, y, sigma), len(inputs.ids), inputs.seed)
     out.update(bandwidth=sigma, scale="x100")
     return out
