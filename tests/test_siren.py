@@ -309,7 +309,7 @@ def test_data_parallel_training_over_two_ranks_equals_one_process(tmp_path, shar
 
     torchrun = Path(sys.executable).parent / "torchrun"
     done = subprocess.run([str(torchrun), "--standalone", "--nproc-per-node", "2", "-m", "tests.siren_ddp_worker",
-                           str(tmp_path), sharding], cwd=REPO, capture_output=True, text=True, timeout=300)
+                           str(tmp_path), sharding], cwd=REPO, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr[-3000:]
     single = train_expert(*ddp_case(), tmp_path / "single", "d", torch.device("cpu"))
     if sharding == "fsdp":
