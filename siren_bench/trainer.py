@@ -269,8 +269,15 @@ class Trainer:
 
     def _save(self, step: int) -> None:
         model_state, optimizer_state = self._full_states()
-        if self.rank > 0:
-            return
+        if self.rank == 0:
+            self._write_state(step, model_state, optimizer_state)
+        if self.sharded and self.world > 1:
+            # every rank gathered, so every rank waits here until rank 0's file is whole: a rank that
+            # resumes right after (a stopped job restarted in the same processes) must not find it
+            # missing and start from step 0 while rank 0 resumes, which deadlocks their collectives
+            dist.barrier()
+
+    def _write_state(self, step: int, model_state: dict, optimizer_state: dict) -> None:
         state = {"format": STATE_FORMAT, "model": model_state, "optimizer": optimizer_state, "by_name": self.sharded,
                  "schedule": self.schedule.state_dict(), "torch_rng": torch.get_rng_state(),
                  "numpy_rng": json.dumps(self.rng.bit_generator.state), "log": json.dumps(self.log), "step": step}
