@@ -61,6 +61,7 @@ TOY = [
     "sweep.depths=[]",  # (and no ablations, set below: a Hydra override merges dicts, so `={}` keeps them)
     "run.device=cpu", "run.threads=1", "data.clip_seconds=1.0", "data.workers=2",
     "data.protocol=custom", "eval.allow_clipped=true",  # random-weight DAC decoders saturate
+    "eval.ranking_resamples=0",  # ranked on all clips: at d = 2048 each re-measured FD costs seconds (resampling: ci and unit tests)
     "eval.generation_seeds=2",  # the profile's 3, less one: each seed is another scoring pass of six systems
 ]
 
