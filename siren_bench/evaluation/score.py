@@ -149,14 +149,15 @@ def score_sets(generated: ClipSet, reference: ClipSet | ReferenceStats, recipe: 
         else:
             ref_stats = cached_reference_stats(cache, reference.sha256, spec, embedder.cache_identity,
                                                lambda level, ref=ref: reference_gaussian(ref.embeddings, level))
-        source = reference.path if by_stats else reference.source
+        arguments = MetricArguments(spec, gen.embeddings, {} if by_stats else ref.embeddings, text, ref_stats)
         try:
-            result = score_metric(spec, gen.embeddings, {} if by_stats else ref.embeddings, n_boot, recipe.bootstrap_seed,
-                                  text, ref_stats)
+            result = score_metric(spec, arguments.generated, arguments.reference, n_boot, recipe.bootstrap_seed, text, ref_stats)
         except ValueError as exc:  # e.g. fewer clips than IS splits: a property of these sets, said with their names
+            source = reference.path if by_stats else reference.source
             raise ClipSetError(f"{spec.metric} of {generated.source} against {source}: {exc}") from exc
-        result["n_reference"] = len(reference.clip_ids) if by_stats else len(reference)
-        metric_inputs[spec.metric] = MetricArguments(spec, gen.embeddings, {} if by_stats else ref.embeddings, text, ref_stats)
+        if by_stats:  # the reference clips the statistics were made from (score_metric counts the clips it was given)
+            result["n_reference"] = len(reference.clip_ids)
+        metric_inputs[spec.metric] = arguments
         values = result.pop("per_clip", None)
         if values is not None:
             per_clip[PER_CLIP_COLUMNS[spec.metric]] = values

@@ -14,10 +14,11 @@ import numpy as np
 
 from siren_bench.artifacts import RunArtifacts
 from siren_bench.report import figures
+from siren_bench.report.scores import COLUMNS
 from siren_bench.report.section import Section, md_table, report_section
 
 FIGURE = "ranking_kendall_tau.png"
-LABELS = {"fad": "FAD", "fad_inf": "FAD-inf", "kad": "KAD", "fd": "FD", "kl": "KL", "is": "IS", "clap": "CLAP"}
+LABELS = dict(COLUMNS)  # the Scores table's column labels
 FLIPPY = 0.2  # a pair whose order flips in more than this share of half-samples is not settled by these clips
 
 

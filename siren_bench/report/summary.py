@@ -4,17 +4,10 @@ written by hand)."""
 
 from __future__ import annotations
 
+from siren_bench.report.scores import COLUMNS, interval_text
 from siren_bench.report.section import Section, md_table
 
-HEADLINE = (("fad", "FAD"), ("kad", "KAD"), ("kl", "KL"), ("clap", "CLAP"))  # lower is better except CLAP
-
-
-def _cell(metric: dict | None) -> str:
-    if metric is None:
-        return ""
-    if metric.get("ci_low") is None:
-        return f"{metric['value']:.4g}"
-    return f"{metric['value']:.4g} [{metric['ci_low']:.4g}, {metric['ci_high']:.4g}]"
+HEADLINE = tuple((m, label) for m, label in COLUMNS if m in ("fad", "kad", "kl", "clap"))  # the Scores table's labels
 
 
 def _scores(results: dict) -> str:
@@ -24,7 +17,8 @@ def _scores(results: dict) -> str:
         return ""
     first = present[0][0]
     order = sorted(systems, key=lambda s: (systems[s]["metrics"].get(first, {}).get("value", float("inf")), s))
-    rows = [[f"`{s}`", *(_cell(systems[s]["metrics"].get(m)) for m, _ in present)] for s in order]
+    rows = [[f"`{s}`", *(interval_text(systems[s]["metrics"][m]) if m in systems[s]["metrics"] else "" for m, _ in present)]
+            for s in order]
     return (f"Scores under recipe `{results['recipe']}` (95 % intervals over the test clips; sorted by {present[0][1]}; "
             "every metric and interval is in the Scores section):\n\n"
             + md_table(["system", *[label for _, label in present]], rows) + "\n")

@@ -94,12 +94,12 @@ def _export_reference_stats(scorer, folder: Path) -> None:
 
 def _write(stage, scorer, systems: dict, summary: dict, generate_dir: Path, out_dir: Path) -> None:
     recipe, config = scorer.recipe, scorer.config
-    inputs, values = {}, {}  # per system, each metric's scoring inputs and value: for the ranking
+    metric_inputs, values = {}, {}  # per system, each metric's scoring inputs and value: for the ranking
     with atomic_directory(out_dir) as staging:
         for system in sorted(systems):
             scored, outcome = scorer.score_outcome(generate_dir / system, staging / system)
             entry = summary["systems"][system] = {"description": systems[system]["description"], **scored}
-            inputs[system] = outcome.metric_inputs
+            metric_inputs[system] = outcome.metric_inputs
             values[system] = {m: r["value"] for m, r in outcome.results["metrics"].items()}
             replicates = systems[system].get("replicates", {})
             if replicates:
@@ -111,7 +111,7 @@ def _write(stage, scorer, systems: dict, summary: dict, generate_dir: Path, out_
         _export_reference_stats(scorer, staging)
         if len(systems) >= 2:
             with tqdm(total=len(values[next(iter(values))]), desc="ranking robustness", unit="metric") as progress:
-                ranked = ranking.robustness(inputs, values, config.ranking_resamples, recipe.bootstrap_seed, progress)
+                ranked = ranking.robustness(metric_inputs, values, config.ranking_resamples, recipe.bootstrap_seed, progress)
             write_json_atomic(staging / RANKING_NAME, ranked)
         inputs = {"generate": generate_dir, "manifest": stage.dir("prepare") / MANIFEST_NAME}
         if scorer.weights_dir is not None:
