@@ -97,11 +97,15 @@ class CodecConfig:
     source: str = "train"
     path: str | None = None  # pretrained sources: the weights file or HF folder
     sha256: str | None = None  # pretrained sources: pinned SHA-256 of the weights file (all 64 hex digits)
-    # architecture of the trained codec: "spectral" (log-mel encoder, DAC's quantizer, inverse-STFT
+    # architecture of the trained codec: "mel" (RVQ of log-mel frames fitted by k-means, Griffin-Lim
+    # synthesis; codecs/melrvq.py), "spectral" (log-mel encoder, DAC's quantizer, inverse-STFT
     # decoder; codecs/spectral.py) or "dac" (transformers' DacModel)
-    architecture: str = "spectral"
-    hop_length: int = 320  # spectral: samples per frame (the STFT window is 4x)
-    n_mels: int = 80  # spectral: encoder input
+    architecture: str = "mel"
+    hop_length: int = 320  # mel, spectral: samples per frame (the STFT window is 4x)
+    n_mels: int = 128  # mel: the quantized frame; spectral: the encoder input
+    griffin_lim_iters: int = 8  # mel: phase-recovery iterations of the synthesis
+    kmeans_iterations: int = 30  # mel: Lloyd iterations per codebook (0: k-means++ seeding only)
+    kmeans_max_frames: int = 50000  # mel: training frames drawn for the fit
     width: int = 128  # spectral: channels of encoder and decoder
     n_blocks: int = 4  # spectral: ConvNeXt blocks in each of encoder and decoder
     latent_dim: int = 64  # spectral: the latent the quantizer sees
@@ -278,7 +282,7 @@ class AlignConfig:
 
 
 TEXT_ENCODERS = ("minilm", "clap", "t5")  # Siren's text conditioning backends (text.py)
-CODEC_ARCHITECTURES = ("spectral", "dac")  # of the trainable small codec (codecs/train.py)
+CODEC_ARCHITECTURES = ("mel", "spectral", "dac")  # of the trainable small codec (codecs/train.py)
 # The systems `generate` renders besides the baselines; a baseline is any key of params' `baselines`
 # section (see baselines_config), registered by its module in baselines/ (baselines/registry.py).
 BUILTIN_SYSTEMS = ("codec_resynthesis", "real_unpaired", "siren", "siren_aligned")

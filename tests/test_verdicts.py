@@ -47,6 +47,21 @@ def test_a_codec_without_depth_contradicts_the_fidelity_claim_and_one_with_depth
     assert flat[2].outcome == "inconclusive" and "did not run" in flat[2].reason
 
 
+def test_fidelity_rising_with_every_codebook_is_judged_on_its_least_certain_step():
+    def steps(*intervals):
+        fidelity = _fidelity(1.0, (0.2, 0.18, 0.22)) | {"codebooks": list(range(1, len(intervals) + 2))}
+        fidelity["metrics"]["mel_distance"] = [{"mean": 1.0}] * (len(intervals) + 1)
+        return fidelity | {"step_gains_mel_distance": [{"mean": m, "ci95_low": lo, "ci95_high": hi} for m, lo, hi in intervals]}
+
+    every = diagnostic_verdicts(steps((0.1, 0.08, 0.12), (0.02, 0.01, 0.03)), ORTHO, None)
+    assert every[0].outcome == "agrees" and "from 2 to 3 codebooks" in every[0].effect
+    assert every[1].outcome == "contradicts" and "20.0%" in every[1].effect  # rising, but not by 30 %
+    flat_step = diagnostic_verdicts(steps((0.1, 0.08, 0.12), (0.001, -0.004, 0.006), (0.02, 0.01, 0.03)), ORTHO, None)[0]
+    assert flat_step.outcome == "inconclusive" and "from 2 to 3 codebooks" in flat_step.effect
+    worse = diagnostic_verdicts(steps((0.1, 0.08, 0.12), (-0.02, -0.03, -0.01)), ORTHO, None)[0]
+    assert worse.outcome == "contradicts"
+
+
 def test_semantic_richness_rising_with_depth_contradicts_the_claim():
     layers = [{"map_mean": m, "map_per_seed": list(m + np.array([0.0, 0.01, -0.01]))} for m in (0.36, 0.40, 0.42)]
     verdict = diagnostic_verdicts(_fidelity(1.0, (0.45, 0.40, 0.50)), ORTHO, {"alone": layers})[2]

@@ -1,5 +1,5 @@
 """Codecs behind one interface (base.Codec): DAC and EnCodec from local weights, and the small
-trainable codecs (the spectral codec, or DacModel at CPU size). `load_pretrained` reads a user's weights; `load_stage_codec` reads the folder
+trainable codecs (the mel-RVQ codec, the spectral codec, or DacModel at CPU size). `load_pretrained` reads a user's weights; `load_stage_codec` reads the folder
 the `codec` stage wrote, which every later stage uses."""
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ from pathlib import Path
 from siren_bench.codecs.base import Codec, CodecInfo
 from siren_bench.codecs.dac import DacCodec  # each module registers its Codec class in CODECS
 from siren_bench.codecs.encodec import EncodecCodec
+from siren_bench.codecs.melrvq import MelRVQCodec
 from siren_bench.codecs.spectral import SpectralCodec
 from siren_bench.config import CodecConfig
 from siren_bench.registry import CODECS, RegistryError
@@ -17,7 +18,7 @@ from siren_bench.weights import CheckpointError
 
 CODEC_INFO_NAME = "codec.json"
 
-__all__ = ["Codec", "CodecInfo", "DacCodec", "EncodecCodec", "SpectralCodec", "CheckpointError", "load_pretrained",
+__all__ = ["Codec", "CodecInfo", "DacCodec", "EncodecCodec", "MelRVQCodec", "SpectralCodec", "CheckpointError", "load_pretrained",
            "load_stage_codec", "wrap_trained"]
 
 

@@ -74,3 +74,14 @@ class Codec(ABC):
             raise ValueError(f"wave must be [B, T], got {tuple(wave.shape)}")
         remainder = wave.shape[-1] % self.hop_length
         return torch.nn.functional.pad(wave, (0, self.hop_length - remainder)) if remainder else wave
+
+
+def codebook_usage(codes: torch.Tensor, codebook_size: int) -> list[dict]:
+    """Per layer of [B, K, F] codes: perplexity (exp of the entropy of code frequencies; at most
+    codebook_size) and how many entries no frame used."""
+    rows = []
+    for k in range(codes.shape[1]):
+        counts = torch.bincount(codes[:, k].flatten(), minlength=codebook_size).to(torch.float64)
+        p = counts[counts > 0] / counts.sum()
+        rows.append({"layer": k + 1, "perplexity": float(torch.exp(-(p * p.log()).sum())), "dead_codes": int((counts == 0).sum())})
+    return rows

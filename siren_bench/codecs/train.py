@@ -1,5 +1,8 @@
-"""Training the small RVQ codec on the training split: the spectral codec (codecs/spectral.py,
-the default) or transformers' DacModel at CPU size (`codec.architecture=dac`).
+"""Training the small RVQ codec on the training split: the mel-RVQ codec (codecs/melrvq.py, the
+default: codebooks fitted by k-means, no gradient training), the spectral codec
+(codecs/spectral.py) or transformers' DacModel at CPU size (`codec.architecture=dac`).
+
+The rest of this docstring is about the two gradient-trained architectures.
 
 Losses: multi-scale log-mel L1 (the reconstruction term DAC and EnCodec train with), waveform
 L1, and the VQ commitment + codebook losses of DAC's quantizer, which both architectures share.
@@ -23,6 +26,7 @@ import torch
 from transformers import DacConfig, DacModel
 from transformers.audio_utils import mel_filter_bank
 
+from siren_bench.codecs.melrvq import MelRVQConfig, MelRVQModel, fit_mel_rvq
 from siren_bench.codecs.spectral import SpectralCodecConfig, SpectralCodecModel
 from siren_bench.config import CODEC_ARCHITECTURES, CodecConfig, config_hash
 from siren_bench.trainer import Trainer
@@ -31,7 +35,9 @@ N_MELS = {256: 32, 512: 64, 1024: 80, 2048: 128}
 
 
 def build_small_codec(config: CodecConfig, sample_rate: int) -> SpectralCodecModel | DacModel:
-    """The untrained model `codec.architecture` names, at the seed's current RNG state."""
+    """The untrained model of a gradient-trained `codec.architecture`, at the seed's current RNG state."""
+    if config.architecture == "mel":
+        raise ValueError("codec.architecture='mel' is fitted, not built at random: use untrained_baseline(config, waves, rate)")
     if config.architecture == "spectral":
         return SpectralCodecModel(SpectralCodecConfig(
             sampling_rate=sample_rate, hop_length=config.hop_length, n_mels=config.n_mels, width=config.width,
@@ -46,7 +52,22 @@ def build_small_codec(config: CodecConfig, sample_rate: int) -> SpectralCodecMod
 
 def codec_hop(config: CodecConfig) -> int:
     """Samples per codec frame."""
-    return config.hop_length if config.architecture == "spectral" else int(np.prod(config.downsampling_ratios))
+    return int(np.prod(config.downsampling_ratios)) if config.architecture == "dac" else config.hop_length
+
+
+def mel_rvq_config(config: CodecConfig, sample_rate: int) -> MelRVQConfig:
+    return MelRVQConfig(sampling_rate=sample_rate, hop_length=config.hop_length, n_mels=config.n_mels, n_codebooks=config.n_codebooks,
+                        codebook_size=config.codebook_size, griffin_lim_iters=config.griffin_lim_iters)
+
+
+def untrained_baseline(config: CodecConfig, train_waves: np.ndarray, sample_rate: int) -> MelRVQModel | SpectralCodecModel | DacModel:
+    """What the codec stage compares the trained codec against: the same architecture untrained
+    (gradient architectures: the random initialisation of codec.seed; mel: codebooks from the
+    k-means++ seeding alone, no Lloyd iterations)."""
+    if config.architecture == "mel":
+        return fit_mel_rvq(mel_rvq_config(config, sample_rate), train_waves, config.seed, config.kmeans_max_frames, kmeans_iterations=0)[0]
+    torch.manual_seed(config.seed)
+    return build_small_codec(config, sample_rate).eval()
 
 
 def build_small_dac(config: CodecConfig, sample_rate: int) -> DacModel:
@@ -93,7 +114,7 @@ class MultiScaleMelLoss(torch.nn.Module):
 
 @dataclass
 class TrainResult:
-    model: SpectralCodecModel | DacModel
+    model: MelRVQModel | SpectralCodecModel | DacModel
     log: list[dict]
     resumed_from: int
 
@@ -133,7 +154,11 @@ def resume_file(resume_dir: Path, config: CodecConfig) -> Path:
 def train_small_codec(
     config: CodecConfig, train_waves: np.ndarray, sample_rate: int, resume_dir: Path, stop_after: int | None = None,
 ) -> TrainResult:
-    """Train on [N, T] float waves; `stop_after` ends early (for tests of resumption)."""
+    """Train on [N, T] float waves; `stop_after` ends early (for tests of resumption). The mel
+    architecture is fitted in one pass (seconds, nothing to resume): its log has a row per layer."""
+    if config.architecture == "mel":
+        model, log = fit_mel_rvq(mel_rvq_config(config, sample_rate), train_waves, config.seed, config.kmeans_max_frames, config.kmeans_iterations)
+        return TrainResult(model, log, 0)
     if train_waves.ndim != 2 or len(train_waves) == 0:
         raise ValueError(f"training waves must be a non-empty [N, T] array, got shape {train_waves.shape}")
     crop = int(config.crop_seconds * sample_rate)

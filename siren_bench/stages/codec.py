@@ -1,8 +1,9 @@
 """Stage `codec`: the tokenizer every later stage uses, as an HF-format folder.
 
-source=train: train the small codec (`codec.architecture`) on the training split, then measure it on
-the validation split against a trivial baseline (the same architecture at its random
-initialisation), so the report shows what training bought. Pretrained sources: load the
+source=train: train (or, for the mel-RVQ codec, fit) the small codec (`codec.architecture`) on the
+training split, then measure it on the validation split against a trivial baseline (the same
+architecture untrained), so the report shows what training bought, and count how the codes use
+each codebook (perplexity, dead entries). Pretrained sources: load the
 user's local weights (verified by hash), and save them in the same folder format.
 
 Output (artifacts/<profile>/codec/): model/ (config.json + model.safetensors), codec.json
@@ -19,8 +20,8 @@ import numpy as np
 import torch
 
 from siren_bench.codecs import CODEC_INFO_NAME, load_pretrained, wrap_trained
-from siren_bench.codecs.base import Codec
-from siren_bench.codecs.train import build_small_codec, clear_resume_state, train_small_codec
+from siren_bench.codecs.base import Codec, codebook_usage
+from siren_bench.codecs.train import clear_resume_state, train_small_codec, untrained_baseline
 from siren_bench.config import CodecConfig, codec_config, data_config
 from siren_bench.data.manifest import MANIFEST_NAME, load_waves, read_manifest
 from siren_bench.diagnostics.fidelity import METRICS, reconstruction_metrics, summarize
@@ -31,12 +32,16 @@ from siren_bench.stage_context import open_stage
 EVAL_SPLIT = "val"
 
 
+def encode_all(codec: Codec, waves: np.ndarray, batch: int = 16) -> torch.Tensor:
+    with torch.no_grad():
+        return torch.cat([codec.encode(torch.from_numpy(waves[i : i + batch].astype(np.float32))) for i in range(0, len(waves), batch)])
+
+
 def reconstruct(codec: Codec, waves: np.ndarray, batch: int = 16, shift: int = 0) -> list[np.ndarray]:
     """Encode and decode each clip; with shift=s, clip i is decoded from clip i+s's codes (the
     shuffled-codes control: if that scores like the clip's own codes, the decoder ignores them)."""
+    codes = torch.roll(encode_all(codec, waves, batch), shifts=-shift, dims=0)
     with torch.no_grad():
-        codes = torch.cat([codec.encode(torch.from_numpy(waves[i : i + batch].astype(np.float32))) for i in range(0, len(waves), batch)])
-        codes = torch.roll(codes, shifts=-shift, dims=0)
         return [y for i in range(0, len(codes), batch) for y in codec.decode(codes[i : i + batch]).double().numpy()]
 
 
@@ -86,15 +91,16 @@ def _train(config: CodecConfig, manifest, sample_rate: int, resume_dir: Path, st
     held_out = manifest[manifest["split"] == EVAL_SPLIT]
     if train.empty or held_out.empty:
         raise ValueError(f"the codec needs clips in the train and {EVAL_SPLIT} splits; the manifest has {manifest['split'].value_counts().to_dict()}")
-    result = train_small_codec(config, load_waves(train, sample_rate), sample_rate, resume_dir)
+    train_waves = load_waves(train, sample_rate)
+    result = train_small_codec(config, train_waves, sample_rate, resume_dir)
     write_text_atomic(staging / "train_log.jsonl", "".join(json.dumps(row) + "\n" for row in result.log))
     codec = wrap_trained(config.architecture, result.model, config.name, weights_sha256="unsaved")
-
-    torch.manual_seed(config.seed)  # the baseline is the same architecture at its initialisation
-    untrained = wrap_trained(config.architecture, build_small_codec(config, sample_rate), "untrained", weights_sha256="random-init")
+    untrained = wrap_trained(config.architecture, untrained_baseline(config, train_waves, sample_rate), "untrained", weights_sha256="untrained")
     waves, ids = load_waves(held_out, sample_rate), held_out["clip_id"].tolist()
     trained, shuffled = evaluate(codec, waves, ids), evaluate(codec, waves, ids, shift=1)
     evaluation = {"split": EVAL_SPLIT, "n_clips": len(ids), "trained": trained, "untrained_baseline": evaluate(untrained, waves, ids),
-                  "shuffled_codes_control": shuffled, "codes_matter": codes_matter(trained, shuffled)}
+                  "shuffled_codes_control": shuffled, "codes_matter": codes_matter(trained, shuffled),
+                  "codebook_usage": codebook_usage(encode_all(codec, waves), codec.info.codebook_size)}
     write_json_atomic(staging / "evaluation.json", evaluation)
-    return codec, {"train_steps": len(result.log), "resumed_from_step": result.resumed_from}
+    size = {"fitted_codebooks": len(result.log)} if config.architecture == "mel" else {"train_steps": len(result.log)}
+    return codec, size | {"resumed_from_step": result.resumed_from}

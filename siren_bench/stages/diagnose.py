@@ -59,8 +59,9 @@ def fidelity_vs_depth(codec: Codec, ids: list[str], codes: dict, waves: np.ndarr
     summary = {m: [summarize(frame.loc[frame["codebooks"] == d, m].to_numpy()) for d in range(1, codec.n_codebooks + 1)] for m in METRICS}
     by_depth = frame.pivot(index="clip_id", columns="codebooks", values="mel_distance")
     gain = summarize((by_depth[1] - by_depth[codec.n_codebooks]).to_numpy())  # paired, per clip
+    steps = [summarize((by_depth[d] - by_depth[d + 1]).to_numpy()) for d in range(1, codec.n_codebooks)]  # what codebook d + 1 adds
     return {"codebooks": list(range(1, codec.n_codebooks + 1)), "metrics": summary, "n_clips": len(ids),
-            "depth_gain_mel_distance": gain}, frame
+            "depth_gain_mel_distance": gain, "step_gains_mel_distance": steps}, frame
 
 
 def pooled_features(codec: Codec, ids: list[str], codes: dict, batch: int, orthogonality: OrthogonalityStats, measure: set[str]):
