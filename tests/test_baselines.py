@@ -169,6 +169,31 @@ def test_the_matched_paper_scale_baselines_are_within_10_percent_of_siren():
         assert abs(count / target - 1) <= sizing.TOLERANCE, (name, count, target)
 
 
+def test_the_smoke_profile_compares_siren_with_baselines_of_its_size():
+    """The default run's Siren and baselines at the smoke codec's shape (8 x 256 codes of 128-d
+    log-mel vectors, MiniLM's 384-d text): the shared LM within 5 % of Siren's trainable
+    parameters, every other baseline within 10 % (the counts the baselines card states)."""
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    from baselines import sizing
+    from siren_bench.config import baselines_config, model_config
+    from tests.conftest import REPO
+
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base=None):
+        params = OmegaConf.create(OmegaConf.to_container(compose(config_name="config", overrides=[
+            "model.n_codebooks=8", "model.codebook_size=256", "model.code_dim=128", "model.text_dim=384"]), resolve=True))
+    assert params.codec.n_codebooks == 8 and params.codec.codebook_size == 256 and params.codec.n_mels == 128
+    siren = sizing.siren_of(model_config(params))
+    target = sizing.siren_trainable(siren)
+    shape = {"n_codebooks": 8, "codebook_size": 256, "code_dim": 128, "latent_dim": 128, "text_dim": 384, "max_frames": siren.max_frames}
+    architectures = baselines_config(params)
+    ratios = {name: sizing.baseline_trainable(name, registry.architecture(name, siren, architectures[name]), shape) / target
+              for name in registry.names()}
+    assert abs(ratios["shared_lm"] - 1) <= 0.05, ratios
+    assert all(abs(r - 1) <= sizing.TOLERANCE for r in ratios.values()), ratios
+
+
 def ddp_delay_case():
     """The delay LM without dropout (its loss is deterministic given the batch), clips of unequal
     lengths, caption dropout drawn from the shared batch stream."""
