@@ -166,22 +166,36 @@ CLEAN = Recipe(
 )
 
 _SMOKE_16K = AudioPolicy(16000, channels="mean", resampler="soxr_vhq", min_seconds=1.0, pad="zero")
-SMOKE = Recipe(
+_SMOKE_TAGGER = (
+    MetricSpec("fad", "smoke_tagger", "tagger.safetensors", _SMOKE_16K, "frames", _opts(fd_method="eigen")),
+    MetricSpec("fad_inf", "smoke_tagger", "tagger.safetensors", _SMOKE_16K, "frames", _opts(fd_method="eigen", seed=0, n_points=15)),
+    MetricSpec("kad", "smoke_tagger", "tagger.safetensors", _SMOKE_16K, "clip", _opts(bandwidth="median_reference")),
+)
+_SMOKE_TAGGER_LOGITS = (
+    MetricSpec("kl", "smoke_tagger", "tagger.safetensors", _SMOKE_16K, "clip", _opts(direction="ref_gen", eps=0.0, also="gen_ref")),
+    MetricSpec("is", "smoke_tagger", "tagger.safetensors", _SMOKE_16K, "clip", _opts(splits=10, seed=0, shuffle=True)),
+    MetricSpec("clap", "smoke_clap", "clap.safetensors", _SMOKE_16K, "clip", _opts(report="raw")),
+)
+SMOKE_V1 = Recipe(
     "smoke", 1,
     "The clean policies on the smoke profile's own evaluators (a SynthCaps tagger and a small CLAP trained "
-    "against frozen MiniLM): numbers comparable only within a smoke run.",
-    (
-        MetricSpec("fad", "smoke_tagger", "tagger.safetensors", _SMOKE_16K, "frames", _opts(fd_method="eigen")),
-        MetricSpec("fad_inf", "smoke_tagger", "tagger.safetensors", _SMOKE_16K, "frames", _opts(fd_method="eigen", seed=0, n_points=15)),
-        MetricSpec("kad", "smoke_tagger", "tagger.safetensors", _SMOKE_16K, "clip", _opts(bandwidth="median_reference")),
-        MetricSpec("fd", "smoke_tagger", "tagger.safetensors", _SMOKE_16K, "clip", _opts(fd_method="eigen")),
-        MetricSpec("kl", "smoke_tagger", "tagger.safetensors", _SMOKE_16K, "clip", _opts(direction="ref_gen", eps=0.0, also="gen_ref")),
-        MetricSpec("is", "smoke_tagger", "tagger.safetensors", _SMOKE_16K, "clip", _opts(splits=10, seed=0, shuffle=True)),
-        MetricSpec("clap", "smoke_clap", "clap.safetensors", _SMOKE_16K, "clip", _opts(report="raw")),
-    ),
+    "against frozen MiniLM): numbers comparable only within a smoke run. Superseded by version 2 (FD on aisfx).",
+    _SMOKE_TAGGER + (MetricSpec("fd", "smoke_tagger", "tagger.safetensors", _SMOKE_16K, "clip", _opts(fd_method="eigen")),)
+    + _SMOKE_TAGGER_LOGITS,
     n_boot=200,
 )
-
+# aisfx: a pretrained sound-effects embedding whose weights ship inside its PyPI wheel (aisfx
+# 0.1.2), at 44.1 kHz; clips of 2 s at least (its blocks are 2.3 s; it refuses under 1.14 s).
+_AISFX_44K = AudioPolicy(44100, channels="mean", resampler="soxr_vhq", min_seconds=2.0, pad="zero")
+SMOKE = Recipe(
+    "smoke", 2,
+    "The clean policies on the smoke profile's own evaluators (a SynthCaps tagger and a small CLAP trained "
+    "against frozen MiniLM), and FD on a real pretrained model (aisfx, from its PyPI wheel): the tagger and CLAP "
+    "numbers are comparable only within a smoke run; FD's embedding is the same on every machine.",
+    _SMOKE_TAGGER + (MetricSpec("fd", "aisfx", "package:aisfx/models/checkpoint.pth", _AISFX_44K, "blocks", _opts(fd_method="eigen")),)
+    + _SMOKE_TAGGER_LOGITS,
+    n_boot=200,
+)
 # Version 1 of the two PaSST presets was recorded before PaSST was built and got two facts wrong:
 # both toolkits put eps = 1e-6 inside the log of KL's second argument (not exact log-softmax), and
 # the checkpoint file is "passt-s-f128-p16-s10-ap.476-swa.pt". Published versions are never
@@ -280,7 +294,7 @@ AUDIOCRAFT = dataclasses.replace(
     + tuple(f"not reproduced: {d}" for d in _PASST_DIFFERENCES),
 )
 
-REGISTRY: dict[str, Recipe] = {r.id: r for r in (AUDIOLDM_EVAL_V1, AUDIOLDM_EVAL, GOOGLE_FAD, CLEAN, SMOKE, STABLE_AUDIO_METRICS_V1,
+REGISTRY: dict[str, Recipe] = {r.id: r for r in (AUDIOLDM_EVAL_V1, AUDIOLDM_EVAL, GOOGLE_FAD, CLEAN, SMOKE_V1, SMOKE, STABLE_AUDIO_METRICS_V1,
                                                   STABLE_AUDIO_METRICS_V2, STABLE_AUDIO_METRICS, AUDIOCRAFT_V1, AUDIOCRAFT_V2,
                                                   AUDIOCRAFT)}
 

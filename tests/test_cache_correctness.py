@@ -39,7 +39,7 @@ from tests.test_tokenize import _codec, _manifest
 
 SR, N = 16000, 10  # 10 clips: the smoke recipe's IS takes 10 splits
 AUDIO = SmokeAudioConfig(channels=(16, 16, 16, 16), hidden_dim=32, embed_dim=16)
-SMOKE = get_recipe("smoke")
+SMOKE = get_recipe("smoke@1")  # three embedding groups of the tagger and CLAP; version 2 moves FD to aisfx
 GROUPS = ("fad", "fd", "clap")  # one metric of each embedding group: tagger patches, tagger clip vectors, CLAP
 
 

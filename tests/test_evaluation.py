@@ -40,7 +40,7 @@ from siren_bench.weights import CheckpointError
 SR = 16000
 N = 12
 AUDIO = SmokeAudioConfig(channels=(16, 16, 16, 16), hidden_dim=32, embed_dim=16)
-SMOKE = get_recipe("smoke")
+SMOKE = get_recipe("smoke@1")  # the tagger-only version: these tests are about scoring mechanics, fast on random tagger weights
 
 
 def _clip(seed: int, index: int):
@@ -84,7 +84,7 @@ def sets(tmp_path) -> dict:
 
 
 def _cli_score(sets, weights, *extra, out=None) -> int:
-    return main(["score", "--generated", str(sets["generated"]), "--reference", str(sets["manifest"]), "--recipe", "smoke",
+    return main(["score", "--generated", str(sets["generated"]), "--reference", str(sets["manifest"]), "--recipe", "smoke@1",
                  "--weights-dir", str(weights), "--out", str(out or sets["out"]), "--cache-dir", str(sets["cache"]),
                  "--n-boot", "20", *extra])
 
@@ -334,15 +334,15 @@ def test_missing_or_wrong_weights_are_refused_by_name(sets, weights, tmp_path, c
 def test_clap_without_captions_is_an_error_unless_left_out(sets, weights, tmp_path, capsys):
     folder = tmp_path / "refs"
     shutil.copytree(sets["manifest"].parent / "audio", folder)
-    main(["score", "--generated", str(sets["generated"]), "--reference", str(folder), "--recipe", "smoke", "--weights-dir",
+    main(["score", "--generated", str(sets["generated"]), "--reference", str(folder), "--recipe", "smoke@1", "--weights-dir",
           str(weights), "--out", str(sets["out"]), "--cache-dir", str(sets["cache"]), "--n-boot", "5"])
     assert "needs a caption for every generated clip" in capsys.readouterr().err
     captions = tmp_path / "captions.csv"
     pd.DataFrame({"clip_id": [f"clip{i:02d}" for i in range(N)], "caption": ["a tone"] * N}).to_csv(captions, index=False)
-    assert main(["score", "--generated", str(sets["generated"]), "--reference", str(folder), "--recipe", "smoke",
+    assert main(["score", "--generated", str(sets["generated"]), "--reference", str(folder), "--recipe", "smoke@1",
                  "--weights-dir", str(weights), "--out", str(sets["out"]), "--cache-dir", str(sets["cache"]),
                  "--n-boot", "5", "--captions", str(captions)]) == 0
-    assert main(["score", "--generated", str(sets["generated"]), "--reference", str(folder), "--recipe", "smoke",
+    assert main(["score", "--generated", str(sets["generated"]), "--reference", str(folder), "--recipe", "smoke@1",
                  "--weights-dir", str(weights), "--out", str(tmp_path / "o2"), "--cache-dir", str(sets["cache"]),
                  "--n-boot", "5", "--metrics", "fad,kad"]) == 0
     assert set(json.loads((tmp_path / "o2" / "results.json").read_text())["metrics"]) == {"fad", "kad"}
@@ -422,7 +422,7 @@ def test_a_folder_scored_by_two_torchrun_ranks_is_the_one_process_score(sets, we
     from tests.conftest import REPO
 
     torchrun = Path(sys.executable).parent / "torchrun"
-    args = ["--generated", str(sets["generated"]), "--reference", str(sets["manifest"]), "--recipe", "smoke", "--weights-dir",
+    args = ["--generated", str(sets["generated"]), "--reference", str(sets["manifest"]), "--recipe", "smoke@1", "--weights-dir",
             str(weights), "--n-boot", "20", "--metrics", "fad,kad,fd,kl,is"]
     done = subprocess.run([str(torchrun), "--standalone", "--nproc-per-node", "2", "-m", "siren_bench.cli", "score", *args,
                            "--out", str(tmp_path / "ranks"), "--cache-dir", str(tmp_path / "ranks-cache")],
@@ -440,12 +440,12 @@ def test_a_folder_scored_by_two_torchrun_ranks_is_the_one_process_score(sets, we
 # ----------------------------------------------------------------------------------- reference statistics files
 
 def _export(sets, weights, out: Path, *extra) -> int:
-    return main(["stats", "export", "--reference", str(sets["manifest"]), "--split", "test", "--recipe", "smoke",
+    return main(["stats", "export", "--reference", str(sets["manifest"]), "--split", "test", "--recipe", "smoke@1",
                  "--weights-dir", str(weights), "--cache-dir", str(sets["cache"]), "--out", str(out), *extra])
 
 
 def _score_against_stats(sets, weights, stats: Path, *extra, out=None) -> int:
-    return main(["score", "--generated", str(sets["generated"]), "--reference-stats", str(stats), "--recipe", "smoke",
+    return main(["score", "--generated", str(sets["generated"]), "--reference-stats", str(stats), "--recipe", "smoke@1",
                  "--weights-dir", str(weights), "--out", str(out or sets["out"]), "--cache-dir", str(sets["cache"]),
                  "--n-boot", "20", *extra])
 

