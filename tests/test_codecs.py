@@ -410,6 +410,24 @@ def test_mel_codec_fit_is_seeded_and_frames_do_not_depend_on_clip_length(synth_w
     assert torch.equal(codec.encode(wave)[..., :45], codec.encode(wave[:, :15040])[..., :45])
 
 
+def test_mel_codec_decodes_nothing_louder_than_its_training_frames(synth_waves):
+    """Any combination of codes (an LM's, not the encoder's) decodes within the training frames'
+    bounds; the encoder's own latents are left almost untouched."""
+    train, held_out = synth_waves
+    codec, _ = _mel_codec(train)
+    model = codec.model
+    wild = torch.full((1, 128, 30), 40.0)
+    wild[0, :10] = -40.0
+    bounded = model.bounded_log_mel(wild)
+    assert (bounded <= model.band_max.double()[:, None] + 1e-9).all()
+    assert (torch.logsumexp(bounded, dim=1) <= model.frame_max.double() + 1e-9).all()
+    loudest = float(np.abs(train).max())
+    assert float(codec.decode_latent(wild).abs().max()) < min(2 * loudest, 1.0)  # measured: 0.75 against the training peak 0.45
+    real = model.encode_latent(torch.from_numpy(held_out))
+    changed = (model.bounded_log_mel(real) - (real + model.mean.double()[:, None])).abs() > 1e-9
+    assert changed.double().mean() < 0.02
+
+
 def test_mel_codec_refuses_too_little_training_audio(synth_waves):
     with pytest.raises(ValueError, match="100 training frames cannot fit 256 codebook entries"):
         _mel_codec(synth_waves[0][:2], codebook_size=256)

@@ -71,6 +71,9 @@ class MelRVQModel(PreTrainedModel):
         super().__init__(config)
         self.mean = nn.Parameter(torch.zeros(config.n_mels), requires_grad=False)
         self.codebooks = nn.Parameter(torch.zeros(config.n_codebooks, config.codebook_size, config.n_mels), requires_grad=False)
+        # the loudest training frame's bounds: each band's largest log-mel, and the largest log of a frame's total power
+        self.band_max = nn.Parameter(torch.zeros(config.n_mels), requires_grad=False)
+        self.frame_max = nn.Parameter(torch.zeros(1), requires_grad=False)
         self.post_init()
 
     def _init_weights(self, module):
@@ -111,14 +114,23 @@ class MelRVQModel(PreTrainedModel):
         """[B, k, F] codes -> [B, k, D, F]: each layer's codebook entry per frame."""
         return torch.stack([self.codebooks[i][codes[:, i]].transpose(1, 2) for i in range(codes.shape[1])], dim=1)
 
+    def bounded_log_mel(self, latent: torch.Tensor) -> torch.Tensor:
+        """[B, D, F] latent -> log-mel frames no louder than the training split's: each band at
+        most its training maximum, each frame's total power at most the loudest training frame's.
+        Codes the encoder gives for real audio are barely touched; an LM's arbitrary combination of
+        codes cannot decode to audio beyond anything the codec was fitted on (DAC bounds its output
+        with a tanh for the same reason)."""
+        log_mel = torch.minimum(latent.to(torch.float64) + self.mean.to(torch.float64)[:, None], self.band_max.to(torch.float64)[:, None])
+        excess = (torch.logsumexp(log_mel, dim=1, keepdim=True) - self.frame_max.to(torch.float64)).clamp_min(0.0)
+        return log_mel - excess
+
     def synthesize(self, latent: torch.Tensor) -> torch.Tensor:
-        """[B, D, F] latent -> [B, F * hop] waveform: mel power back to linear power by
+        """[B, D, F] latent -> [B, F * hop] waveform: the bounded log-mel back to linear power by
         non-negative least squares (multiplicative updates), then Griffin-Lim from a fixed
         random phase (seeded, so the same codes always give the same audio)."""
         cfg = self.config
-        latent = latent.to(torch.float64)
         bank = self._bank(latent)
-        mel = (torch.exp(latent + self.mean.to(torch.float64)[:, None]) - cfg.log_floor).clamp_min(0.0)
+        mel = (torch.exp(self.bounded_log_mel(latent)) - cfg.log_floor).clamp_min(0.0)
         target = bank.T @ mel
         power = target / (bank.T @ bank.sum(dim=1, keepdim=True)).clamp_min(1e-12)
         for _ in range(NNLS_ITERATIONS):
@@ -206,4 +218,6 @@ def fit_mel_rvq(config: MelRVQConfig, train_waves: np.ndarray, seed: int, max_fr
                     "kmeans_iterations": iterations, "seconds": round(time.perf_counter() - start, 3)})
         model.codebooks.data[layer] = book_t.to(torch.float32)
     model.mean.data = mean.to(torch.float32)
+    model.band_max.data = frames.amax(dim=0).to(torch.float32)
+    model.frame_max.data = torch.logsumexp(frames, dim=1).amax().reshape(1).to(torch.float32)
     return model.eval(), log
