@@ -59,7 +59,7 @@ STAGES: dict[str, StageArtifacts] = {a.folder: a for a in (
     StageArtifacts("diagnose", "diagnose", {"status": "diagnose.json", "fidelity": "fidelity.json",
                                             "fidelity_per_clip": "fidelity_per_clip.csv",
                                             "orthogonality": "orthogonality.json", "semantics": "semantics.json",
-                                            "text_probe": "text_probe.json"}),
+                                            "text_probe": "text_probe.json", "aisfx_probe": "aisfx_probe.json"}),
     StageArtifacts("evaluators", "evaluators", {"summary": "evaluators.json"}),
     StageArtifacts("train_siren", "siren", {"info": "siren.json", "train_log": "train_log.jsonl"}),
     StageArtifacts("align_siren", "siren_aligned", {"info": "aligned.json", "log": "align_log.jsonl"}),

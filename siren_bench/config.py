@@ -134,6 +134,7 @@ class CodecConfig:
     batch_clips: int = 16
     probe_seeds: int = 5  # bootstrap fits per linear probe (error bars of semantic richness)
     text_probe: bool = True  # also regress caption text embeddings (offline MiniLM)
+    aisfx_probe: bool = True  # also regress each clip's pretrained aisfx embedding (the smoke recipe's FD network)
 
 
 @dataclass

@@ -193,16 +193,17 @@ labels gets mAP {semantics['chance_map']['mean']:.3f} on average, {semantics['ch
     if text:
         figs.append(_text_figure(text, fig_dir / "diagnose_text_probe.png"))
         results["text_probe"] = text
-        text_rows = [[k + 1, f"{a['r2_mean']:.3f} ± {a['r2_std']:.3f}", f"{c['r2_mean']:.3f} ± {c['r2_std']:.3f}",
-                      f"{a['cosine_mean']:.3f}", f"{c['cosine_mean']:.3f}"] for k, (a, c) in enumerate(zip(text["alone"], text["cumulative"]))]
-        text_md = f"""Ridge regression from the same layer features to each caption's {text['embedding_dim']}-d text embedding
-({text['text_encoder']}, weights `{text['text_encoder_sha256'][:12]}...`), over {text['n_clips']} clips, one random 80/20 split per
-seed ({len(text['seeds'])} seeds). R^2 is variance-weighted (0 = predicting the mean embedding; negative = worse than it);
-the mean-embedding predictor's cosine is {text['alone'][0]['mean_embedding_cosine']:.3f}.
-
-{md_table(['layer k', 'R^2, layer k alone', 'R^2, layers 1..k', 'cosine alone', 'cosine 1..k'], text_rows)}
-
-![text probe](figures/diagnose_text_probe.png)"""
+        text_md = _probe_md(text, f"each caption's {text['embedding_dim']}-d text embedding ({text['text_encoder']}, weights "
+                                  f"`{text['text_encoder_sha256'][:12]}...`)", "text probe", "diagnose_text_probe.png")
+    aisfx = store.json("diagnose", "aisfx_probe") if store.exists("diagnose", "aisfx_probe") else None
+    aisfx_md = f"Not measured: {status.get('aisfx_probe', 'not in this run')}."
+    if aisfx:
+        figs.append(_layer_curves(fig_dir / "diagnose_aisfx_probe.png", aisfx, "r2_mean", "r2_std", "held-out R^2 (aisfx embedding)",
+                                  "Pretrained-embedding information per layer", [(0.0, "--", "mean-embedding predictor")]))
+        results["aisfx_probe"] = aisfx
+        aisfx_md = _probe_md(aisfx, f"each clip's {aisfx['embedding_dim']}-d aisfx embedding (pretrained, not trained in this run; "
+                                    f"the mean of its blocks; weights `{aisfx['weights_sha256'][:12]}...`)", "aisfx probe",
+                             "diagnose_aisfx_probe.png")
 
     markdown = f"""## RVQ diagnostics
 
@@ -234,6 +235,10 @@ Class labels:
 Caption text embeddings:
 
 {text_md}
+
+A pretrained audio embedding (beside the class probe, whose labels the run's own tagger also learns):
+
+{aisfx_md}
 """
     return Section("diagnose", results, markdown, figs)
 
@@ -299,6 +304,21 @@ def _layer_curves(path: Path, data: dict, mean_key: str, std_key: str, ylabel: s
     ax.set_title(title)
     ax.legend(fontsize=8)
     return figures.save(fig, path)
+
+
+def _probe_md(probe: dict, target: str, alt: str, figure: str) -> str:
+    """The table and figure of a ridge probe from the layer features onto target embeddings."""
+    rows = [[k + 1, f"{a['r2_mean']:.3f} ± {a['r2_std']:.3f}", f"{c['r2_mean']:.3f} ± {c['r2_std']:.3f}",
+             f"{a['cosine_mean']:.3f}", f"{c['cosine_mean']:.3f}"] for k, (a, c) in enumerate(zip(probe["alone"], probe["cumulative"]))]
+    best = int(np.argmax([a["r2_mean"] for a in probe["alone"]])) + 1
+    return f"""Ridge regression from the same layer features to {target}, over {probe['n_clips']} clips, one random 80/20
+split per seed ({len(probe['seeds'])} seeds). R^2 is variance-weighted (0 = predicting the mean embedding; negative = worse
+than it); the mean-embedding predictor's cosine is {probe['alone'][0]['mean_embedding_cosine']:.3f}. Of single layers,
+layer {best} predicts it best.
+
+{md_table(['layer k', 'R^2, layer k alone', 'R^2, layers 1..k', 'cosine alone', 'cosine 1..k'], rows)}
+
+![{alt}](figures/{figure})"""
 
 
 def _text_figure(text: dict, path: Path) -> Path:

@@ -8,10 +8,13 @@ c. semantic richness per layer: linear probes from each layer's features (alone,
    1..k summed) to the clips' class labels, trained on the train split and scored on val+test,
    with bootstrap error bars (needs class labels: SynthCaps); and ridge regression from the
    same features to each caption's text embedding (offline MiniLM), scored by held-out R^2 and
-   cosine over repeated random splits: this one needs only captions, so it runs on AudioCaps.
+   cosine over repeated random splits: this one needs only captions, so it runs on AudioCaps;
+   and the same ridge probe onto each clip's embedding by a pretrained network (aisfx, the mean
+   of its blocks, under the smoke recipe's FD audio policy), a view of what the layers carry that
+   does not depend on a model trained in this run.
 
 Output (artifacts/<profile>/diagnose/): fidelity.json, fidelity_per_clip.csv,
-orthogonality.json, semantics.json, text_probe.json (what was not computed is said in
+orthogonality.json, semantics.json, text_probe.json, aisfx_probe.json (what was not computed is said in
 diagnose.json), provenance.json.
 """
 
@@ -34,6 +37,10 @@ from siren_bench.io import atomic_directory, write_json_atomic
 from siren_bench.provenance import build_record, write_provenance
 from siren_bench.stage_context import open_stage
 from siren_bench.artifacts import STAGES, load_codes
+from siren_bench.audio_input import apply_policy
+from siren_bench.embedders.aisfx import AisfxEmbedder, packaged_checkpoint
+from siren_bench.evaluation.embedding import resolve_compute
+from siren_bench.recipes import AISFX_44K
 from siren_bench.text import load_minilm
 
 FIDELITY_SPLIT = "test"
@@ -80,6 +87,17 @@ def pooled_features(codec: Codec, ids: list[str], codes: dict, batch: int, ortho
     return np.concatenate(alone), np.concatenate(cumulative)
 
 
+def aisfx_clip_embeddings(manifest: pd.DataFrame, sample_rate: int, device: str, batch: int = 16) -> tuple[np.ndarray, str]:
+    """Each clip's aisfx embedding (the mean over its blocks) and the weights' SHA-256."""
+    embedder = AisfxEmbedder.from_checkpoint(packaged_checkpoint(), device=device)
+    rows = []
+    for start in tqdm(range(0, len(manifest), batch), desc="aisfx probe targets", unit="batch"):
+        chunk = manifest.iloc[start : start + batch]
+        waves = [apply_policy(w, sample_rate, AISFX_44K, name) for w, name in zip(load_waves(chunk, sample_rate), chunk["audio_path"])]
+        rows.extend(e.frames.mean(axis=0) for e in embedder.embed(waves))
+    return np.stack(rows), embedder.info.weights_sha256
+
+
 def run(params_path: str | Path = "params.yaml") -> Path:
     stage = open_stage(params_path)
     run_cfg, config = stage.run, codec_config(stage.params, stage.source)
@@ -112,6 +130,10 @@ def run(params_path: str | Path = "params.yaml") -> Path:
         encoder = load_minilm()
         targets = encoder.encode(manifest["caption"].tolist()).pooled.double().numpy()
         text = text_richness((alone, cumulative), targets, seeds) | {"text_encoder": encoder.name, "text_encoder_sha256": encoder.weights_sha256}
+    aisfx = None
+    if config.aisfx_probe:
+        targets, weights = aisfx_clip_embeddings(manifest, codec.sample_rate, resolve_compute(run_cfg.device, None, 0).device)
+        aisfx = text_richness((alone, cumulative), targets, seeds) | {"embedder": "aisfx", "weights_sha256": weights}
 
     out_dir = stage.dir("diagnose")
     with atomic_directory(out_dir) as staging:
@@ -120,11 +142,14 @@ def run(params_path: str | Path = "params.yaml") -> Path:
         write_json_atomic(staging / "orthogonality.json", ortho.result())
         status = {"codec": codec.info.as_dict(),
                   "semantics": "computed" if semantics else "not computed: the manifest has no class labels (label_* columns)",
-                  "text_probe": "computed" if text else "off (codec.text_probe=false)"}
+                  "text_probe": "computed" if text else "off (codec.text_probe=false)",
+                  "aisfx_probe": "computed" if aisfx else "off (codec.aisfx_probe=false)"}
         if semantics:
             write_json_atomic(staging / "semantics.json", semantics)
         if text:
             write_json_atomic(staging / "text_probe.json", text)
+        if aisfx:
+            write_json_atomic(staging / "aisfx_probe.json", aisfx)
         write_json_atomic(staging / "diagnose.json", status)
         record = build_record("diagnose", {"run": run_cfg, "codec": config},
                               inputs={"manifest": prepare_dir / MANIFEST_NAME, "codes": tokenize_dir / STAGES["tokenize"].file("codes"), "codec": codec_dir / "model"},
