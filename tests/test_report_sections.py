@@ -131,3 +131,19 @@ def test_metrics_scored_with_the_rewards_weights_are_marked_for_the_aligned_syst
     alignment = REPORT_SECTIONS.get("alignment").build(store, tmp_path)
     assert alignment.results["reward_contaminated"] == {m: "audio" for m in expected}
     assert "scored with the very weights the alignment reward optimised" in alignment.markdown
+
+
+def test_clips_over_full_scale_are_counted_and_named(tmp_path):
+    """A system whose raw output overshoots full scale is scored (eval.allow_clipped) and the
+    report names it with its count and largest peak; a clean system adds nothing."""
+    import pandas as pd
+
+    from siren_bench.report.scores import _over_full_scale, _over_full_scale_note
+
+    pd.DataFrame({"clip_id": ["a", "b", "c"], "peak": [0.5, 1.077, 0.99], "clipped_fraction": [0.0, 0.0, 0.002]}).to_csv(tmp_path / "x.csv")
+    pd.DataFrame({"clip_id": ["a"], "peak": [0.9], "clipped_fraction": [0.0]}).to_csv(tmp_path / "y.csv")
+    over = _over_full_scale(tmp_path / "x.csv")
+    assert over == {"clips": 2, "of": 3, "max_peak": 1.077}
+    assert _over_full_scale(tmp_path / "y.csv") == {}
+    note = _over_full_scale_note({"ar_nar": {"over_full_scale": over}, "siren": {}})
+    assert "`ar_nar` 2 of 3 (largest peak 1.077)" in note and "siren" not in note

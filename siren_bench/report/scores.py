@@ -6,7 +6,10 @@ import json
 import shutil
 from pathlib import Path
 
+import pandas as pd
+
 from siren_bench.artifacts import RunArtifacts
+from siren_bench.evaluation.embedding import CLIPPED_FRACTION
 from siren_bench.recipes import get_recipe
 from siren_bench.report.verdicts import Verdict, render
 from siren_bench.report.section import Section, md_table, report_section
@@ -152,6 +155,23 @@ def _networks_of_the_recipe(store: RunArtifacts) -> str:
     return f"\nThe network each metric of recipe `{recipe.id}` reads:\n\n" + "\n".join(lines) + "\n"
 
 
+def _over_full_scale(per_clip: Path) -> dict:
+    """The generated clips the scorer flags as clipped (peak above 1, or too many samples at full
+    scale), scored as generated because eval.allow_clipped is on: their count and largest peak."""
+    frame = pd.read_csv(per_clip)
+    flagged = frame[(frame["peak"] > 1.0) | (frame["clipped_fraction"] > CLIPPED_FRACTION)]
+    return {"clips": int(len(flagged)), "of": int(len(frame)), "max_peak": float(flagged["peak"].max())} if len(flagged) else {}
+
+
+def _over_full_scale_note(systems: dict) -> str:
+    flagged = {name: s["over_full_scale"] for name, s in systems.items() if "over_full_scale" in s}
+    if not flagged:
+        return ""
+    parts = [f"`{name}` {o['clips']} of {o['of']} (largest peak {o['max_peak']:.3f})" for name, o in sorted(flagged.items())]
+    return ("\nClips over full scale, scored as generated (eval.allow_clipped; a player or a 16-bit file would clip them): "
+            + ", ".join(parts) + ".\n")
+
+
 @report_section("scores", "Scores", reads="score", order=80)
 def scores_section(store: RunArtifacts, out: Path) -> Section:
     summary = store.json("score", "summary")
@@ -176,6 +196,9 @@ def scores_section(store: RunArtifacts, out: Path) -> Section:
                                     "n_reference": full["reference"]["n_clips"], "metrics": table}
         if "over_seeds" in systems[name]:
             results["systems"][name]["over_seeds"] = systems[name]["over_seeds"]
+        over = _over_full_scale(store.path("score", "per_clip", name))
+        if over:
+            results["systems"][name]["over_full_scale"] = over
     kl = recipe.spec("kl") if any(s.metric == "kl" for s in recipe.metrics) else None
     kl_note = (f" KL is KL({'reference || generated' if kl.option('direction') == 'ref_gen' else 'generated || reference'}) "
                "on softmax of the clip logits, paired by clip id." if kl else "")
@@ -190,6 +213,7 @@ FD and KL; higher for IS and CLAP. Full results, per-clip scores and every input
 {md_table(["system", "clips"] + [label for _, label in present], rows)}
 
 """ + "\n".join(f"- `{name}`: {systems[name]['description']}" for name in sorted(systems)) + "\n" + contamination_note(contaminated)
+    markdown += _over_full_scale_note(results["systems"])
     markdown += seeds_markdown(systems, present)
     stats = store.path("score", "reference_stats")
     if stats.is_file():  # shipped with the report: score a new model against these references without their audio

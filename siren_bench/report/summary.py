@@ -43,8 +43,9 @@ def _limits(sections: dict[str, Section], skipped: list[str]) -> str:
     lines = [line.lstrip("- ") for line in skipped]
     scores = sections.get("scores")
     if scores is not None and scores.results.get("recipe", "").startswith("smoke"):
-        lines.append("Every evaluator (tagger, CLAP) was trained in this run on SynthCaps: the scores rank this run's systems "
-                     "and are not comparable with published FAD / KL / CLAP numbers.")
+        pretrained = "; FD reads aisfx, a pretrained model, but on SynthCaps" if scores.results["recipe"] != "smoke@1" else ""
+        lines.append("The tagger and CLAP evaluators were trained in this run on SynthCaps" + pretrained + ": the scores rank "
+                     "this run's systems and are not comparable with published FAD / FD / KL / CLAP numbers.")
     if scores is not None:
         sampled = any("over_seeds" in s for s in scores.results.get("systems", {}).values())
         lines.append("Each trained system was trained once (one training seed)" + (
