@@ -186,13 +186,13 @@ SMOKE_V1 = Recipe(
 )
 # aisfx: a pretrained sound-effects embedding whose weights ship inside its PyPI wheel (aisfx
 # 0.1.2), at 44.1 kHz; clips of 2 s at least (its blocks are 2.3 s; it refuses under 1.14 s).
-_AISFX_44K = AudioPolicy(44100, channels="mean", resampler="soxr_vhq", min_seconds=2.0, pad="zero")
+AISFX_44K = AudioPolicy(44100, channels="mean", resampler="soxr_vhq", min_seconds=2.0, pad="zero")
 SMOKE = Recipe(
     "smoke", 2,
     "The clean policies on the smoke profile's own evaluators (a SynthCaps tagger and a small CLAP trained "
     "against frozen MiniLM), and FD on a real pretrained model (aisfx, from its PyPI wheel): the tagger and CLAP "
     "numbers are comparable only within a smoke run; FD's embedding is the same on every machine.",
-    _SMOKE_TAGGER + (MetricSpec("fd", "aisfx", "package:aisfx/models/checkpoint.pth", _AISFX_44K, "blocks", _opts(fd_method="eigen")),)
+    _SMOKE_TAGGER + (MetricSpec("fd", "aisfx", "package:aisfx/models/checkpoint.pth", AISFX_44K, "blocks", _opts(fd_method="eigen")),)
     + _SMOKE_TAGGER_LOGITS,
     n_boot=200,
 )
