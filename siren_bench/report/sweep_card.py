@@ -77,8 +77,9 @@ def sweep_section(store: RunArtifacts, out: Path) -> Section:
 Siren and the shared LM retrained from scratch on the first d codebooks (d = {', '.join(map(str, sweep['depths']))}) with the main
 run's settings, generating the test captions; the codec's resynthesis from the test clips' first d codebooks is
 the ceiling at each depth. The {sweep['full_depth']}-codebook points are the main run's rows. Recipe `{sweep['recipe']}`.
-{INTERVALS} With two codebooks per expert, Siren at depth 2 is a single expert over both codebooks,
-the same architecture as the shared LM at depth 2 (another seed): their gap there is seed noise.
+{INTERVALS} The shared LM has the main run's architecture at every depth (sized to Siren's full
+depth), so its curve is one model's capacity spread over more codebooks; Siren gains an expert per
+group of codebooks, so below the full depth it is the smaller model.
 
 {md_table(["system", "depth", *[label.split(' (')[0] for _, label in panels], "val loss", "from"], rows)}
 

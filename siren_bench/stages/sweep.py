@@ -10,9 +10,10 @@ them, together with the codec's own resynthesis from the test clips' first d cod
 ceiling at that depth). The full depth is the main run's `siren`, `shared_lm` and
 `codec_resynthesis` rows, which the report joins in.
 
-With two codebooks per expert, Siren at depth 2 is one expert over both codebooks: the same
-architecture as the shared LM at depth 2, trained with another seed. The pair then measures seed
-noise, which the report says.
+The shared LM has the main run's architecture (`baselines.shared_lm`, sized to Siren's full-depth
+parameter count) at every depth, so its curve is one model's capacity spread over more and more
+codebooks, the paper's dilemma; Siren gains an expert per model.codebooks_per_expert codebooks,
+so below the full depth it is the smaller of the two.
 
 The ablations (sweep.ablations, models/ablations.py): each is Siren with one design choice
 changed, at a depth d, retrained and scored against the unablated Siren at d (the sweep's
@@ -34,7 +35,7 @@ import torch
 
 from baselines import registry
 from siren_bench.artifacts import SCORED_SPLIT, STAGES, load_codes
-from siren_bench.config import ConfigError, SirenConfig, codec_config, eval_config, sweep_config
+from siren_bench.config import ConfigError, SirenConfig, baselines_config, codec_config, eval_config, sweep_config
 from siren_bench.data.manifest import MANIFEST_NAME, read_manifest
 from siren_bench.io import atomic_directory, write_json_atomic
 from siren_bench.models.ablations import ABLATIONS, ablated, shared_experts
@@ -89,13 +90,14 @@ def train_siren(siren: SirenConfig, depth: int, jobs: ExpertJobs, device: torch.
     return TrainedSiren(Siren(siren, experts).eval(), vals)
 
 
-def train_shared_lm(depth: int, jobs: ExpertJobs, device: torch.device, finished: list[Path]):
-    """(the shared LM retrained on the first `depth` codebooks, its final val loss)."""
+def train_shared_lm(depth: int, jobs: ExpertJobs, fields: dict, device: torch.device, finished: list[Path]):
+    """(the shared LM, the main run's architecture `fields`, retrained on the first `depth`
+    codebooks; its final val loss)."""
     config, train, val, table = jobs.config, truncate(jobs.train, depth), truncate(jobs.val, depth), jobs.table[:depth]
     data_id = f"{jobs.data_id}-depth{depth}"
     spec = registry.spec("shared_lm")
     torch.manual_seed(config.seed + spec.seed_offset)
-    arch = registry.architecture("shared_lm", jobs.siren, {}) | {"n_codebooks": depth}
+    arch = registry.architecture("shared_lm", jobs.siren, fields) | {"n_codebooks": depth}
     model, arch = registry.build("shared_lm", arch, {})
     model.set_code_table(table)
     state = jobs.resume_dir / f"sweep-shared_lm-d{depth}-{registry.config_key('shared_lm', arch, config, data_id)}.pt"
@@ -136,6 +138,7 @@ def run(params_path: str | Path = "params.yaml") -> Path:
     device, codec, config = stage.device(), jobs.codec, jobs.config
     scorer = stage_scorer(stage)
     batch = codec_config(stage.params, stage.source).batch_clips  # as the generate stage renders
+    shared_fields = baselines_config(stage.params, stage.source).get("shared_lm", {})  # the main run's shared LM
     summary: dict = {"depths": depths, "full_depth": full, "recipe": scorer.recipe.id, "systems": {}, "ablations": {}}
     finished: list[Path] = []
     sirens: dict[int, TrainedSiren] = {}  # Siren retrained at a depth: the ablations' reference there
@@ -163,7 +166,7 @@ def run(params_path: str | Path = "params.yaml") -> Path:
                 if system == "siren":
                     siren_at(depth)
                     continue
-                model, val_loss = train_shared_lm(depth, jobs, device, finished)
+                model, val_loss = train_shared_lm(depth, jobs, shared_fields, device, finished)
                 summary["systems"].setdefault(system, {})[depth] = {"val_loss": val_loss,
                                                                     "metrics": scored(model, f"{system}_d{depth}")}
         for ablation, at in sweep.ablations.items():
