@@ -387,6 +387,8 @@ def test_mel_codec_folder_round_trips_decodes_deterministically_and_refuses_miss
     assert codes.shape == (2, 4, 25) and codes.dtype == torch.int64
     assert torch.equal(loaded.encode(wave), codes)
     assert torch.equal(loaded.decode(codes), codec.decode(codes))  # the synthesis's phase is seeded: same codes, same audio
+    # the second clip without its batch neighbour (Griffin-Lim couples a clip's frames, not the clips of a batch)
+    torch.testing.assert_close(codec.decode(codes[1:2]), codec.decode(codes)[1:2], atol=1e-6, rtol=0)
     assert codec.decode(codes[:, :1]).shape == (2, 8000)
     assert loaded.info.latent_dim == 128 and codec.layer_features(codes).shape == (2, 4, 128, 25)
     assert torch.equal(codec.layer_features(codes)[:, :2], codec.layer_features(codes[:, :2]))  # a prefix's features are the prefix of all

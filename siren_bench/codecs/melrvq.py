@@ -127,7 +127,7 @@ class MelRVQModel(PreTrainedModel):
     def synthesize(self, latent: torch.Tensor) -> torch.Tensor:
         """[B, D, F] latent -> [B, F * hop] waveform: the bounded log-mel back to linear power by
         non-negative least squares (multiplicative updates), then Griffin-Lim from a fixed
-        random phase (seeded, so the same codes always give the same audio)."""
+        random phase (seeded, so the same codes always give the same audio, alone or in a batch)."""
         cfg = self.config
         bank = self._bank(latent)
         mel = (torch.exp(self.bounded_log_mel(latent)) - cfg.log_floor).clamp_min(0.0)
@@ -137,9 +137,11 @@ class MelRVQModel(PreTrainedModel):
             power = power * target / (bank.T @ (bank @ power)).clamp_min(1e-30)
         magnitude = nn.functional.pad(power.sqrt(), (0, 1), mode="replicate").to(torch.float32)  # centred STFT: F + 1 frames
         length, window = latent.shape[-1] * cfg.hop_length, self._window(latent).to(torch.float32)
+        # Every clip of a batch starts from the same phases (drawn frame by frame, so frame f's do
+        # not depend on the length either): a clip decodes the same alone or batched.
         generator = torch.Generator(device="cpu").manual_seed(0)
-        phase = torch.rand(magnitude.shape, generator=generator).to(latent.device) * (2 * np.pi)
-        spec = torch.polar(magnitude, phase)
+        phase = torch.rand(magnitude.shape[-1], magnitude.shape[-2], generator=generator).T.to(latent.device) * (2 * np.pi)
+        spec = torch.polar(magnitude, phase.expand_as(magnitude))
         previous = spec
         for _ in range(cfg.griffin_lim_iters):
             wave = torch.istft(spec, cfg.n_fft, cfg.hop_length, window=window, length=length)
