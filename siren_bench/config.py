@@ -430,6 +430,11 @@ def codec_config(params: DictConfig, source: str = "params.yaml") -> CodecConfig
         raise ConfigError(f"{source}: codec.source={config.source} needs codec.path (a local weights file or folder)")
     if config.source == "train" and (config.train_steps < 1 or config.n_codebooks < 1):
         raise ConfigError(f"{source}: codec.train_steps and codec.n_codebooks must be positive")
+    if config.source == "train" and config.architecture == "mel" and (
+            config.kmeans_iterations < 0 or config.griffin_lim_iters < 0 or config.kmeans_max_frames < config.codebook_size):
+        raise ConfigError(f"{source}: codec.kmeans_iterations and codec.griffin_lim_iters must be >= 0 and codec.kmeans_max_frames "
+                          f"at least codec.codebook_size ({config.codebook_size}); got {config.kmeans_iterations}, "
+                          f"{config.griffin_lim_iters}, {config.kmeans_max_frames}")
     return config
 
 

@@ -210,3 +210,14 @@ def test_sharding_is_checked(overrides, problem):
     with pytest.raises(ConfigError, match=problem):
         model_config(OmegaConf.create(_compose(*overrides)))
     assert model_config(OmegaConf.create(_compose("model.sharding=fsdp", "model.interference_every=0"))).sharding == "fsdp"
+
+
+@pytest.mark.parametrize("field, value", [("kmeans_iterations", -1), ("griffin_lim_iters", -2), ("kmeans_max_frames", 100)])
+def test_mel_codec_settings_are_checked(field, value):
+    from omegaconf import OmegaConf
+
+    from siren_bench.config import codec_config
+
+    params = OmegaConf.create({"codec": {"architecture": "mel", "codebook_size": 256, field: value}})
+    with pytest.raises(ConfigError, match=f"codec.kmeans_iterations and codec.griffin_lim_iters must be >= 0.*{value}"):
+        codec_config(params, "p.yaml")
