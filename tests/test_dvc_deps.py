@@ -117,10 +117,10 @@ def test_check_names_an_undeclared_import_and_a_needless_dep_and_write_fixes_bot
     prepare.write_text(prepare.read_text() + "\n\ndef _late():\n    from siren_bench.report import html  # noqa: F401\n")
     text = (repo / "dvc.yaml").read_text()
     (repo / "dvc.yaml").write_text(text.replace("      - siren_bench/stages/report.py\n",
-                                                "      - siren_bench/stages/report.py\n      - siren_bench/codecs/dac.py\n", 1))
+                                                "      - siren_bench/stages/report.py\n      - siren_bench/models/align.py\n", 1))
     problems = dvc_deps.check(repo)
     assert "prepare: imports siren_bench/report/html.py, which no dep covers" in problems
-    assert "report: depends on siren_bench/codecs/dac.py, which it does not import" in problems
+    assert "report: depends on siren_bench/models/align.py, which it does not import" in problems
     assert dvc_deps.write(repo) == ["prepare", "report"]
     assert dvc_deps.check(repo) == []
     rewritten = (repo / "dvc.yaml").read_text()

@@ -102,7 +102,7 @@ def test_ci_profile_runs_then_repro_does_no_work(repo):
         assert heading in report
     assert set(results["paired"]) == {"siren_aligned", "noise_system", "verdicts"} | baselines  # Siren against every other model
     assert {v["outcome"] for v in results["paired"]["verdicts"]} <= {"agrees", "contradicts", "inconclusive"}
-    assert len(results["diagnose"]["verdicts"]) == 3 and "What these numbers say about the paper's claims" in report
+    assert len(results["diagnose"]["verdicts"]) == 4 and "What these numbers say about the paper's claims" in report
     claims = results["claims"]["rows"]
     assert claims and not any(r["comparable"] for r in claims)  # SynthCaps: nothing compares with AudioCaps claims
     assert all(r["reproduced"] is not None for r in claims)  # every role is in the ci run
