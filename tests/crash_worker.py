@@ -5,6 +5,9 @@ write-file, write-dir: start an atomic write of WORKDIR/out.txt (io.atomic_path)
 (io.atomic_directory), put new content in its temporary, touch WORKDIR/ready, sleep until killed.
 replace-dir: swap a new WORKDIR/out in over the old one, and wait to be killed while deleting the old.
 
+cli (`cli [--slow S] WORKDIR ARGS`): `siren-bench ARGS` (e.g. `train-expert --index 0 --params P`),
+optimizer steps slowed by --slow; also under torchrun, where every rank is slowed alike.
+
 siren, smoke-tagger: a tiny resumable run (a Siren expert's training, the smoke tagger's) of
 STEPS steps, its resume state under WORKDIR/resume written every 2 steps. A run
 that finishes writes WORKDIR/result/: weights.safetensors (the trained weights) and run.json
@@ -111,11 +114,21 @@ RUNS = {"siren": train_siren, "smoke-tagger": train_tagger}
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("mode", choices=["write-file", "write-dir", "replace-dir", *RUNS])
+    parser.add_argument("mode", choices=["write-file", "write-dir", "replace-dir", "cli", *RUNS])
     parser.add_argument("workdir", type=Path)
     parser.add_argument("--slow", type=float, default=0.0, help="seconds to sleep before each optimizer step")
+    parser.add_argument("cli_args", nargs=argparse.REMAINDER, help="cli mode: siren-bench's arguments")
     args = parser.parse_args()
     args.workdir.mkdir(parents=True, exist_ok=True)
+    if args.mode == "cli":
+        from siren_bench.cli import main as siren_bench
+
+        import os
+
+        steps = count_optimizer_steps(args.slow)
+        status = siren_bench(args.cli_args)
+        (args.workdir / f"optimizer-steps-rank{os.environ.get('RANK', 0)}.txt").write_text(str(len(steps)))
+        raise SystemExit(status)
     if args.mode == "write-file":
         return write_file(args.workdir)
     if args.mode == "write-dir":

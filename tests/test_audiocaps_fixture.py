@@ -9,15 +9,19 @@ clip length; every stage runs on the code paths the full run takes."""
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import psutil
 import pytest
 import torch
 import yaml
+from safetensors.torch import load_file
 
 from siren_bench.artifacts import load_codes
 from siren_bench.config import ConfigError
@@ -28,6 +32,7 @@ from siren_bench.io import sha256_file
 from siren_bench.stages import align_siren, diagnose, evaluators, generate, prepare, report, score, sweep, tokenize
 from siren_bench.stages import codec as codec_stage
 from siren_bench.stages import train_baselines, train_siren
+from siren_bench.trainer import TIMING
 from tests.conftest import REPO, write_audio
 from tests.test_clap import _save_original, original_state, write_tiny_tokenizer
 from tests.test_clap import fixture as clap_layouts
@@ -133,7 +138,13 @@ def test_prepare_codec_and_tokenize_run_on_the_real_lists(fixture_run):
 
     codec_dir = codec_stage.run(params)
     assert json.loads((codec_dir / "codec.json").read_text())["backend"] == "dac"
-    codes = load_codes(tokenize.run(params))
+    # tokenized by one process (into a cache of its own), then by 2 gloo ranks that share the clips
+    single = _write({**data, "run": {**data["run"], "cache_dir": str(root / "single-process-cache")}}, root / "single.yaml")
+    one_process = load_codes(tokenize.run(single))
+    done = _torchrun(root / "tokenize", "tokenize", "--params", str(params))
+    assert done.returncode == 0, done.stderr[-3000:]
+    codes = load_codes(root / "artifacts" / "fixture" / "tokenize")
+    assert codes.keys() == one_process.keys() and all(np.array_equal(codes[c], one_process[c]) for c in codes)
     assert sorted(codes) == sorted(manifest["clip_id"])
     assert {codes[c].shape for c in codes} == {(12, 50)}  # 12 codebooks, 1 s at 50 frames/s
 
@@ -147,18 +158,85 @@ def _through_tokenize(root, data: dict):
     return params
 
 
+def _torchrun_command(workdir: Path, *args: str, slow: float = 0.0) -> list[str]:
+    """`siren-bench ARGS` on 2 gloo ranks through tests/crash_worker.py, which slows every optimizer
+    step by `slow` seconds (so a test can kill the run part-way) and records each rank's step count."""
+    return [str(Path(sys.executable).parent / "torchrun"), "--standalone", "--nproc-per-node", "2",
+            "-m", "tests.crash_worker", "cli", "--slow", str(slow), str(workdir), *args]
+
+
+def _torchrun(workdir: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(_torchrun_command(workdir, *args), cwd=REPO, capture_output=True, text=True, timeout=300)
+
+
+def _expert_0_by_two_ranks_killed_and_resumed(root: Path, params: Path) -> dict:
+    """Siren's expert 0 trained by 2 gloo ranks with `siren-bench train-expert`: once uninterrupted,
+    once killed (SIGKILL to the launcher and both ranks) after its step-2 checkpoint and run again.
+    The second run resumes at step 2, trains only steps 3 and 4 and ends with the uninterrupted
+    run's weights and losses, bit for bit. Its finished state is left for the stage; returns its weights."""
+    from siren_bench.models.experts import expert_jobs
+    from siren_bench.models.train import resume_file
+    from siren_bench.stage_context import open_stage
+
+    jobs = expert_jobs(open_stage(params))
+    state_file = resume_file(jobs.resume_dir, jobs.config, jobs.siren, 0, jobs.data_id)
+    train = ("train-expert", "--index", "0", "--params", str(params))
+    whole = _torchrun(root / "expert-whole", *train)
+    assert whole.returncode == 0, whole.stderr[-3000:]
+    uninterrupted = torch.load(state_file, map_location="cpu", weights_only=True)
+    state_file.unlink()
+
+    killed = subprocess.Popen(_torchrun_command(root / "expert-killed", *train, slow=0.5), cwd=REPO,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 240
+    while not state_file.exists():
+        assert killed.poll() is None, "the run ended before its first checkpoint"
+        assert time.monotonic() < deadline, "no checkpoint in 240 s"
+        time.sleep(0.05)
+    processes = [psutil.Process(killed.pid), *psutil.Process(killed.pid).children(recursive=True)]
+    assert len(processes) >= 3  # the launcher and its two ranks (torchrun puts them in sessions of their own)
+    for process in processes:
+        process.send_signal(signal.SIGKILL)  # no cleanup code runs
+    psutil.wait_procs(processes, timeout=30)
+    assert not (root / "expert-killed" / "optimizer-steps-rank0.txt").exists()  # the ranks did not finish
+    assert int(torch.load(state_file, map_location="cpu", weights_only=True)["step"]) == 2
+
+    again = _torchrun(root / "expert-again", *train)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert [(root / "expert-again" / f"optimizer-steps-rank{r}.txt").read_text() for r in (0, 1)] == ["2", "2"]
+    resumed = torch.load(state_file, map_location="cpu", weights_only=True)
+    assert resumed["step"] == uninterrupted["step"] == 4
+    untimed = [[{k: v for k, v in row.items() if k not in TIMING} for row in json.loads(s["log"])] for s in (resumed, uninterrupted)]
+    assert untimed[0] == untimed[1]
+    assert resumed["model"].keys() == uninterrupted["model"].keys()
+    assert all(torch.equal(resumed["model"][k], uninterrupted["model"][k]) for k in resumed["model"])
+    return resumed["model"]
+
+
 def test_every_later_stage_of_the_audiocaps_profile_runs_at_toy_size(fixture_run):
     """From the codes on: diagnostics, Siren (six experts on the CLAP text tower), the four
     baselines, the alignment with the VGGish reward, all eight systems rendered, scored with the
     clean recipe's three pretrained evaluators, the sweep stage (configured off) and the report."""
     root, _, data = fixture_run
     params = _through_tokenize(root, data)
-    for stage in (diagnose, evaluators, train_siren, train_baselines, align_siren):
+    diagnose.run(params)
+    evaluators.run(params)
+    expert_0 = _expert_0_by_two_ranks_killed_and_resumed(root, params)
+    baseline = _torchrun(root / "shared_lm", "train-baseline", "--name", "shared_lm", "--params", str(params))
+    assert baseline.returncode == 0, baseline.stderr[-3000:]
+    for stage in (train_siren, train_baselines, align_siren):
         stage.run(params)
+    # the stages assembled what the ranks trained (resumed at the last step), training neither again
+    siren_info = json.loads((root / "artifacts" / "fixture" / "siren" / "siren.json").read_text())
+    assert [e["resumed_from_step"] for e in siren_info["experts"]] == [4, 0, 0, 0, 0, 0]
+    assert load_file(root / "artifacts" / "fixture" / "siren" / "expert_0.safetensors").keys() == expert_0.keys()
+    assert all(torch.equal(load_file(root / "artifacts" / "fixture" / "siren" / "expert_0.safetensors")[k], v)
+               for k, v in expert_0.items())
+    baselines_info = json.loads((root / "artifacts" / "fixture" / "baselines" / "baselines.json").read_text())
+    assert baselines_info["models"]["shared_lm"]["resumed_from_step"] == 4
+    assert baselines_info["models"]["delay_lm"]["resumed_from_step"] == 0
     # one system's batches rendered by 2 gloo ranks outside DVC; the stage links them, rendering nothing again
-    torchrun = Path(sys.executable).parent / "torchrun"
-    done = subprocess.run([str(torchrun), "--standalone", "--nproc-per-node", "2", "-m", "siren_bench.cli", "generate-shard",
-                           "--system", "delay_lm", "--params", str(params)], cwd=REPO, capture_output=True, text=True, timeout=300)
+    done = _torchrun(root / "delay_lm", "generate-shard", "--system", "delay_lm", "--params", str(params))
     assert done.returncode == 0, done.stderr[-3000:]
     shard = next(root.glob("artifacts/fixture/resume/generate-delay_lm-*"))
     sharded = {p.name: p.read_bytes() for p in shard.glob("*.wav")}
