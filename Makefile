@@ -25,7 +25,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: setup repro test bench mutmut lock clean-venv
+.PHONY: setup browser repro test bench mutmut lock clean-venv
 
 setup: $(STAMP) .dvc/config
 
@@ -56,8 +56,16 @@ repro: setup
 # longest first (tests/conftest.py). Measured on a fresh clone: 11.3 minutes of tests against 14.4
 # for one process at two threads. (Two workers at two threads each measured 17.5 minutes: four
 # busy threads on 2 cores.)
-test: setup
-	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -n 2 --dist loadfile --no-loadscope-reorder --durations=25
+test: setup browser
+	SIREN_BENCH_REQUIRE_BROWSER=1 OMP_NUM_THREADS=1 $(BIN)/python -m pytest -n 2 --dist loadfile --no-loadscope-reorder --durations=25
+
+# Debian's Chromium and ChromeDriver, for the tests that open the report in a real browser
+# (tests/browser.py; `make test` fails them if the browser is missing, plain pytest skips them).
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+browser:
+	test -x /usr/bin/chromium -a -x /usr/bin/chromedriver || \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q --no-install-recommends chromium chromium-driver || \
+	  { $(SUDO) apt-get update -q && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q --no-install-recommends chromium chromium-driver; }
 
 bench: setup
 	SIREN_BENCH_FULL=1 $(BIN)/python -m pytest benchmarks --benchmark-enable --benchmark-only

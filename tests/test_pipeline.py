@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.browser import broken_links, browser_available, browser_required, open_page, require_browser
 from tests.conftest import REPO
 
 pytestmark = pytest.mark.e2e
@@ -142,6 +143,11 @@ def test_ci_profile_runs_then_repro_does_no_work(repo):
     targets = [t for t in re.findall(r"\]\(([^)#]+)\)", report_md) if "://" not in t]
     assert any(t.endswith(".flac") for t in targets) and any(t.endswith(".png") for t in targets)
     assert all(not t.startswith(("/", "..")) and (repo / "reports" / "ci" / t).is_file() for t in targets), targets
+    if browser_available() or browser_required():  # and in a browser (make test installs one; tests/browser.py)
+        require_browser()
+        page = open_page(repo / "reports" / "ci" / "report.html")
+        assert page.images and all(image["loaded"] for image in page.images), page.images
+        assert broken_links(page, repo / "reports" / "ci" / "report.html", repo) == []
     ranked = json.loads((repo / "artifacts" / "ci" / "score" / "ranking.json").read_text())
     assert set(ranked["measures"]) == {"fad", "fad_inf", "kad", "fd", "kl", "is", "clap"}
     assert "is" in ranked["resampling"]["not_resampled"]  # 6 clips a half-sample, 10 IS splits: said, not hidden
