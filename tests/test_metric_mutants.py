@@ -436,3 +436,47 @@ def test_row_shaped_embeddings_and_logits_are_flattened_per_clip(rng):
     assert np.array_equal(clap_scores(audio, text)[1], flat)
     assert np.array_equal(paired_kl(audio, text).per_clip, paired_kl({k: v[0] for k, v in audio.items()},
                                                                      {k: v[0] for k, v in text.items()}).per_clip)
+
+
+# --- added after the fourth mutmut run (2026-12-05, after sharded scoring and reference-stats files) ---
+
+def test_kl_is_zero_where_both_rows_give_a_class_zero_probability():
+    """0 log 0 = 0 on both sides: a class neither distribution uses adds nothing (not 0 x inf = NaN)."""
+    p = np.array([[0.5, 0.5, 0.0], [0.2, 0.8, 0.0]])
+    assert np.array_equal(kl(p, p), [0.0, 0.0])
+    assert kl(p[:1], p[1:])[0] == pytest.approx(0.5 * np.log(0.5 / 0.2) + 0.5 * np.log(0.5 / 0.8), rel=1e-15)
+
+
+def test_jackknife_interval_is_floored_only_below_the_floor():
+    """A set distance of exactly 0 with no spread (identical sets): the interval [0, 0] reaches the
+    floor without crossing it, so it is not marked as floored; one that crosses it is."""
+    from siren_bench.metrics.jackknife import jackknife
+
+    flat = jackknife(lambda idx: 0.0, 8, seed=0, groups=4, floor=0.0)
+    assert (flat["ci_low"], flat["ci_high"], flat["ci_floored"]) == (0.0, 0.0, False)
+    x = np.array([0.1, 3.0, 0.2, 5.0, 0.1, 4.0, 0.3, 6.0])
+    spread = jackknife(lambda idx: float(x[idx].mean()) - 1.5, 8, seed=0, groups=4, floor=0.0)
+    assert spread["ci_floored"] is True and spread["ci_low"] == 0.0 < spread["ci_high"]
+
+
+def test_statistics_from_a_published_mean_and_covariance_are_those_of_the_vectors(rng):
+    """GaussianStats.from_moments (a shared statistics file: mean, ddof-1 covariance, n) equals the
+    statistics of the vectors themselves: the same n, sums, mean, covariance and Fréchet distance."""
+    x = rng.normal(size=(40, 5)) * [1.0, 2.0, 0.5, 3.0, 1.5] + 2.0
+    direct = GaussianStats.from_features(x)
+    shared = GaussianStats.from_moments(x.mean(axis=0), np.cov(x, rowvar=False, ddof=1), 40)
+    assert shared.n == 40 and isinstance(shared.n, int)
+    np.testing.assert_allclose(shared.total, direct.total, rtol=1e-12)
+    np.testing.assert_allclose(shared.outer, direct.outer, rtol=1e-12)
+    np.testing.assert_allclose(shared.cov, np.cov(x, rowvar=False), rtol=1e-12)
+    other = GaussianStats.from_features(rng.normal(size=(30, 5)))
+    assert frechet.frechet_distance(shared, other).value == pytest.approx(frechet.frechet_distance(direct, other).value, rel=1e-10)
+    m32, c32 = x.mean(axis=0).astype(np.float32), np.cov(x, rowvar=False).astype(np.float32)  # a float32 file
+    narrow, wide = GaussianStats.from_moments(m32, c32, 40), GaussianStats.from_moments(m32.astype(np.float64), c32.astype(np.float64), 40)
+    assert narrow.total.dtype == narrow.outer.dtype == np.float64  # the arithmetic in float64, whatever the file holds
+    assert np.array_equal(narrow.total, wide.total) and np.array_equal(narrow.outer, wide.outer)
+    for mean, cov, n in ((x.mean(axis=0)[None], np.eye(5), 40), (x.mean(axis=0), np.eye(4), 40),
+                         (x.mean(axis=0), np.eye(5), 1)):
+        with pytest.raises(ValueError, match=r"need a \[d\] mean, a \[d, d\] covariance and n >= 2, got"):
+            GaussianStats.from_moments(mean, cov, n)
+    assert GaussianStats.from_moments(x.mean(axis=0), np.eye(5), 2).n == 2  # two vectors suffice
