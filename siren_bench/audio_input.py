@@ -13,6 +13,11 @@ from scipy import signal
 
 from siren_bench.recipes import AudioPolicy
 
+# A clip counts as clipped with CLIPPED_FRACTION of its samples at |x| >= CLIPPED_LEVEL (or any
+# beyond full scale): the scorer flags such clips and the report lists them.
+CLIPPED_LEVEL = 0.999
+CLIPPED_FRACTION = 0.001
+
 
 def to_mono(wave: np.ndarray, policy: str) -> np.ndarray:
     """[T] or [T, C] -> [T]: the first channel (audioldm_eval) or the channel mean."""

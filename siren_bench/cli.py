@@ -157,10 +157,8 @@ def _score(args: argparse.Namespace) -> None:
 
 def _compare(args: argparse.Namespace) -> None:
     """A user's model (audio folder or generator) scored and reported beside the run's systems."""
-    from siren_bench.compare import CompareError, compare
+    from siren_bench.comparison import compare
 
-    if args.audio is not None and args.entry_point is not None:
-        raise CompareError("give --audio or --entry-point, not both")
     report = compare(args.name, args.params, args.audio, args.entry_point)
     print(f"{args.name}: report in {report / 'report.md'}")
 
@@ -284,7 +282,7 @@ def build_parser() -> argparse.ArgumentParser:
     comparing = commands.add_parser("compare", help="score your model under the run's protocol and report it beside the run's systems")
     comparing.add_argument("name", help="your model's name (a table row; with neither option, an installed siren_bench.generators entry point)")
     comparing.add_argument("--audio", help="folder of rendered test clips, <clip_id>.wav")
-    comparing.add_argument("--entry-point", help="module:function returning one waveform per test caption (see siren_bench/compare.py)")
+    comparing.add_argument("--entry-point", help="module:function returning one waveform per test caption (see siren_bench/comparison.py)")
     comparing.add_argument("--params", default="params.yaml", help="composed params file (default: params.yaml)")
     comparing.set_defaults(handler=_compare)
     expert = commands.add_parser("train-expert", help="train one Siren expert outside DVC (one job per GPU; torchrun for data parallelism)")

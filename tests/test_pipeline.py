@@ -14,6 +14,9 @@ from pathlib import Path
 
 import pytest
 
+import siren_bench
+from examples.noise_generator import generate
+from siren_bench.external import CompareError
 from tests.browser import broken_links, browser_available, browser_required, open_page, require_browser
 from tests.conftest import REPO
 
@@ -204,13 +207,22 @@ def test_a_second_run_killed_in_every_stage_kind_ends_bit_identical(repo):
     assert {p: (repo / p).read_bytes() for p in first} == first
 
 
-def test_a_users_model_is_compared_under_the_runs_protocol(repo, tmp_path):
+def test_a_users_model_is_compared_under_the_runs_protocol(repo, tmp_path, monkeypatch):
     """`siren-bench compare`: a generator entry point (the README's example) and a folder of audio
-    join the run's table; a copy of Siren's own audio scores exactly as Siren."""
+    join the run's table; a copy of Siren's own audio scores exactly as Siren. From Python,
+    `siren_bench.compare` takes the generator function itself and gives the same numbers."""
     out = _run(["siren-bench", "compare", "noise", "--entry-point", "examples.noise_generator:generate"], repo)
     assert "reports/compare/ci/noise/report.md" in out
     results = json.loads((repo / "reports" / "compare" / "ci" / "noise" / "results.json").read_text())
     assert {"siren", "ar_nar", "noise"} <= set(results["systems"]) and results["paired"]["siren"]["kl"]["n"] == 12
+    monkeypatch.chdir(repo)
+    report = siren_bench.compare("noise_from_python", generate)
+    assert report == Path("reports") / "compare" / "ci" / "noise_from_python" and (report / "report.html").is_file()
+    from_python = json.loads((report / "results.json").read_text())
+    assert from_python["systems"]["noise_from_python"] == results["systems"]["noise"]
+    assert from_python["paired"]["siren"]["kl"]["n"] == 12
+    with pytest.raises(CompareError, match="not audio and generator"):
+        siren_bench.compare("twice", generate, audio=tmp_path)
     copy = tmp_path / "siren_copy"
     shutil.copytree(repo / "artifacts" / "ci" / "generate" / "siren", copy)
     _run(["siren-bench", "compare", "siren_copy", "--audio", str(copy)], repo)

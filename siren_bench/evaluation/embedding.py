@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from siren_bench.audio_input import apply_policy
+from siren_bench.audio_input import CLIPPED_FRACTION, CLIPPED_LEVEL, apply_policy
 from siren_bench.cache import ContentCache, cache_key
 from siren_bench.embedders.base import Embedder, Embedding
 from siren_bench.evaluation.clipsets import Clip
@@ -45,8 +45,6 @@ from siren_bench.registry import EMBEDDERS, RegistryError
 from siren_bench.weights import CheckpointError, packaged_file
 
 EMBEDDING_VERSION = 1  # bump when the way an embedding is computed from the knobs changes
-CLIPPED_LEVEL = 0.999
-CLIPPED_FRACTION = 0.001
 MAX_CHANNELS = 2
 NOT_BUILT = {"openl3_44k_stereo": "OpenL3"}
 PACKAGED = "package:"  # a recipe checkpoint "package:<name>/<path>" lies inside an installed package

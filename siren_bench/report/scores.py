@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 
 from siren_bench.artifacts import RunArtifacts
-from siren_bench.evaluation.embedding import CLIPPED_FRACTION
+from siren_bench.audio_input import CLIPPED_FRACTION
 from siren_bench.recipes import get_recipe
 from siren_bench.report.verdicts import Verdict, render
 from siren_bench.report.section import Section, md_table, report_section

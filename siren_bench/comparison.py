@@ -1,7 +1,9 @@
-"""`siren-bench compare NAME`: put a user's model in the run's table under the identical protocol.
+"""`siren-bench compare NAME` and `siren_bench.compare(NAME, ...)`: put a user's model in the run's
+table under the identical protocol.
 
 The model is a folder of rendered test clips (`--audio`), a generator `module:function`
-(`--entry-point`), or an installed entry point named NAME in the group `siren_bench.generators`
+(`--entry-point`), a generator function itself (`siren_bench.compare(NAME, generate)`, from Python),
+or an installed entry point named NAME in the group `siren_bench.generators`
 (siren_bench/external.py says what a generator must return). Its audio is checked and copied
 into artifacts/<profile>/compare/<NAME>/audio (so the scored bytes are kept and hashed), scored by
 the score stage's recipe, embedders and cache (the reference statistics are the same ones), and
@@ -13,6 +15,7 @@ NAME is an error. To make a model a system of the pipeline itself, list it in ev
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 from siren_bench.artifacts import SCORED_SPLIT, STAGES
@@ -33,8 +36,16 @@ SUMMARY_NAME = STAGES["score"].file("summary")
 
 
 def compare(name: str, params_path: str | Path = "params.yaml", audio: str | Path | None = None,
-            entry_point: str | None = None) -> Path:
-    """Render or copy NAME's audio, score it like the run's systems, write its report; returns the report folder."""
+            entry_point: str | None = None, generator: Callable | None = None) -> Path:
+    """Render or copy NAME's audio, score it like the run's systems, write its report; returns the
+    report folder. At most one of `audio`, `entry_point` and `generator`; with none, the installed
+    entry point NAME."""
+    given = [option for option, value in (("audio", audio), ("entry point", entry_point), ("generator", generator))
+             if value is not None]
+    if len(given) > 1:
+        raise CompareError(f"give one of an audio folder, an entry point or a generator, not {' and '.join(given)}")
+    if generator is not None and not callable(generator):
+        raise CompareError(f"generator {generator!r} is not callable")
     if not name.isidentifier():
         raise CompareError(f"model name {name!r}: use letters, digits and underscores (it names folders and table rows)")
     stage = open_stage(params_path)
@@ -59,7 +70,10 @@ def compare(name: str, params_path: str | Path = "params.yaml", audio: str | Pat
             copy_audio_folder(Path(audio), test["clip_id"].tolist(), staging / "audio")
             origin = {"audio_dir": str(Path(audio).resolve())}
         else:
-            generate, source = load_generator(name, entry_point)
+            if generator is not None:
+                generate, source = generator, f"{getattr(generator, '__module__', '?')}:{getattr(generator, '__qualname__', '?')}"
+            else:
+                generate, source = load_generator(name, entry_point)
             seed = model_config(stage.params, stage.source).generation_seed
             rates = sorted(set(test["sample_rate"].astype(int)))
             if len(rates) != 1:
