@@ -1,7 +1,8 @@
 """AudioCaps prepare throughput against the number of decoding workers (`make bench`; `make test`
 runs each once, untimed, at a smaller size). Each round prepares a folder of 10 s stereo 44.1 kHz
-clips (the common YouTube download: mixed to mono, resampled with soxr HQ to 16 kHz, hashed,
-written) from scratch; clips/s is in benchmark.extra_info and printed."""
+clips (the common YouTube download: mixed to mono, resampled with soxr HQ to 16 kHz, hashed, and
+with data.store_decoded the decoded WAV written) from scratch; clips/s is in benchmark.extra_info
+and printed."""
 
 from __future__ import annotations
 
@@ -32,12 +33,13 @@ def folder(tmp_path_factory):
     return root
 
 
+@pytest.mark.parametrize("store", [False, True], ids=["no-decoded-copy", "store-decoded"])
 @pytest.mark.parametrize("workers", [1, 2])
-def test_prepare_clips_per_second(benchmark, folder, workers):
+def test_prepare_clips_per_second(benchmark, folder, workers, store):
     config = AudioCapsConfig(audio_dir=str(folder / "audio"), test_list=str(folder / "test.csv"), protocol="custom",
-                             workers=workers)
+                             workers=workers, store_decoded=store)
     sources = ac.resolve_sources(config)
-    work = folder / f"work{workers}"
+    work = folder / f"work{workers}-{store}"
 
     def once():
         shutil.rmtree(work, ignore_errors=True)
@@ -47,4 +49,4 @@ def test_prepare_clips_per_second(benchmark, folder, workers):
     assert len(records) == CLIPS
     if benchmark.stats is not None:
         benchmark.extra_info["clips_per_s"] = CLIPS / benchmark.stats.stats.mean
-        print(f"\nprepare, {workers} worker(s): {benchmark.extra_info['clips_per_s']:.1f} clips/s")
+        print(f"\nprepare, {workers} worker(s), store_decoded={store}: {benchmark.extra_info['clips_per_s']:.1f} clips/s")

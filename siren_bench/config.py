@@ -69,6 +69,9 @@ class AudioCapsConfig:
     protocol: str = "auto"
     max_missing_fraction: float = 0.15  # of a split's clips absent from audio_dir; above it the run refuses
     workers: int = 2  # processes decoding and hashing the clips in the prepare stage
+    # false: no decoded copy; each stage that reads a clip decodes its source file (the same samples
+    # and hash); true: decode once into artifacts/<profile>/resume/ and hard-link it (16 GB for train)
+    store_decoded: bool = False
     sample_rate: int = 16000
     clip_seconds: float = 10.0
     channel_policy: str = "mean"  # mean | first

@@ -203,19 +203,31 @@ def write_wav(path: str | os.PathLike, wave: np.ndarray, sample_rate: int, subty
     silently; FLOAT (a model's raw output) stores them as they are, so a scorer sees any
     overshoot instead of a clipped copy.
     """
+    data = wav_bytes(wave, sample_rate, subtype, where=path)
+    with atomic_path(path) as tmp:
+        Path(tmp).write_bytes(data)
+
+
+def wav_bytes(wave: np.ndarray, sample_rate: int, subtype: str = "PCM_16", where: str | os.PathLike = "audio") -> bytes:
+    """The bytes write_wav writes for this audio (its content hash is theirs); `where` names it in errors."""
     if subtype not in ("PCM_16", "FLOAT"):
         raise ValueError(f"subtype must be PCM_16 or FLOAT, got {subtype!r}")
     wave = np.asarray(wave, dtype=np.float64)
     if not np.all(np.isfinite(wave)):
-        raise AudioFileError(path, "refusing to write NaN or infinite samples")
+        raise AudioFileError(where, "refusing to write NaN or infinite samples")
     peak = float(np.max(np.abs(wave))) if wave.size else 0.0
     if peak > 1.0 and subtype == "PCM_16":
-        raise AudioFileError(path, f"refusing to write samples beyond full scale (peak {peak:.3f})")
+        raise AudioFileError(where, f"refusing to write samples beyond full scale (peak {peak:.3f})")
     frames = wave.T if wave.ndim == 2 else wave
     buffer = io.BytesIO()
     sf.write(buffer, frames, sample_rate, subtype=subtype, format="WAV")
-    with atomic_path(path) as tmp:
-        Path(tmp).write_bytes(_without_peak_timestamp(buffer.getvalue()))
+    return _without_peak_timestamp(buffer.getvalue())
+
+
+def read_wav_bytes(data: bytes) -> tuple[np.ndarray, int]:
+    """Audio from bytes that wav_bytes made: float64 [channels, samples], as read_audio reads their file."""
+    wave, sample_rate = sf.read(io.BytesIO(data), dtype="float64", always_2d=True)
+    return np.ascontiguousarray(wave.T), int(sample_rate)
 
 
 def _without_peak_timestamp(data: bytes) -> bytes:

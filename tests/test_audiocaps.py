@@ -13,6 +13,8 @@ import soundfile as sf
 from siren_bench.cli import main as cli
 from siren_bench.config import AudioCapsConfig
 from siren_bench.data import audiocaps as ac
+from siren_bench.data.decode import read_clip
+from siren_bench.data.manifest import audio_sources, read_manifest
 from siren_bench.stages import prepare, report
 from tests.conftest import REPO, tone, write_audio
 
@@ -52,8 +54,12 @@ def test_prepare_resamples_pads_and_lists_missing(fake_audiocaps, write_params):
     assert by_id.loc["bbb", "source_channels"] == 2 and not bool(by_id.loc["aaa", "resampled"])
     assert by_id.loc["ccc", "padded_seconds"] == pytest.approx(3.5)
     assert json.loads(by_id.loc["aaa", "captions"]) == ["A dog barks", "A dog is barking"]
-    wave, sr = sf.read(out / by_id.loc["bbb", "audio"])
-    assert sr == 16000 and wave.shape == (160000,)
+    # no decoded copy: the manifest names the source and the policy, and a reader decodes it
+    assert by_id.loc["bbb", "audio"] == str((Path(audio_dir) / "sub" / "Ybbb.wav").resolve()) and not (out / "audio").exists()
+    read = read_manifest(out / "manifest.csv").set_index("clip_id")
+    wave, sr = read_clip(read.loc["bbb", "audio_path"], read.loc["bbb", "decode"])
+    assert sr == 16000 and wave.shape == (1, 160000)
+    wave = wave[0]
     # 44.1 kHz stereo tone, resampled: still a 440 Hz tone at the same level
     spectrum = np.abs(np.fft.rfft(wave))
     assert np.fft.rfftfreq(wave.size, 1 / 16000)[spectrum.argmax()] == pytest.approx(440.0, abs=1.0)
@@ -87,11 +93,11 @@ def test_bad_file_is_named_and_nothing_is_written(fake_audiocaps, write_params, 
     assert cli(["prepare", "--params", str(params)]) == 2
     err = capsys.readouterr().err
     assert str(bad) in err and problem in err and "kept for the next run" in err
-    # no stage output and no staging folder left behind; the good clips' decoded copies wait in the
-    # resume folder, so the run after the fix decodes only what changed
+    # no stage output and no staging folder left behind; the good clips' records (no decoded copy by
+    # default) wait in the resume folder, so the run after the fix decodes only what changed
     left = [p.relative_to(tmp_path / "artifacts").parts for p in (tmp_path / "artifacts").rglob("*")]
     assert all(parts[:2] == ("test", "resume") for parts in left if len(parts) > 1), left
-    assert {p[-1] for p in left if len(p) == 4} == {"bbb.wav", "bbb.json", "ccc.wav", "ccc.json"}
+    assert {p[-1] for p in left if len(p) == 4} == {"bbb.json", "ccc.json"}
 
 
 def test_every_bad_file_is_listed_in_one_error(fake_audiocaps, write_params):
@@ -266,8 +272,8 @@ def test_antiphase_stereo_is_silent_after_mixing(fake_audiocaps, write_params):
 def test_beyond_full_scale_is_scaled_and_listed(fake_audiocaps, write_params):
     sf.write(str(Path(fake_audiocaps["audio_dir"]) / "aaa.wav"), 10 * tone(10.0, 16000), 16000, subtype="FLOAT")
     params = write_params(fake_audiocaps)
-    out = prepare.run(params)
-    wave, _ = sf.read(out / "audio" / "aaa.wav")
+    read = read_manifest(prepare.run(params) / "manifest.csv").set_index("clip_id")
+    wave, _ = read_clip(read.loc["aaa", "audio_path"], read.loc["aaa", "decode"])
     assert np.max(np.abs(wave)) == pytest.approx(1.0, abs=1e-3)
     text = (report.run(params) / "report.md").read_text()
     assert "1 such files" in text and "| aaa |" in text.split("### Files beyond full scale")[1]
@@ -288,7 +294,7 @@ def test_list_rows_are_validated(tmp_path, row, problem):
 def test_decoding_in_two_workers_gives_the_files_one_worker_gives(tmp_path, write_params, monkeypatch):
     import shutil
 
-    data = _three_splits(tmp_path)
+    data = _three_splits(tmp_path) | {"store_decoded": True}
     one = pd.read_csv(prepare.run(write_params(data | {"workers": 1})) / "manifest.csv", keep_default_na=False)
     (store,) = (tmp_path / "artifacts").rglob("prepare-audiocaps-*")  # the decoded store stays: the output links it
     output = next((tmp_path / "artifacts").rglob("prepare/audio/train0.wav"))
@@ -320,3 +326,31 @@ def test_a_killed_prepare_resumes_without_decoding_finished_clips(tmp_path, monk
     assert sorted(decoded) == ["train3", "val1"]
     assert {k: v["sha256"] for k, v in second.items() if k[1] != "val1"} == {k: v["sha256"] for k, v in first.items() if k[1] != "val1"}
     assert second[("val", "val1")]["sha256"] != first[("val", "val1")]["sha256"]
+
+
+def test_clips_decoded_where_read_are_the_stored_clips_sample_for_sample(tmp_path, write_params):
+    """data.store_decoded=false (the default) keeps no decoded copy, yet every reader gets what a
+    stored copy holds: the same content hash in the manifest (so caches are shared) and the same
+    samples; and a source changed after prepare is refused by the scorer, by name."""
+    import shutil
+
+    from siren_bench.evaluation.clipsets import ClipSetError, manifest_clips
+
+    data = _three_splits(tmp_path)
+    write_audio(Path(data["audio_dir"]) / "val0.wav", tone(1.5, 44100, channels=2), 44100)  # resampled, mixed, cut
+    stored = read_manifest(prepare.run(write_params(data | {"store_decoded": True})) / "manifest.csv")
+    kept = [read_clip(path)[0] for path, _ in audio_sources(stored)]
+    shutil.rmtree(tmp_path / "artifacts")
+    prepared = prepare.run(write_params(data))
+    on_demand = read_manifest(prepared / "manifest.csv")
+    assert not list((tmp_path / "artifacts").rglob("*.wav"))  # nothing decoded kept, in the output or the resume folder
+    assert stored["sha256"].tolist() == on_demand["sha256"].tolist() and (stored["decode"] == "").all()
+    assert on_demand["audio"].tolist() == [str(p) for p in on_demand["audio_path"]] and (on_demand["decode"] != "").all()
+    for wave, (source, decode) in zip(kept, audio_sources(on_demand)):
+        assert np.array_equal(wave, read_clip(source, decode)[0])
+    test = manifest_clips(prepared / "manifest.csv", "test")
+    assert {c.sha256 for c in test.clips.values()} == set(on_demand[on_demand["split"] == "test"]["sha256"])
+    changed = test.clips[test.ids[0]].path
+    write_audio(changed, tone(1.0, 16000, freq=880.0), 16000)
+    with pytest.raises(ClipSetError, match=rf"{changed}: SHA-256 .* the file changed after the manifest was written"):
+        manifest_clips(prepared / "manifest.csv", "test")

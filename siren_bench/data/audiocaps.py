@@ -21,12 +21,11 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-import soxr
 from tqdm import tqdm
 
 from siren_bench.config import AudioCapsConfig, ConfigError
-from siren_bench.io import AudioFileError, read_audio, sha256_file, write_json_atomic, write_wav
+from siren_bench.data.decode import DecodePolicy, decode_source
+from siren_bench.io import AudioFileError, atomic_path, sha256_bytes, sha256_file, write_json_atomic
 from siren_bench.errors import AudioCapsError  # noqa: F401  (re-exported)
 
 
@@ -61,7 +60,6 @@ PROTOCOLS_BY_NAME = {p.name: p for p in PROTOCOLS}
 PROTOCOLS_BY_HASH = {p.sha256: p for p in PROTOCOLS}
 
 
-SILENCE_PEAK = 1e-4  # -80 dBFS: a prepared clip quieter than this carries no sound
 CLIP_ID = re.compile(r"[A-Za-z0-9_-]+")
 
 
@@ -207,38 +205,8 @@ def resolve_audio(entry: ListEntry, index: dict[str, list[Path]], patterns: list
     return found.pop() if found else None
 
 
-def load_clip(path: Path, config: AudioCapsConfig) -> tuple[np.ndarray, dict]:
-    """Mono float64 audio at the target rate, cropped/padded to clip_seconds, plus what was done."""
-    wave, source_rate = read_audio(path)
-    channels = wave.shape[0]
-    mono = wave.mean(axis=0) if config.channel_policy == "mean" else wave[0]
-    resampled = source_rate != config.sample_rate
-    if resampled:
-        if config.on_sample_rate_mismatch == "error":
-            raise AudioFileError(path, f"sample rate {source_rate} Hz, expected {config.sample_rate} Hz (data.on_sample_rate_mismatch=error)")
-        mono = soxr.resample(mono, source_rate, config.sample_rate, quality="HQ")
-    target = int(round(config.clip_seconds * config.sample_rate))
-    source_samples = mono.size
-    if mono.size >= target:
-        mono = mono[:target]
-    else:
-        mono = np.pad(mono, (0, target - mono.size))
-    peak = float(np.max(np.abs(mono)))
-    if peak < SILENCE_PEAK:
-        raise AudioFileError(path, f"silent after {config.channel_policy} channel mix and crop to {config.clip_seconds} s (peak {peak:.1e})")
-    if peak > 1.0:  # beyond full scale (float source, or resampling overshoot): scale, and list it
-        mono = mono / peak
-    record = {
-        "source_file": str(path),
-        "source_sha256": sha256_file(path),
-        "source_sample_rate": source_rate,
-        "source_channels": channels,
-        "source_seconds": round(source_samples / config.sample_rate, 4),
-        "resampled": resampled,
-        "peak_normalised": peak > 1.0,
-        "padded_seconds": round(max(0, target - source_samples) / config.sample_rate, 4),
-    }
-    return mono, record
+def decode_policy(config: AudioCapsConfig) -> DecodePolicy:
+    return DecodePolicy(config.sample_rate, config.clip_seconds, config.channel_policy, config.on_sample_rate_mismatch)
 
 
 @dataclass
@@ -301,27 +269,30 @@ def resolve_sources(config: AudioCapsConfig) -> dict[str, SplitSource]:
     return sources
 
 
-def _decode_one(job: tuple[str, str, Path, Path, AudioCapsConfig]) -> tuple[str, str, dict | None, str | None]:
-    """One clip, decoded into its WAV in the work folder (atomically), then its record beside it:
-    the record is written last, so its presence means the clip is done. Returns (split, clip id,
-    record, problem)."""
-    split, clip_id, source, target, config = job
+def _decode_one(job: tuple[str, str, Path, Path, DecodePolicy, bool]) -> tuple[str, str, dict | None, str | None]:
+    """One clip decoded, checked and hashed; with `store`, its WAV written (atomically) into the
+    work folder. Its record is written there last, so its presence means the clip is done.
+    Returns (split, clip id, record, problem)."""
+    split, clip_id, source, target, policy, store = job
     try:
-        wave, record = load_clip(source, config)
+        data, record = decode_source(source, policy)
     except AudioFileError as exc:
         return split, clip_id, None, str(exc)
-    write_wav(target, wave, config.sample_rate)
+    if store:
+        with atomic_path(target) as tmp:
+            tmp.write_bytes(data)
     stat = source.stat()
-    record |= {"num_samples": int(wave.size), "sha256": sha256_file(target), "source_bytes": stat.st_size,
-               "source_mtime_ns": stat.st_mtime_ns}
+    record |= {"source_file": str(source), "source_sha256": sha256_file(source), "sha256": sha256_bytes(data),
+               "source_bytes": stat.st_size, "source_mtime_ns": stat.st_mtime_ns}
     write_json_atomic(target.with_suffix(".json"), record)
     return split, clip_id, record, None
 
 
-def _done(target: Path, source: Path) -> dict | None:
-    """The record of a clip a killed run finished, if its source file is unchanged since."""
+def _done(target: Path, source: Path, store: bool) -> dict | None:
+    """The record of a clip a killed run finished, if its source file is unchanged since (and,
+    storing the decoded clips, its WAV is there)."""
     record_path = target.with_suffix(".json")
-    if not (record_path.is_file() and target.is_file()):
+    if not record_path.is_file() or (store and not target.is_file()):
         return None
     record = json.loads(record_path.read_text())
     stat = source.stat()
@@ -331,19 +302,20 @@ def _done(target: Path, source: Path) -> dict | None:
 
 
 def decode_all(sources: dict[str, SplitSource], config: AudioCapsConfig, work_dir: Path) -> dict[tuple[str, str], dict]:
-    """Decode every present clip into work_dir/<clip id>.wav, in `data.workers` processes, with a
-    progress bar; returns (split, clip id) -> its record. Resumable: a clip a killed run already
-    decoded (record present, source file unchanged) is not decoded again. Every bad file is
-    collected and listed in one error, so a user fixes them in one pass."""
+    """Decode, check and hash every present clip in `data.workers` processes, with a progress bar
+    (with data.store_decoded, into work_dir/<clip id>.wav); returns (split, clip id) -> its record.
+    Resumable: a clip a killed run already finished (record present, source file unchanged) is not
+    decoded again. Every bad file is collected and listed in one error, so a user fixes them in one pass."""
     work_dir.mkdir(parents=True, exist_ok=True)
+    policy, store = decode_policy(config), config.store_decoded
     records: dict[tuple[str, str], dict] = {}
     jobs = []
     for source in sources.values():
         for entry, path in source.present:
             target = work_dir / f"{entry.youtube_id}.wav"
-            done = _done(target, path)
+            done = _done(target, path, store)
             if done is None:
-                jobs.append((source.split, entry.youtube_id, path, target, config))
+                jobs.append((source.split, entry.youtube_id, path, target, policy, store))
             else:
                 records[(source.split, entry.youtube_id)] = done
     problems: list[str] = []
@@ -364,5 +336,5 @@ def decode_all(sources: dict[str, SplitSource], config: AudioCapsConfig, work_di
     if problems:
         listing = "\n  ".join(sorted(problems))
         raise AudioCapsError(f"{len(problems)} unusable audio file(s) in {config.audio_dir}:\n  {listing}\n"
-                             f"The {len(records)} clips decoded so far are kept for the next run in {work_dir}.")
+                             f"The {len(records)} clips checked so far are kept for the next run in {work_dir}.")
     return records

@@ -1,8 +1,11 @@
 """The manifest the `prepare` stage writes and every later stage reads.
 
 One CSV row per clip: id, split, audio path (relative to the manifest's folder), the audio
-file's SHA-256, caption(s), and source-specific columns. Readers verify what a later stage
-relies on: unique ids, paths that stay inside the data folder, files that exist.
+file's SHA-256, caption(s), and source-specific columns. A row whose `decode` cell holds a
+decoding policy names its source file instead (an absolute path: AudioCaps without a decoded
+copy), and `sha256` is then the hash of the clip that policy makes from it (data/decode.py);
+read_clip(path, decode) reads either kind. Readers verify what a later stage relies on: unique
+ids, paths that stay inside the data folder (or exist, for sources), files that exist.
 """
 
 from __future__ import annotations
@@ -13,7 +16,8 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 import pandas as pd
 
-from siren_bench.io import atomic_path, read_audio, sha256_file
+from siren_bench.data.decode import DecodePolicy, decode_source, read_clip
+from siren_bench.io import atomic_path, sha256_bytes, sha256_file
 from siren_bench.errors import ManifestError  # noqa: F401  (re-exported)
 
 MANIFEST_NAME = "manifest.csv"
@@ -50,11 +54,21 @@ def read_manifest(path: str | Path, *, verify_hashes: bool = False) -> pd.DataFr
     if duplicated:
         raise ManifestError(f"{path}: duplicated clip ids {duplicated[:10]}")
     root = path.parent.resolve()
+    if "decode" not in frame.columns:
+        frame["decode"] = ""
+    frame["decode"] = frame["decode"].astype(str)
     absolute = []
-    for row_number, (clip_id, rel) in enumerate(zip(frame["clip_id"], frame["audio"]), start=2):
+    for row_number, (clip_id, rel, decode) in enumerate(zip(frame["clip_id"], frame["audio"], frame["decode"]), start=2):
         where = f"{path}, line {row_number} (clip {clip_id!r})"
         if not rel:
             raise ManifestError(f"{where}: empty audio path")
+        if decode:  # a source file, decoded where it is read
+            if not Path(rel).is_absolute():
+                raise ManifestError(f"{where}: source file {rel!r} of a clip decoded on reading must be an absolute path")
+            if not Path(rel).is_file():
+                raise ManifestError(f"{where}: source file {rel} does not exist (moved or deleted since prepare ran?)")
+            absolute.append(Path(rel))
+            continue
         if PurePosixPath(rel).is_absolute() or Path(rel).is_absolute():
             raise ManifestError(f"{where}: audio path {rel!r} is absolute; manifests hold paths relative to their folder")
         resolved = (root / rel).resolve()
@@ -65,8 +79,8 @@ def read_manifest(path: str | Path, *, verify_hashes: bool = False) -> pd.DataFr
         absolute.append(resolved)
     frame["audio_path"] = absolute
     if verify_hashes:
-        for clip_id, file, expected in zip(frame["clip_id"], frame["audio_path"], frame["sha256"]):
-            actual = sha256_file(file)
+        for clip_id, file, expected, decode in zip(frame["clip_id"], frame["audio_path"], frame["sha256"], frame["decode"]):
+            actual = clip_sha256(file, decode)
             if actual != expected:
                 raise ManifestError(f"{file}: SHA-256 {actual} does not match the manifest's {expected} (clip {clip_id!r}, {path})")
     return frame
@@ -77,11 +91,23 @@ def json_cell(value) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"))
 
 
+def clip_sha256(path: Path, decode: str = "") -> str:
+    """The content hash of a manifest clip: its file's, or that of the clip decoded from its source."""
+    return sha256_bytes(decode_source(Path(path), DecodePolicy.from_cell(decode, path))[0]) if decode else sha256_file(path)
+
+
+def audio_sources(frame: pd.DataFrame) -> list[tuple[Path, str]]:
+    """Each clip's (path, decode policy) in row order, what read_clip takes; no `decode` column:
+    every file is a prepared clip."""
+    decodes = frame["decode"] if "decode" in frame.columns else [""] * len(frame)
+    return [(Path(path), decode or "") for path, decode in zip(frame["audio_path"], decodes)]
+
+
 def load_waves(frame: pd.DataFrame, sample_rate: int) -> np.ndarray:
     """The clips of a (validated) manifest as one float64 [N, T] array of mono audio."""
     waves = []
-    for path in frame["audio_path"]:
-        wave, rate = read_audio(path)
+    for path, decode in audio_sources(frame):
+        wave, rate = read_clip(path, decode)
         if rate != sample_rate or wave.shape[0] != 1:
             raise ManifestError(f"{path}: expected mono {sample_rate} Hz audio, found {wave.shape[0]} channel(s) at {rate} Hz")
         waves.append(wave[0])

@@ -22,11 +22,11 @@ import pandas as pd
 
 from siren_bench.cache import ContentCache
 from siren_bench.errors import AuditError, ConfigError
+from siren_bench.data.manifest import clip_sha256
 from siren_bench.evaluation.clipsets import Clip, ClipSet
 from siren_bench.evaluation.embedding import EmbedderLoader, resolve_compute
 from siren_bench.evaluation.reference_stats import ReferenceStats, ReferenceStatsError, read_reference_stats
 from siren_bench.evaluation.score import PER_CLIP_NAME, RESULTS_NAME, SCHEMA_VERSION, score_sets
-from siren_bench.io import sha256_file
 from siren_bench.recipes import get_recipe
 from siren_bench.weights import CheckpointError
 
@@ -77,10 +77,11 @@ def _clip_set(record: dict, report: AuditReport, side: str) -> ClipSet:
         if not path.is_file():
             report.add(f"{side} file {path}", False, "missing")
             continue
-        actual = sha256_file(path)
+        decode = entry.get("decode", "")
+        actual = clip_sha256(path, decode)  # a source decoded where read: the hash of the clip it makes
         if actual != entry["sha256"]:
             report.add(f"{side} file {path}", False, f"SHA-256 {actual} differs from the recorded {entry['sha256']}")
-        clips[entry["clip_id"]] = Clip(entry["clip_id"], path, actual)
+        clips[entry["clip_id"]] = Clip(entry["clip_id"], path, actual, decode=decode)
     report.add(f"{side} files", len(clips) == record["n_clips"], f"{len(clips)} of {record['n_clips']} present")
     return ClipSet(record["source"], record["kind"], clips, record.get("split"))
 

@@ -28,8 +28,9 @@ AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3")
 class Clip:
     clip_id: str
     path: Path
-    sha256: str
+    sha256: str  # of the audio scored: the file, or the clip decoded from it
     caption: str | None = None
+    decode: str = ""  # a manifest's decoding policy: `path` is a source file decoded where read (data/decode.py)
 
 
 @dataclass
@@ -64,8 +65,8 @@ class ClipSet:
     def record(self) -> dict:
         """What results.json says about the set; enough for `audit` to re-check every file."""
         return {"source": self.source, "kind": self.kind, "split": self.split, "n_clips": len(self), "sha256": self.sha256,
-                "clips": [{"clip_id": cid, "path": portable_path(self.clips[cid].path), "sha256": self.clips[cid].sha256}
-                          for cid in self.ids]}
+                "clips": [{"clip_id": cid, "path": portable_path(self.clips[cid].path), "sha256": self.clips[cid].sha256,
+                           **({"decode": self.clips[cid].decode} if self.clips[cid].decode else {})} for cid in self.ids]}
 
 
 def portable_path(path: Path) -> str:
@@ -120,14 +121,17 @@ def manifest_clips(manifest: str | Path, split: str | None = None) -> ClipSet:
             raise ClipSetError(f"{manifest}: no clips in split {split!r} (splits: {sorted(set(frame['split']))})")
         frame = frame[frame["split"] == split]
     clips = {}
-    for clip_id, path, expected, caption in zip(frame["clip_id"], frame["audio_path"], frame["sha256"], frame["caption"]):
+    sources = frame["source_sha256"] if "source_sha256" in frame.columns else [""] * len(frame)
+    for clip_id, path, expected, caption, decode, source_hash in zip(
+            frame["clip_id"], frame["audio_path"], frame["sha256"], frame["caption"], frame["decode"], sources):
         if "\x00" in str(path):
             raise ClipSetError(f"{manifest}: the path of clip {clip_id!r} holds a NUL byte ({str(path)!r})")
-        actual = sha256_file(path)
-        if actual != expected:
-            raise ClipSetError(f"{path}: SHA-256 {actual} differs from {expected} in {manifest} (clip {clip_id!r}): "
+        # a clip decoded where read: its source file must be the one prepare decoded and hashed
+        actual, recorded = (sha256_file(path), source_hash) if decode else (sha256_file(path), expected)
+        if actual != recorded:
+            raise ClipSetError(f"{path}: SHA-256 {actual} differs from {recorded} in {manifest} (clip {clip_id!r}): "
                                "the file changed after the manifest was written")
-        clips[clip_id] = Clip(clip_id, Path(path), actual, caption or None)
+        clips[clip_id] = Clip(clip_id, Path(path), expected, caption or None, decode)
     return ClipSet(str(manifest), "manifest", clips, split)
 
 

@@ -37,7 +37,8 @@ from siren_bench.embedders.base import Embedder, Embedding
 from siren_bench.evaluation.clipsets import Clip
 from siren_bench.distributed import barrier, rank_and_world, require_same_on_ranks
 from siren_bench.errors import ConfigError
-from siren_bench.io import AudioFileError, read_audio, sha256_json
+from siren_bench.data.decode import read_clip
+from siren_bench.io import AudioFileError, sha256_json
 from siren_bench.metrics.frechet import GaussianStats
 from siren_bench.embedders import aisfx, clap, panns, passt, smoke, vggish  # noqa: F401  (each registers its embedders)
 from siren_bench.recipes import MetricSpec
@@ -147,7 +148,7 @@ def check_clip(clip: Clip, facts: ClipFacts, allow_clipped: bool) -> None:
 
 def load_clip(clip: Clip, spec: MetricSpec, allow_clipped: bool) -> tuple[np.ndarray, ClipFacts]:
     """Read, check and prepare one clip: float64 mono at the embedder's rate, per the recipe."""
-    wave, rate = read_audio(clip.path)
+    wave, rate = read_clip(clip.path, clip.decode)
     magnitude = np.abs(wave)
     facts = ClipFacts(rate, wave.shape[0], wave.shape[1] / rate, float(np.mean(magnitude >= CLIPPED_LEVEL)), float(magnitude.max()))
     check_clip(clip, facts, allow_clipped)

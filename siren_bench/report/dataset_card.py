@@ -15,7 +15,7 @@ import pandas as pd
 
 from siren_bench.artifacts import RunArtifacts
 from siren_bench.data.manifest import read_manifest
-from siren_bench.io import read_audio
+from siren_bench.data.decode import read_clip
 from siren_bench.report import figures
 from siren_bench.report.section import Section, md_table, report_section
 
@@ -48,7 +48,7 @@ def _spectrograms(frame: pd.DataFrame, path: Path) -> Path:
     chosen = frame[frame["split"] == "test"] if "test" in set(frame["split"]) else frame
     items = []
     for _, row in chosen.head(N_SPECTROGRAMS).iterrows():
-        wave, sample_rate = read_audio(row["audio_path"])
+        wave, sample_rate = read_clip(row["audio_path"], row.get("decode", ""))
         items.append((f"{row['clip_id']}: {row['caption']}", wave[0], sample_rate))
     return figures.spectrogram_grid(path, items)
 

@@ -17,18 +17,20 @@ import soundfile as sf
 
 from siren_bench.artifacts import RunArtifacts
 from siren_bench.diagnostics.fidelity import power_spectrogram
-from siren_bench.io import atomic_path, read_audio
+from siren_bench.data.decode import read_clip
+from siren_bench.io import atomic_path
 from siren_bench.report import figures
 from siren_bench.report.section import Section, md_table, report_section
 
 N_CLIPS = 3  # x (systems + reference) FLAC files of about 55 kB each, in every archived run
 
 
-def _copy(source: Path, out: Path, system: str, clip_id: str) -> str:
-    """`source` as out/audio/<system>/<clip_id>.flac (16-bit; the same audio gives the same bytes);
-    returns the link relative to the report."""
+def _copy(source: tuple[Path, str], out: Path, system: str, clip_id: str) -> str:
+    """`source` (a path and its decode policy, as read_clip takes them) as
+    out/audio/<system>/<clip_id>.flac (16-bit; the same audio gives the same bytes); returns the
+    link relative to the report."""
     target = Path("audio") / system / f"{clip_id}.flac"
-    wave, rate = read_audio(source)
+    wave, rate = read_clip(*source)
     (out / target).parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(out / target) as staging:
         sf.write(staging, wave.T, rate, format="FLAC", subtype="PCM_16")
@@ -44,23 +46,24 @@ def listening_section(store: RunArtifacts, out: Path) -> Section:
     prepare_dir = store.dir("prepare")
     names = sorted(systems)
     rows, files = [], []
-    for clip_id, caption, audio in zip(test["clip_id"], test["caption"], test["audio"]):
-        cells = [clip_id, caption, f"[flac]({_copy(prepare_dir / audio, out, 'reference', clip_id)})"]
-        clip_files = [prepare_dir / audio]
+    decodes = test["decode"] if "decode" in test.columns else [""] * len(test)
+    for clip_id, caption, audio, decode in zip(test["clip_id"], test["caption"], test["audio"], decodes):
+        reference = (prepare_dir / audio, decode)  # an absolute source path stays itself
+        cells = [clip_id, caption, f"[flac]({_copy(reference, out, 'reference', clip_id)})"]
+        clip_files = [reference]
         for name in names:
             found = sorted((generate_dir / name).glob(f"{clip_id}.*"))
             if not found:
                 raise FileNotFoundError(f"{generate_dir / name}: no audio for test clip {clip_id}")
-            path = found[0]
-            cells.append(f"[flac]({_copy(path, out, name, clip_id)})")
-            clip_files.append(path)
+            cells.append(f"[flac]({_copy((found[0], ''), out, name, clip_id)})")
+            clip_files.append((found[0], ""))
         rows.append(cells)
         files.append(clip_files)
 
     fig, axes = plt.subplots(len(files), 1 + len(names), figsize=(2.6 * (1 + len(names)), 1.9 * len(files)), squeeze=False)
     for r, clip_files in enumerate(files):
-        for c, path in enumerate(clip_files):
-            wave, rate = read_audio(path)
+        for c, source in enumerate(clip_files):
+            wave, rate = read_clip(*source)
             power = power_spectrogram(wave.mean(axis=0), 512, 128)
             axes[r, c].imshow(10 * np.log10(power + 1e-10), origin="lower", aspect="auto", vmin=-100, vmax=0, cmap="magma",
                               extent=(0, wave.shape[1] / rate, 0, rate / 2000))

@@ -32,9 +32,10 @@ from siren_bench.artifacts import STAGES, expert_file
 from siren_bench.audio_input import apply_policy
 from siren_bench.codecs import Codec, load_stage_codec
 from siren_bench.config import AlignConfig, ConfigError, align_config, eval_config, model_config
-from siren_bench.data.manifest import MANIFEST_NAME, read_manifest
+from siren_bench.data.decode import read_clip
+from siren_bench.data.manifest import MANIFEST_NAME, audio_sources, read_manifest
 from siren_bench.evaluation.embedding import EmbedderLoader
-from siren_bench.io import atomic_directory, read_audio, sha256_file, sha256_json, write_json_atomic, write_text_atomic
+from siren_bench.io import atomic_directory, sha256_file, sha256_json, write_json_atomic, write_text_atomic
 from siren_bench.models.align import Aligner, AudioReward
 from siren_bench.models.experts import encode_captions, load_stage_siren, stage1_hashes, text_encoder
 from siren_bench.provenance import build_record, write_provenance
@@ -108,10 +109,10 @@ def _stack(waves: list[np.ndarray]) -> torch.Tensor:
 def reference_clips(frame, n_samples: int, sample_rate: int, source: str) -> list[np.ndarray]:
     """Each clip's first `n_samples` (the rollout's length), mono, zero-padded if shorter."""
     clips = []
-    for path, rate in zip(frame["audio_path"], frame["sample_rate"]):
+    for (path, decode), rate in zip(audio_sources(frame), frame["sample_rate"]):
         if int(rate) != sample_rate:
             raise ValueError(f"{source}: {path} is {rate} Hz but the codec runs at {sample_rate} Hz")
-        wave = read_audio(path)[0].mean(axis=0)[:n_samples]
+        wave = read_clip(path, decode)[0].mean(axis=0)[:n_samples]
         clips.append(np.pad(wave, (0, n_samples - len(wave))))
     return clips
 

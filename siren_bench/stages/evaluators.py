@@ -21,11 +21,12 @@ import numpy as np
 
 from siren_bench.audio_input import resample
 from siren_bench.config import ConfigError, EvalConfig, eval_config
-from siren_bench.data.manifest import MANIFEST_NAME, ManifestError, read_manifest
+from siren_bench.data.decode import read_clip
+from siren_bench.data.manifest import MANIFEST_NAME, ManifestError, audio_sources, read_manifest
 from siren_bench.embedders.smoke import (
     SmokeClapConfig, SmokeTaggerConfig, clear_resume_state, save_smoke_evaluator, train_smoke_clap, train_smoke_tagger,
 )
-from siren_bench.io import atomic_directory, read_audio, write_json_atomic
+from siren_bench.io import atomic_directory, write_json_atomic
 from siren_bench.provenance import build_record, write_provenance
 from siren_bench.artifacts import STAGES
 from siren_bench.recipes import get_recipe, needs_smoke_evaluators
@@ -39,8 +40,8 @@ SUMMARY_NAME = STAGES["evaluators"].file("summary")
 def _mono_waves(frame, sample_rate: int) -> list[np.ndarray]:
     """The clips as mono float64 at the evaluators' sample rate (soxr VHQ where it differs)."""
     waves = []
-    for path in frame["audio_path"]:
-        wave, rate = read_audio(path)
+    for path, decode in audio_sources(frame):
+        wave, rate = read_clip(path, decode)
         waves.append(resample(wave.mean(axis=0), rate, sample_rate, "soxr_vhq"))
     return waves
 

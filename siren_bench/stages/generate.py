@@ -39,6 +39,7 @@ import torch
 from siren_bench.artifacts import REPLICATES, SCORED_SPLIT, STAGES, UNPAIRED_SPLIT, load_codes
 from siren_bench.codecs import Codec, load_stage_codec
 from siren_bench.config import ConfigError, ModelConfig, baseline_systems, codec_config, data_config, eval_config, model_config
+from siren_bench.data.decode import DecodePolicy, decode_source
 from siren_bench.data.manifest import MANIFEST_NAME, read_manifest
 from siren_bench.external import render_external
 from siren_bench.generation import codec_resynthesis, render
@@ -144,7 +145,11 @@ def real_unpaired(manifest, test_ids: list[str], seed: int, out: Path, source: s
     mapping = {}
     for test_id, row in zip(sorted(test_ids), order):
         source_row = pool.iloc[int(row)]
-        shutil.copyfile(source_row["audio_path"], out / f"{test_id}{Path(source_row['audio_path']).suffix}")
+        path, decode = Path(source_row["audio_path"]), source_row.get("decode", "")
+        if decode:  # no decoded copy: the clip the policy makes, as the bytes a stored copy would have
+            (out / f"{test_id}.wav").write_bytes(decode_source(path, DecodePolicy.from_cell(decode, path))[0])
+        else:
+            shutil.copyfile(path, out / f"{test_id}{path.suffix}")
         mapping[test_id] = source_row["clip_id"]
     return mapping
 

@@ -1,13 +1,17 @@
 """Stage `prepare`: captions + audio -> a manifest of fixed-length clips with content hashes.
 
-Output folder (artifacts/<profile>/prepare/): audio/*.wav, manifest.csv, dataset.json (what the
-dataset card and later stages need to know about the source) and provenance.json. The folder
-is built in a staging directory and swapped in only when complete. dvc.yaml pins its hash but
-keeps it out of DVC's cache (`cache: false`), so 50k decoded AudioCaps clips are not copied a
-second time: they are decoded once into the decoded store artifacts/<profile>/resume/
-prepare-audiocaps-<decoding settings>/ (resumable after a kill) and hard-linked from there, and
-the store is kept, so re-running prepare (another experiment checked out, the output deleted)
-links the clips again instead of decoding them.
+Output folder (artifacts/<profile>/prepare/): manifest.csv, dataset.json (what the dataset card
+and later stages need to know about the source), provenance.json and, for SynthCaps, audio/*.wav.
+The folder is built in a staging directory and swapped in only when complete. dvc.yaml pins its
+hash but keeps it out of DVC's cache (`cache: false`).
+
+AudioCaps: every clip is decoded, checked and hashed in worker processes (resumable after a kill:
+each finished clip's record is kept in artifacts/<profile>/resume/prepare-audiocaps-<decoding
+settings>/). By default nothing decoded is kept: the manifest names each clip's source file and
+the decoding policy (`decode` column), and the stages that read audio decode it there
+(data/decode.py: the same samples and content hash every time). With data.store_decoded=true the
+decoded WAVs are kept in that resume folder and hard-linked into audio/, so re-running prepare
+links them again instead of decoding.
 """
 
 from __future__ import annotations
@@ -75,17 +79,22 @@ def prepare_audiocaps(config: AudioCapsConfig, out: Path, work_dir: Path) -> tup
     into out/audio/, and the manifest rows in list order."""
     sources = audiocaps.resolve_sources(config)
     records = audiocaps.decode_all(sources, config, work_dir)
+    on_demand = "" if config.store_decoded else audiocaps.decode_policy(config).cell()
     rows = []
     for split, source in sources.items():
-        for entry, _ in source.present:
+        for entry, path in source.present:
             clip_id = entry.youtube_id
             record = dict(records[(split, clip_id)])
-            rel = f"audio/{clip_id}.wav"
-            link_or_copy(work_dir / f"{clip_id}.wav", out / rel)
+            if config.store_decoded:
+                audio = f"audio/{clip_id}.wav"
+                link_or_copy(work_dir / f"{clip_id}.wav", out / audio)
+            else:
+                audio = str(path.resolve())  # decoded where a stage reads it (the `decode` column)
             rows.append({
                 "clip_id": clip_id,
                 "split": split,
-                "audio": rel,
+                "audio": audio,
+                "decode": on_demand,
                 "sha256": record.pop("sha256"),
                 "caption": entry.captions[0],
                 "sample_rate": config.sample_rate,
@@ -107,6 +116,7 @@ def prepare_audiocaps(config: AudioCapsConfig, out: Path, work_dir: Path) -> tup
         "max_missing_fraction": config.max_missing_fraction,
         "resampled": sum(r["resampled"] for r in rows),
         "resample_policy": f"soxr HQ to {config.sample_rate} Hz" if config.on_sample_rate_mismatch == "resample" else "error",
+        "decoded_copy": "kept in audio/ (data.store_decoded)" if config.store_decoded else "none: decoded from the source files where read",
         "channel_policy": config.channel_policy,
         "sample_rate": config.sample_rate,
         "clip_seconds": config.clip_seconds,

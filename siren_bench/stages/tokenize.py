@@ -26,9 +26,10 @@ from siren_bench.artifacts import write_codes
 from siren_bench.cache import ContentCache, cache_key
 from siren_bench.codecs import CODEC_INFO_NAME, Codec, load_stage_codec
 from siren_bench.config import codec_config
-from siren_bench.data.manifest import MANIFEST_NAME, ManifestError, read_manifest
+from siren_bench.data.decode import read_clip
+from siren_bench.data.manifest import MANIFEST_NAME, ManifestError, audio_sources, read_manifest
 from siren_bench.distributed import barrier, rank_and_world, torchrun_group
-from siren_bench.io import atomic_directory, read_audio, write_json_atomic
+from siren_bench.io import atomic_directory, write_json_atomic
 from siren_bench.provenance import build_record, write_provenance
 from siren_bench.stage_context import open_stage
 
@@ -50,10 +51,10 @@ def tokenize_clips(codec: Codec, manifest: pd.DataFrame, cache: ContentCache, ba
     rank, world = rank_and_world()
     codes: dict[str, np.ndarray] = {}
     todo = []
-    for clip_id, audio_hash, path in zip(manifest["clip_id"], manifest["sha256"], manifest["audio_path"]):
+    for clip_id, audio_hash, source in zip(manifest["clip_id"], manifest["sha256"], audio_sources(manifest)):
         hit = cache.get(codes_key(audio_hash, codec))
         if hit is None:
-            todo.append((clip_id, audio_hash, path))
+            todo.append((clip_id, audio_hash, source))
         else:
             codes[clip_id] = hit["codes"]
     barrier()  # every rank has listed its misses before any rank writes an entry
@@ -61,8 +62,8 @@ def tokenize_clips(codec: Codec, manifest: pd.DataFrame, cache: ContentCache, ba
     for start in tqdm(range(0, len(mine), batch), desc="tokenize", unit="batch", disable=rank > 0):
         chunk = mine[start : start + batch]
         waves = []
-        for _, _, path in chunk:
-            wave, rate = read_audio(path)
+        for _, _, (path, decode) in chunk:
+            wave, rate = read_clip(path, decode)
             if rate != codec.sample_rate or wave.shape[0] != 1:
                 raise ManifestError(f"{path}: {wave.shape[0]} channel(s) at {rate} Hz; the codec takes mono {codec.sample_rate} Hz "
                                     f"audio (set data.sample_rate={codec.sample_rate})")
