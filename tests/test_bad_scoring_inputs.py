@@ -121,7 +121,7 @@ def test_a_file_name_that_is_not_utf8_is_refused_by_name(tmp_path):
 def test_a_manifest_path_with_a_nul_byte_is_refused_by_name(tmp_path, monkeypatch):
     import siren_bench.evaluation.clipsets as clipsets
     frame = pd.DataFrame({"clip_id": ["a"], "audio_path": ["audio/a\x00.wav"], "sha256": ["0" * 64], "caption": [""],
-                          "split": ["test"]})
+                          "split": ["test"], "decode": [""]})  # as read_manifest returns it (decode "": a prepared file)
     monkeypatch.setattr(clipsets, "read_manifest", lambda path: frame)
     with pytest.raises(ClipSetError, match=r"manifest\.csv.*clip 'a'.*NUL byte"):
         manifest_clips(tmp_path / "manifest.csv")
