@@ -529,3 +529,25 @@ def test_value_only_is_the_scored_value_for_every_metric(sets, weights):
                             args.reference_stats, value_only=True)
         assert set(only) == {"metric", "embedder", "n_generated", "n_reference", "value"}, metric
         assert only["value"] == outcome.results["metrics"][metric]["value"], metric
+
+
+# --- added after the first mutmut run over the scoring code (2026-12-05) ---------------------------
+
+def test_results_record_the_bootstrap_count_given_the_embedders_used_and_refuse_clipped_audio_by_default(sets, weights):
+    """n_boot given overrides the recipe's (the intervals are made with it); each embedder's record
+    names the checkpoint file and frame counts actually used; clipped audio is refused unless asked."""
+    outcome = _score(sets, weights, metrics=["fd", "kl"])
+    results = outcome.results
+    assert results["n_bootstrap"] == 10 != SMOKE.n_boot and results["allow_clipped"] is False
+    assert all(m.get("n_boot", 10) == 10 for m in results["metrics"].values())
+    assert results["metrics"]["kl"]["n_generated"] == N
+    for record in results["embedders"].values():
+        assert Path(record["checkpoint_path"]).parent == weights and record["info"]
+        assert record["n_frames_generated"] >= N and record["n_frames_reference"] >= N
+    loud = folder_clips(sets["generated"])
+    first = loud.clips[loud.ids[0]].path
+    wave = sf.read(first)[0]
+    sf.write(first, np.clip(wave / np.abs(wave).max() * 4.0, -1.0, 1.0), SR, subtype="FLOAT")  # hard-clipped
+    with pytest.raises(AudioFileError, match="clipped"):
+        score_sets(folder_clips(sets["generated"]), manifest_clips(sets["manifest"]), SMOKE, EmbedderLoader(weights),
+                   ContentCache(sets["cache"]), metrics=["fd"], n_boot=10)

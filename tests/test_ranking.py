@@ -92,3 +92,42 @@ def test_systems_with_other_clips_are_refused():
     inputs["b"]["fd"] = MetricArguments(SMOKE.spec("fd"), {i: inputs["b"]["fd"].generated[i] for i in IDS[1:]}, reference, None, None)
     with pytest.raises(ValueError, match="b has other clip ids than a"):
         ranking.robustness(inputs, values, resamples=2, seed=0)
+
+
+def test_a_metric_is_scored_from_two_generated_clips_and_refused_from_one():
+    rng = np.random.default_rng(0)
+    reference = _set(rng, 0.0)
+    two = {i: e for i, e in list(_set(rng, 0.5).items())[:2]}
+    assert score_metric(SMOKE.spec("kad"), two, reference, 1, 0, value_only=True)["n_generated"] == 2
+    with pytest.raises(ValueError, match="kad: need at least 2 generated clips, got 1"):
+        score_metric(SMOKE.spec("kad"), dict(list(two.items())[:1]), reference, 1, 0, value_only=True)
+
+
+def test_flips_are_counted_on_the_seeded_half_samples_by_each_measures_direction_and_recorded():
+    """The record a reader audits: each pair's order on all clips by the measure's own direction, the
+    share of the seeded half-samples (run seed) whose order differs, each recomputed against the whole
+    reference set (KL alone pairs its references), and how the resampling was done."""
+    rng = np.random.default_rng(5)
+    reference = _set(rng, 0.0)
+    sets = {"a": _set(rng, 0.1), "b": _set(rng, 0.15)}
+    inputs, values = _inputs(sets, reference, metrics=("fd", "is"))
+    out = ranking.robustness(inputs, values, resamples=6, seed=7)
+    assert out["values"] == values
+    assert out["resampling"] == {"resamples": 6, "clips_per_resample": 20, "of_clips": 40, "seed": 7,
+                                 "kind": "half-samples without replacement, the same clips for every system",
+                                 "not_resampled": {}}
+    draws = ranking.half_samples(IDS, 6, 7)
+    for m in ("fd", "is"):
+        full = ranking.order_sign(m, values["a"][m], values["b"][m])
+        assert full != 0 and out["pairs"]["a|b"][m]["order"] == full
+        signs = [ranking.order_sign(m, ranking.subset_value(inputs["a"][m], d, 7), ranking.subset_value(inputs["b"][m], d, 7))
+                 for d in draws]
+        assert out["pairs"]["a|b"][m]["flip_fraction"] == np.mean([s != full for s in signs])
+    half = draws[0]
+    whole_reference = score_metric(SMOKE.spec("fd"), {i: sets["a"][i] for i in half}, reference, 1, 0, value_only=True)["value"]
+    assert ranking.subset_value(inputs["a"]["fd"], half, 0) == whole_reference
+    assert ranking.robustness(inputs, values, resamples=6, seed=7) == out  # seeded: the same record again
+    assert ranking.robustness(inputs, values, resamples=6, seed=8)["pairs"] != out["pairs"] or \
+        ranking.half_samples(IDS, 6, 8) != draws
+    one = ranking.robustness(inputs, values, resamples=1, seed=7)  # one half-sample is still a resampling
+    assert all("flip_fraction" in cell for cell in one["pairs"]["a|b"].values())

@@ -60,3 +60,32 @@ def test_p_values_below_the_resample_resolution_print_as_a_bound(tmp_path):
     # the p of 0 enters as 0.01: 0.01 x 3 = 0.03, 0.02 x 2 = 0.04, 0.4
     assert [p["p_holm"] for p in family] == pytest.approx([0.03, 0.04, 0.4])
     assert "3 p-values of this table adjusted together" in note
+
+
+# --- added after the first mutmut run over the scoring code (2026-12-05) ---------------------------
+
+def test_a_p_value_at_the_resolution_prints_as_itself_and_an_empty_table_gets_no_note():
+    from siren_bench.report.paired import adjust_holm, p_text
+
+    assert p_text({"p_value": 0.01, "p_floor": 0.01}) == "0.010"  # 2/B itself was observed: not "< 0.01"
+    assert p_text({"p_value": 0.0099, "p_floor": 0.01}) == "< 0.01"
+    assert adjust_holm([]) == ""
+
+
+def test_paired_bootstrap_is_the_recipes_seeded_one_on_the_columns_both_systems_have(tmp_path):
+    from siren_bench.metrics.bootstrap import paired_difference
+    from siren_bench.recipes import get_recipe
+    from siren_bench.report.paired import PAIRED_RESAMPLES, paired_between
+
+    score = tmp_path / "score"
+    clips = [f"c{i:02d}" for i in range(30)]
+    rng = np.random.default_rng(1)
+    a, b = rng.normal(size=30), rng.normal(size=30)
+    _system(score, "one", clips, a)
+    _system(score, "two", clips, b)
+    per_clip = score / "two" / "per_clip.csv"
+    pd.read_csv(per_clip).drop(columns=["kl"]).to_csv(per_clip, index=False)  # "two" has no KL column
+    result = paired_between(score / "one", score / "two")
+    assert set(result) == {"clap_cosine"}
+    assert result["clap_cosine"] == paired_difference(a, b, PAIRED_RESAMPLES, get_recipe("smoke@1").bootstrap_seed)
+    assert paired_between(score / "one", score / "two") == result  # seeded: the same p and interval each time
