@@ -29,6 +29,9 @@ def main(out: Path, sharding: str) -> None:
         if sharding == "ddp":  # (sharded, the whole weights are in the resume state rank 0 gathered)
             torch.save(result.expert.state_dict(), out / "expert.pt")
         (out / "log.json").write_text(json.dumps(result.log))
+    # both ranks leave together: a rank that tore its gloo group down while rank 0 was still writing
+    # was once killed at exit ("terminate called without an active exception"; fresh-clone make test)
+    dist.barrier()
     dist.destroy_process_group()
 
 
