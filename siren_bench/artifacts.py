@@ -49,7 +49,7 @@ PROVENANCE_NAME = "provenance.json"  # every stage folder's record of what made 
 
 SCORED_SPLIT = "test"            # the split every system renders and is scored on
 UNPAIRED_SPLIT = "val"           # where real_unpaired draws its clips from
-REPLICATES = "replicates"        # generate/replicates/<system>/seed<k>/, score/<system>/seed<k>/: further generation seeds
+REPLICATES = "replicates"        # <stage>/replicates/seed<k>/, score/<system>/seed<k>/: seed replicates (replicates.py)
 
 STAGES: dict[str, StageArtifacts] = {a.folder: a for a in (
     StageArtifacts("prepare", "prepare", {"manifest": "manifest.csv", "dataset": "dataset.json", "audio": "audio"}),

@@ -178,11 +178,16 @@ def _generate(args: argparse.Namespace) -> None:
     print(f"generate: wrote {out}")
 
 
+def _replicate_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--replicate", type=int, default=0,
+                        help="which seed replicate: 0 = the configured seeds, k = every seed + 1000 k (k < eval.seeds)")
+
+
 def _train_expert(args: argparse.Namespace) -> None:
     from siren_bench.stages.train_siren import train_one_expert
 
-    state = train_one_expert(args.params, args.index)
-    print(f"train-expert: expert {args.index} finished; its state {state} is what train_siren assembles")
+    state = train_one_expert(args.params, args.index, args.replicate)
+    print(f"train-expert: expert {args.index} (replicate {args.replicate}) finished; its state {state} is what train_siren assembles")
 
 
 def _generate_shard(args: argparse.Namespace) -> None:
@@ -196,8 +201,8 @@ def _generate_shard(args: argparse.Namespace) -> None:
 def _train_baseline(args: argparse.Namespace) -> None:
     from siren_bench.stages.train_baselines import train_one_baseline
 
-    state = train_one_baseline(args.params, args.name)
-    print(f"train-baseline: {args.name} finished; its state {state} is what train_baselines assembles")
+    state = train_one_baseline(args.params, args.name, args.replicate)
+    print(f"train-baseline: {args.name} (replicate {args.replicate}) finished; its state {state} is what train_baselines assembles")
 
 
 def _audit(args: argparse.Namespace) -> int:
@@ -288,16 +293,17 @@ def build_parser() -> argparse.ArgumentParser:
     expert = commands.add_parser("train-expert", help="train one Siren expert outside DVC (one job per GPU; torchrun for data parallelism)")
     expert.add_argument("--index", type=int, required=True, help="which expert (0-based)")
     expert.add_argument("--params", default="params.yaml", help="composed params file (default: params.yaml)")
+    _replicate_option(expert)
     expert.set_defaults(handler=_train_expert)
     shard = commands.add_parser("generate-shard", help="render one trained system's batches outside DVC (torchrun: each rank its share)")
     shard.add_argument("--system", required=True, help="siren, siren_aligned or a baseline of eval.systems")
-    shard.add_argument("--replicate", type=int, default=0,
-                       help="which rendering: 0 = model.generation_seed, k = its seed + k (k < eval.generation_seeds)")
+    _replicate_option(shard)
     shard.add_argument("--params", default="params.yaml", help="composed params file (default: params.yaml)")
     shard.set_defaults(handler=_generate_shard)
     baseline = commands.add_parser("train-baseline", help="train one baseline outside DVC (torchrun for data parallelism)")
     baseline.add_argument("--name", required=True, help="which baseline (a name in eval.systems)")
     baseline.add_argument("--params", default="params.yaml", help="composed params file (default: params.yaml)")
+    _replicate_option(baseline)
     baseline.set_defaults(handler=_train_baseline)
     audit = commands.add_parser("audit", help="recompute a results.json from its inputs and cached embeddings; say what differs")
     audit.add_argument("results", help="results.json, or the folder holding it")

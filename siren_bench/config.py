@@ -311,9 +311,10 @@ class EvalConfig:
     device: str = "auto"
     embed_batch: int | None = None
     loader_threads: int = 2
-    # each trained system (siren, siren_aligned, baselines) is rendered and scored with this many
-    # generation seeds (model.generation_seed + 0, 1, ...); the report gives the spread over them
-    generation_seeds: int = 1
+    # seed replicates (siren_bench/replicates.py): each trained system (siren, siren_aligned,
+    # baselines) is trained, aligned, rendered and scored this many times, replicate k with every
+    # seed shifted by k * 1000; the report's table gives the mean over them
+    seeds: int = 1
     # ranking robustness (evaluation/ranking.py): half-samples of the test clips over which each
     # pair of systems' order is re-measured under every metric; 0 ranks on all clips only
     ranking_resamples: int = 30
@@ -544,8 +545,8 @@ def eval_config(params: DictConfig, source: str = "params.yaml") -> EvalConfig:
         raise ConfigError(f"{source}: eval.n_bootstrap must be positive or null, got {config.n_bootstrap}")
     if config.ranking_resamples < 0:
         raise ConfigError(f"{source}: eval.ranking_resamples must be 0 or more, got {config.ranking_resamples}")
-    if config.generation_seeds < 1:
-        raise ConfigError(f"{source}: eval.generation_seeds must be at least 1, got {config.generation_seeds}")
+    if config.seeds < 1:
+        raise ConfigError(f"{source}: eval.seeds must be at least 1, got {config.seeds}")
     generated = [*BUILTIN_SYSTEMS, *baselines_config(params, source)]
     unknown = [name for name in config.systems if name not in generated]
     if unknown or not config.systems:

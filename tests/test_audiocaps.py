@@ -14,7 +14,7 @@ from siren_bench.cli import main as cli
 from siren_bench.config import AudioCapsConfig
 from siren_bench.data import audiocaps as ac
 from siren_bench.data.decode import read_clip
-from siren_bench.data.manifest import audio_sources, read_manifest
+from siren_bench.data.manifest import ManifestError, audio_sources, read_manifest
 from siren_bench.stages import prepare, report
 from tests.conftest import REPO, tone, write_audio
 
@@ -328,7 +328,7 @@ def test_a_killed_prepare_resumes_without_decoding_finished_clips(tmp_path, monk
     assert second[("val", "val1")]["sha256"] != first[("val", "val1")]["sha256"]
 
 
-def test_clips_decoded_where_read_are_the_stored_clips_sample_for_sample(tmp_path, write_params):
+def test_clips_decoded_where_read_are_the_stored_clips_sample_for_sample(tmp_path, write_params, monkeypatch):
     """data.store_decoded=false (the default) keeps no decoded copy, yet every reader gets what a
     stored copy holds: the same content hash in the manifest (so caches are shared) and the same
     samples; and a source changed after prepare is refused by the scorer, by name."""
@@ -350,7 +350,16 @@ def test_clips_decoded_where_read_are_the_stored_clips_sample_for_sample(tmp_pat
         assert np.array_equal(wave, read_clip(source, decode)[0])
     test = manifest_clips(prepared / "manifest.csv", "test")
     assert {c.sha256 for c in test.clips.values()} == set(on_demand[on_demand["split"] == "test"]["sha256"])
+    # verifying the manifest checks each source file against its recorded hash, decoding nothing
+    from siren_bench.data import manifest as manifest_module
+
+    with monkeypatch.context() as patched:
+        patched.setattr(manifest_module, "decode_source", lambda *a: pytest.fail("decoded a clip to verify it"))
+        read_manifest(prepared / "manifest.csv", verify_hashes=True)
     changed = test.clips[test.ids[0]].path
     write_audio(changed, tone(1.0, 16000, freq=880.0), 16000)
     with pytest.raises(ClipSetError, match=rf"{changed}: SHA-256 .* the file changed after the manifest was written"):
         manifest_clips(prepared / "manifest.csv", "test")
+    source_sha = on_demand.loc[on_demand["audio_path"] == changed, "source_sha256"].item()
+    with pytest.raises(ManifestError, match=rf"{changed}: SHA-256 .* does not match the manifest's {source_sha}"):
+        read_manifest(prepared / "manifest.csv", verify_hashes=True)

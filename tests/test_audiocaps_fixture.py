@@ -67,7 +67,7 @@ TOY = [
     "run.device=cpu", "run.threads=1", "data.clip_seconds=1.0", "data.workers=2",
     "data.protocol=custom", "eval.allow_clipped=true",  # random-weight DAC decoders saturate
     "eval.ranking_resamples=0",  # ranked on all clips: at d = 2048 each re-measured FD costs seconds (resampling: ci and unit tests)
-    "eval.generation_seeds=2",  # the profile's 3, less one: each seed is another scoring pass of six systems
+    "eval.seeds=2",  # the profile's 3, less one: every trained system trained, rendered and scored twice
 ]
 
 
@@ -244,17 +244,17 @@ def test_every_later_stage_of_the_audiocaps_profile_runs_at_toy_size(fixture_run
     shard = next(root.glob("artifacts/fixture/resume/generate-delay_lm-*"))
     sharded = {p.name: p.read_bytes() for p in shard.glob("*.wav")}
     assert len(sharded) == N["test"] and len(list(shard.glob("batch-*.done"))) == 2  # 10 clips in batches of 8
-    # its second generation seed rendered ahead too (one process here), and a seed the run does not have refused
+    # its second seed replicate rendered ahead too (one process here), and a replicate the run does not have refused
     replicate = generate.render_shard(params, "delay_lm", replicate=1)
     replicated = {p.name: p.read_bytes() for p in replicate.glob("*.wav")}
     assert replicate != shard and len(replicated) == N["test"] and replicated != sharded
-    with pytest.raises(ConfigError, match=r"--replicate 2 is not a rendering of this run \(eval.generation_seeds = 2"):
+    with pytest.raises(ConfigError, match=r"--replicate 2 is not a replicate of this run \(eval.seeds = 2"):
         generate.render_shard(params, "delay_lm", replicate=2)
     for stage in (generate, score, sweep, report):
         stage.run(params)
     rendered_dir = root / "artifacts" / "fixture" / "generate"
     assert {p.name: p.read_bytes() for p in (rendered_dir / "delay_lm").glob("*.wav")} == sharded
-    assert {p.name: p.read_bytes() for p in (rendered_dir / "replicates" / "delay_lm" / "seed1").glob("*.wav")} == replicated
+    assert {p.name: p.read_bytes() for p in (rendered_dir / "replicates" / "seed1" / "delay_lm").glob("*.wav")} == replicated
     out = root / "artifacts" / "fixture"
     siren = json.loads((out / "siren" / "siren.json").read_text())
     assert len(siren["experts"]) == 6 and siren["text_encoder"]["name"] == "clap_text:630k-audioset-best.pt"
@@ -266,10 +266,14 @@ def test_every_later_stage_of_the_audiocaps_profile_runs_at_toy_size(fixture_run
     assert set(scores) == set(SYSTEMS)
     assert {"fad", "kad", "fd", "kl", "is", "clap"} <= set(scores["siren"]["metrics"])
     assert all(np.isfinite(v["value"]) for s in scores.values() for v in s["metrics"].values())
-    # every trained system also rendered and scored with the next generation seed
-    assert rendered["siren"]["replicates"] == {"seed1": {"folder": "replicates/siren/seed1", "seed": 1}}
-    spread = scores["siren"]["over_seeds"]["fad"]
-    assert spread["seeds"] == [0, 1] and spread["values"][0] == scores["siren"]["metrics"]["fad"]["value"]
+    # every trained system trained, aligned, rendered and scored again from seeds shifted by 1000
+    assert rendered["siren"]["replicates"] == {"seed1": {"folder": "replicates/seed1/siren", "seed": 1000, "replicate": 1,
+                                                         "training_seed": 1000}}
+    assert json.loads((out / "siren" / "replicates" / "seed1" / "siren.json").read_text())["seed"] == 1000
+    assert json.loads((out / "siren_aligned" / "replicates" / "seed1" / "aligned.json").read_text())["settings"]["seed"] == 1000
+    assert json.loads((out / "baselines" / "replicates" / "seed1" / "delay_lm" / "config.json").read_text())["seed"] == 1200
+    spread, fad = scores["siren"]["over_seeds"]["fad"], scores["siren"]["metrics"]["fad"]
+    assert spread["seeds"] == [0, 1000] and spread["values"][0] == fad["seed0_value"] and fad["value"] == spread["mean"]
     assert (root / "artifacts" / "fixture" / "score" / "delay_lm" / "seed1" / "results.json").is_file()
     # the reward embeds with the clean recipe's VGGish: the metrics on that network are marked
     assert results["sections"]["scores"]["reward_contaminated"] == {"fad": "audio", "fad_inf": "audio", "kad": "audio"}

@@ -551,3 +551,106 @@ def test_results_record_the_bootstrap_count_given_the_embedders_used_and_refuse_
     with pytest.raises(AudioFileError, match="clipped"):
         score_sets(folder_clips(sets["generated"]), manifest_clips(sets["manifest"]), SMOKE, EmbedderLoader(weights),
                    ContentCache(sets["cache"]), metrics=["fd"], n_boot=10)
+
+
+def test_results_json_holds_every_field_a_reviewer_audits(sets, weights):
+    """results.json's schema: every key, the recipe's full definition, each metric's embedding group,
+    weights and options, frame counts per clip embedding, the per-clip facts and the cache counters."""
+    cache = ContentCache(sets["cache"])
+    loader = EmbedderLoader(weights)
+    cold = score_sets(folder_clips(sets["generated"]), manifest_clips(sets["manifest"]), SMOKE, loader, cache)
+    results = cold.results
+    assert set(results) == {"schema_version", "recipe", "n_bootstrap", "bootstrap_seed", "metrics", "embedders",
+                            "embedding_compute", "generated", "reference", "captions", "allow_clipped", "clipped_clips",
+                            "weights_dir", "weights_pins", "cache_dir", "packages"}
+    assert results["recipe"] == {"id": SMOKE.id, "sha256": SMOKE.sha256, "definition": SMOKE.as_dict()}
+    assert results["n_bootstrap"] == SMOKE.n_boot and results["bootstrap_seed"] == SMOKE.bootstrap_seed  # none given: the recipe's
+    assert results["captions"]["source"] == f"{sets['manifest']} (caption column)" and len(results["captions"]["texts"]) == N
+    assert results["weights_dir"] == str(weights) and results["weights_pins"] == loader.pins
+    for metric, record in results["metrics"].items():
+        spec = SMOKE.spec(metric)
+        assert record["embedding"] in results["embedders"] and record["options"] == dict(spec.options)
+        assert record["weights_sha256"] == loader.open(spec).info.weights_sha256
+    clip_level = [e for e in results["embedders"].values() if e["framing"] == "clip"]
+    assert clip_level and all(e["n_frames_generated"] == N == e["n_frames_reference"] for e in clip_level)  # one vector a clip
+    table = cold.per_clip
+    assert table["sample_rate"].tolist() == [SR] * N and table["channels"].tolist() == [1] * N
+    assert table["seconds"].tolist() == pytest.approx([1.0] * N)
+    # the same cache object again: every lookup a hit, counted from this call's start
+    warm = score_sets(folder_clips(sets["generated"]), manifest_clips(sets["manifest"]), SMOKE, loader, cache)
+    assert cold.cache_misses > 0 and warm.cache_misses == 0 and warm.cache_hits == cold.cache_hits + cold.cache_misses
+
+
+def test_cached_reference_statistics_are_keyed_by_the_reference_set_and_the_embedder(sets, weights, tmp_path):
+    """A shared cache never hands one reference set's (or one network's) Gaussian to another."""
+    def fd(manifest, weights_dir, cache_dir):
+        return score_sets(folder_clips(sets["generated"]), manifest_clips(manifest), SMOKE, EmbedderLoader(weights_dir),
+                          ContentCache(cache_dir), metrics=["fd", "fad"], n_boot=2).results["metrics"]
+
+    first = fd(sets["manifest"], weights, sets["cache"])
+    other = pd.read_csv(sets["manifest"])  # another reference set: clip00's audio replaced
+    path = sets["manifest"].parent / "audio" / "clip00.wav"
+    sf.write(path, _clip(23, 0).wave, SR, subtype="PCM_16")
+    other.loc[0, "sha256"] = sha256_file(path)
+    other.to_csv(sets["manifest"], index=False)
+    shared, fresh = fd(sets["manifest"], weights, sets["cache"]), fd(sets["manifest"], weights, tmp_path / "fresh")
+    assert shared["fd"]["value"] == fresh["fd"]["value"] != first["fd"]["value"]
+    assert shared["fad"]["value"] == fresh["fad"]["value"]
+    clips = [_clip(6, i) for i in range(12)]  # other tagger weights under the same file name
+    other_weights = tmp_path / "other_weights"
+    other_weights.mkdir()
+    tagger = train_smoke_tagger([c.wave for c in clips], np.array([[int(n in c.labels) for n in CLASS_NAMES] for c in clips]),
+                                SmokeTaggerConfig(audio=AUDIO, steps=3, batch_size=4), seed=1)
+    save_smoke_evaluator(tagger, other_weights / "tagger.safetensors")
+    shared, fresh = fd(sets["manifest"], other_weights, sets["cache"]), fd(sets["manifest"], other_weights, tmp_path / "fresh2")
+    assert shared["fd"]["value"] == fresh["fd"]["value"] and shared["fad"]["value"] == fresh["fad"]["value"]
+
+
+def test_clipped_references_are_scored_when_allowed(sets, weights):
+    path = sets["manifest"].parent / "audio" / "clip03.wav"
+    wave = _clip(21, 3).wave
+    sf.write(path, np.clip(3 * wave / np.abs(wave).max(), -1, 1), SR, subtype="PCM_16")
+    frame = pd.read_csv(sets["manifest"])
+    frame.loc[3, "sha256"] = sha256_file(path)
+    frame.to_csv(sets["manifest"], index=False)
+    outcome = _score(sets, weights, metrics=["fd"], allow_clipped=True)
+    assert outcome.results["clipped_clips"] == {"generated": [], "reference": ["clip03"]}
+    with pytest.raises(AudioFileError, match="clipped"):
+        _score(sets, weights, metrics=["fd"])
+
+
+def test_kl_refuses_sets_with_other_ids_and_unknown_metrics_are_named(sets, weights):
+    (sets["generated"] / "clip05.wav").unlink()
+    with pytest.raises(ClipSetError, match=r"^KL pairs clips by id, but .* 1 reference ids have no generated clip \(e.g. \['clip05'\]\)"):
+        _score(sets, weights, metrics=["kl"])
+    fd_only = _score(sets, weights, metrics=["fd"]).results
+    assert fd_only["generated"]["n_clips"] == N - 1 and fd_only["captions"] is None  # FD pairs nothing and reads no captions
+    with pytest.raises(ClipSetError, match=r"^unknown metrics \['nope'\]; choose from \["):
+        _score(sets, weights, metrics=["fd", "nope"])
+
+
+def test_a_metric_error_names_the_sets_and_keeps_its_reason(sets, weights, monkeypatch):
+    def fails(*args, **kwargs):
+        raise ValueError("is: 12 clips cannot fill 20 splits")
+
+    monkeypatch.setattr(score_module, "score_metric", fails)
+    with pytest.raises(ClipSetError, match=rf"^fd of {sets['generated']} against {sets['manifest']}.*: is: 12 clips cannot fill 20 splits$"):
+        _score(sets, weights, metrics=["fd"])
+
+
+def test_a_list_valued_result_with_a_non_finite_entry_is_an_error(sets, weights, monkeypatch):
+    monkeypatch.setattr(score_module, "score_metric",
+                        lambda spec, *a, **k: {"metric": spec.metric, "value": 1.0, "splits": [1.0, float("nan")]})
+    with pytest.raises(ClipSetError, match=r"^is: splits is not finite \(\[1.0, nan\]\); the embeddings or logits"):
+        _score(sets, weights, metrics=["is"])
+
+
+def test_clap_records_the_captions_it_read_and_where_they_came_from(sets, weights):
+    clap = SMOKE
+    captions = {f"clip{i:02d}": f"caption {i}" for i in range(N)}
+    given = _score(sets, weights, recipe=clap, metrics=["clap"], captions=captions).results["captions"]
+    assert given == {"source": "given", "texts": captions}
+    named = _score(sets, weights, recipe=clap, metrics=["clap"], captions=captions, captions_source="mine.csv")
+    assert named.results["captions"]["source"] == "mine.csv"
+    default = _score(sets, weights, recipe=clap, metrics=["clap"]).results["captions"]
+    assert default["source"] == f"{manifest_clips(sets['manifest']).source} (caption column)"

@@ -131,3 +131,28 @@ def test_flips_are_counted_on_the_seeded_half_samples_by_each_measures_direction
         ranking.half_samples(IDS, 6, 8) != draws
     one = ranking.robustness(inputs, values, resamples=1, seed=7)  # one half-sample is still a resampling
     assert all("flip_fraction" in cell for cell in one["pairs"]["a|b"].values())
+
+
+def test_reference_statistics_are_looked_up_once_and_undefined_taus_are_null():
+    """The scorer's reference-statistics lookup (a cache read) is remembered across half-samples;
+    a measure under which every system ties has no Kendall tau (null, not NaN in the record); the
+    half-sample size is a whole number of clips."""
+    from siren_bench.scoring import reference_gaussian
+
+    rng = np.random.default_rng(3)
+    reference = _set(rng, 0.0)
+    sets = {"a": _set(rng, 0.2), "b": _set(rng, 0.9)}
+    calls = []
+
+    def lookup(level):
+        calls.append(level)
+        return reference_gaussian(reference, level)
+
+    inputs = {s: {"fd": MetricArguments(SMOKE.spec("fd"), e, reference, None, lookup),
+                  "kad": MetricArguments(SMOKE.spec("kad"), e, reference, None, None)} for s, e in sets.items()}
+    values = {s: {"fd": score_metric(SMOKE.spec("fd"), e, reference, 1, 0)["value"], "kad": 1.0} for s, e in sets.items()}
+    out = ranking.robustness(inputs, values, resamples=4, seed=0)
+    assert calls == ["clip", "clip"]  # once per system, not once per half-sample (2 x 4)
+    assert out["pairs"]["a|b"]["fd"]["flip_fraction"] == 0.0
+    assert out["kendall_tau"]["fd|kad"] is None  # every system ties under kad
+    assert type(out["resampling"]["clips_per_resample"]) is int and out["resampling"]["clips_per_resample"] == 20

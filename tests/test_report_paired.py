@@ -89,3 +89,4 @@ def test_paired_bootstrap_is_the_recipes_seeded_one_on_the_columns_both_systems_
     assert set(result) == {"clap_cosine"}
     assert result["clap_cosine"] == paired_difference(a, b, PAIRED_RESAMPLES, get_recipe("smoke@1").bootstrap_seed)
     assert paired_between(score / "one", score / "two") == result  # seeded: the same p and interval each time
+    assert set(paired_between(score / "two", score / "one")) == {"clap_cosine"}  # whichever side lacks the column

@@ -12,7 +12,7 @@ def _scores(over_seeds: bool = False) -> Section:
     systems = {"b": {"metrics": {"fad": metric(9.0), "clap": metric(0.2)}},
                "a": {"metrics": {"fad": metric(3.0), "clap": metric(0.1)}}}
     if over_seeds:
-        systems["a"]["over_seeds"] = {}
+        systems["a"]["over_seeds"] = {"fad": {"n": 3}}
     return Section("scores", {"recipe": "smoke@1", "systems": systems}, "")
 
 
@@ -30,9 +30,9 @@ def test_summary_orders_the_headline_and_collects_every_verdict_and_limit():
     assert "| a claim holds | **agrees** | diagnose |" in text and "| another claim | **inconclusive** | sweep |" in text
     assert "- sweep: stage `sweep` has no output" in text
     assert "Not measured (sweep): another claim. It needs a GPU." in text
-    assert "not comparable with published" in text and "trained once (one training seed) and sampled with one generation seed" in text
-    resampled = summary_markdown([_scores(over_seeds=True)], [])
-    assert "(one training seed): the intervals cover the choice of test clips and the seed table" in resampled
+    assert "not comparable with published" in text and "trained once and sampled with one seed (eval.seeds = 1)" in text
+    replicated = summary_markdown([_scores(over_seeds=True)], [])
+    assert "trained, aligned and sampled from 3 seeds" in replicated and "ran with one seed" in replicated
 
 
 def test_an_empty_run_has_no_summary():

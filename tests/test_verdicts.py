@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from scipy import stats
 
 from siren_bench.report.baselines_card import interference_verdict
 from siren_bench.report.codec_card import diagnostic_verdicts
@@ -101,3 +102,17 @@ def test_the_sweep_verdicts_combine_the_two_depths_standard_errors():
     assert relief.outcome == "agrees"  # 100 - 20 = 80, se sqrt(4 * 100) = 20
     points["siren"][8] = point(200, 10)
     assert sweep_verdicts(points)[1].outcome == "inconclusive"
+
+
+def test_interference_over_seed_replicates_takes_each_runs_late_mean_and_a_t_interval_over_seeds():
+    def run(values):
+        return [(s, {"mean": m}) for s, m in enumerate(values)]
+
+    runs = [run([0.0, 0.1, 0.3, 0.5]), run([0.0, 0.2, 0.2, 0.4]), run([0.0, 0.1, 0.25, 0.35])]
+    late = np.array([0.4, 0.3, 0.3])  # each run's second-half mean
+    verdict = interference_verdict(runs[0], runs[1:])
+    half = stats.t.ppf(0.975, 2) * late.std(ddof=1) / np.sqrt(3)
+    assert verdict.outcome == "contradicts" and "over 3 seeds (+0.400, +0.300, +0.300)" in verdict.effect
+    assert f"{late.mean():+.3f} [95 % CI {late.mean() - half:+.3f}, {late.mean() + half:+.3f}]" in verdict.effect
+    spread = interference_verdict(run([0.0, 0.0, 0.4, 0.4]), [run([0.0, 0.0, -0.4, -0.4])])
+    assert spread.outcome == "inconclusive"  # two seeds of opposite sign: the interval holds 0

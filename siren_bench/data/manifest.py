@@ -79,10 +79,14 @@ def read_manifest(path: str | Path, *, verify_hashes: bool = False) -> pd.DataFr
         absolute.append(resolved)
     frame["audio_path"] = absolute
     if verify_hashes:
-        for clip_id, file, expected, decode in zip(frame["clip_id"], frame["audio_path"], frame["sha256"], frame["decode"]):
-            actual = clip_sha256(file, decode)
-            if actual != expected:
-                raise ManifestError(f"{file}: SHA-256 {actual} does not match the manifest's {expected} (clip {clip_id!r}, {path})")
+        # a clip decoded where it is read: its source file must be the one prepare decoded and hashed
+        # (`source_sha256`); the decode is deterministic, so checking the source spares a second decode
+        sources = frame["source_sha256"] if "source_sha256" in frame.columns else [""] * len(frame)
+        for clip_id, file, expected, decode, source in zip(frame["clip_id"], frame["audio_path"], frame["sha256"],
+                                                           frame["decode"], sources):
+            actual, recorded = (sha256_file(file), source) if decode and source else (clip_sha256(file, decode), expected)
+            if actual != recorded:
+                raise ManifestError(f"{file}: SHA-256 {actual} does not match the manifest's {recorded} (clip {clip_id!r}, {path})")
     return frame
 
 

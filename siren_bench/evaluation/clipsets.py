@@ -127,7 +127,7 @@ def manifest_clips(manifest: str | Path, split: str | None = None) -> ClipSet:
         if "\x00" in str(path):
             raise ClipSetError(f"{manifest}: the path of clip {clip_id!r} holds a NUL byte ({str(path)!r})")
         # a clip decoded where read: its source file must be the one prepare decoded and hashed
-        actual, recorded = (sha256_file(path), source_hash) if decode else (sha256_file(path), expected)
+        actual, recorded = sha256_file(path), (source_hash if decode else expected)
         if actual != recorded:
             raise ClipSetError(f"{path}: SHA-256 {actual} differs from {recorded} in {manifest} (clip {clip_id!r}): "
                                "the file changed after the manifest was written")

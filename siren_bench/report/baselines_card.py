@@ -3,6 +3,7 @@ against Siren's isolated experts (diagnostics/interference.py says what is measu
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -10,7 +11,7 @@ import numpy as np
 from scipy import stats
 
 from siren_bench.diagnostics.orthogonality import off_diagonal_summary
-from siren_bench.artifacts import RunArtifacts
+from siren_bench.artifacts import REPLICATES, RunArtifacts
 from siren_bench.report import figures
 from siren_bench.report.verdicts import Verdict, judge, render, unmeasured
 from siren_bench.report.section import Section, md_table, report_section
@@ -122,7 +123,9 @@ def interference_section(store: RunArtifacts, out: Path) -> Section:
             continue
         rows.append([name, final["pairs"], f"{first['mean']:+.3f}", f"{final['mean']:+.3f}", f"{final['min']:+.3f}",
                      f"{final['negative_share']:.2f}"])
-    verdict = interference_verdict(series["shared_lm"])
+    verdict = interference_verdict(series["shared_lm"], [
+        [(r["step"], off_diagonal_summary(np.array(r["interference"]))) for r in rows if "interference" in r]
+        for rows in _replicate_logs(store.dir("baselines"), "shared_lm")])
     results = {"measured": True, "series": {n: [{"step": s, **p} for s, p in pts] for n, pts in series.items()},
                "shared_lm_final_matrix": last.tolist(), "verdicts": [verdict.as_dict()]}
     markdown = f"""## Gradient interference
@@ -142,10 +145,31 @@ another's.
     return Section("interference", results, markdown)
 
 
-def interference_verdict(points: list[tuple[int, dict]]) -> Verdict:
+def _replicate_logs(baselines_dir: Path, name: str) -> list[list[dict]]:
+    """The training logs of baseline `name` in the further seed replicates (eval.seeds), in order."""
+    folders = sorted((baselines_dir / REPLICATES).glob("seed*"), key=lambda p: int(p.name[len("seed"):]))
+    return [[json.loads(line) for line in (f / name / "train_log.jsonl").read_text().splitlines() if line.strip()]
+            for f in folders if (f / name / "train_log.jsonl").is_file()]
+
+
+def _late_mean(points: list[tuple[int, dict]]) -> float:
+    return float(np.mean([p["mean"] for _, p in points[len(points) // 2 :]]))
+
+
+def interference_verdict(points: list[tuple[int, dict]], replicates: list[list[tuple[int, dict]]] = ()) -> Verdict:
     """The paper's claim that a shared trunk gets conflicting gradients, judged on the shared LM's
-    mean pairwise cosine over the probes of the second half of training (t interval over probes)."""
+    mean pairwise cosine over the probes of the second half of training: with seed replicates, the
+    mean over seeds of each run's late-probe mean with a t interval over the seeds; with one run, a
+    t interval over its late probes."""
     claim = "a transformer shared by all codebooks receives conflicting gradients from their heads (here: the shared LM's mean pairwise gradient cosine below 0)."
+    runs = [points, *[r for r in replicates if r]]
+    if len(runs) >= 2:
+        per_seed = np.array([_late_mean(r) for r in runs])
+        half = stats.t.ppf(0.975, len(runs) - 1) * per_seed.std(ddof=1) / np.sqrt(len(runs))
+        return judge(claim, float(per_seed.mean()), max(-1.0, float(per_seed.mean() - half)),
+                     min(1.0, float(per_seed.mean() + half)), below=True,
+                     name=f"mean cosine of the late probes over {len(runs)} seeds ({', '.join(f'{v:+.3f}' for v in per_seed)})",
+                     fmt="{:+.3f}", caveat=f"t interval over the {len(runs)} seed replicates.")
     late = np.array([p["mean"] for _, p in points[len(points) // 2 :]])
     if len(late) < 2:
         return unmeasured(claim, f"{len(late)} probe(s) in the second half of training; an interval needs at least 2.")

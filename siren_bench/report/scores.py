@@ -8,12 +8,14 @@ from pathlib import Path
 
 import pandas as pd
 
+from siren_bench import replicates
 from siren_bench.artifacts import RunArtifacts
 from siren_bench.audio_input import CLIPPED_FRACTION
 from siren_bench.recipes import get_recipe
 from siren_bench.report.verdicts import Verdict, render
 from siren_bench.report.section import Section, md_table, report_section
-from siren_bench.report.paired import PAIRED, PAIRED_RESAMPLES, adjust_holm, difference_text, p_text, paired_differences
+from siren_bench.report.paired import (PAIRED, PAIRED_RESAMPLES, adjust_holm, difference_text, p_text, paired_between,
+                                       paired_differences)
 
 # column order and labels of the main table; "kl" also shows its second direction where computed
 COLUMNS = (("fad", "FAD"), ("fad_inf", "FAD-inf"), ("kad", "KAD (x100)"), ("fd", "FD"), ("kl", "KL"), ("is", "IS"),
@@ -54,6 +56,11 @@ INTERVALS = ("95 % intervals over the generated clips: for the set distances (FA
              "jackknife (20 seeded groups, value ± t(19) se), centred on the estimate, whose coverage the README's "
              "simulation measures; for KL, IS and CLAP a percentile bootstrap.")
 
+SEEDS = ("A system run with several seeds shows the mean over its seed replicates with a 95 % interval that holds "
+         "both the seed-to-seed variance and the clip variance (siren_bench/replicates.py: se^2 = sd^2 / n + the mean of "
+         "the replicates' clip variances, t with Welch-Satterthwaite's df); the others, one run with its interval over "
+         "clips. ")
+
 LOWER_IS_BETTER = {"fad", "fad_inf", "kad", "fd", "kl"}
 
 
@@ -70,20 +77,21 @@ def seed_agreement(siren: dict, other: dict, metric: str) -> tuple[int, int] | N
 
 
 def seeds_markdown(systems: dict, present: list[tuple[str, str]]) -> str:
-    """The spread over generation seeds, and whether Siren's order against each system holds under every seed."""
+    """Each replicated system's value under every seed, and whether Siren's order against each
+    system holds under every seed."""
     seeded = {name: s["over_seeds"] for name, s in systems.items() if "over_seeds" in s}
     if not seeded:
         return ""
     n = max(next(iter(v.values()))["n"] for v in seeded.values())
-    rows = [[name] + [f"{spread[m]['mean']:.4g} ± {spread[m]['sd']:.2g}" if m in spread else "" for m, _ in present]
+    rows = [[name] + [" / ".join(f"{v:.4g}" for v in spread[m]["values"]) + f" (sd {spread[m]['sd']:.2g})" if m in spread else ""
+                      for m, _ in present]
             for name, spread in sorted(seeded.items())]
     text = f"""
-### Over generation seeds
+### Over seeds
 
-Each trained system sampled again with {n} generation seeds (`model.generation_seed` + 0 .. {n - 1}; the same
-weights): mean ± standard deviation over the seeds. The standard deviation is how far another sampling of the
-same model moves a number; the intervals above (over clips, one seed) do not include it. The models were
-trained once: training-seed variation is not in these numbers.
+The value under each of the {n} seed replicates, in order (replicate 0, 1, ...; replicate k trains, aligns and samples with
+every seed + {replicates.SEED_STRIDE} k), and their standard deviation: how far retraining moves a number. The
+table above gives their mean.
 
 {md_table(["system"] + [label for _, label in present], rows)}
 """
@@ -95,9 +103,8 @@ trained once: training-seed variation is not in these numbers.
                  for m, _ in present]
         agree.append([f"`{other}`"] + ["" if c is None else f"{c[0]} of {c[1]}" for c in cells])
     return text + f"""
-Seeds under which Siren scores better than each system (paired by seed; "3 of 3" or "0 of 3": the order holds
-under every seed; anything between: the order depends on the seed and the table's ranking of the two is not
-settled by this run):
+Seeds under which Siren scores better than each system (paired by replicate; "{n} of {n}" or "0 of {n}": the order
+holds under every seed; anything between: the order depends on the seed and this run does not settle it):
 
 {md_table(["Siren better than"] + [label for _, label in present], agree)}
 """
@@ -183,19 +190,22 @@ def scores_section(store: RunArtifacts, out: Path) -> Section:
                          "systems": {}, "reward_contaminated": contaminated}
     for name in sorted(systems):
         full = store.json("score", "results", name)
-        metrics = full["metrics"]
-        cells = [name, str(full["generated"]["n_clips"])]
-        for metric, _ in present:
-            mark = " \\*" if name == "siren_aligned" and metric in contaminated else ""
-            cells.append(interval_text(metrics[metric]) + mark if metric in metrics else "")
-        rows.append(cells)
+        metrics, seeded = full["metrics"], systems[name].get("over_seeds", {})
         table = {m: {k: r.get(k) for k in ("value", "ci_low", "ci_high", "n_generated", "n_frames")} for m, r in metrics.items()}
         if "kl" in metrics:  # its direction, and the other direction where the recipe computes both
             table["kl"] |= {k: v for k, v in metrics["kl"].items() if k == "direction" or k.startswith("value_")}
+        for metric, spread in seeded.items():  # replicated: the mean over seeds and its combined interval
+            table[metric] |= {"value": spread["mean"], "ci_low": spread["ci_low"], "ci_high": spread["ci_high"],
+                              "n_seeds": spread["n"], "seed0_value": metrics[metric]["value"]}
+        cells = [name, str(full["generated"]["n_clips"]), str(next(iter(seeded.values()))["n"]) if seeded else "1"]
+        for metric, _ in present:
+            mark = " \\*" if name == "siren_aligned" and metric in contaminated else ""
+            cells.append(interval_text(table[metric]) + mark if metric in table else "")
+        rows.append(cells)
         results["systems"][name] = {"description": systems[name]["description"],
                                     "n_reference": full["reference"]["n_clips"], "metrics": table}
-        if "over_seeds" in systems[name]:
-            results["systems"][name]["over_seeds"] = systems[name]["over_seeds"]
+        if seeded:
+            results["systems"][name]["over_seeds"] = seeded
         over = _over_full_scale(store.path("score", "per_clip", name))
         if over:
             results["systems"][name]["over_full_scale"] = over
@@ -206,11 +216,11 @@ def scores_section(store: RunArtifacts, out: Path) -> Section:
 
 Recipe `{recipe.id}` (SHA-256 `{recipe.sha256[:16]}...`): {recipe.description} Each system is
 scored against the {summary['split']} references (`{summary['reference']}`); cells are the value with its
-interval. {INTERVALS}{kl_note} Lower is better for FAD, FAD-inf, KAD,
+interval. {SEEDS if any("over_seeds" in s for s in systems.values()) else ""}{INTERVALS}{kl_note} Lower is better for FAD, FAD-inf, KAD,
 FD and KL; higher for IS and CLAP. Full results, per-clip scores and every input hash:
 `artifacts/<profile>/score/<system>/`; `siren-bench audit` re-derives them.
 
-{md_table(["system", "clips"] + [label for _, label in present], rows)}
+{md_table(["system", "clips", "seeds"] + [label for _, label in present], rows)}
 
 """ + "\n".join(f"- `{name}`: {systems[name]['description']}" for name in sorted(systems)) + "\n" + contamination_note(contaminated)
     markdown += _over_full_scale_note(results["systems"])
@@ -231,31 +241,60 @@ FD and KL; higher for IS and CLAP. Full results, per-clip scores and every input
 
 @report_section("paired", "Paired comparisons", reads="score", order=90)
 def paired_section(store: RunArtifacts, out: Path) -> Section:
-    """Siren against every other generating system of the run, paired clip by clip."""
+    """Siren against every other generating system of the run, paired clip by clip, under every
+    seed replicate both were run with."""
     systems = store.json("score", "summary")["systems"]
     others = [name for name in sorted(systems) if name not in ("siren", "codec_resynthesis", "real_unpaired")]
     if "siren" not in systems or not others:
         return Section("paired", {}, "## Paired comparisons\n\nNeeds Siren and at least one other model in eval.systems.\n")
-    results = {other: paired_differences(store.dir("score"), "siren", other) for other in others}
+    score_dir = store.dir("score")
+    results = {other: paired_differences(score_dir, "siren", other) for other in others}
+    for other in others:
+        further = [paired_between(score_dir / "siren" / replicates.name(k), score_dir / other / replicates.name(k))
+                   for k in range(1, min(_seeds(systems["siren"]), _seeds(systems[other])))]
+        for column, p in results[other].items():
+            if further:
+                runs = [p, *(f[column] for f in further)]
+                p["over_seeds"] = {"values": [r["value"] for r in runs],
+                                   **replicates.combine([r["value"] for r in runs], [(r["ci_low"], r["ci_high"]) for r in runs])}
     family = [(other, label, better, p) for other in others for column, label, better in PAIRED
               if (p := results[other].get(column)) is not None]
     holm_note = adjust_holm([p for *_, p in family])
+    seeded = any("over_seeds" in p for *_, p in family)
     rows = [[f"`{other}`", label, difference_text(p), p_text(p), p_text(p, "p_holm"), better, p["n"]]
+            + ([_over_seeds_text(p["over_seeds"]) if "over_seeds" in p else ""] if seeded else [])
             for other, label, better, p in family]
     verdicts = [comparison_verdict(other, [(label, better, p) for o, label, better, p in family if o == other]) for other in others]
     results = results | {"verdicts": [v.as_dict() for v in verdicts]}
+    seed_text = (" The last column pairs the two systems' seed replicates (replicate k with replicate k): the mean difference "
+                 "over seeds with an interval holding the seed and the clip variance (as in the score table), then each "
+                 "seed's difference. A verdict rests on it: a measure counts only when its sign holds under every seed "
+                 "and that interval excludes zero." if seeded else "")
     markdown = f"""## Paired comparisons
 
 {render(verdicts)}
 Siren (Stage 1) minus each other model, clip by clip on the same test captions and seed: the mean per-clip
 difference with its 95 % paired bootstrap interval and two-sided bootstrap p ({PAIRED_RESAMPLES:,} resamples, the
-recipe's seed). "better" says which sign favours Siren: a positive CLAP difference, a negative KL or distance.
+recipe's seed), for replicate 0. "better" says which sign favours Siren: a positive CLAP difference, a negative KL
+or distance.{seed_text}
 
-{md_table(["Siren minus", "per-clip measure", "difference [95 % CI]", "p", "p (Holm)", "better for Siren", "clips"], rows)}
+{md_table(["Siren minus", "per-clip measure", "difference [95 % CI]", "p", "p (Holm)", "better for Siren", "clips"]
+          + (["over seeds: mean [95 % CI]; each seed"] if seeded else []), rows)}
 
 {holm_note}
 """
     return Section("paired", results, markdown)
+
+
+def _seeds(system: dict) -> int:
+    """How many seed replicates a scored system has (1: none beyond the run itself)."""
+    spread = system.get("over_seeds")
+    return next(iter(spread.values()))["n"] if spread else 1
+
+
+def _over_seeds_text(o: dict) -> str:
+    return (f"{o['mean']:+.4g} [{o['ci_low']:+.4g}, {o['ci_high']:+.4g}]; "
+            + ", ".join(f"{v:+.3g}" for v in o["values"]))
 
 
 CLAIMS_AGAINST = {
@@ -268,25 +307,40 @@ CLAIMS_AGAINST = {
 
 
 def comparison_verdict(other: str, measures: list[tuple[str, str, dict]]) -> Verdict:
-    """One sentence on Siren against `other` from its paired measures: "agrees" when at least one
-    measure favours the claim at p (Holm) < 0.05 and none goes against it, "contradicts" in the
-    opposite case, "inconclusive" when none is significant or they disagree."""
+    """One sentence on Siren against `other` from its paired measures. A measure counts for a side
+    when, over seed replicates (a measure's `over_seeds`), its sign holds under every seed and the
+    interval combining seed and clip variance excludes zero; with one seed, when p (Holm) < 0.05.
+    "agrees" when at least one measure counts for the claim and none against it, "contradicts" in
+    the opposite case, "inconclusive" when none counts or they disagree."""
     flip = other == "siren_aligned"  # the claim is about the aligned model: Siren minus it must be worse
     claim = CLAIMS_AGAINST.get(other, f"Siren generates better than `{other}`") + "."
-    verdicts, parts = [], []
+    verdicts, parts, n_seeds = [], [], 1
     for label, better, p in measures:
-        favours = (p["value"] > 0) == (better == "higher")
-        significant = p["p_holm"] < 0.05
-        if significant:
-            verdicts.append(favours != flip)
-        parts.append(f"{label} {difference_text(p)} (p Holm {p_text(p, 'p_holm')})")
+        if "over_seeds" in p:
+            o = p["over_seeds"]
+            n_seeds = o["n"]
+            one_sign = all(v > 0 for v in o["values"]) or all(v < 0 for v in o["values"])
+            counts, value = one_sign and (o["ci_low"] > 0 or o["ci_high"] < 0), o["mean"]
+            parts.append(f"{label} {o['mean']:+.4g} [{o['ci_low']:+.4g}, {o['ci_high']:+.4g}] over {o['n']} seeds "
+                         f"({', '.join(f'{v:+.3g}' for v in o['values'])})")
+        else:
+            counts, value = p["p_holm"] < 0.05, p["value"]
+            parts.append(f"{label} {difference_text(p)} (p Holm {p_text(p, 'p_holm')})")
+        if counts:
+            verdicts.append(((value > 0) == (better == "higher")) != flip)
     effect = "Siren minus `" + other + "`: " + "; ".join(parts)
-    caveat = "One training seed per model: retraining may move these."
+    if n_seeds > 1:
+        caveat = (f"Over {n_seeds} seed replicates; a measure counts only when its sign holds under every seed and its "
+                  "interval excludes zero.")
+        none = "No paired measure keeps one sign under every seed with an interval that excludes zero."
+    else:
+        caveat = "One training seed per model: retraining may move these."
+        none = "No paired measure differs at p (Holm) < 0.05."
     if flip:
         caveat += " Measures on the network the alignment reward used are marked under Scores: not independent evidence."
     if verdicts and all(verdicts):
         return Verdict(claim, "agrees", effect, caveat)
     if verdicts and not any(verdicts):
         return Verdict(claim, "contradicts", effect, caveat)
-    reason = "No paired measure differs at p (Holm) < 0.05." if not verdicts else "The significant measures disagree in direction."
+    reason = none if not verdicts else "The measures that count disagree in direction."
     return Verdict(claim, "inconclusive", effect, f"{reason} {caveat}")

@@ -47,11 +47,14 @@ def _limits(sections: dict[str, Section], skipped: list[str]) -> str:
         lines.append("The tagger and CLAP evaluators were trained in this run on SynthCaps" + pretrained + ": the scores rank "
                      "this run's systems and are not comparable with published FAD / FD / KL / CLAP numbers.")
     if scores is not None:
-        sampled = any("over_seeds" in s for s in scores.results.get("systems", {}).values())
-        lines.append("Each trained system was trained once (one training seed)" + (
-            ": the intervals cover the choice of test clips and the seed table the resampling, not retraining, which can "
-            "move every number beyond them." if sampled else " and sampled with one generation seed: the intervals cover "
-            "the choice of test clips, not retraining or resampling, which can move every number beyond them."))
+        seeded = [s["over_seeds"] for s in scores.results.get("systems", {}).values() if "over_seeds" in s]
+        if seeded:
+            n = next(iter(seeded[0].values()))["n"]
+            lines.append(f"Each trained system was trained, aligned and sampled from {n} seeds; the table's means and "
+                         "intervals hold that spread, but the sweep, the ablations and the diagnostics ran with one seed.")
+        else:
+            lines.append("Each trained system was trained once and sampled with one seed (eval.seeds = 1): the "
+                         "intervals cover the choice of test clips, not retraining, which can move every number beyond them.")
     for key, section in sections.items():
         for verdict in section.results.get("verdicts", []) if isinstance(section.results, dict) else []:
             if isinstance(verdict, dict) and verdict.get("effect") == "not measured":

@@ -28,6 +28,7 @@ import numpy as np
 import torch
 from safetensors.torch import save_file
 
+from siren_bench import replicates
 from siren_bench.artifacts import STAGES, expert_file
 from siren_bench.audio_input import apply_policy
 from siren_bench.codecs import Codec, load_stage_codec
@@ -146,36 +147,48 @@ def run(params_path: str | Path = "params.yaml") -> Path:
     loader = EmbedderLoader(weights_dir, evaluation.weights_sha256)  # the reward embeds on the CPU
     references = reference_clips(train, config.n_frames * codec.hop_length, codec.sample_rate, str(prepare_dir / MANIFEST_NAME))
     reward, reward_info = build_reward(config, recipe, loader, codec, references, captions)
+    state_dir = Path(run_cfg.artifacts_dir) / run_cfg.profile / "resume"
 
-    device = stage.device()
-    started_from = stage1_hashes(siren_dir, len(siren.experts))
-    key = sha256_json({"align": asdict(config), "stage1": started_from, "reward": reward_info,
-                       "manifest": sha256_file(prepare_dir / MANIFEST_NAME), "device": device.type})[:16]
-    state_file = Path(run_cfg.artifacts_dir) / run_cfg.profile / "resume" / f"align_expert{config.expert}_{key}.pt"
-    aligner = Aligner(siren, config, reward, device)
-    start = time.perf_counter()
-    log = aligner.train(encode_captions(encoder, captions), state_file)
-    seconds = time.perf_counter() - start
-
+    device, seeds = stage.device(), evaluation.seeds
+    text = encode_captions(encoder, captions)
     with atomic_directory(out_dir) as staging:
-        save_file({k: v.detach().cpu().contiguous() for k, v in aligner.policy.state_dict().items()},
-                  staging / expert_file(config.expert))
-        write_text_atomic(staging / LOG_NAME, "".join(json.dumps(row) + "\n" for row in log))
-        window = max(1, min(10, len(log) // 4))
-        summary = {"first_reward_mean": float(np.mean([r["reward_mean"] for r in log[:window]])),
-                   "last_reward_mean": float(np.mean([r["reward_mean"] for r in log[-window:]])),
-                   "last_kl": float(np.mean([r["kl"] for r in log[-window:]])), "window_steps": window,
-                   "rollouts": len(log) * config.captions_per_step * config.group_size}
-        write_json_atomic(staging / ALIGNED_INFO_NAME, {
-            "trained": True, "expert": config.expert, "codebooks": siren.experts[config.expert].group,
-            "settings": asdict(config), "reward": reward_info, "stage1_expert_sha256": started_from,
-            "n_captions": len(captions), "summary": summary, "seconds": round(seconds, 1), "device": device.type})
+        finished = [_align_replicate(replicates.align_config(config, k), replicates.folder(siren_dir, k), reward, reward_info,
+                                     text, len(captions), device, prepare_dir / MANIFEST_NAME, state_dir,
+                                     replicates.folder(staging, k)) for k in range(seeds)]
         write_provenance(staging, build_record(
             "align_siren", {"run": run_cfg, "align": config, "eval": evaluation},
             inputs={"siren": siren_dir, "codec": codec_dir / "model", "manifest": prepare_dir / MANIFEST_NAME,
                     "reward_weights": Path(weights_dir) if weights_dir else None},
-            seeds={"align.seed": config.seed}, device=device.type))
-    state_file.unlink(missing_ok=True)
+            seeds={"align.seed": config.seed,
+                   **{f"replicate {k} align.seed": config.seed + k * replicates.SEED_STRIDE for k in range(1, seeds)}},
+            device=device.type))
+    for state_file in finished:
+        state_file.unlink(missing_ok=True)
     return out_dir
 
 
+def _align_replicate(config: AlignConfig, siren_dir: Path, reward: AudioReward, reward_info: dict, text, n_captions: int,
+                     device: torch.device, manifest: Path, state_dir: Path, folder: Path) -> Path:
+    """Align one seed replicate's Siren (in `siren_dir`) into `folder`; returns its resume file."""
+    siren, _ = load_stage_siren(siren_dir)
+    started_from = stage1_hashes(siren_dir, len(siren.experts))
+    key = sha256_json({"align": asdict(config), "stage1": started_from, "reward": reward_info,
+                       "manifest": sha256_file(manifest), "device": device.type})[:16]
+    state_file = state_dir / f"align_expert{config.expert}_{key}.pt"
+    aligner = Aligner(siren, config, reward, device)
+    start = time.perf_counter()
+    log = aligner.train(text, state_file)
+    seconds = time.perf_counter() - start
+    folder.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.detach().cpu().contiguous() for k, v in aligner.policy.state_dict().items()}, folder / expert_file(config.expert))
+    write_text_atomic(folder / LOG_NAME, "".join(json.dumps(row) + "\n" for row in log))
+    window = max(1, min(10, len(log) // 4))
+    summary = {"first_reward_mean": float(np.mean([r["reward_mean"] for r in log[:window]])),
+               "last_reward_mean": float(np.mean([r["reward_mean"] for r in log[-window:]])),
+               "last_kl": float(np.mean([r["kl"] for r in log[-window:]])), "window_steps": window,
+               "rollouts": len(log) * config.captions_per_step * config.group_size}
+    write_json_atomic(folder / ALIGNED_INFO_NAME, {
+        "trained": True, "expert": config.expert, "codebooks": siren.experts[config.expert].group,
+        "settings": asdict(config), "reward": reward_info, "stage1_expert_sha256": started_from,
+        "n_captions": n_captions, "summary": summary, "seconds": round(seconds, 1), "device": device.type})
+    return state_file

@@ -22,21 +22,22 @@ Output (artifacts/<profile>/generate/): <system>/<clip_id>.wav (32-bit float WAV
 rate, trimmed to the reference clip's length: a model's raw output, so any overshoot past full
 scale reaches the scorer instead of being clipped on write), systems.json (per system: what it
 is, clip count, sample rate; for real_unpaired which val clip stands under which test id) and
-provenance.json. With eval.generation_seeds = n > 1, each trained system is also rendered with
-model.generation_seed + 1 .. n - 1 into replicates/<system>/seed<k>/ (listed under the system's
-"replicates" in systems.json), which the score stage scores beside the system.
+provenance.json. With eval.seeds = n > 1, each trained system's seed replicates k = 1 .. n - 1
+(siren_bench/replicates.py: trained from seeds shifted by 1000 k) render with model.generation_seed
++ 1000 k into replicates/seed<k>/<system>/ (listed under the system's "replicates" in
+systems.json), which the score stage scores beside the system.
 """
 
 from __future__ import annotations
 
 import shutil
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from siren_bench.artifacts import REPLICATES, SCORED_SPLIT, STAGES, UNPAIRED_SPLIT, load_codes
+from siren_bench import replicates
+from siren_bench.artifacts import SCORED_SPLIT, STAGES, UNPAIRED_SPLIT, load_codes
 from siren_bench.codecs import Codec, load_stage_codec
 from siren_bench.config import ConfigError, ModelConfig, baseline_systems, codec_config, data_config, eval_config, model_config
 from siren_bench.data.decode import DecodePolicy, decode_source
@@ -168,32 +169,34 @@ def _test_clips(stage):
     return manifest, test, codec, dict(zip(test["clip_id"], test["num_samples"].astype(int)))
 
 
-def _model_dirs(stage, system: str) -> list[Path]:
-    """The stage outputs a model system's audio depends on."""
+def _model_dirs(stage, system: str, replicate: int = 0) -> list[Path]:
+    """The stage outputs (of seed replicate `replicate`) a model system's audio depends on."""
+    siren = replicates.folder(stage.dir("siren"), replicate)
     if system == "siren":
-        return [stage.dir("siren")]
+        return [siren]
     if system == "siren_aligned":
-        return [stage.dir("siren"), stage.dir("siren_aligned")]
-    return [stage.dir("baselines") / system]
+        return [siren, replicates.folder(stage.dir("siren_aligned"), replicate)]
+    return [replicates.folder(stage.dir("baselines"), replicate) / system]
 
 
 def _render_model(stage, system: str, codec: Codec, test, lengths, config: ModelConfig, out: Path | None,
-                  device: torch.device) -> tuple[dict, Path]:
-    """One model system rendered through its resume folder; (systems.json record, that folder)."""
+                  device: torch.device, replicate: int = 0) -> tuple[dict, Path]:
+    """One model system of seed replicate `replicate` (whose seeds `config` already carries)
+    rendered through its resume folder; (systems.json record, that folder)."""
     batch = codec_config(stage.params, stage.source).batch_clips
-    folder = resume_folder(stage, system, _model_dirs(stage, system), codec, test, lengths, config, batch)
+    dirs = _model_dirs(stage, system, replicate)
+    folder = resume_folder(stage, system, dirs, codec, test, lengths, config, batch)
     if system in ("siren", "siren_aligned"):
-        aligned = stage.dir("siren_aligned") if system == "siren_aligned" else None
-        return siren_system(stage.dir("siren"), codec, test, lengths, config, out, batch, device, aligned, folder), folder
-    return baseline_system(stage.dir("baselines") / system, codec, test, lengths, config, out, batch, device, folder), folder
+        aligned = dirs[1] if system == "siren_aligned" else None
+        return siren_system(dirs[0], codec, test, lengths, config, out, batch, device, aligned, folder), folder
+    return baseline_system(dirs[0], codec, test, lengths, config, out, batch, device, folder), folder
 
 
 def render_shard(params_path: str | Path, system: str, replicate: int = 0) -> Path:
     """`siren-bench generate-shard --system NAME [--replicate K]`, alone or under torchrun: this
-    rank's batches of one model system (siren, siren_aligned or a baseline), sampled with
-    model.generation_seed + K (K = 0: the main rendering; 1 .. eval.generation_seeds - 1: the
-    replicates), rendered into the resume folder the generate stage reads, which then only links
-    them. Returns that folder."""
+    rank's batches of one model system (siren, siren_aligned or a baseline) of seed replicate K
+    (0: the configured seeds), rendered into the resume folder the generate stage reads, which
+    then only links them. Returns that folder."""
     from siren_bench.distributed import torchrun_group
 
     stage = open_stage(params_path)
@@ -202,14 +205,11 @@ def render_shard(params_path: str | Path, system: str, replicate: int = 0) -> Pa
     if system not in models or system not in evaluation.systems:
         raise ConfigError(f"{stage.source}: generate-shard renders a trained system of eval.systems "
                           f"({', '.join(s for s in models if s in evaluation.systems)}), not {system!r}")
-    if not 0 <= replicate < evaluation.generation_seeds:
-        raise ConfigError(f"{stage.source}: --replicate {replicate} is not a rendering of this run "
-                          f"(eval.generation_seeds = {evaluation.generation_seeds}: 0 .. {evaluation.generation_seeds - 1})")
+    replicates.check(replicate, evaluation.seeds, stage.source)
     _, test, codec, lengths = _test_clips(stage)
-    config = model_config(stage.params, stage.source)
-    config = replace(config, generation_seed=config.generation_seed + replicate)
+    config = replicates.model_config(model_config(stage.params, stage.source), replicate)
     with torchrun_group(stage.device()) as device:
-        _, folder = _render_model(stage, system, codec, test, lengths, config, None, device)
+        _, folder = _render_model(stage, system, codec, test, lengths, config, None, device, replicate)
     return folder
 
 
@@ -247,15 +247,15 @@ def run(params_path: str | Path = "params.yaml") -> Path:
             rendered[system], folder = _render_model(stage, system, codec, test, lengths, model_cfg, staging / system,
                                                      stage.device())
             resumed.append(folder)
-            replicates = {}
-            for k in range(1, evaluation.generation_seeds):  # the same model, sampled with further seeds
-                name, seeded = f"seed{k}", replace(model_cfg, generation_seed=model_cfg.generation_seed + k)
-                _, folder = _render_model(stage, system, codec, test, lengths, seeded, staging / REPLICATES / system / name,
-                                          stage.device())
+            further = {}
+            for k in range(1, evaluation.seeds):  # the seed replicates: models trained and sampled from other seeds
+                seeded, where = replicates.model_config(model_cfg, k), replicates.folder(staging, k) / system
+                _, folder = _render_model(stage, system, codec, test, lengths, seeded, where, stage.device(), k)
                 resumed.append(folder)
-                replicates[name] = {"folder": f"{REPLICATES}/{system}/{name}", "seed": seeded.generation_seed}
-            if replicates:
-                rendered[system]["replicates"] = replicates
+                further[replicates.name(k)] = {"folder": where.relative_to(staging).as_posix(), "seed": seeded.generation_seed,
+                                               "replicate": k, "training_seed": seeded.seed}
+            if further:
+                rendered[system]["replicates"] = further
         for name, source in evaluation.external.items():
             rendered[name] = render_external(name, source, test, codec.sample_rate,
                                              model_config(stage.params, stage.source).generation_seed, staging / name)

@@ -12,9 +12,10 @@ values and intervals, and the cache hits and misses), reference_stats.npz + .jso
 references' statistics under the recipe, as `siren-bench stats export` writes them, for scoring
 without the audio), ranking.json (the systems' ranks under every metric, Kendall's tau between
 the metrics, and how often each pair's order flips over half-samples of the clips:
-evaluation/ranking.py) and provenance.json. A system rendered with
-further generation seeds (eval.generation_seeds) has each seed scored into <system>/seed<k>/ and
-its summary entry gains `over_seeds`: per metric the values under every seed, mean and sd.
+evaluation/ranking.py) and provenance.json. A system with seed replicates (eval.seeds,
+siren_bench/replicates.py) has each replicate scored into <system>/seed<k>/ and its summary entry
+gains `over_seeds`: per metric the value under every seed, their mean and an interval holding
+both the seed-to-seed and the clip variance (replicates.combine).
 
 Under torchrun (`torchrun --nproc-per-node N -m siren_bench.cli score --params params.yaml`, gloo
 on the CPU, NCCL with one GPU per rank on CUDA) the ranks share the embedding, the expensive part, through the content cache
@@ -28,11 +29,11 @@ import json
 import tempfile
 from pathlib import Path
 
-import numpy as np
 import torch
 from tqdm import tqdm
 
 from siren_bench.artifacts import SCORED_SPLIT, STAGES
+from siren_bench.replicates import over_seeds
 from siren_bench.data.manifest import MANIFEST_NAME
 from siren_bench.distributed import rank_and_world, torchrun_group
 from siren_bench.evaluation import ranking
@@ -46,18 +47,6 @@ SYSTEMS_NAME = STAGES["generate"].file("systems")
 SUMMARY_NAME = STAGES["score"].file("summary")
 REFERENCE_STATS_NAME = STAGES["score"].file("reference_stats")
 RANKING_NAME = STAGES["score"].file("ranking")
-
-
-def over_seeds(seeds: list[int], runs: list[dict]) -> dict:
-    """Per metric, the values a system scored under each generation seed, their mean and their
-    sample standard deviation (ddof 1): the spread a second sampling of the same model moves a
-    number by, which the clip bootstrap interval does not contain."""
-    spread = {}
-    for metric in runs[0]:
-        values = [float(run[metric]["value"]) for run in runs]
-        spread[metric] = {"seeds": list(seeds), "values": values, "mean": float(np.mean(values)),
-                          "sd": float(np.std(values, ddof=1)), "n": len(values)}
-    return spread
 
 
 def run(params_path: str | Path = "params.yaml") -> Path:

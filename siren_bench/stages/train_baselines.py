@@ -14,12 +14,14 @@ trained) and provenance.json.
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import torch
 
 from baselines import registry
-from siren_bench.config import ConfigError, baseline_systems, baselines_config
+from siren_bench import replicates
+from siren_bench.config import ConfigError, baseline_systems, baselines_config, eval_config
 from siren_bench.distributed import torchrun_group
 from siren_bench.diagnostics.interference import interference_probe
 from siren_bench.io import atomic_directory, write_json_atomic, write_text_atomic
@@ -54,8 +56,9 @@ def train_baseline(name: str, jobs: ExpertJobs, overrides: dict, device: torch.d
     return model, arch, log, start, state_file
 
 
-def train_one_baseline(params_path: str | Path, name: str) -> Path:
-    """`siren-bench train-baseline --name N`: train baseline N to the end outside DVC (a job per
+def train_one_baseline(params_path: str | Path, name: str, replicate: int = 0) -> Path:
+    """`siren-bench train-baseline --name N [--replicate K]`: train baseline N (of seed replicate
+    K) to the end outside DVC (a job per
     GPU, or data-parallel under torchrun: NCCL with rank r on cuda:LOCAL_RANK, gloo on the CPU),
     leaving its finished state where `train_baselines` picks it up instead of training it again.
     Under data parallelism every rank draws the whole batch from the same stream and trains on its
@@ -67,6 +70,8 @@ def train_one_baseline(params_path: str | Path, name: str) -> Path:
     if name not in names:
         raise ConfigError(f"{stage.source}: eval.systems does not list baseline {name!r} (it lists {names})")
     jobs = expert_jobs(stage)
+    seeds = eval_config(stage.params, stage.source).seeds
+    jobs = replace(jobs, config=replicates.model_config(jobs.config, replicates.check(replicate, seeds, stage.source)))
     with torchrun_group(stage.device()) as device:
         *_, state_file = train_baseline(name, jobs, baselines_config(stage.params, stage.source)[name], device, stage.source)
     return state_file
@@ -84,26 +89,39 @@ def run(params_path: str | Path = "params.yaml") -> Path:
         return out_dir
     jobs = expert_jobs(stage)
     device = stage.device()
-    finished, summary = [], {"trained": names, "models": {}}
+    seeds = eval_config(stage.params, stage.source).seeds
+    finished = []
     with atomic_directory(out_dir) as staging:
-        for name in names:
-            model, arch, log, start, state_file = train_baseline(name, jobs, overrides[name], device, stage.source)
-            vals = [r["val_loss"] for r in log if "val_loss" in r]
-            facts = {"description": registry.spec(name).description, "parameters": registry.parameter_count(model),
-                     "steps": len(log), "final_train_loss": log[-1]["loss"], "final_val_loss": vals[-1] if vals else None,
-                     "resumed_from_step": start, "seed": jobs.config.seed + registry.spec(name).seed_offset,
-                     "output": model.output, "codec": jobs.codec.info.as_dict(),
-                     "text_encoder": {"kind": jobs.config.text_encoder, **jobs.encoder.identity()}}
-            registry.save(model, name, arch, staging / name, facts)
-            write_text_atomic(staging / name / "train_log.jsonl", "".join(json.dumps(row) + "\n" for row in log))
-            summary["models"][name] = {k: v for k, v in facts.items() if k not in ("codec", "text_encoder")}
-            finished.append(state_file)
-        write_json_atomic(staging / SUMMARY_NAME, summary)
+        for k in range(seeds):
+            finished += _train_replicate(names, replace(jobs, config=replicates.model_config(jobs.config, k)), overrides,
+                                         device, stage.source, replicates.folder(staging, k))
         write_provenance(staging, build_record(
-            "train_baselines", {"run": stage.run, "model": jobs.config, "baselines": overrides},
+            "train_baselines", {"run": stage.run, "model": jobs.config, "baselines": overrides, "seeds": seeds},
             inputs={"codes": stage.dir("tokenize") / STAGES["tokenize"].file("codes"), "codec": stage.dir("codec") / "model"},
-            seeds={f"{n} (model.seed + offset)": jobs.config.seed + registry.spec(n).seed_offset for n in names},
+            seeds={f"{n} (model.seed + offset{', + 1000 k in replicate k' if seeds > 1 else ''})":
+                   jobs.config.seed + registry.spec(n).seed_offset for n in names},
             device=device.type))
     for path in finished:
         clear_resume_state(path)
     return out_dir
+
+
+def _train_replicate(names: list[str], jobs: ExpertJobs, overrides: dict, device: torch.device, source: str,
+                     folder: Path) -> list[Path]:
+    """Every listed baseline of one seed replicate into `folder` (<name>/ and baselines.json);
+    returns the resume files to clear once the stage output is safe."""
+    finished, summary = [], {"trained": names, "models": {}}
+    for name in names:
+        model, arch, log, start, state_file = train_baseline(name, jobs, overrides[name], device, source)
+        vals = [r["val_loss"] for r in log if "val_loss" in r]
+        facts = {"description": registry.spec(name).description, "parameters": registry.parameter_count(model),
+                 "steps": len(log), "final_train_loss": log[-1]["loss"], "final_val_loss": vals[-1] if vals else None,
+                 "resumed_from_step": start, "seed": jobs.config.seed + registry.spec(name).seed_offset,
+                 "output": model.output, "codec": jobs.codec.info.as_dict(),
+                 "text_encoder": {"kind": jobs.config.text_encoder, **jobs.encoder.identity()}}
+        registry.save(model, name, arch, folder / name, facts)
+        write_text_atomic(folder / name / "train_log.jsonl", "".join(json.dumps(row) + "\n" for row in log))
+        summary["models"][name] = {k: v for k, v in facts.items() if k not in ("codec", "text_encoder")}
+        finished.append(state_file)
+    write_json_atomic(folder / SUMMARY_NAME, summary)
+    return finished
