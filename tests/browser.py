@@ -59,7 +59,9 @@ def require_browser() -> None:
 def open_page(path: Path) -> Page:
     """Load `path` (file://) in headless Chromium, with a fresh profile, and read what it shows once loaded."""
     from selenium import webdriver
+    from selenium.common.exceptions import TimeoutException
     from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.support.ui import WebDriverWait
 
     with tempfile.TemporaryDirectory(prefix="chromium-") as profile:
         options = webdriver.ChromeOptions()
@@ -70,6 +72,16 @@ def open_page(path: Path) -> Page:
         try:
             driver.set_page_load_timeout(60)
             driver.get(path.resolve().as_uri())  # returns after the load event: every image decoded or failed
+            # a loaded machine once saw 16 of the committed report's 17 images right after the load
+            # event (the last, a 1.1 MB data URI): wait, up to 30 s, until the page holds as many
+            # images as its source writes, each decoded or failed, before reading what it shows
+            written = path.read_text(errors="replace").count("<img")
+            try:
+                WebDriverWait(driver, 30).until(lambda d: d.execute_script(
+                    "return document.readyState === 'complete' && document.images.length >= arguments[0]"
+                    " && [...document.images].every(i => i.complete)", written))
+            except TimeoutException:
+                pass  # read the page as it stands: the caller's checks say what is missing
             facts = driver.execute_script(PAGE_FACTS)
         finally:
             driver.quit()

@@ -480,3 +480,31 @@ def test_statistics_from_a_published_mean_and_covariance_are_those_of_the_vector
         with pytest.raises(ValueError, match=r"need a \[d\] mean, a \[d, d\] covariance and n >= 2, got"):
             GaussianStats.from_moments(mean, cov, n)
     assert GaussianStats.from_moments(x.mean(axis=0), np.eye(5), 2).n == 2  # two vectors suffice
+
+
+def test_the_inception_scores_interval_is_the_jackknifes_centred_on_it_and_absent_when_the_clips_are_too_few():
+    """IS is a set statistic: bootstrap resamples' duplicated clips pulled its draws below the
+    estimate (a smoke report's interval excluded it), so it takes the delete-a-group jackknife,
+    floored at 1; with too few clips for a leave-out set to fill the splits there is no interval."""
+    from siren_bench.embedders.base import Embedding
+    from siren_bench.metrics.base import MetricInputs
+    from siren_bench.metrics.divergence import inception_score, score_is
+    from siren_bench.metrics.jackknife import jackknife
+    from siren_bench.recipes import get_recipe
+
+    spec = get_recipe("smoke").spec("is")
+    rng = np.random.default_rng(4)
+    logits = rng.standard_normal((40, 6)) * 2
+    clips = {f"c{i:02d}": Embedding(np.zeros((1, 2)), logits[i:i + 1]) for i in range(40)}
+    ids = sorted(clips)
+    out = score_is(MetricInputs(spec, clips, {}, ids, 50, 3, None, None, False))
+    splits, seed = int(spec.option("splits", 10)), spec.option("seed", 0)
+    how = {"shuffler": spec.option("shuffler", "default_rng"), "chunks": spec.option("chunks", "array_split")}
+    stacked = np.stack([clips[i].logits[0] for i in ids])
+    expected = jackknife(lambda idx: inception_score(stacked[idx], splits, seed, True, **how).mean, 40, 3, floor=1.0)
+    assert out["value"] == inception_score(stacked, splits, seed, True, **how).mean == expected["value"]
+    assert (out["ci_low"], out["ci_high"], out["jackknife_se"]) == (expected["ci_low"], expected["ci_high"], expected["jackknife_se"])
+    assert out["ci_low"] <= out["value"] <= out["ci_high"] and out["ci_low"] >= 1.0
+    few = {i: clips[i] for i in ids[:splits]}
+    bare = score_is(MetricInputs(spec, few, {}, sorted(few), 50, 3, None, None, False))
+    assert bare["ci_low"] is None and bare["ci_method"].startswith("none: the jackknife leaves out up to 1 of 10 clips")

@@ -270,7 +270,7 @@ def test_expert_jobs_trained_outside_the_stage_are_assembled_not_retrained(repo)
           "hydra/launcher=submitit_local", "hydra.launcher.tasks_per_node=2", "hydra.launcher.gpus_per_node=0"], repo)
     logs = sorted((repo / "artifacts" / "jobs" / "expert0" / ".submitit").glob("*/*_log.out"))
     said = [log.read_text() for log in logs]
-    assert len(said) == 2 and all("expert 0 finished" in text for text in said)
+    assert len(said) == 2 and all("expert 0 (replicate 0) finished" in text for text in said)
     assert {"rank 0 of 2", "rank 1 of 2"} == {line.split(": ")[1] for text in said for line in text.splitlines()
                                                if line.startswith("siren-bench-jobs: rank")}
     _run(["siren-bench", "train-expert", "--index", "1"], repo)

@@ -19,6 +19,7 @@ from scipy.special import log_softmax, softmax
 
 from siren_bench.metrics.base import MetricInputs, clip_logits
 from siren_bench.metrics.bootstrap import bootstrap
+from siren_bench.metrics.jackknife import GROUPS, jackknife
 from siren_bench.registry import METRICS
 
 DIRECTIONS = ("ref_gen", "gen_ref")
@@ -152,7 +153,15 @@ def score_is(inputs: MetricInputs) -> dict:
     result = inception_score(logits, splits, is_seed, shuffle, **how)
     if inputs.value_only:
         return {"value": result.mean}
-    out = bootstrap(lambda idx: inception_score(logits[idx], splits, is_seed, shuffle, **how).mean, len(ids), inputs.n_boot,
-                    inputs.seed).as_dict()
+    # a set statistic (the marginal over clips): a bootstrap resample's duplicated clips lower its
+    # diversity and pull the draws below the estimate, so the interval is the delete-a-group
+    # jackknife's, centred on the estimate (metrics/jackknife.py); IS is at least 1
+    largest_group = -(-len(ids) // min(GROUPS, len(ids)))
+    if len(ids) - largest_group < splits:  # a leave-out set would hold fewer clips than the splits: no interval, said so
+        out = {"ci_low": None, "ci_high": None,
+               "ci_method": f"none: the jackknife leaves out up to {largest_group} of {len(ids)} clips, fewer than {splits} splits need"}
+    else:
+        out = jackknife(lambda idx: inception_score(logits[idx], splits, is_seed, shuffle, **how).mean, len(ids), inputs.seed,
+                        floor=1.0)
     out.update(value=result.mean, split_std=result.std, splits=splits, split_seed=result.seed)
     return out

@@ -52,9 +52,9 @@ def interval_text(result: dict) -> str:
     return f"{result['value']:.4g} [{result['ci_low']:.4g}, {result['ci_high']:.4g}]"
 
 
-INTERVALS = ("95 % intervals over the generated clips: for the set distances (FAD, FAD-inf, KAD, FD) a delete-a-group "
+INTERVALS = ("95 % intervals over the generated clips: for the set statistics (FAD, FAD-inf, KAD, FD, IS) a delete-a-group "
              "jackknife (20 seeded groups, value ± t(19) se), centred on the estimate, whose coverage the README's "
-             "simulation measures; for KL, IS and CLAP a percentile bootstrap.")
+             "simulation measures for the distances; for the means of per-clip terms (KL, CLAP) a percentile bootstrap.")
 
 SEEDS = ("A system run with several seeds shows the mean over its seed replicates with a 95 % interval that holds "
          "both the seed-to-seed variance and the clip variance (siren_bench/replicates.py: se^2 = sd^2 / n + the mean of "
