@@ -654,3 +654,11 @@ def test_clap_records_the_captions_it_read_and_where_they_came_from(sets, weight
     assert named.results["captions"]["source"] == "mine.csv"
     default = _score(sets, weights, recipe=clap, metrics=["clap"]).results["captions"]
     assert default["source"] == f"{manifest_clips(sets['manifest']).source} (caption column)"
+
+
+def test_a_run_without_a_weights_folder_records_none_not_a_path(sets):
+    """aisfx's weights ship in its wheel: scoring FD on it needs no weights folder, and results.json
+    says so with null, not the string "None"."""
+    outcome = score_sets(folder_clips(sets["generated"]), manifest_clips(sets["manifest"]), get_recipe("smoke"),
+                         EmbedderLoader(None), ContentCache(sets["cache"]), metrics=["fd"], n_boot=2)
+    assert outcome.results["weights_dir"] is None and outcome.results["metrics"]["fd"]["embedder"] == "aisfx"

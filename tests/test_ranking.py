@@ -156,3 +156,16 @@ def test_reference_statistics_are_looked_up_once_and_undefined_taus_are_null():
     assert out["pairs"]["a|b"]["fd"]["flip_fraction"] == 0.0
     assert out["kendall_tau"]["fd|kad"] is None  # every system ties under kad
     assert type(out["resampling"]["clips_per_resample"]) is int and out["resampling"]["clips_per_resample"] == 20
+
+
+def test_clap_half_samples_are_scored_with_their_captions():
+    """CLAP needs the captions' embeddings on every half-sample too; without them its flips would
+    silently go unmeasured."""
+    rng = np.random.default_rng(6)
+    text = {i: rng.standard_normal(4) for i in IDS}
+    sets = {s: {i: Embedding(rng.standard_normal((1, 4)) + shift * text[i], None) for i in IDS} for s, shift in (("a", 0.3), ("b", 3.0))}
+    spec = SMOKE.spec("clap")
+    inputs = {s: {"clap": MetricArguments(spec, e, {}, text, None)} for s, e in sets.items()}
+    values = {s: {"clap": score_metric(spec, e, {}, 1, 0, text)["value"]} for s, e in sets.items()}
+    out = ranking.robustness(inputs, values, resamples=4, seed=0)
+    assert out["resampling"]["not_resampled"] == {} and out["pairs"]["a|b"]["clap"]["flip_fraction"] == 0.0
