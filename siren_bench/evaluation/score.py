@@ -192,7 +192,7 @@ def score_sets(generated: ClipSet, reference: ClipSet | ReferenceStats, recipe: 
     return ScoreOutcome(results, table, cache.hits - hits, cache.misses - misses, metric_inputs)
 
 
-def write_score(out_dir: str | Path, outcome: ScoreOutcome, extra_files: dict[str, dict] | None = None) -> Path:
+def write_score(out_dir: str | Path, outcome: ScoreOutcome) -> Path:
     """results.json and per_clip.csv into `out_dir`, swapped in whole. An existing folder is only
     replaced if it holds an earlier score (results.json), so a mistyped --out loses nothing."""
     out_dir = Path(out_dir)
@@ -201,6 +201,4 @@ def write_score(out_dir: str | Path, outcome: ScoreOutcome, extra_files: dict[st
     with atomic_directory(out_dir) as staging:
         write_json_atomic(staging / RESULTS_NAME, outcome.results)
         outcome.per_clip.to_csv(staging / PER_CLIP_NAME, index=False, lineterminator="\n", float_format="%.17g")
-        for name, content in (extra_files or {}).items():
-            write_json_atomic(staging / name, content)
     return out_dir
