@@ -6,6 +6,9 @@ decorator:
     @METRICS.register("fad")
     def score_fad(...): ...
 
+or, where mutation testing must reach the function (mutmut leaves decorated functions unmutated:
+the metrics do this), by a call after it: `METRICS.add("fad", score_fad)`.
+
 The module that looks a kind up imports the modules that fill it, by name (metrics:
 siren_bench/scoring.py; embedders: siren_bench/evaluation/embedding.py; codecs:
 siren_bench/codecs/__init__.py; report sections: siren_bench/stages/report.py), so a new one is

@@ -508,3 +508,82 @@ def test_the_inception_scores_interval_is_the_jackknifes_centred_on_it_and_absen
     few = {i: clips[i] for i in ids[:splits]}
     bare = score_is(MetricInputs(spec, few, {}, sorted(few), 50, 3, None, None, False))
     assert bare["ci_low"] is None and bare["ci_method"].startswith("none: the jackknife leaves out up to 1 of 10 clips")
+
+
+def _metric_inputs(metric: str, generated: dict, reference: dict, text: dict | None = None):
+    from siren_bench.metrics.base import MetricInputs
+    from siren_bench.recipes import get_recipe
+
+    return MetricInputs(get_recipe("smoke").spec(metric), generated, reference, sorted(generated), 50, 3, text, None, False)
+
+
+def test_the_kad_entry_point_scores_float64_clip_means_and_records_its_bandwidth_and_scale():
+    """score_kad: clip means in float64 however the frames are stored (float32 frames whose float32
+    mean differs), the bandwidth from the reference set, the jackknife over the generated clips."""
+    from siren_bench.metrics.jackknife import jackknife
+    from siren_bench.metrics.kernel import score_kad
+
+    rng = np.random.default_rng(8)
+    gen = {f"g{i:02d}": Embedding((rng.standard_normal((7, 4)) * 1e3 + 1e4).astype(np.float32)) for i in range(12)}
+    ref = {f"r{i:02d}": Embedding((rng.standard_normal((7, 4)) * 1e3 + 1e4).astype(np.float32)) for i in range(10)}
+    x = np.stack([gen[i].frames.astype(np.float64).mean(axis=0) for i in sorted(gen)])
+    y = np.stack([ref[i].frames.astype(np.float64).mean(axis=0) for i in sorted(ref)])
+    assert not np.array_equal(np.stack([gen[i].frames.mean(axis=0) for i in sorted(gen)]).astype(np.float64), x)
+    sigma = median_bandwidth(y)
+    out = score_kad(_metric_inputs("kad", gen, ref))
+    expected = jackknife(KernelResampler(x, y, sigma), 12, 3)
+    assert out["value"] == expected["value"] == kernel_audio_distance(x, y, sigma)[0]
+    assert (out["ci_low"], out["ci_high"]) == (expected["ci_low"], expected["ci_high"])
+    assert out["bandwidth"] == sigma and out["scale"] == "x100"
+
+
+def test_the_clap_entry_point_records_its_scale_and_x100_value_and_names_what_is_missing():
+    from siren_bench.metrics.clap_score import score_clap
+
+    rng = np.random.default_rng(9)
+    gen = {f"g{i:02d}": Embedding((rng.standard_normal((5, 3)) * 1e3 + 1e4).astype(np.float32)) for i in range(8)}
+    text = {i: rng.standard_normal(3) for i in gen}
+    out = score_clap(_metric_inputs("clap", gen, {}, text))
+    audio = {i: gen[i].frames.astype(np.float64).mean(axis=0) for i in gen}
+    ids, cosines = clap_scores(audio, text)
+    assert out["value"] == float(cosines.mean()) and out["per_clip"] == dict(zip(ids, cosines.tolist()))
+    assert out["scale"] == "raw cosine" and out["value_x100"] == 100.0 * out["value"]
+    with pytest.raises(ValueError, match=r"^clap: caption text embeddings are needed$"):
+        score_clap(_metric_inputs("clap", gen, {}, None))
+    missing = {i: text[i] for i in sorted(gen)[4:]}
+    with pytest.raises(ValueError, match=r"^clap: 4 generated clips have no caption embedding \(e\.g\. \['g00', 'g01', 'g02'\]\)$"):
+        score_clap(_metric_inputs("clap", gen, {}, missing))
+
+
+def test_the_kl_entry_point_names_the_side_whose_embedder_gives_no_logits():
+    from siren_bench.metrics.divergence import score_kl
+
+    with_logits = {f"c{i}": Embedding(np.zeros((1, 2)), np.zeros((1, 3))) for i in range(4)}
+    without = {f"c{i}": Embedding(np.zeros((1, 2))) for i in range(4)}
+    with pytest.raises(ValueError, match=r"^reference: the embedder gives no logits"):
+        score_kl(_metric_inputs("kl", with_logits, without))
+    with pytest.raises(ValueError, match=r"^generated: the embedder gives no logits"):
+        score_kl(_metric_inputs("kl", without, with_logits))
+
+
+def test_the_kl_entry_point_defaults_to_kl_of_reference_from_generated_without_eps_and_adds_the_other_direction():
+    """A recipe entry without options scores KL(reference || generated) with no eps; `eps` and
+    `also` reach the arithmetic (the smoke recipe sets all three, so only this test reaches the defaults)."""
+    from dataclasses import replace
+
+    from siren_bench.metrics.divergence import paired_kl, score_kl
+
+    rng = np.random.default_rng(10)
+    ref = {f"c{i}": Embedding(np.zeros((1, 2)), rng.standard_normal((2, 4)) * 3) for i in range(6)}
+    gen = {f"c{i}": Embedding(np.zeros((1, 2)), rng.standard_normal((2, 4)) * 3) for i in range(6)}
+    means = ({i: e.logits.mean(axis=0) for i, e in ref.items()}, {i: e.logits.mean(axis=0) for i, e in gen.items()})
+    bare = _metric_inputs("kl", gen, ref)
+    bare = replace(bare, spec=replace(bare.spec, options=()))
+    out = score_kl(bare)
+    expected = paired_kl(*means, "ref_gen", 0.0)
+    assert (out["value"], out["direction"], out["eps"]) == (expected.mean, "ref_gen", 0.0)
+    assert not any(key.startswith("value_") for key in out)
+    both = replace(bare, spec=replace(bare.spec, options=(("also", "gen_ref"), ("eps", 0.5))))
+    out = score_kl(both)
+    assert out["value"] == paired_kl(*means, "ref_gen", 0.5).mean and out["eps"] == 0.5
+    assert out["value_gen_ref"] == paired_kl(*means, "gen_ref", 0.5).mean != out["value"]
