@@ -49,30 +49,50 @@ def check(k: int, n: int, source: str) -> int:
     return k
 
 
-Z_95 = 1.959963984540054  # the normal quantile a symmetric 95 % clip interval spans either side
+Z_95 = 1.959963984540054  # the normal quantile: the half-width when the clip part alone is known exactly
 
 
-def combine(values: list[float], clip_intervals: list[tuple[float, float] | None]) -> dict:
+def clip_se(record: dict) -> float | None:
+    """One replicate's clip-level standard error, as its interval recorded it: the jackknife's se
+    (set distances, IS) or the bootstrap's standard deviation (KL, CLAP, paired differences). None
+    for a result without an interval. Read, not rebuilt from the interval's width: a t(19)
+    jackknife interval or one floored at the quantity's least value would misstate it."""
+    if record.get("ci_low") is None:
+        return None
+    for key in ("jackknife_se", "bootstrap_std"):
+        if record.get(key) is not None:
+            return float(record[key])
+    raise ValueError(f"{record.get('metric', 'a result')} has an interval but records no standard error "
+                     "(jackknife_se or bootstrap_std), so it cannot be combined over seeds")
+
+
+def combine(values: list[float], clip_ses: list[float | None], floor: float | None = None) -> dict:
     """A metric over n seed replicates: their mean with a 95 % interval holding both sources of
     variance. The seed part is the replicates' sample variance over n (training and generation
     randomness, the generated clips' sampling included). The clip part is the mean of the
-    replicates' clip-interval variances ((high - low) / (2 z))^2, not divided by n: every replicate
-    is scored against the same test references, so that part does not average away over seeds. It
-    counts the generated clips' noise a second time, which makes the interval conservative. The
+    replicates' clip variances (`clip_se` squared), not divided by n: every replicate is scored
+    against the same test references, so that part does not average away over seeds. It counts
+    the generated clips' noise a second time, which makes the interval conservative. The
     half-width is t(df) * se with Welch-Satterthwaite's df, the clip part taken as exactly known:
-    df = n - 1 when the seed part dominates, growing towards the normal as the clip part does."""
+    df = n - 1 when the seed part dominates, growing towards the normal as the clip part does.
+    `floor`: the least value the quantity can take (IS 1, a Fréchet distance 0); the lower end is
+    raised to it, as the replicates' own intervals are (metrics/jackknife.py)."""
     n = len(values)
     if n < 2:
         raise ValueError(f"combining seed replicates needs at least 2, got {n}")
     mean, sd = float(np.mean(values)), float(np.std(values, ddof=1))
     seed_var = sd**2 / n
-    known = [c for c in clip_intervals if c is not None]
-    clip_var = float(np.mean([((high - low) / (2 * Z_95)) ** 2 for low, high in known])) if len(known) == n else None
+    known = [se for se in clip_ses if se is not None]
+    clip_var = float(np.mean(np.square(known))) if len(known) == n else None
     se = float(np.sqrt(seed_var + (clip_var or 0.0)))
     df = float("inf") if seed_var == 0 else se**4 / (seed_var**2 / (n - 1))
     half = float(student_t.ppf(0.975, df)) * se if np.isfinite(df) else Z_95 * se
+    low = mean - half
+    floored = floor is not None and low < min(floor, mean)
+    if floored:
+        low = min(floor, mean)
     return {"mean": mean, "sd": sd, "n": n, "se": se, "df": df if np.isfinite(df) else None,  # None: the normal quantile
-            "ci_low": mean - half, "ci_high": mean + half, "seed_variance": seed_var, "clip_variance": clip_var}
+            "ci_low": low, "ci_high": mean + half, "ci_floored": floored, "seed_variance": seed_var, "clip_variance": clip_var}
 
 
 def over_seeds(seeds: list[int], runs: list[dict]) -> dict:
@@ -81,7 +101,6 @@ def over_seeds(seeds: list[int], runs: list[dict]) -> dict:
     spread = {}
     for metric in runs[0]:
         values = [float(run[metric]["value"]) for run in runs]
-        intervals = [None if run[metric].get("ci_low") is None else (float(run[metric]["ci_low"]), float(run[metric]["ci_high"]))
-                     for run in runs]
-        spread[metric] = {"seeds": list(seeds), "values": values, **combine(values, intervals)}
+        floor = runs[0][metric].get("ci_floor")
+        spread[metric] = {"seeds": list(seeds), "values": values, **combine(values, [clip_se(run[metric]) for run in runs], floor)}
     return spread

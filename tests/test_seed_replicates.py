@@ -25,46 +25,71 @@ def test_replicate_k_shifts_every_seed_by_k_strides_and_lives_under_the_stage_fo
     assert replicates.SEED_STRIDE > 400
     assert replicates.folder(Path("a/siren"), 0) == Path("a/siren")
     assert replicates.folder(Path("a/siren"), 2) == Path("a/siren/replicates/seed2")
-    assert replicates.check(1, 2, "p.yaml") == 1
-    with pytest.raises(ConfigError, match=r"p.yaml: --replicate 2 is not a replicate of this run \(eval.seeds = 2"):
+    assert replicates.check(1, 2, "p.yaml") == 1 and replicates.check(0, 1, "p.yaml") == 0
+    with pytest.raises(ConfigError, match=r"p.yaml: --replicate 2 is not a replicate of this run \(eval.seeds = 2: 0 \.\. 1\)$"):
         replicates.check(2, 2, "p.yaml")
     with pytest.raises(ConfigError, match="--replicate -1"):
         replicates.check(-1, 2, "p.yaml")
 
 
 def test_the_combined_interval_adds_the_seed_variance_over_n_to_the_mean_clip_variance():
-    values, intervals = [1.0, 2.0, 4.0], [(0.5, 1.5), (1.0, 3.0), (3.0, 5.0)]
-    out = combine(values, intervals)
+    values, clip_ses = [1.0, 2.0, 4.0], [0.25, 0.5, 0.5]
+    out = combine(values, clip_ses)
     n, sd = 3, np.std(values, ddof=1)
-    z = student_t.ppf(0.975, 1e9)
-    clip_var = np.mean([((h - lo) / (2 * z)) ** 2 for lo, h in intervals])  # not divided by n: the references are shared
+    clip_var = np.mean(np.square(clip_ses))  # not divided by n: the references are shared
     se = np.sqrt(sd**2 / n + clip_var)
     df = se**4 / ((sd**2 / n) ** 2 / (n - 1))  # Welch-Satterthwaite, the clip part taken as known
     half = student_t.ppf(0.975, df) * se
     assert out["mean"] == pytest.approx(7 / 3) and out["sd"] == pytest.approx(sd) and out["n"] == 3
     assert out["clip_variance"] == pytest.approx(clip_var) and out["seed_variance"] == pytest.approx(sd**2 / n)
     assert out["se"] == pytest.approx(se) and out["df"] == pytest.approx(df)
-    assert (out["ci_low"], out["ci_high"]) == pytest.approx((7 / 3 - half, 7 / 3 + half))
+    assert (out["ci_low"], out["ci_high"]) == pytest.approx((7 / 3 - half, 7 / 3 + half)) and out["ci_floored"] is False
     assert n - 1 < out["df"] < np.inf  # wider than the seeds alone would make it, narrower than t(2) on everything
-    # no spread between seeds: the clip interval alone, at the normal quantile
-    same = combine([2.0, 2.0], [(1.0, 3.0), (1.0, 3.0)])
-    assert same["df"] is None and (same["ci_low"], same["ci_high"]) == pytest.approx((1.0, 3.0))
+    # no spread between seeds: the clip part alone, at the normal quantile
+    same = combine([2.0, 2.0], [0.5, 0.5])
+    assert same["df"] is None and (same["ci_low"], same["ci_high"]) == pytest.approx((2.0 - 1.96 * 0.5, 2.0 + 1.96 * 0.5), abs=1e-3)
     # a replicate without a clip interval: the seed part alone, t with n - 1 df
-    bare = combine([1.0, 3.0], [(0.0, 2.0), None])
+    bare = combine([1.0, 3.0], [0.5, None])
     assert bare["clip_variance"] is None and bare["df"] == pytest.approx(1.0)
     assert bare["ci_high"] - bare["mean"] == pytest.approx(student_t.ppf(0.975, 1) * np.sqrt(2.0 / 2))
     with pytest.raises(ValueError, match="at least 2"):
         combine([1.0], [None])
 
 
-def test_over_seeds_combines_each_metric_of_the_runs():
-    runs = [{"fad": {"value": v, "ci_low": v - 1, "ci_high": v + 1}, "clap": {"value": -v, "ci_low": None}}
-            for v in (1.0, 2.0, 4.0)]
+def test_the_combined_interval_is_floored_at_the_least_value_the_quantity_can_take():
+    spread = combine([1.1, 1.3, 2.0], [0.2, 0.2, 0.2], floor=1.0)  # IS: never below 1
+    plain = combine([1.1, 1.3, 2.0], [0.2, 0.2, 0.2])
+    assert plain["ci_low"] < 1.0 and spread["ci_low"] == 1.0 and spread["ci_floored"] is True
+    assert spread["ci_high"] == plain["ci_high"]
+    above = combine([5.0, 5.1, 5.2], [0.01, 0.01, 0.01], floor=1.0)
+    at_floor = combine([1.0, 1.0], [0.0, 0.0], floor=1.0)  # the interval [1, 1] reaches the floor, is not cut by it
+    assert (at_floor["ci_low"], at_floor["ci_high"], at_floor["ci_floored"]) == (1.0, 1.0, False)
+    assert above["ci_floored"] is False and above["ci_low"] == pytest.approx(2 * 5.1 - above["ci_high"]) and above["ci_low"] > 1.0
+
+
+def test_a_replicates_clip_se_is_the_one_its_interval_recorded():
+    jackknifed = {"metric": "fad", "value": 5.0, "ci_low": 4.0, "ci_high": 6.2, "jackknife_se": 0.52}
+    bootstrapped = {"metric": "kl", "value": 1.0, "ci_low": 0.5, "ci_high": 1.4, "bootstrap_std": 0.23}
+    assert replicates.clip_se(jackknifed) == 0.52  # not (6.2 - 4.0) / (2 * 1.96) = 0.561
+    assert replicates.clip_se(bootstrapped) == 0.23
+    assert replicates.clip_se({"metric": "is", "value": 1.5, "ci_low": None}) is None
+    with pytest.raises(ValueError, match="fd has an interval but records no standard error"):
+        replicates.clip_se({"metric": "fd", "value": 1.0, "ci_low": 0.5, "ci_high": 1.5})
+    with pytest.raises(ValueError, match=r"^a result has an interval but records no standard error \(jackknife_se or "
+                                         r"bootstrap_std\), so it cannot be combined over seeds$"):
+        replicates.clip_se({"value": 1.0, "ci_low": 0.5, "ci_high": 1.5})
+
+
+def test_over_seeds_combines_each_metric_of_the_runs_with_their_recorded_se_and_floor():
+    runs = [{"is": {"value": v, "ci_low": v - 1, "ci_high": v + 1, "jackknife_se": 0.4, "ci_floor": 1.0},
+             "clap": {"value": -v, "ci_low": None}}
+            for v in (1.2, 2.0, 4.0)]
     spread = over_seeds([0, 1000, 2000], runs)
-    assert spread["fad"]["values"] == [1.0, 2.0, 4.0] and spread["fad"]["seeds"] == [0, 1000, 2000]
-    assert spread["fad"] == {**combine([1.0, 2.0, 4.0], [(0.0, 2.0), (1.0, 3.0), (3.0, 5.0)]),
-                             "seeds": [0, 1000, 2000], "values": [1.0, 2.0, 4.0]}
-    assert spread["clap"]["mean"] == pytest.approx(-7 / 3) and spread["clap"]["clip_variance"] is None
+    assert spread["is"]["values"] == [1.2, 2.0, 4.0] and spread["is"]["seeds"] == [0, 1000, 2000]
+    assert spread["is"] == {**combine([1.2, 2.0, 4.0], [0.4, 0.4, 0.4], floor=1.0),
+                            "seeds": [0, 1000, 2000], "values": [1.2, 2.0, 4.0]}
+    assert spread["is"]["ci_floored"] is True and spread["is"]["ci_low"] == 1.0
+    assert spread["clap"]["mean"] == pytest.approx(-2.4) and spread["clap"]["clip_variance"] is None
 
 
 def _spread(seeds, values, metric="fad"):
@@ -106,3 +131,41 @@ def test_over_seeds_a_measure_counts_only_with_one_sign_under_every_seed_and_an_
     assert wide.outcome == "inconclusive"
     against = comparison_verdict("shared_lm", [("KL", "lower", _measure([0.2, 0.1, 0.3], 0.05, 0.35))])
     assert against.outcome == "contradicts"
+
+
+def test_a_trained_codec_is_fitted_per_seed_and_the_rvq_diagnostics_measure_every_fit(tmp_path):
+    """eval.seeds = 2 on the ci profile: the codec stage fits a second mel codec from codec.seed +
+    1000 beside the first (which every later stage tokenizes with), and the diagnose stage measures
+    fidelity, orthogonality and the class probe on both; the RVQ verdicts rest on the two."""
+    import json
+
+    import torch
+    import yaml
+
+    from siren_bench.codecs import load_stage_codec
+    from siren_bench.report.codec_card import _codec_replicates, diagnostic_verdicts
+    from siren_bench.stages import codec as codec_stage
+    from siren_bench.stages import diagnose, prepare, tokenize
+    from tests.test_config import _compose
+
+    params = _compose("profile=ci", "eval.seeds=2", f"run.artifacts_dir={tmp_path / 'artifacts'}", f"run.cache_dir={tmp_path / 'cache'}",
+                      "codec.text_probe=false", "codec.aisfx_probe=false", "data.n_clips=32", "codec.codebook_size=32",
+                      "codec.kmeans_iterations=5", "codec.griffin_lim_iters=2")
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(params))
+    for stage in (prepare, codec_stage, tokenize, diagnose):
+        stage.run(path)
+    run = tmp_path / "artifacts" / "ci"
+    first, second = load_stage_codec(run / "codec"), load_stage_codec(run / "codec" / "replicates" / "seed1")
+    assert first.info.weights_sha256 != second.info.weights_sha256
+    assert not torch.equal(first.model.codebooks, second.model.codebooks)
+    seeds = json.loads((run / "codec" / "provenance.json").read_text())["seeds"]
+    assert seeds == {"codec.seed": params["codec"]["seed"], "replicate 1 codec.seed": params["codec"]["seed"] + 1000}
+    assert json.loads((run / "diagnose" / "diagnose.json").read_text())["codec_replicates"] == 2
+    further = _codec_replicates(run / "diagnose")
+    assert len(further) == 1 and further[0][2] is not None  # fidelity, orthogonality and the class probe of the second fit
+    measured = [json.loads((run / "diagnose" / name).read_text()) for name in ("fidelity.json", "orthogonality.json", "semantics.json")]
+    assert further[0][0] != measured[0]  # another codec: other numbers
+    verdicts = diagnostic_verdicts(*measured, further)
+    assert all("Over 2 codecs fitted from different seeds" in v.reason for v in verdicts)
+    assert "mean over 2 seeds" in verdicts[1].effect

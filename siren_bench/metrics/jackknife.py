@@ -65,7 +65,7 @@ def jackknife(statistic: Callable[[np.ndarray], float], n_items: int, seed: int,
     floored = floor is not None and low < min(floor, value)
     if floored:
         low = min(floor, value)
-    return {"value": value, "ci_low": low, "ci_high": value + half, "ci_level": level, "ci_floored": floored,
+    return {"value": value, "ci_low": low, "ci_high": value + half, "ci_level": level, "ci_floor": floor, "ci_floored": floored,
             "ci_method": f"delete-a-group jackknife, {g} seeded groups, value ± t({g - 1}) se",
             "jackknife_se": se, "jackknife_bias": float((g - 1) * (left_out.mean() - value)),
             "jackknife_groups": g, "jackknife_seed": seed}

@@ -58,7 +58,8 @@ INTERVALS = ("95 % intervals over the generated clips: for the set statistics (F
 
 SEEDS = ("A system run with several seeds shows the mean over its seed replicates with a 95 % interval that holds "
          "both the seed-to-seed variance and the clip variance (siren_bench/replicates.py: se^2 = sd^2 / n + the mean of "
-         "the replicates' clip variances, t with Welch-Satterthwaite's df); the others, one run with its interval over "
+         "the replicates' clip variances, each the square of the standard error its interval recorded (jackknife or "
+         "bootstrap), t with Welch-Satterthwaite's df, IS floored at 1); the others, one run with its interval over "
          "clips. ")
 
 LOWER_IS_BETTER = {"fad", "fad_inf", "kad", "fd", "kl"}
@@ -256,7 +257,7 @@ def paired_section(store: RunArtifacts, out: Path) -> Section:
             if further:
                 runs = [p, *(f[column] for f in further)]
                 p["over_seeds"] = {"values": [r["value"] for r in runs],
-                                   **replicates.combine([r["value"] for r in runs], [(r["ci_low"], r["ci_high"]) for r in runs])}
+                                   **replicates.combine([r["value"] for r in runs], [replicates.clip_se(r) for r in runs])}
     family = [(other, label, better, p) for other in others for column, label, better in PAIRED
               if (p := results[other].get(column)) is not None]
     holm_note = adjust_holm([p for *_, p in family])

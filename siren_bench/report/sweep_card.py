@@ -9,6 +9,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from siren_bench.artifacts import RunArtifacts
+from siren_bench.replicates import clip_se
 from siren_bench.report import figures
 from siren_bench.report.section import Section, md_table, report_section
 from siren_bench.report.scores import INTERVALS, interval_text
@@ -88,18 +89,13 @@ group of codebooks, so below the full depth it is the smaller model.
     return Section("sweep", results, markdown)
 
 
-def _se(metric: dict) -> float:
-    """A metric's standard error: the jackknife's where recorded, else its interval's half-width / 1.96."""
-    return metric.get("jackknife_se") or (metric["ci_high"] - metric["ci_low"]) / (2 * 1.96)
-
-
 def _rise(by_depth: dict[int, dict], metric: str) -> tuple[float, float] | None:
     """metric at the largest depth minus at the smallest, with its se (the two runs independent)."""
     depths = [d for d, m in by_depth.items() if metric in m]
     if len(depths) < 2:
         return None
     low, high = by_depth[min(depths)][metric], by_depth[max(depths)][metric]
-    return high["value"] - low["value"], float(np.hypot(_se(low), _se(high)))
+    return high["value"] - low["value"], float(np.hypot(clip_se(low), clip_se(high)))
 
 
 def sweep_verdicts(points: dict[str, dict[int, dict]]) -> list[Verdict]:
