@@ -124,10 +124,9 @@ class MelRVQModel(PreTrainedModel):
         excess = (torch.logsumexp(log_mel, dim=1, keepdim=True) - self.frame_max.to(torch.float64)).clamp_min(0.0)
         return log_mel - excess
 
-    def synthesize(self, latent: torch.Tensor) -> torch.Tensor:
-        """[B, D, F] latent -> [B, F * hop] waveform: the bounded log-mel back to linear power by
-        non-negative least squares (multiplicative updates), then Griffin-Lim from a fixed
-        random phase (seeded, so the same codes always give the same audio, alone or in a batch)."""
+    def linear_magnitude(self, latent: torch.Tensor) -> torch.Tensor:
+        """[B, D, F] latent -> [B, n_fft // 2 + 1, F + 1] float32 STFT magnitude: the bounded
+        log-mel back to linear power by non-negative least squares (multiplicative updates)."""
         cfg = self.config
         bank = self._bank(latent)
         mel = (torch.exp(self.bounded_log_mel(latent)) - cfg.log_floor).clamp_min(0.0)
@@ -135,7 +134,13 @@ class MelRVQModel(PreTrainedModel):
         power = target / (bank.T @ bank.sum(dim=1, keepdim=True)).clamp_min(1e-12)
         for _ in range(NNLS_ITERATIONS):
             power = power * target / (bank.T @ (bank @ power)).clamp_min(1e-30)
-        magnitude = nn.functional.pad(power.sqrt(), (0, 1), mode="replicate").to(torch.float32)  # centred STFT: F + 1 frames
+        return nn.functional.pad(power.sqrt(), (0, 1), mode="replicate").to(torch.float32)  # centred STFT: F + 1 frames
+
+    def synthesize(self, latent: torch.Tensor) -> torch.Tensor:
+        """[B, D, F] latent -> [B, F * hop] waveform: `linear_magnitude`, then Griffin-Lim from a
+        fixed random phase (seeded, so the same codes always give the same audio, alone or in a batch)."""
+        cfg = self.config
+        magnitude = self.linear_magnitude(latent)
         length, window = latent.shape[-1] * cfg.hop_length, self._window(latent).to(torch.float32)
         # Every clip of a batch starts from the same phases (drawn frame by frame, so frame f's do
         # not depend on the length either): a clip decodes the same alone or batched.
@@ -150,6 +155,17 @@ class MelRVQModel(PreTrainedModel):
             previous = rebuilt
             spec = magnitude * accelerated / accelerated.abs().clamp_min(1e-12)
         return torch.istft(spec, cfg.n_fft, cfg.hop_length, window=window, length=length)
+
+    def synthesize_with_phase(self, latent: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+        """[B, D, F] latent, [B, F * hop] reference waves -> waveform: `linear_magnitude` with the
+        reference's own STFT phase (an oracle no decoder has). What the codes' magnitudes are
+        worth once phase recovery is out of the way: benchmarks/codec_depth.py compares it with
+        `synthesize` to separate the quantizer's depth gain from Griffin-Lim's error."""
+        cfg = self.config
+        window = self._window(latent)
+        phase = torch.stft(reference.to(torch.float64), cfg.n_fft, cfg.hop_length, window=window, return_complex=True).angle()
+        spec = torch.polar(self.linear_magnitude(latent).to(torch.float64), phase)
+        return torch.istft(spec, cfg.n_fft, cfg.hop_length, window=window, length=latent.shape[-1] * cfg.hop_length)
 
 
 @CODECS.register("mel")
