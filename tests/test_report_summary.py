@@ -32,7 +32,10 @@ def test_summary_orders_the_headline_and_collects_every_verdict_and_limit():
     assert "Not measured (sweep): another claim. It needs a GPU." in text
     assert "not comparable with published" in text and "trained once and sampled with one seed (eval.seeds = 1)" in text
     replicated = summary_markdown([_scores(over_seeds=True)], [])
-    assert "trained, aligned and sampled from 3 seeds" in replicated and "ran with one seed" in replicated
+    assert "trained, aligned and sampled from 3 seeds" in replicated
+    assert "but the sweep, the ablations and the RVQ diagnostics ran with one seed" in replicated
+    codecs = Section("diagnose", {"verdicts": [], "codec_seeds": [{"codec": "seed0"}, {"codec": "seed1"}]}, "")
+    assert "but the sweep and the ablations ran with one seed" in summary_markdown([_scores(over_seeds=True), codecs], [])
 
 
 def test_an_empty_run_has_no_summary():

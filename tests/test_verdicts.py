@@ -31,17 +31,22 @@ def test_a_threshold_other_than_zero_and_an_interval_without_its_value():
         judge("x.", 1.0, 0.0, 0.5)
 
 
-def _fidelity(first: float, gain: tuple[float, float, float]) -> dict:
+def _summary(mean: float, half: float, n: int = 40) -> dict:
+    """A per-clip summary (diagnostics/fidelity.py summarize) whose 95 % CI is mean ± half."""
+    return {"mean": mean, "std": half / 1.96 * np.sqrt(n), "n": n, "ci95_low": mean - half, "ci95_high": mean + half}
+
+
+def _fidelity(first: float, gain: tuple[float, float]) -> dict:
     return {"codebooks": [1, 2], "metrics": {"mel_distance": [{"mean": first}, {"mean": first - gain[0]}]},
-            "depth_gain_mel_distance": {"mean": gain[0], "ci95_low": gain[1], "ci95_high": gain[2]}}
+            "depth_gain_mel_distance": _summary(*gain)}
 
 
 ORTHO = {"random_direction_mean_abs": 0.1, "mean_abs_off_diagonal": 0.12, "std_abs_off_diagonal": 0.08, "n_frames": 1000, "dim": 64}
 
 
 def test_a_codec_without_depth_contradicts_the_fidelity_claim_and_one_with_depth_agrees():
-    flat = diagnostic_verdicts(_fidelity(0.416, (0.004, 0.001, 0.007)), ORTHO, None)
-    steep = diagnostic_verdicts(_fidelity(1.0, (0.45, 0.40, 0.50)), ORTHO, None)
+    flat = diagnostic_verdicts(_fidelity(0.416, (0.004, 0.003)), ORTHO, None)
+    steep = diagnostic_verdicts(_fidelity(1.0, (0.45, 0.05)), ORTHO, None)
     assert flat[0].outcome == "contradicts" and "1.0%" in flat[0].effect
     assert steep[0].outcome == "agrees"
     assert flat[1].outcome == "agrees"  # 1.2x random directions: near-orthogonal
@@ -50,23 +55,55 @@ def test_a_codec_without_depth_contradicts_the_fidelity_claim_and_one_with_depth
 
 def test_fidelity_rising_with_every_codebook_is_judged_on_its_least_certain_step():
     def steps(*intervals):
-        fidelity = _fidelity(1.0, (0.2, 0.18, 0.22)) | {"codebooks": list(range(1, len(intervals) + 2))}
+        fidelity = _fidelity(1.0, (0.2, 0.02)) | {"codebooks": list(range(1, len(intervals) + 2))}
         fidelity["metrics"]["mel_distance"] = [{"mean": 1.0}] * (len(intervals) + 1)
-        return fidelity | {"step_gains_mel_distance": [{"mean": m, "ci95_low": lo, "ci95_high": hi} for m, lo, hi in intervals]}
+        return fidelity | {"step_gains_mel_distance": [_summary(m, half) for m, half in intervals]}
 
-    every = diagnostic_verdicts(steps((0.1, 0.08, 0.12), (0.02, 0.01, 0.03)), ORTHO, None)
+    every = diagnostic_verdicts(steps((0.1, 0.02), (0.02, 0.01)), ORTHO, None)
     assert every[0].outcome == "agrees" and "from 2 to 3 codebooks" in every[0].effect
     assert every[1].outcome == "contradicts" and "20.0%" in every[1].effect  # rising, but not by 30 %
-    flat_step = diagnostic_verdicts(steps((0.1, 0.08, 0.12), (0.001, -0.004, 0.006), (0.02, 0.01, 0.03)), ORTHO, None)[0]
+    flat_step = diagnostic_verdicts(steps((0.1, 0.02), (0.001, 0.005), (0.02, 0.01)), ORTHO, None)[0]
     assert flat_step.outcome == "inconclusive" and "from 2 to 3 codebooks" in flat_step.effect
-    worse = diagnostic_verdicts(steps((0.1, 0.08, 0.12), (-0.02, -0.03, -0.01)), ORTHO, None)[0]
+    worse = diagnostic_verdicts(steps((0.1, 0.02), (-0.02, 0.01)), ORTHO, None)[0]
     assert worse.outcome == "contradicts"
 
 
 def test_semantic_richness_rising_with_depth_contradicts_the_claim():
     layers = [{"map_mean": m, "map_per_seed": list(m + np.array([0.0, 0.01, -0.01]))} for m in (0.36, 0.40, 0.42)]
-    verdict = diagnostic_verdicts(_fidelity(1.0, (0.45, 0.40, 0.50)), ORTHO, {"alone": layers})[2]
-    assert verdict.outcome == "contradicts" and "best single layer is layer 3" in verdict.claim
+    verdict = diagnostic_verdicts(_fidelity(1.0, (0.45, 0.05)), ORTHO, {"alone": layers})[2]
+    assert verdict.outcome == "contradicts" and "best single layer of the first codec is layer 3" in verdict.claim
+
+
+def test_judged_over_seeds_a_reading_counts_only_when_every_seed_lies_on_its_side():
+    from siren_bench import replicates
+    from siren_bench.report.verdicts import judge_over_seeds
+
+    one = judge_over_seeds("x.", [0.5], [0.1])
+    assert one.outcome == "agrees" and "[95 % CI 0.304, 0.696]" in one.effect  # value ± 1.96 se
+    same = judge_over_seeds("x.", [0.5, 0.6, 0.55], [0.01, 0.01, 0.01])
+    spread = replicates.combine([0.5, 0.6, 0.55], [0.01, 0.01, 0.01])
+    assert same.outcome == "agrees" and "mean over 3 seeds (0.5, 0.6, 0.55)" in same.effect
+    assert f"[95 % CI {spread['ci_low']:.3g}, {spread['ci_high']:.3g}]" in same.effect
+    # the mean's interval excludes 0, but one seed's estimate lies below it: the reading depends on the seed
+    split = judge_over_seeds("x.", [0.9, 0.8, -0.01, 0.85, 0.95, 0.9, 0.88, 0.92], [0.001] * 8)
+    assert split.outcome == "inconclusive" and "both sides of 0" in split.reason
+    below = judge_over_seeds("x.", [1.2, 1.3, 1.25], [0.01] * 3, threshold=2.0, below=True, fmt="{:.2f}x")
+    assert below.outcome == "agrees" and "(1.20x, 1.30x, 1.25x)" in below.effect
+
+
+def test_the_rvq_verdicts_rest_on_every_codec_seed_replicate():
+    def codec(gain: float, ratio: float, top: float):
+        layers = [{"map_mean": m, "map_per_seed": list(m + np.array([0.0, 0.01, -0.01]))} for m in (top, 0.30)]
+        ortho = ORTHO | {"mean_abs_off_diagonal": ratio * ORTHO["random_direction_mean_abs"]}
+        return _fidelity(1.0, (gain, 0.01)), ortho, {"alone": layers}
+
+    first, *further = [codec(0.20, 1.2, 0.45), codec(0.21, 1.3, 0.44), codec(0.19, 1.25, 0.46)]
+    verdicts = diagnostic_verdicts(*first, further)
+    assert [v.outcome for v in verdicts] == ["contradicts", "agrees", "agrees"]
+    assert "mean over 3 seeds (20.0%, 21.0%, 19.0%)" in verdicts[0].effect and "Over 3 codecs" in verdicts[0].reason
+    # one codec seed of eight whose first layer is a hair below its last: the reading depends on the seed
+    mixed = diagnostic_verdicts(*first, [codec(0.2, 1.2, 0.45)] * 6 + [codec(0.2, 1.2, 0.295)])
+    assert mixed[2].outcome == "inconclusive" and "depends on the seed" in mixed[2].reason
 
 
 def test_interference_needs_two_late_probes_and_reads_a_positive_cosine_as_contradicting():

@@ -13,6 +13,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 
@@ -54,6 +55,11 @@ class Codec(ABC):
     @abstractmethod
     def encode(self, wave: torch.Tensor) -> torch.Tensor:
         """[B, T] float -> [B, K, F] int64; T is zero-padded up to a whole number of frames."""
+
+    def encode_waves(self, waves: np.ndarray, batch: int = 16) -> torch.Tensor:
+        """[N, T] float waves (on the CPU) -> [N, K, F] codes, `batch` clips per forward."""
+        with torch.no_grad():
+            return torch.cat([self.encode(torch.from_numpy(waves[i : i + batch].astype(np.float32))) for i in range(0, len(waves), batch)])
 
     @abstractmethod
     def layer_features(self, codes: torch.Tensor) -> torch.Tensor:

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
 
+from siren_bench import replicates
 from siren_bench.artifacts import RunArtifacts
 from siren_bench.diagnostics.fidelity import HIGHER_IS_BETTER, METRICS
 from siren_bench.report import figures
-from siren_bench.report.verdicts import Verdict, judge, render, unmeasured
+from siren_bench.report.verdicts import Verdict, judge_over_seeds, render, unmeasured
 from siren_bench.report.section import Section, md_table, report_section
 
 METRIC_LABELS = {"mel_distance": "multi-scale mel distance", "si_snr_db": "SI-SNR (dB)", "lsd_db": "log-spectral distance (dB)"}
@@ -168,8 +170,9 @@ def diagnose_section(store: RunArtifacts, out: Path) -> Section:
 
     fidelity_rows = [[d] + [f"{fidelity['metrics'][m][i]['mean']:.3f} ± {fidelity['metrics'][m][i]['std']:.3f}" for m in METRICS]
                      for i, d in enumerate(depth)]
-    verdicts = diagnostic_verdicts(fidelity, ortho, semantics)
-    results = {"verdicts": [v.as_dict() for v in verdicts], "fidelity": fidelity, "orthogonality": {k: ortho[k] for k in ("mean", "std", "mean_abs_off_diagonal", "std_abs_off_diagonal", "random_direction_mean_abs", "n_frames", "dim")}}
+    further = _codec_replicates(store.dir("diagnose"))
+    verdicts = diagnostic_verdicts(fidelity, ortho, semantics, further)
+    results = {"verdicts": [v.as_dict() for v in verdicts], "codec_seeds": _seed_rows(fidelity, ortho, semantics, further), "fidelity": fidelity, "orthogonality": {k: ortho[k] for k in ("mean", "std", "mean_abs_off_diagonal", "std_abs_off_diagonal", "random_direction_mean_abs", "n_frames", "dim")}}
     figs = [fidelity_png, ortho_png]
     semantics_md = f"Not measured: {status['semantics']}."
     if semantics:
@@ -205,10 +208,19 @@ labels gets mAP {semantics['chance_map']['mean']:.3f} on average, {semantics['ch
                                     f"the mean of its blocks; weights `{aisfx['weights_sha256'][:12]}...`)", "aisfx probe",
                              "diagnose_aisfx_probe.png")
 
+    seeds_md = ""
+    if further:
+        seeds_md = f"""
+The codec stage fitted {1 + len(further)} codecs from different seeds (codec.seed + 1000 k; every later stage
+tokenizes with the first), and each was measured the same way; the verdicts above rest on all of them:
+
+{md_table(list(results["codec_seeds"][0]), [list(row.values()) for row in results["codec_seeds"]])}
+"""
+
     markdown = f"""## RVQ diagnostics
 
 {render(verdicts)}
-
+{seeds_md}
 ### a. Fidelity vs depth
 
 Test clips decoded from their first r codebooks (mean ± std over {fidelity['n_clips']} clips; the figure shows 95 % CIs).
@@ -246,48 +258,91 @@ A pretrained audio embedding (beside the class probe, whose labels the run's own
 DEPTH_GAIN_THRESHOLD = 0.30  # a codec with depth: full-depth mel distance at least 30 % below one codebook's
 ORTHOGONAL_RATIO = 2.0  # "near-orthogonal": mean |cos| within 2x that of random directions
 ONE_CODEC = "One trained codec (one seed): the interval covers the test clips, not retraining."
+CODEC_SEEDS = ("Over {n} codecs fitted from different seeds: the interval holds the seed-to-seed and the clip variance "
+               "(replicates.combine), and a reading counts only when every seed's estimate lies on the same side.")
 
 
-def diagnostic_verdicts(fidelity: dict, ortho: dict, semantics: dict | None) -> list[Verdict]:
-    """The paper's three claims about RVQ layers, judged on this codec's numbers."""
-    first = fidelity["metrics"]["mel_distance"][0]["mean"]
-    gain, k = fidelity["depth_gain_mel_distance"], len(fidelity["codebooks"])
+def diagnostic_verdicts(fidelity: dict, ortho: dict, semantics: dict | None, further: list[tuple[dict, dict, dict | None]] = ()) -> list[Verdict]:
+    """The paper's three claims about RVQ layers, judged on this codec's numbers and, where the
+    codec stage fitted seed replicates (`further`: each one's fidelity, orthogonality, semantics), on all of them."""
+    codecs = [(fidelity, ortho, semantics), *further]
+    caveat = CODEC_SEEDS.format(n=len(codecs)) if further else ONE_CODEC
+    k = len(fidelity["codebooks"])
+    firsts = [f["metrics"]["mel_distance"][0]["mean"] for f, _, _ in codecs]
     verdicts = []
     if "step_gains_mel_distance" in fidelity and k > 1:
-        steps = fidelity["step_gains_mel_distance"]
-        weakest = int(np.argmin([s["ci95_low"] for s in steps]))
-        step = steps[weakest]
-        verdicts.append(judge("more RVQ layers raise reconstruction fidelity (here: every added codebook lowers the held-out mel "
-                              "distance, judged on the step with the least certain gain).",
-                              step["mean"], step["ci95_low"], step["ci95_high"],
-                              name=f"mel-distance gain from {weakest + 1} to {weakest + 2} codebooks (paired per clip; the weakest of {k - 1} steps)",
-                              fmt="{:+.4f}", caveat=ONE_CODEC))
-    verdicts.append(judge(f"a real codec's fidelity rises steeply with depth (here: mel distance with "
-                          f"{k} codebooks at least {DEPTH_GAIN_THRESHOLD:.0%} below 1 codebook's).",
-                          gain["mean"] / first, gain["ci95_low"] / first, gain["ci95_high"] / first, threshold=DEPTH_GAIN_THRESHOLD,
-                          name=f"relative mel-distance gain from 1 to {k} codebooks (paired per clip, over {first:.3f})",
-                          fmt="{:.1%}", caveat=ONE_CODEC))
-    random = ortho["random_direction_mean_abs"]
-    se = ortho["std_abs_off_diagonal"] / np.sqrt(ortho["n_frames"])
-    ratio = ortho["mean_abs_off_diagonal"] / random
-    verdicts.append(judge(f"quantized features of different layers are near-orthogonal (here: mean |cos| within "
-                          f"{ORTHOGONAL_RATIO:g}x that of random directions in {ortho['dim']} dimensions).",
-                          ratio, ratio - 1.96 * se / random, ratio + 1.96 * se / random, threshold=ORTHOGONAL_RATIO, below=True,
-                          name="mean |cos| over random directions' (frames as independent draws)", fmt="{:.2f}x",
-                          caveat=ONE_CODEC))
-    if semantics:
-        top = semantics["alone"][0]["map_per_seed"]
-        bottom = semantics["alone"][-1]["map_per_seed"]
-        diffs = np.array(top) - np.array(bottom)
-        spread = 1.96 * diffs.std(ddof=1) if len(diffs) > 1 else float("inf")
-        best = int(np.argmax([s["map_mean"] for s in semantics["alone"]])) + 1
-        verdicts.append(judge(f"semantic richness descends with RVQ depth (here: class-probe mAP of layer 1 alone above "
-                              f"layer {k}'s; the best single layer is layer {best}).",
-                              float(diffs.mean()), float(diffs.mean() - spread), float(diffs.mean() + spread),
-                              name=f"mAP(layer 1) - mAP(layer {k}) over {len(diffs)} probe fits", fmt="{:+.3f}", caveat=ONE_CODEC))
+        steps = [[_mean_se(f["step_gains_mel_distance"][i]) for f, _, _ in codecs] for i in range(k - 1)]
+        lows = [min(v - 1.96 * se for v, se in step) if len(codecs) == 1 else
+                replicates.combine([v for v, _ in step], [se for _, se in step])["ci_low"] for step in steps]
+        weakest = int(np.argmin(lows))
+        verdicts.append(judge_over_seeds("more RVQ layers raise reconstruction fidelity (here: every added codebook lowers the held-out mel "
+                                         "distance, judged on the step with the least certain gain).",
+                                         [v for v, _ in steps[weakest]], [se for _, se in steps[weakest]],
+                                         name=f"mel-distance gain from {weakest + 1} to {weakest + 2} codebooks (paired per clip; the weakest of {k - 1} steps)",
+                                         fmt="{:+.4f}", caveat=caveat))
+    gains = [_mean_se(f["depth_gain_mel_distance"]) for f, _, _ in codecs]
+    verdicts.append(judge_over_seeds(f"a real codec's fidelity rises steeply with depth (here: mel distance with "
+                                     f"{k} codebooks at least {DEPTH_GAIN_THRESHOLD:.0%} below 1 codebook's).",
+                                     [g / first for (g, _), first in zip(gains, firsts)], [se / first for (_, se), first in zip(gains, firsts)],
+                                     threshold=DEPTH_GAIN_THRESHOLD,
+                                     name=f"relative mel-distance gain from 1 to {k} codebooks (paired per clip, over {firsts[0]:.3f})",
+                                     fmt="{:.1%}", caveat=caveat))
+    ratios = [(o["mean_abs_off_diagonal"] / o["random_direction_mean_abs"],
+               o["std_abs_off_diagonal"] / np.sqrt(o["n_frames"]) / o["random_direction_mean_abs"]) for _, o, _ in codecs]
+    verdicts.append(judge_over_seeds(f"quantized features of different layers are near-orthogonal (here: mean |cos| within "
+                                     f"{ORTHOGONAL_RATIO:g}x that of random directions in {ortho['dim']} dimensions).",
+                                     [r for r, _ in ratios], [se for _, se in ratios], threshold=ORTHOGONAL_RATIO, below=True,
+                                     name="mean |cos| over random directions' (frames as independent draws)", fmt="{:.2f}x",
+                                     caveat=caveat))
+    probes = [s for _, _, s in codecs]
+    if all(probes):
+        diffs = [np.array(s["alone"][0]["map_per_seed"]) - np.array(s["alone"][-1]["map_per_seed"]) for s in probes]
+        if min(len(d) for d in diffs) < 2:
+            verdicts.append(unmeasured("semantic richness descends with RVQ depth.", "One probe fit per codec: no spread to judge by."))
+        else:
+            best = int(np.argmax([s["map_mean"] for s in semantics["alone"]])) + 1
+            # the spread of the probe fits stands in for the standard error (a conservative interval, as with one codec)
+            verdicts.append(judge_over_seeds(f"semantic richness descends with RVQ depth (here: class-probe mAP of layer 1 alone above "
+                                             f"layer {k}'s; the best single layer of the first codec is layer {best}).",
+                                             [float(d.mean()) for d in diffs], [float(d.std(ddof=1)) for d in diffs],
+                                             name=f"mAP(layer 1) - mAP(layer {k}) over {len(diffs[0])} probe fits", fmt="{:+.3f}",
+                                             caveat=caveat))
     else:
         verdicts.append(unmeasured("semantic richness descends with RVQ depth.", "The semantic probe did not run."))
     return verdicts
+
+
+def _codec_replicates(diagnose_dir: Path) -> list[tuple[dict, dict, dict | None]]:
+    """Fidelity, orthogonality and semantics measured on each further codec seed replicate, in order."""
+    found, k = [], 1
+    while (folder := replicates.folder(diagnose_dir, k)).is_dir():
+        def read(name: str) -> dict | None:
+            return json.loads((folder / name).read_text()) if (folder / name).is_file() else None
+
+        fidelity, ortho = read("fidelity.json"), read("orthogonality.json")
+        if fidelity is None or ortho is None:
+            raise FileNotFoundError(f"{folder}: a codec replicate's fidelity.json or orthogonality.json is missing")
+        found.append((fidelity, ortho, read("semantics.json")))
+        k += 1
+    return found
+
+
+def _seed_rows(fidelity: dict, ortho: dict, semantics: dict | None, further: list[tuple[dict, dict, dict | None]]) -> list[dict]:
+    """One row per codec seed replicate: its headline numbers, for the card's table."""
+    rows = []
+    for k, (f, o, s) in enumerate([(fidelity, ortho, semantics), *further]):
+        mel = f["metrics"]["mel_distance"]
+        rows.append({"codec": replicates.name(k), "mel distance, 1 codebook": f"{mel[0]['mean']:.4f}",
+                     f"mel distance, {len(mel)}": f"{mel[-1]['mean']:.4f}",
+                     "gain": f"{f['depth_gain_mel_distance']['mean'] / mel[0]['mean']:.1%}",
+                     "mean |cos| / random": f"{o['mean_abs_off_diagonal'] / o['random_direction_mean_abs']:.2f}x",
+                     "mAP layer 1 - last": f"{s['alone'][0]['map_mean'] - s['alone'][-1]['map_mean']:+.3f}" if s else "not measured"})
+    return rows
+
+
+def _mean_se(summary: dict) -> tuple[float, float]:
+    """A per-clip summary's mean and the standard error of that mean."""
+    return summary["mean"], summary["std"] / np.sqrt(summary["n"])
 
 
 def _layer_curves(path: Path, data: dict, mean_key: str, std_key: str, ylabel: str, title: str, references: list[tuple[float, str, str]]) -> Path:

@@ -50,8 +50,11 @@ def _limits(sections: dict[str, Section], skipped: list[str]) -> str:
         seeded = [s["over_seeds"] for s in scores.results.get("systems", {}).values() if "over_seeds" in s]
         if seeded:
             n = next(iter(seeded[0].values()))["n"]
+            diagnose = sections.get("diagnose")
+            codecs = len(diagnose.results.get("codec_seeds", [])) if diagnose is not None else 0
+            single = "the sweep and the ablations" if codecs > 1 else "the sweep, the ablations and the RVQ diagnostics"
             lines.append(f"Each trained system was trained, aligned and sampled from {n} seeds; the table's means and "
-                         "intervals hold that spread, but the sweep, the ablations and the diagnostics ran with one seed.")
+                         f"intervals hold that spread, but {single} ran with one seed.")
         else:
             lines.append("Each trained system was trained once and sampled with one seed (eval.seeds = 1): the "
                          "intervals cover the choice of test clips, not retraining, which can move every number beyond them.")

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
+from siren_bench import replicates
+
 OUTCOMES = ("agrees", "contradicts", "inconclusive")
 
 
@@ -42,6 +44,27 @@ def judge(claim: str, value: float, low: float, high: float, *, threshold: float
         return Verdict(claim, "agrees" if below else "contradicts", effect, caveat)
     reason = f"The interval contains {bound}, so the data cannot tell either way."
     return Verdict(claim, "inconclusive", effect, f"{reason} {caveat}".strip())
+
+
+def judge_over_seeds(claim: str, values: list[float], ses: list[float], *, threshold: float = 0.0, below: bool = False,
+                     name: str = "effect", fmt: str = "{:.3g}", caveat: str = "") -> Verdict:
+    """The verdict from each seed replicate's estimate of an effect and its standard error. One
+    replicate: value ± 1.96 se. Several: their mean with the interval `replicates.combine` gives
+    (the seed-to-seed variance plus the replicates' own), and "agrees" or "contradicts" only when,
+    besides, every seed's estimate lies on the same side of the threshold."""
+    if len(values) == 1:
+        return judge(claim, values[0], values[0] - 1.96 * ses[0], values[0] + 1.96 * ses[0], threshold=threshold,
+                     below=below, name=name, fmt=fmt, caveat=caveat)
+    spread = replicates.combine(values, ses)
+    each = ", ".join(fmt.format(v) for v in values)
+    verdict = judge(claim, spread["mean"], spread["ci_low"], spread["ci_high"], threshold=threshold, below=below,
+                    name=f"{name}, mean over {len(values)} seeds ({each})", fmt=fmt, caveat=caveat)
+    sides = {v > threshold for v in values}
+    if verdict.outcome != "inconclusive" and (len(sides) > 1 or threshold in values):
+        bound = "0" if threshold == 0 else fmt.format(threshold)
+        return Verdict(claim, "inconclusive", verdict.effect,
+                       f"The seeds' estimates lie on both sides of {bound}, so the reading depends on the seed. {caveat}".strip())
+    return verdict
 
 
 def unmeasured(claim: str, why: str) -> Verdict:

@@ -27,6 +27,7 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
+from siren_bench import replicates
 from siren_bench.codecs import Codec, load_stage_codec
 from siren_bench.config import codec_config
 from siren_bench.data.manifest import MANIFEST_NAME, load_waves, read_manifest
@@ -98,6 +99,44 @@ def aisfx_clip_embeddings(manifest: pd.DataFrame, sample_rate: int, device: str,
     return np.stack(rows), embedder.info.weights_sha256
 
 
+def layer_diagnostics(codec: Codec, manifest: pd.DataFrame, codes: dict, test_waves: np.ndarray, batch: int, seeds: list[int]) -> dict:
+    """Fidelity vs depth, orthogonality and the class probe of one codec: what is measured on
+    every codec replicate. Also returns the pooled layer features, for the probes run on replicate 0 alone."""
+    test_ids = manifest.loc[manifest["split"] == FIDELITY_SPLIT, "clip_id"].tolist()
+    fidelity, per_clip = fidelity_vs_depth(codec, test_ids, codes, test_waves, batch)
+    ortho = OrthogonalityStats(codec.n_codebooks, codec.info.latent_dim)
+    alone, cumulative = pooled_features(codec, manifest["clip_id"].tolist(), codes, batch, ortho, set(test_ids))
+    label_columns = sorted(c for c in manifest.columns if c.startswith("label_"))
+    train_rows = manifest["split"].isin(PROBE_TRAIN).to_numpy()
+    eval_rows = manifest["split"].isin(PROBE_EVAL).to_numpy()
+    semantics = None
+    if label_columns and train_rows.any() and eval_rows.any():
+        labels = manifest[label_columns].to_numpy()
+        semantics = semantic_richness((alone[train_rows], cumulative[train_rows]), labels[train_rows],
+                                      (alone[eval_rows], cumulative[eval_rows]), labels[eval_rows], seeds)
+        semantics["labels"] = [c.removeprefix("label_") for c in label_columns]
+    return {"fidelity": fidelity, "per_clip": per_clip, "orthogonality": ortho.result(), "semantics": semantics,
+            "alone": alone, "cumulative": cumulative}
+
+
+def _write_layer_diagnostics(folder: Path, measured: dict) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(folder / "fidelity.json", measured["fidelity"])
+    measured["per_clip"].to_csv(folder / "fidelity_per_clip.csv", index=False, lineterminator="\n", float_format="%.6g")
+    write_json_atomic(folder / "orthogonality.json", measured["orthogonality"])
+    if measured["semantics"]:
+        write_json_atomic(folder / "semantics.json", measured["semantics"])
+
+
+def codec_replicates(codec_dir: Path) -> list[Path]:
+    """The codec stage's seed replicates beyond replicate 0 (replicates/seed1, seed2, ...), in order."""
+    found, k = [], 1
+    while (folder := replicates.folder(codec_dir, k)).is_dir():
+        found.append(folder)
+        k += 1
+    return found
+
+
 def run(params_path: str | Path = "params.yaml") -> Path:
     stage = open_stage(params_path)
     run_cfg, config = stage.run, codec_config(stage.params, stage.source)
@@ -109,22 +148,17 @@ def run(params_path: str | Path = "params.yaml") -> Path:
     test = manifest[manifest["split"] == FIDELITY_SPLIT]
     if test.empty:  # AudioCaps has only a test split; SynthCaps has all three
         raise ValueError(f"{prepare_dir / MANIFEST_NAME}: no clips in the {FIDELITY_SPLIT} split")
-    test_ids = test["clip_id"].tolist()
-    fidelity, per_clip = fidelity_vs_depth(codec, test_ids, codes, load_waves(test, codec.sample_rate), config.batch_clips)
-    ortho = OrthogonalityStats(codec.n_codebooks, codec.info.latent_dim)
-    all_ids = manifest["clip_id"].tolist()
-    alone, cumulative = pooled_features(codec, all_ids, codes, config.batch_clips, ortho, set(test_ids))
+    test_waves = load_waves(test, codec.sample_rate)
     seeds = [run_cfg.seed * 1000 + i for i in range(config.probe_seeds)]
-
-    label_columns = sorted(c for c in manifest.columns if c.startswith("label_"))
-    train_rows = manifest["split"].isin(PROBE_TRAIN).to_numpy()
-    eval_rows = manifest["split"].isin(PROBE_EVAL).to_numpy()
-    semantics = None
-    if label_columns and train_rows.any() and eval_rows.any():
-        labels = manifest[label_columns].to_numpy()
-        semantics = semantic_richness((alone[train_rows], cumulative[train_rows]), labels[train_rows],
-                                      (alone[eval_rows], cumulative[eval_rows]), labels[eval_rows], seeds)
-        semantics["labels"] = [c.removeprefix("label_") for c in label_columns]
+    measured = layer_diagnostics(codec, manifest, codes, test_waves, config.batch_clips, seeds)
+    alone, cumulative, semantics = measured["alone"], measured["cumulative"], measured["semantics"]
+    further = []  # the codec's seed replicates: the same measurements, the clips tokenized here
+    if replicate_dirs := codec_replicates(codec_dir):
+        all_waves = load_waves(manifest, codec.sample_rate)
+        for folder in tqdm(replicate_dirs, desc="codec replicates", unit="codec"):
+            other = load_stage_codec(folder)
+            other_codes = dict(zip(manifest["clip_id"], other.encode_waves(all_waves, config.batch_clips).numpy()))
+            further.append(layer_diagnostics(other, manifest, other_codes, test_waves, config.batch_clips, seeds))
     text = None
     if config.text_probe:
         encoder = load_minilm()
@@ -137,22 +171,21 @@ def run(params_path: str | Path = "params.yaml") -> Path:
 
     out_dir = stage.dir("diagnose")
     with atomic_directory(out_dir) as staging:
-        write_json_atomic(staging / "fidelity.json", fidelity)
-        per_clip.to_csv(staging / "fidelity_per_clip.csv", index=False, lineterminator="\n", float_format="%.6g")
-        write_json_atomic(staging / "orthogonality.json", ortho.result())
-        status = {"codec": codec.info.as_dict(),
+        _write_layer_diagnostics(staging, measured)
+        for k, other in enumerate(further, start=1):
+            _write_layer_diagnostics(replicates.folder(staging, k), other)
+        status = {"codec": codec.info.as_dict(), "codec_replicates": 1 + len(further),
                   "semantics": "computed" if semantics else "not computed: the manifest has no class labels (label_* columns)",
                   "text_probe": "computed" if text else "off (codec.text_probe=false)",
                   "aisfx_probe": "computed" if aisfx else "off (codec.aisfx_probe=false)"}
-        if semantics:
-            write_json_atomic(staging / "semantics.json", semantics)
         if text:
             write_json_atomic(staging / "text_probe.json", text)
         if aisfx:
             write_json_atomic(staging / "aisfx_probe.json", aisfx)
         write_json_atomic(staging / "diagnose.json", status)
         record = build_record("diagnose", {"run": run_cfg, "codec": config},
-                              inputs={"manifest": prepare_dir / MANIFEST_NAME, "codes": tokenize_dir / STAGES["tokenize"].file("codes"), "codec": codec_dir / "model"},
+                              inputs={"manifest": prepare_dir / MANIFEST_NAME, "codes": tokenize_dir / STAGES["tokenize"].file("codes"), "codec": codec_dir / "model",
+                                      **{f"codec replicate {k}": folder / "model" for k, folder in enumerate(replicate_dirs, start=1)}},
                               seeds={"probe_seeds": semantics["seeds"] if semantics else []}, device=run_cfg.device)
         write_provenance(staging, record)
     return out_dir
