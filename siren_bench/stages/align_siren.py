@@ -38,6 +38,7 @@ from siren_bench.data.manifest import MANIFEST_NAME, audio_sources, read_manifes
 from siren_bench.evaluation.embedding import EmbedderLoader
 from siren_bench.io import atomic_directory, sha256_file, sha256_json, write_json_atomic, write_text_atomic
 from siren_bench.models.align import Aligner, AudioReward
+from siren_bench.models.collaborative import Siren
 from siren_bench.models.experts import encode_captions, load_stage_siren, stage1_hashes, text_encoder
 from siren_bench.provenance import build_record, write_provenance
 from siren_bench.recipes import MetricSpec, get_recipe, needs_smoke_evaluators
@@ -154,7 +155,7 @@ def run(params_path: str | Path = "params.yaml") -> Path:
     with atomic_directory(out_dir) as staging:
         finished = [_align_replicate(replicates.align_config(config, k), replicates.folder(siren_dir, k), reward, reward_info,
                                      text, len(captions), device, prepare_dir / MANIFEST_NAME, state_dir,
-                                     replicates.folder(staging, k)) for k in range(seeds)]
+                                     replicates.folder(staging, k), siren if k == 0 else None) for k in range(seeds)]
         write_provenance(staging, build_record(
             "align_siren", {"run": run_cfg, "align": config, "eval": evaluation},
             inputs={"siren": siren_dir, "codec": codec_dir / "model", "manifest": prepare_dir / MANIFEST_NAME,
@@ -168,9 +169,10 @@ def run(params_path: str | Path = "params.yaml") -> Path:
 
 
 def _align_replicate(config: AlignConfig, siren_dir: Path, reward: AudioReward, reward_info: dict, text, n_captions: int,
-                     device: torch.device, manifest: Path, state_dir: Path, folder: Path) -> Path:
-    """Align one seed replicate's Siren (in `siren_dir`) into `folder`; returns its resume file."""
-    siren, _ = load_stage_siren(siren_dir)
+                     device: torch.device, manifest: Path, state_dir: Path, folder: Path, siren: Siren | None = None) -> Path:
+    """Align one seed replicate's Siren (in `siren_dir`; `siren` when already loaded from there)
+    into `folder`; returns its resume file."""
+    siren = siren if siren is not None else load_stage_siren(siren_dir)[0]
     started_from = stage1_hashes(siren_dir, len(siren.experts))
     key = sha256_json({"align": asdict(config), "stage1": started_from, "reward": reward_info,
                        "manifest": sha256_file(manifest), "device": device.type})[:16]

@@ -98,7 +98,7 @@ def run(params_path: str | Path = "params.yaml") -> Path:
         write_provenance(staging, build_record(
             "train_baselines", {"run": stage.run, "model": jobs.config, "baselines": overrides, "seeds": seeds},
             inputs={"codes": stage.dir("tokenize") / STAGES["tokenize"].file("codes"), "codec": stage.dir("codec") / "model"},
-            seeds={f"{n} (model.seed + offset{', + 1000 k in replicate k' if seeds > 1 else ''})":
+            seeds={f"{n} (model.seed + offset{f', + {replicates.SEED_STRIDE} k in replicate k' if seeds > 1 else ''})":
                    jobs.config.seed + registry.spec(n).seed_offset for n in names},
             device=device.type))
     for path in finished:
