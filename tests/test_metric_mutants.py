@@ -587,3 +587,75 @@ def test_the_kl_entry_point_defaults_to_kl_of_reference_from_generated_without_e
     out = score_kl(both)
     assert out["value"] == paired_kl(*means, "ref_gen", 0.5).mean and out["eps"] == 0.5
     assert out["value_gen_ref"] == paired_kl(*means, "gen_ref", 0.5).mean != out["value"]
+
+
+def test_the_frechet_entry_point_scores_fd_on_clip_means_and_fad_on_frames_with_the_recipes_options():
+    """score_frechet: FD from each clip's mean vector, FAD from every frame, both against the
+    reference at the same level; `fd_method`, FAD-inf's `seed` and `n_points` reach the arithmetic
+    and default to eigen, 0 and 15; FD's interval is floored at 0; what was used is recorded."""
+    from dataclasses import replace
+
+    from siren_bench.metrics.frechet import reference_gaussian, score_frechet
+    from siren_bench.metrics.jackknife import jackknife
+
+    rng = np.random.default_rng(11)
+    gen = {f"g{i:02d}": Embedding(rng.standard_normal((6, 3)) + 0.5) for i in range(24)}
+    ref = {f"r{i:02d}": Embedding(rng.standard_normal((6, 3))) for i in range(20)}
+    ids = sorted(gen)
+
+    def inputs(metric, **options):
+        base = _metric_inputs(metric, gen, ref)
+        return replace(base, spec=replace(base.spec, options=tuple(sorted(options.items()))))
+
+    clip_means = [clip_level(gen[i].frames) for i in ids]
+    frames = [gen[i].frames for i in ids]
+    fd = score_frechet(inputs("fd"))
+    assert fd["value"] == FrechetResampler(clip_means, reference_gaussian(ref, "clip"), "eigen")(np.arange(24))
+    assert fd["n_frames"] == 24 and fd["n_reference_frames"] == 20 and fd["ci_floor"] == 0.0
+    assert fd["jackknife_seed"] == 3
+    fad = score_frechet(inputs("fad"))
+    assert fad["value"] == FrechetResampler(frames, reference_gaussian(ref, "frames"), "eigen")(np.arange(24))
+    assert fad["n_frames"] == 144 and fad["n_reference_frames"] == 120
+    symmetric = score_frechet(inputs("fad", fd_method="symmetric"))["value"]
+    assert symmetric == FrechetResampler(frames, reference_gaussian(ref, "frames"), "symmetric")(np.arange(24)) != fad["value"]
+    # FAD-inf: defaults seed 0, 15 points; given options reach the fit and every leave-out refit
+    ref_frames = reference_gaussian(ref, "frames")
+    default = score_frechet(inputs("fad_inf"))
+    line = fad_inf(frames, ref_frames, seed=0, n_points=15, method="eigen")
+    assert default["value"] == line.value and default["sizes"] == line.sizes and len(default["sizes"]) == len(set(line.sizes))
+    assert (default["line_fit_se"], default["slope"], default["r_squared"], default["fd_values"]) == (
+        line.intercept_se, line.slope, line.r_squared, line.fd_values)
+    given = score_frechet(inputs("fad_inf", seed=5, n_points=6, fd_method="symmetric"))
+    assert given["value"] == fad_inf(frames, ref_frames, seed=5, n_points=6, method="symmetric").value
+    assert given["value"] not in (fad_inf(frames, ref_frames, seed=5, n_points=6, method="eigen").value,
+                                  fad_inf(frames, ref_frames, seed=5, n_points=15, method="symmetric").value, default["value"])
+    expected = jackknife(lambda idx: fad_inf([frames[i] for i in idx], ref_frames, seed=5, n_points=6, method="symmetric").value, 24, 3)
+    assert (given["ci_low"], given["ci_high"], given["jackknife_seed"]) == (expected["ci_low"], expected["ci_high"], 3)
+
+
+def test_the_inception_score_entry_point_defaults_and_options_reach_the_arithmetic():
+    """score_is with no options: 10 splits, seed 0, shuffled by default_rng, cut by array_split;
+    each option, given, changes what is computed and is recorded."""
+    from dataclasses import replace
+
+    from siren_bench.metrics.divergence import inception_score, score_is
+
+    rng = np.random.default_rng(12)
+    logits = rng.standard_normal((43, 5)) * 2
+    clips = {f"c{i:02d}": Embedding(np.zeros((1, 2)), logits[i:i + 1]) for i in range(43)}
+    base = _metric_inputs("is", clips, {})
+
+    def score(**options):
+        return score_is(replace(base, spec=replace(base.spec, options=tuple(sorted(options.items())))))
+
+    bare = score()
+    expected = inception_score(logits, 10, 0, True, shuffler="default_rng", chunks="array_split")
+    assert (bare["value"], bare["split_std"], bare["splits"], bare["split_seed"]) == (expected.mean, expected.std, 10, 0)
+    given = {"splits": 4, "seed": 7, "shuffle": True, "shuffler": "randomstate", "chunks": "floor"}
+    out = score(**given)
+    assert out["value"] == inception_score(logits, 4, 7, True, shuffler="randomstate", chunks="floor").mean
+    assert (out["splits"], out["split_seed"]) == (4, 7)
+    for key, value in given.items():  # each option alone moves the score off the defaults'
+        if key != "shuffle":
+            assert score(**{key: value})["value"] != bare["value"], key
+    assert score(shuffle=False)["value"] == inception_score(logits, 10, 0, False).mean != bare["value"]
