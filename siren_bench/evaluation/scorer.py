@@ -17,6 +17,7 @@ from siren_bench.recipes import Recipe, get_recipe, needs_smoke_evaluators
 
 
 SUMMARY_FIELDS = ("value", "ci_low", "ci_high", "n_generated", "n_reference", "n_frames")
+SPREAD_FIELDS = ("jackknife_se", "bootstrap_std", "ci_floor")  # kept where recorded: what combining seed replicates reads
 
 
 @dataclass
@@ -46,7 +47,8 @@ class StageScorer:
         if final_dir is not None:
             outcome.results["generated"] = generated.moved_to(final_dir).record()
         write_score(out, outcome)
-        summary = {"metrics": {m: {k: r.get(k) for k in SUMMARY_FIELDS} | {"embedder": r["embedder"]}
+        summary = {"metrics": {m: {k: r.get(k) for k in SUMMARY_FIELDS} | {k: r[k] for k in SPREAD_FIELDS if k in r}
+                               | {"embedder": r["embedder"]}
                                for m, r in outcome.results["metrics"].items()},
                    "clipped_clips": outcome.results["clipped_clips"],
                    "cache": {"hits": outcome.cache_hits, "misses": outcome.cache_misses}}
