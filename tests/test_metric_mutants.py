@@ -595,7 +595,7 @@ def test_the_frechet_entry_point_scores_fd_on_clip_means_and_fad_on_frames_with_
     and default to eigen, 0 and 15; FD's interval is floored at 0; what was used is recorded."""
     from dataclasses import replace
 
-    from siren_bench.metrics.frechet import reference_gaussian, score_frechet
+    from siren_bench.metrics.frechet import per_clip_frechet, reference_gaussian, score_frechet
     from siren_bench.metrics.jackknife import jackknife
 
     rng = np.random.default_rng(11)
@@ -616,8 +616,17 @@ def test_the_frechet_entry_point_scores_fd_on_clip_means_and_fad_on_frames_with_
     fad = score_frechet(inputs("fad"))
     assert fad["value"] == FrechetResampler(frames, reference_gaussian(ref, "frames"), "eigen")(np.arange(24))
     assert fad["n_frames"] == 144 and fad["n_reference_frames"] == 120
-    symmetric = score_frechet(inputs("fad", fd_method="symmetric"))["value"]
-    assert symmetric == FrechetResampler(frames, reference_gaussian(ref, "frames"), "symmetric")(np.arange(24)) != fad["value"]
+    assert fd["per_clip"] == dict(zip(ids, distance_to_reference_mean(clip_means, reference_gaussian(ref, "clip"))))
+    assert fd["per_clip_kind"] == "squared distance to the reference mean"
+    assert fad["per_clip"] == dict(zip(ids, per_clip_frechet(frames, reference_gaussian(ref, "frames"), "eigen")))
+    assert fad["per_clip_kind"] == "per-clip FD of the clip's frames"
+    symmetric = score_frechet(inputs("fad", fd_method="symmetric"))
+    resampler = FrechetResampler(frames, reference_gaussian(ref, "frames"), "symmetric")
+    assert symmetric["value"] == resampler(np.arange(24)) != fad["value"]
+    interval = jackknife(resampler, 24, 3, floor=0.0)
+    assert (symmetric["ci_low"], symmetric["ci_high"]) == (interval["ci_low"], interval["ci_high"]) != (fad["ci_low"], fad["ci_high"])
+    assert symmetric["per_clip"] == dict(zip(ids, per_clip_frechet(frames, reference_gaussian(ref, "frames"), "symmetric")))
+    assert symmetric["per_clip"] != fad["per_clip"]
     # FAD-inf: defaults seed 0, 15 points; given options reach the fit and every leave-out refit
     ref_frames = reference_gaussian(ref, "frames")
     default = score_frechet(inputs("fad_inf"))
