@@ -507,7 +507,15 @@ def test_the_inception_scores_interval_is_the_jackknifes_centred_on_it_and_absen
     assert out["ci_low"] <= out["value"] <= out["ci_high"] and out["ci_low"] >= 1.0
     few = {i: clips[i] for i in ids[:splits]}
     bare = score_is(MetricInputs(spec, few, {}, sorted(few), 50, 3, None, None, False))
-    assert bare["ci_low"] is None and bare["ci_method"].startswith("none: the jackknife leaves out up to 1 of 10 clips")
+    assert bare["ci_low"] is None and bare["ci_high"] is None
+    assert bare["ci_method"].startswith("none: the jackknife leaves out up to 1 of 10 clips")
+    assert bare["value"] == inception_score(np.stack([few[i].logits[0] for i in sorted(few)]), splits, seed, True, **how).mean
+    assert out["ci_floor"] == 1.0
+    # one clip more: each leave-out set holds exactly the 10 clips the splits need, so there is an interval
+    eleven = {i: clips[i] for i in ids[:splits + 1]}
+    assert score_is(MetricInputs(spec, eleven, {}, sorted(eleven), 50, 3, None, None, False))["ci_low"] is not None
+    with pytest.raises(ValueError, match=r"^generated: the embedder gives no logits"):
+        score_is(MetricInputs(spec, {i: Embedding(np.zeros((1, 2))) for i in ids}, {}, ids, 50, 3, None, None, False))
 
 
 def _metric_inputs(metric: str, generated: dict, reference: dict, text: dict | None = None):
@@ -627,6 +635,12 @@ def test_the_frechet_entry_point_scores_fd_on_clip_means_and_fad_on_frames_with_
     assert (symmetric["ci_low"], symmetric["ci_high"]) == (interval["ci_low"], interval["ci_high"]) != (fad["ci_low"], fad["ci_high"])
     assert symmetric["per_clip"] == dict(zip(ids, per_clip_frechet(frames, reference_gaussian(ref, "frames"), "symmetric")))
     assert symmetric["per_clip"] != fad["per_clip"]
+    value_only = score_frechet(replace(inputs("fad", fd_method="symmetric"), value_only=True))
+    assert value_only == {"value": symmetric["value"]}
+    # float32 frames are read in float64: the same FD as the float64 copies give
+    single = {i: Embedding(e.frames.astype(np.float32) * 1e3 + 1e4) for i, e in gen.items()}
+    as_double = {i: Embedding(e.frames.astype(np.float64)) for i, e in single.items()}
+    assert score_frechet(replace(inputs("fd"), generated=single))["value"] == score_frechet(replace(inputs("fd"), generated=as_double))["value"]
     # FAD-inf: defaults seed 0, 15 points; given options reach the fit and every leave-out refit
     ref_frames = reference_gaussian(ref, "frames")
     default = score_frechet(inputs("fad_inf"))
@@ -635,7 +649,9 @@ def test_the_frechet_entry_point_scores_fd_on_clip_means_and_fad_on_frames_with_
     assert (default["line_fit_se"], default["slope"], default["r_squared"], default["fd_values"]) == (
         line.intercept_se, line.slope, line.r_squared, line.fd_values)
     given = score_frechet(inputs("fad_inf", seed=5, n_points=6, fd_method="symmetric"))
-    assert given["value"] == fad_inf(frames, ref_frames, seed=5, n_points=6, method="symmetric").value
+    line = fad_inf(frames, ref_frames, seed=5, n_points=6, method="symmetric")
+    assert given["value"] == line.value and (given["sizes"], given["fd_values"], given["line_fit_se"]) == (
+        line.sizes, line.fd_values, line.intercept_se)
     assert given["value"] not in (fad_inf(frames, ref_frames, seed=5, n_points=6, method="eigen").value,
                                   fad_inf(frames, ref_frames, seed=5, n_points=15, method="symmetric").value, default["value"])
     expected = jackknife(lambda idx: fad_inf([frames[i] for i in idx], ref_frames, seed=5, n_points=6, method="symmetric").value, 24, 3)
@@ -648,6 +664,7 @@ def test_the_inception_score_entry_point_defaults_and_options_reach_the_arithmet
     from dataclasses import replace
 
     from siren_bench.metrics.divergence import inception_score, score_is
+    from siren_bench.metrics.jackknife import jackknife
 
     rng = np.random.default_rng(12)
     logits = rng.standard_normal((43, 5)) * 2
@@ -664,6 +681,11 @@ def test_the_inception_score_entry_point_defaults_and_options_reach_the_arithmet
     out = score(**given)
     assert out["value"] == inception_score(logits, 4, 7, True, shuffler="randomstate", chunks="floor").mean
     assert (out["splits"], out["split_seed"]) == (4, 7)
+    expected = jackknife(lambda idx: inception_score(logits[idx], 4, 7, True, shuffler="randomstate", chunks="floor").mean, 43, 3, floor=1.0)
+    assert (out["ci_low"], out["ci_high"]) == (expected["ci_low"], expected["ci_high"])
+    unshuffled = score(shuffle=False)
+    expected = jackknife(lambda idx: inception_score(logits[idx], 10, 0, False).mean, 43, 3, floor=1.0)
+    assert (unshuffled["ci_low"], unshuffled["ci_high"]) == (expected["ci_low"], expected["ci_high"])
     for key, value in given.items():  # each option alone moves the score off the defaults'
         if key != "shuffle":
             assert score(**{key: value})["value"] != bare["value"], key
