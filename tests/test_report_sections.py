@@ -147,3 +147,22 @@ def test_clips_over_full_scale_are_counted_and_named(tmp_path):
     assert _over_full_scale(tmp_path / "y.csv") == {}
     note = _over_full_scale_note({"ar_nar": {"over_full_scale": over}, "siren": {}})
     assert "`ar_nar` 2 of 3 (largest peak 1.077)" in note and "siren" not in note
+
+
+def _cells(line: str) -> int:
+    """Cells of a markdown table row; an escaped pipe (\\|) stays inside its cell."""
+    return len(line.replace("\\|", "").strip().strip("|").split("|"))
+
+
+@pytest.mark.parametrize("name", REPORT_SECTIONS.names())
+def test_every_markdown_table_row_has_its_headers_cell_count(name, store, tmp_path):
+    """A bare | inside a cell (a header like "mean |cos|") splits it and shifts every column after it."""
+    lines = REPORT_SECTIONS.get(name).build(store, tmp_path).markdown.splitlines()
+    for i, line in enumerate(lines):
+        if line.startswith("|") and i + 1 < len(lines) and set(lines[i + 1].replace("|", "").strip()) <= {"-", ":", " "} \
+                and lines[i + 1].startswith("|"):
+            width = _cells(line)
+            for row in lines[i + 1:]:
+                if not row.startswith("|"):
+                    break
+                assert _cells(row) == width, f"{name}: {row!r} has {_cells(row)} cells, its header {line!r} {width}"

@@ -335,7 +335,7 @@ def _seed_rows(fidelity: dict, ortho: dict, semantics: dict | None, further: lis
         rows.append({"codec": replicates.name(k), "mel distance, 1 codebook": f"{mel[0]['mean']:.4f}",
                      f"mel distance, {len(mel)}": f"{mel[-1]['mean']:.4f}",
                      "gain": f"{f['depth_gain_mel_distance']['mean'] / mel[0]['mean']:.1%}",
-                     "mean |cos| / random": f"{o['mean_abs_off_diagonal'] / o['random_direction_mean_abs']:.2f}x",
+                     "mean abs cosine / random": f"{o['mean_abs_off_diagonal'] / o['random_direction_mean_abs']:.2f}x",
                      "mAP layer 1 - last": f"{s['alone'][0]['map_mean'] - s['alone'][-1]['map_mean']:+.3f}" if s else "not measured"})
     return rows
 
