@@ -12,7 +12,7 @@ from siren_bench import replicates
 from siren_bench.artifacts import RunArtifacts
 from siren_bench.diagnostics.fidelity import HIGHER_IS_BETTER, METRICS
 from siren_bench.report import figures
-from siren_bench.report.verdicts import Verdict, judge_over_seeds, render, unmeasured
+from siren_bench.report.verdicts import Verdict, judge_over_seeds, render, seed_interval, unmeasured
 from siren_bench.report.section import Section, md_table, report_section
 
 METRIC_LABELS = {"mel_distance": "multi-scale mel distance", "si_snr_db": "SI-SNR (dB)", "lsd_db": "log-spectral distance (dB)"}
@@ -272,9 +272,7 @@ def diagnostic_verdicts(fidelity: dict, ortho: dict, semantics: dict | None, fur
     verdicts = []
     if "step_gains_mel_distance" in fidelity and k > 1:
         steps = [[_mean_se(f["step_gains_mel_distance"][i]) for f, _, _ in codecs] for i in range(k - 1)]
-        lows = [min(v - 1.96 * se for v, se in step) if len(codecs) == 1 else
-                replicates.combine([v for v, _ in step], [se for _, se in step])["ci_low"] for step in steps]
-        weakest = int(np.argmin(lows))
+        weakest = int(np.argmin([seed_interval([v for v, _ in step], [se for _, se in step])[1] for step in steps]))
         verdicts.append(judge_over_seeds("more RVQ layers raise reconstruction fidelity (here: every added codebook lowers the held-out mel "
                                          "distance, judged on the step with the least certain gain).",
                                          [v for v, _ in steps[weakest]], [se for _, se in steps[weakest]],

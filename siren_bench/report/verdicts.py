@@ -46,21 +46,26 @@ def judge(claim: str, value: float, low: float, high: float, *, threshold: float
     return Verdict(claim, "inconclusive", effect, f"{reason} {caveat}".strip())
 
 
+def seed_interval(values: list[float], ses: list[float]) -> tuple[float, float, float]:
+    """(estimate, low, high) from seed replicates' estimates and standard errors: one replicate,
+    value ± 1.96 se; several, their mean with the interval `replicates.combine` gives (the
+    seed-to-seed variance plus the replicates' own)."""
+    if len(values) == 1:
+        return values[0], values[0] - 1.96 * ses[0], values[0] + 1.96 * ses[0]
+    spread = replicates.combine(values, ses)
+    return spread["mean"], spread["ci_low"], spread["ci_high"]
+
+
 def judge_over_seeds(claim: str, values: list[float], ses: list[float], *, threshold: float = 0.0, below: bool = False,
                      name: str = "effect", fmt: str = "{:.3g}", caveat: str = "") -> Verdict:
-    """The verdict from each seed replicate's estimate of an effect and its standard error. One
-    replicate: value ± 1.96 se. Several: their mean with the interval `replicates.combine` gives
-    (the seed-to-seed variance plus the replicates' own), and "agrees" or "contradicts" only when,
-    besides, every seed's estimate lies on the same side of the threshold."""
-    if len(values) == 1:
-        return judge(claim, values[0], values[0] - 1.96 * ses[0], values[0] + 1.96 * ses[0], threshold=threshold,
-                     below=below, name=name, fmt=fmt, caveat=caveat)
-    spread = replicates.combine(values, ses)
-    each = ", ".join(fmt.format(v) for v in values)
-    verdict = judge(claim, spread["mean"], spread["ci_low"], spread["ci_high"], threshold=threshold, below=below,
-                    name=f"{name}, mean over {len(values)} seeds ({each})", fmt=fmt, caveat=caveat)
-    sides = {v > threshold for v in values}
-    if verdict.outcome != "inconclusive" and (len(sides) > 1 or threshold in values):
+    """The verdict from each seed replicate's estimate of an effect and its standard error, on
+    `seed_interval`; with several replicates "agrees" or "contradicts" only when, besides, every
+    seed's estimate lies on the same side of the threshold."""
+    value, low, high = seed_interval(values, ses)
+    if len(values) > 1:
+        name = f"{name}, mean over {len(values)} seeds ({', '.join(fmt.format(v) for v in values)})"
+    verdict = judge(claim, value, low, high, threshold=threshold, below=below, name=name, fmt=fmt, caveat=caveat)
+    if verdict.outcome != "inconclusive" and len(values) > 1 and (len({v > threshold for v in values}) > 1 or threshold in values):
         bound = "0" if threshold == 0 else fmt.format(threshold)
         return Verdict(claim, "inconclusive", verdict.effect,
                        f"The seeds' estimates lie on both sides of {bound}, so the reading depends on the seed. {caveat}".strip())
