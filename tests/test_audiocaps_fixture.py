@@ -61,9 +61,9 @@ TOY = [
     "baselines.latent_diffusion.layers=1", "baselines.latent_diffusion.sampling_steps=3",
     "align.steps=2", "align.captions_per_step=2", "align.group_size=2", "align.n_frames=25", "align.checkpoint_every=1",
     "align.warmup_steps=1", "codec.batch_clips=8", "codec.probe_seeds=2", "eval.n_bootstrap=2",
-    # the sweep stage runs and records "not run": retraining and scoring its variants with the
-    # full-size evaluators cost 27 s of make test's 15 minutes (the ci profile runs the sweep)
-    "sweep.depths=[]",  # (and no ablations, set below: a Hydra override merges dicts, so `={}` keeps them)
+    # the sweep at one depth, each system twice (eval.seeds): the ablations, run by the ci profile,
+    # would add minutes of scoring with the full-size evaluators
+    "sweep.depths=[2]",  # (and no ablations, set below: a Hydra override merges dicts, so `={}` keeps them)
     "run.device=cpu", "run.threads=1", "data.clip_seconds=1.0", "data.workers=2",
     "data.protocol=custom", "eval.allow_clipped=true",  # random-weight DAC decoders saturate
     "eval.ranking_resamples=0",  # ranked on all clips: at d = 2048 each re-measured FD costs seconds (resampling: ci and unit tests)
@@ -219,7 +219,7 @@ def _expert_0_by_two_ranks_killed_and_resumed(root: Path, params: Path) -> dict:
 def test_every_later_stage_of_the_audiocaps_profile_runs_at_toy_size(fixture_run):
     """From the codes on: diagnostics, Siren (six experts on the CLAP text tower), the four
     baselines, the alignment with the VGGish reward, all eight systems rendered, scored with the
-    clean recipe's three pretrained evaluators, the sweep stage (configured off) and the report."""
+    clean recipe's three pretrained evaluators, the sweep at depth 2 and the report."""
     root, _, data = fixture_run
     params = _through_tokenize(root, data)
     diagnose.run(params)
@@ -280,8 +280,19 @@ def test_every_later_stage_of_the_audiocaps_profile_runs_at_toy_size(fixture_run
     assert results["sections"]["dataset"]["splits"]["train"]["clips_missing"] == MISSING["train"]
     claims = results["sections"]["claims"]["rows"]
     assert claims and {row["role"] for row in claims} <= set(SYSTEMS) and all(row["reproduced"] for row in claims)
-    assert "## Fidelity-capacity sweep\n\nNot run: sweep.depths (or sweep.systems) and sweep.ablations are empty." in (
-        root / "reports" / "fixture" / "report.md").read_text()
+    # the sweep trained and scored Siren and the shared LM at depth 2 under each replicate's seeds
+    swept = json.loads((out / "sweep" / "sweep.json").read_text())
+    assert swept["seeds"] == [0, 1000] and set(swept["systems"]) == {"codec_resynthesis", "siren", "shared_lm"}
+    assert [r["seed"] for r in swept["systems"]["shared_lm"]["2"]["replicates"]] == [1000]
+    assert swept["systems"]["siren"]["2"]["over_seeds"]["fad"]["n"] == 2
+    assert (out / "sweep" / "replicates" / "seed1" / "siren_d2" / "results.json").is_file()
+    assert "replicates" not in swept["systems"]["codec_resynthesis"]["2"]  # one codec: nothing to replicate
+    seed0, seed1 = ({p.name: p.read_bytes() for p in (folder / "audio" / "shared_lm_d2").glob("*.wav")}
+                    for folder in (out / "sweep", out / "sweep" / "replicates" / "seed1"))
+    assert len(seed0) == N["test"] and seed0.keys() == seed1.keys() and seed0 != seed1
+    verdicts = results["sections"]["sweep"]["verdicts"]
+    assert len(verdicts) == 2 and all("mean over 2 seeds" in v["effect"] for v in verdicts)
+    assert results["sections"]["sweep"]["points"]["siren"]["12"]["fad"]["n_seeds"] == 2  # the main run's replicates joined
 
 
 @pytest.mark.parametrize("key, value", [("code_dim", 1024), ("n_codebooks", 8), ("codebook_size", 2048)])

@@ -166,3 +166,13 @@ def test_every_markdown_table_row_has_its_headers_cell_count(name, store, tmp_pa
                 if not row.startswith("|"):
                     break
                 assert _cells(row) == width, f"{name}: {row!r} has {_cells(row)} cells, its header {line!r} {width}"
+
+
+def test_the_sweep_rests_on_the_seed_replicates_and_shows_the_main_tables_full_depth_numbers(store, tmp_path):
+    sweep = REPORT_SECTIONS.get("sweep").build(store, tmp_path).results
+    assert len(sweep["seeds"]) == 3 and all("mean over 3 seeds" in v["effect"] for v in sweep["verdicts"])
+    scores = REPORT_SECTIONS.get("scores").build(store, tmp_path).results["systems"]
+    for system in ("siren", "shared_lm"):  # the full-depth point is the score table's mean over seeds, not replicate 0
+        shown = sweep["points"][system]["8"]["fad"]
+        assert {k: shown[k] for k in ("value", "ci_low", "ci_high", "n_seeds")} == {
+            k: scores[system]["metrics"]["fad"][k] for k in ("value", "ci_low", "ci_high", "n_seeds")}

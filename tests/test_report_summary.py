@@ -36,6 +36,9 @@ def test_summary_orders_the_headline_and_collects_every_verdict_and_limit():
     assert "but the sweep, the ablations and the RVQ diagnostics ran with one seed" in replicated
     codecs = Section("diagnose", {"verdicts": [], "codec_seeds": [{"codec": "seed0"}, {"codec": "seed1"}]}, "")
     assert "but the sweep and the ablations ran with one seed" in summary_markdown([_scores(over_seeds=True), codecs], [])
+    swept = Section("sweep", {"verdicts": [], "seeds": [0, 1000, 2000]}, "")
+    assert "but the ablations ran with one seed" in summary_markdown([_scores(over_seeds=True), codecs, swept], [])
+    assert "but the ablations and the RVQ diagnostics ran with one seed" in summary_markdown([_scores(over_seeds=True), swept], [])
 
 
 def test_an_empty_run_has_no_summary():

@@ -128,17 +128,39 @@ def test_paired_verdicts_need_a_significant_measure_and_no_significant_one_again
     assert comparison_verdict("siren_aligned", [("CLAP", "higher", _paired(-0.1, 0.01))]).outcome == "agrees"
 
 
-def test_the_sweep_verdicts_combine_the_two_depths_standard_errors():
-    def point(value, se):
-        return {"fad": {"value": value, "ci_low": value - 2 * se, "ci_high": value + 2 * se, "jackknife_se": se}}
+def _fad(value, se):
+    return {"fad": {"value": value, "ci_low": value - 2 * se, "ci_high": value + 2 * se, "jackknife_se": se}}
 
-    points = {"shared_lm": {2: point(100, 10), 8: point(200, 10)}, "siren": {2: point(100, 10), 8: point(120, 10)},
-              "codec_resynthesis": {2: point(50, 5), 8: point(50, 5)}}
+
+def _swept(*runs):
+    """A sweep point: the metrics under each seed replicate, (value, se) per replicate."""
+    return {"runs": [_fad(value, se) for value, se in runs]}
+
+
+def test_the_sweep_verdicts_combine_the_two_depths_standard_errors():
+    points = {"shared_lm": {2: _swept((100, 10)), 8: _swept((200, 10))}, "siren": {2: _swept((100, 10)), 8: _swept((120, 10))},
+              "codec_resynthesis": {2: _swept((50, 5)), 8: _swept((50, 5))}}
     dilemma, relief = sweep_verdicts(points)
     assert dilemma.outcome == "agrees" and "+100" in dilemma.effect and "does not show" in dilemma.reason
+    assert "One training seed per depth" in dilemma.reason
     assert relief.outcome == "agrees"  # 100 - 20 = 80, se sqrt(4 * 100) = 20
-    points["siren"][8] = point(200, 10)
+    points["siren"][8] = _swept((200, 10))
     assert sweep_verdicts(points)[1].outcome == "inconclusive"
+
+
+def test_the_sweep_verdicts_pair_the_depths_by_seed_replicate_and_need_one_sign_under_every_seed():
+    points = {"shared_lm": {2: _swept((100, 5), (110, 5), (90, 5)), 4: _swept((0, 5), (0, 5), (0, 5)),
+                            8: _swept((200, 5), (190, 5), (215, 5))},
+              "siren": {2: _swept((100, 5), (100, 5), (100, 5)), 8: _swept((110, 5), (105, 5), (100, 5))}}
+    dilemma, relief = sweep_verdicts(points)
+    # replicate k's rise is its full-depth value minus its smallest-depth one (the middle depth is not used)
+    assert dilemma.outcome == "agrees" and "mean over 3 seeds (+100, +80, +125)" in dilemma.effect
+    assert "replicate k at the full depth minus the sweep's replicate k" in dilemma.reason
+    assert relief.outcome == "agrees" and "(+90, +75, +125)" in relief.effect
+    points["shared_lm"][8] = _swept((200, 5), (190, 5), (80, 5))  # one seed's shared LM gets better with depth
+    dilemma, relief = sweep_verdicts(points)
+    assert dilemma.outcome == "inconclusive" and "(+100, +80, -10)" in dilemma.effect
+    assert "lie on both sides of 0" in dilemma.reason or "interval contains 0" in dilemma.reason
 
 
 def test_interference_over_seed_replicates_takes_each_runs_late_mean_and_a_t_interval_over_seeds():
@@ -153,3 +175,31 @@ def test_interference_over_seed_replicates_takes_each_runs_late_mean_and_a_t_int
     assert f"{late.mean():+.3f} [95 % CI {late.mean() - half:+.3f}, {late.mean() + half:+.3f}]" in verdict.effect
     spread = interference_verdict(run([0.0, 0.0, 0.4, 0.4]), [run([0.0, 0.0, -0.4, -0.4])])
     assert spread.outcome == "inconclusive"  # two seeds of opposite sign: the interval holds 0
+
+
+def test_the_sweep_joins_the_main_runs_replicates_at_the_full_depth_and_refuses_a_different_count(tmp_path):
+    from siren_bench.artifacts import RunArtifacts
+    from siren_bench.io import write_json_atomic
+    from siren_bench.replicates import over_seeds
+    from siren_bench.report.sweep_card import _points
+
+    seeds = [0, 1000, 2000]
+    swept = [_fad(100, 5), _fad(110, 5), _fad(90, 5)]
+    entry = {"val_loss": 4.0, "metrics": swept[0], "over_seeds": over_seeds(seeds, swept),
+             "replicates": [{"seed": s, "val_loss": 4.0, "metrics": m} for s, m in zip(seeds[1:], swept[1:])]}
+    write_json_atomic(tmp_path / "sweep" / "sweep.json", {"depths": [2], "full_depth": 8, "seeds": seeds,
+                                                          "systems": {"shared_lm": {"2": entry}}})
+    main = [_fad(200, 5), _fad(190, 5), _fad(215, 5)]
+    write_json_atomic(tmp_path / "score" / "summary.json",
+                      {"systems": {"shared_lm": {"metrics": main[0], "over_seeds": over_seeds(seeds, main)}}})
+    for k in (1, 2):
+        write_json_atomic(tmp_path / "score" / "shared_lm" / f"seed{k}" / "results.json", {"metrics": main[k]})
+    store = RunArtifacts(tmp_path)
+    points = _points(store.json("sweep", "summary"), store)["shared_lm"]
+    assert [r["fad"]["value"] for r in points[8]["runs"]] == [200, 190, 215]
+    assert points[2]["metrics"]["fad"]["value"] == 100 and points[8]["metrics"]["fad"]["value"] == 605 / 3  # the mean over seeds
+    assert points[8]["metrics"]["fad"]["seed0_value"] == 200
+    summary = store.json("sweep", "summary")
+    del summary["systems"]["shared_lm"]["2"]["replicates"]  # the sweep ran with one seed, the main run with three
+    with pytest.raises(ValueError, match=r"shared_lm has 1 seed replicate\(s\) in the sweep and 3 in .*summary.json"):
+        _points(summary, store)

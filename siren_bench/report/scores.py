@@ -77,6 +77,13 @@ def seed_agreement(siren: dict, other: dict, metric: str) -> tuple[int, int] | N
     return better, len(shared)
 
 
+def seed_mean(record: dict, spread: dict) -> dict:
+    """A metric of a replicated system as tables show it: the mean over its seed replicates with the
+    interval holding seed and clip variance (`spread`, replicates.over_seeds), replicate 0's value kept."""
+    return record | {"value": spread["mean"], "ci_low": spread["ci_low"], "ci_high": spread["ci_high"], "n_seeds": spread["n"],
+                     "seed0_value": record["value"]}
+
+
 def seeds_markdown(systems: dict, present: list[tuple[str, str]]) -> str:
     """Each replicated system's value under every seed, and whether Siren's order against each
     system holds under every seed."""
@@ -196,8 +203,7 @@ def scores_section(store: RunArtifacts, out: Path) -> Section:
         if "kl" in metrics:  # its direction, and the other direction where the recipe computes both
             table["kl"] |= {k: v for k, v in metrics["kl"].items() if k == "direction" or k.startswith("value_")}
         for metric, spread in seeded.items():  # replicated: the mean over seeds and its combined interval
-            table[metric] |= {"value": spread["mean"], "ci_low": spread["ci_low"], "ci_high": spread["ci_high"],
-                              "n_seeds": spread["n"], "seed0_value": metrics[metric]["value"]}
+            table[metric] = seed_mean(table[metric], spread)
         cells = [name, str(full["generated"]["n_clips"]), str(next(iter(seeded.values()))["n"]) if seeded else "1"]
         for metric, _ in present:
             mark = " \\*" if name == "siren_aligned" and metric in contaminated else ""

@@ -52,7 +52,11 @@ def _limits(sections: dict[str, Section], skipped: list[str]) -> str:
             n = next(iter(seeded[0].values()))["n"]
             diagnose = sections.get("diagnose")
             codecs = len(diagnose.results.get("codec_seeds", [])) if diagnose is not None else 0
-            single = "the sweep and the ablations" if codecs > 1 else "the sweep, the ablations and the RVQ diagnostics"
+            sweep = sections.get("sweep")
+            swept = sweep is not None and len(sweep.results.get("seeds", [])) > 1
+            single = ", ".join(part for part, replicated in (("the sweep", swept), ("the ablations", False),
+                                                             ("the RVQ diagnostics", codecs > 1)) if not replicated)
+            single = " and ".join(single.rsplit(", ", 1))
             lines.append(f"Each trained system was trained, aligned and sampled from {n} seeds; the table's means and "
                          f"intervals hold that spread, but {single} ran with one seed.")
         else:

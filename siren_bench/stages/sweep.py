@@ -15,13 +15,20 @@ parameter count) at every depth, so its curve is one model's capacity spread ove
 codebooks, the paper's dilemma; Siren gains an expert per model.codebooks_per_expert codebooks,
 so below the full depth it is the smaller of the two.
 
+Seed replicates (eval.seeds, siren_bench/replicates.py): Siren and the shared LM are trained and
+sampled at every depth once per replicate, replicate k with the main run's replicate-k seeds, so
+that the sweep's verdicts rest on the same seed spread as the main table's. The codec's
+resynthesis is deterministic and made once. The ablations run with replicate 0's seeds only.
+
 The ablations (sweep.ablations, models/ablations.py): each is Siren with one design choice
 changed, at a depth d, retrained and scored against the unablated Siren at d (the sweep's
 retrained one, trained here if the sweep has none at d; at the full depth, the main run's).
 
 Output (artifacts/<profile>/sweep/): <system>_d<d>/ (results.json, per_clip.csv),
-audio/<system>_d<d>/*.wav, sweep.json (per system and depth: metrics, validation loss; per
-ablation: variant, reference, metrics) and provenance.json.
+audio/<system>_d<d>/*.wav, the same for replicate k under replicates/seed<k>/, sweep.json (per
+system and depth: replicate 0's metrics and validation loss, each further replicate's, and
+`over_seeds` as the score stage's summary has it; per ablation: variant, reference, metrics) and
+provenance.json.
 """
 
 from __future__ import annotations
@@ -34,6 +41,7 @@ import numpy as np
 import torch
 
 from baselines import registry
+from siren_bench import replicates
 from siren_bench.artifacts import SCORED_SPLIT, STAGES, load_codes
 from siren_bench.config import ConfigError, SirenConfig, baselines_config, codec_config, eval_config, sweep_config
 from siren_bench.data.manifest import MANIFEST_NAME, read_manifest
@@ -43,6 +51,7 @@ from siren_bench.models.collaborative import Siren
 from siren_bench.models.siren import SirenExpert
 from siren_bench.models.train import TokenSet, clear_resume_state, resume_file, train_expert, train_model
 from siren_bench.provenance import build_record, write_provenance
+from siren_bench.replicates import over_seeds
 from siren_bench.evaluation.scorer import stage_scorer
 from siren_bench.generation import codec_resynthesis, render
 from siren_bench.models.experts import ExpertJobs, expert_jobs, load_stage_siren
@@ -107,6 +116,18 @@ def train_shared_lm(depth: int, jobs: ExpertJobs, fields: dict, device: torch.de
     return model.eval(), vals[-1] if vals else None
 
 
+def depth_entry(seeds: list[int], runs: list[tuple[float | None, dict]]) -> dict:
+    """One system at one depth over its seed replicates, `runs` (validation loss, metrics) in
+    replicate order: replicate 0's numbers, each further replicate's, and `over_seeds` (per metric
+    the values and their combination, replicates.over_seeds) as the score stage's summary has it."""
+    (val_loss, metrics), further = runs[0], runs[1:]
+    entry = {"val_loss": val_loss, "metrics": metrics}
+    if further:
+        entry["replicates"] = [{"seed": seed, "val_loss": v, "metrics": m} for seed, (v, m) in zip(seeds[1:], further)]
+        entry["over_seeds"] = over_seeds(seeds, [m for _, m in runs])
+    return entry
+
+
 def main_run_siren(siren_dir: Path) -> TrainedSiren:
     model, info = load_stage_siren(siren_dir)
     return TrainedSiren(model, [e.get("final_val_loss") for e in info["experts"]])
@@ -143,17 +164,36 @@ def run(params_path: str | Path = "params.yaml") -> Path:
     finished: list[Path] = []
     sirens: dict[int, TrainedSiren] = {}  # Siren retrained at a depth: the ablations' reference there
 
-    with atomic_directory(out_dir) as staging:
-        def scored(model, name: str) -> dict:
-            render(model, "codes", name, codec, jobs.encoder, test, lengths, config, staging / "audio" / name, batch, device)
-            return scorer.score(staging / "audio" / name, staging / name, out_dir / "audio" / name)["metrics"]
+    replicate_jobs = [dataclasses.replace(jobs, config=replicates.model_config(config, k)) for k in range(evaluation.seeds)]
+    seeds = [j.config.generation_seed for j in replicate_jobs]  # each replicate named as the score stage names it
+    summary["seeds"] = seeds
 
-        def siren_at(depth: int) -> TrainedSiren:
-            sirens[depth] = train_siren(dataclasses.replace(jobs.siren, n_codebooks=depth, groups=None), depth, jobs, device,
-                                        finished)
-            summary["systems"].setdefault("siren", {})[depth] = {"val_loss": sirens[depth].mean_val_loss(),
-                                                                 "metrics": scored(sirens[depth].model, f"siren_d{depth}")}
+    with atomic_directory(out_dir) as staging:
+        def scored(model, name: str, k: int = 0) -> dict:
+            where, final = replicates.folder(staging, k), replicates.folder(out_dir, k)
+            render(model, "codes", name, codec, jobs.encoder, test, lengths, replicate_jobs[k].config, where / "audio" / name,
+                   batch, device)
+            return scorer.score(where / "audio" / name, where / name, final / "audio" / name)["metrics"]
+
+        def trained_siren(depth: int, k: int) -> TrainedSiren:
+            return train_siren(dataclasses.replace(jobs.siren, n_codebooks=depth, groups=None), depth, replicate_jobs[k],
+                               device, finished)
+
+        def siren_at(depth: int) -> TrainedSiren:  # replicate 0 alone: an ablation's reference at a depth outside the sweep
+            sirens[depth] = trained_siren(depth, 0)
+            summary["systems"].setdefault("siren", {})[depth] = depth_entry(
+                seeds[:1], [(sirens[depth].mean_val_loss(), scored(sirens[depth].model, f"siren_d{depth}"))])
             return sirens[depth]
+
+        def replicate(system: str, depth: int, k: int) -> tuple[float | None, dict]:
+            name = f"{system}_d{depth}"
+            if system == "siren":
+                trained = trained_siren(depth, k)
+                if k == 0:
+                    sirens[depth] = trained
+                return trained.mean_val_loss(), scored(trained.model, name, k)
+            model, val_loss = train_shared_lm(depth, replicate_jobs[k], shared_fields, device, finished)
+            return val_loss, scored(model, name, k)
 
         for depth in depths:
             name = f"codec_resynthesis_d{depth}"
@@ -163,12 +203,8 @@ def run(params_path: str | Path = "params.yaml") -> Path:
             summary["systems"].setdefault("codec_resynthesis", {})[depth] = {"val_loss": None,
                                                                               "metrics": scorer.score(folder, staging / name, out_dir / "audio" / name)["metrics"]}
             for system in sweep.systems:
-                if system == "siren":
-                    siren_at(depth)
-                    continue
-                model, val_loss = train_shared_lm(depth, jobs, shared_fields, device, finished)
-                summary["systems"].setdefault(system, {})[depth] = {"val_loss": val_loss,
-                                                                    "metrics": scored(model, f"{system}_d{depth}")}
+                summary["systems"].setdefault(system, {})[depth] = depth_entry(
+                    seeds, [replicate(system, depth, k) for k in range(evaluation.seeds)])
         for ablation, at in sweep.ablations.items():
             depth = full if at is None else at
             if depth == full:
@@ -193,7 +229,9 @@ def run(params_path: str | Path = "params.yaml") -> Path:
             inputs={"codes": stage.dir("tokenize") / STAGES["tokenize"].file("codes"), "codec": stage.dir("codec") / "model",
                     "manifest": stage.dir("prepare") / MANIFEST_NAME,
                     **({"siren": stage.dir("siren")} if any(at in (None, full) for at in sweep.ablations.values()) else {})},
-            seeds={"model.seed": config.seed, "generation_seed": config.generation_seed}, device=device.type))
+            seeds={"model.seed": config.seed, "generation_seed": config.generation_seed,
+                   **{f"replicate {k} model.seed": j.config.seed for k, j in enumerate(replicate_jobs) if k}},
+            device=device.type))
     for path in finished:
         clear_resume_state(path)
     return out_dir
