@@ -33,6 +33,16 @@ def folder(stage_dir: Path, k: int) -> Path:
     return stage_dir if k == 0 else stage_dir / REPLICATES / name(k)
 
 
+def further(stage_dir: Path) -> list[Path]:
+    """The folders of a stage's replicates beyond replicate 0, in order (replicates/seed1, seed2, ...,
+    up to the first missing one): what a reader of a finished stage iterates over."""
+    found, k = [], 1
+    while (candidate := folder(stage_dir, k)).is_dir():
+        found.append(candidate)
+        k += 1
+    return found
+
+
 def model_config(config: ModelConfig, k: int) -> ModelConfig:
     """The model settings of replicate k: training and generation seeds shifted by k * SEED_STRIDE."""
     return replace(config, seed=config.seed + k * SEED_STRIDE, generation_seed=config.generation_seed + k * SEED_STRIDE)

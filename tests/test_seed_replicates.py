@@ -32,6 +32,21 @@ def test_replicate_k_shifts_every_seed_by_k_strides_and_lives_under_the_stage_fo
         replicates.check(-1, 2, "p.yaml")
 
 
+def test_a_stages_further_replicates_are_read_in_order_up_to_the_first_gap(tmp_path):
+    from siren_bench.report.baselines_card import _replicate_logs
+
+    stage = tmp_path / "baselines"
+    assert replicates.further(stage) == []
+    for k in (1, 2, 3, 10):  # seed10 sorts before seed2 as text; seed4 is missing, so seed10 is not one of this run's
+        (stage / "replicates" / f"seed{k}" / "shared_lm").mkdir(parents=True)
+        (stage / "replicates" / f"seed{k}" / "shared_lm" / "train_log.jsonl").write_text(f'{{"step": {k}}}\n')
+    assert replicates.further(stage) == [stage / "replicates" / f"seed{k}" for k in (1, 2, 3)]
+    assert [log[0]["step"] for log in _replicate_logs(stage, "shared_lm")] == [1, 2, 3]
+    (stage / "replicates" / "seed2" / "shared_lm" / "train_log.jsonl").unlink()  # a replicate without its log: named, not skipped
+    with pytest.raises(FileNotFoundError, match=r"seed2/shared_lm/train_log.jsonl: missing \(seed replicate seed2"):
+        _replicate_logs(stage, "shared_lm")
+
+
 def test_the_combined_interval_adds_the_seed_variance_over_n_to_the_mean_clip_variance():
     values, clip_ses = [1.0, 2.0, 4.0], [0.25, 0.5, 0.5]
     out = combine(values, clip_ses)

@@ -11,7 +11,8 @@ import numpy as np
 from scipy import stats
 
 from siren_bench.diagnostics.orthogonality import off_diagonal_summary
-from siren_bench.artifacts import REPLICATES, RunArtifacts
+from siren_bench.artifacts import RunArtifacts
+from siren_bench.replicates import further as replicate_folders
 from siren_bench.report import figures
 from siren_bench.report.verdicts import Verdict, judge, render, unmeasured
 from siren_bench.report.section import Section, md_table, report_section
@@ -147,9 +148,13 @@ another's.
 
 def _replicate_logs(baselines_dir: Path, name: str) -> list[list[dict]]:
     """The training logs of baseline `name` in the further seed replicates (eval.seeds), in order."""
-    folders = sorted((baselines_dir / REPLICATES).glob("seed*"), key=lambda p: int(p.name[len("seed"):]))
-    return [[json.loads(line) for line in (f / name / "train_log.jsonl").read_text().splitlines() if line.strip()]
-            for f in folders if (f / name / "train_log.jsonl").is_file()]
+    logs = []
+    for folder in replicate_folders(baselines_dir):
+        path = folder / name / "train_log.jsonl"
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: missing (seed replicate {folder.name} of the train_baselines stage; re-run it)")
+        logs.append([json.loads(line) for line in path.read_text().splitlines() if line.strip()])
+    return logs
 
 
 def _late_mean(points: list[tuple[int, dict]]) -> float:

@@ -312,8 +312,8 @@ def diagnostic_verdicts(fidelity: dict, ortho: dict, semantics: dict | None, fur
 
 def _codec_replicates(diagnose_dir: Path) -> list[tuple[dict, dict, dict | None]]:
     """Fidelity, orthogonality and semantics measured on each further codec seed replicate, in order."""
-    found, k = [], 1
-    while (folder := replicates.folder(diagnose_dir, k)).is_dir():
+    found = []
+    for folder in replicates.further(diagnose_dir):
         def read(name: str) -> dict | None:
             return json.loads((folder / name).read_text()) if (folder / name).is_file() else None
 
@@ -321,7 +321,6 @@ def _codec_replicates(diagnose_dir: Path) -> list[tuple[dict, dict, dict | None]
         if fidelity is None or ortho is None:
             raise FileNotFoundError(f"{folder}: a codec replicate's fidelity.json or orthogonality.json is missing")
         found.append((fidelity, ortho, read("semantics.json")))
-        k += 1
     return found
 
 

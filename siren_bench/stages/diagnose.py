@@ -128,15 +128,6 @@ def _write_layer_diagnostics(folder: Path, measured: dict) -> None:
         write_json_atomic(folder / "semantics.json", measured["semantics"])
 
 
-def codec_replicates(codec_dir: Path) -> list[Path]:
-    """The codec stage's seed replicates beyond replicate 0 (replicates/seed1, seed2, ...), in order."""
-    found, k = [], 1
-    while (folder := replicates.folder(codec_dir, k)).is_dir():
-        found.append(folder)
-        k += 1
-    return found
-
-
 def run(params_path: str | Path = "params.yaml") -> Path:
     stage = open_stage(params_path)
     run_cfg, config = stage.run, codec_config(stage.params, stage.source)
@@ -153,7 +144,7 @@ def run(params_path: str | Path = "params.yaml") -> Path:
     measured = layer_diagnostics(codec, manifest, codes, test_waves, config.batch_clips, seeds)
     alone, cumulative, semantics = measured["alone"], measured["cumulative"], measured["semantics"]
     further = []  # the codec's seed replicates: the same measurements, the clips tokenized here
-    if replicate_dirs := codec_replicates(codec_dir):
+    if replicate_dirs := replicates.further(codec_dir):
         all_waves = load_waves(manifest, codec.sample_rate)
         for folder in tqdm(replicate_dirs, desc="codec replicates", unit="codec"):
             other = load_stage_codec(folder)
