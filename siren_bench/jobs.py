@@ -39,8 +39,8 @@ def command_line(job: DictConfig) -> list[str]:
     elif job.job == "train-baseline":
         chosen = ["--name", str(job.name)]
     else:
-        chosen = ["--system", str(job.name), "--replicate", str(int(job.replicate))]
-    return [job.job, *chosen, "--params", str(job.params)]
+        chosen = ["--system", str(job.name)]
+    return [job.job, *chosen, "--replicate", str(int(job.replicate)), "--params", str(job.params)]
 
 
 def join_task_group() -> int:

@@ -17,9 +17,10 @@ def _job(*overrides):
 
 
 def test_each_job_is_the_command_line_it_names():
-    assert jobs.command_line(_job("index=3")) == ["train-expert", "--index", "3", "--params", "params.yaml"]
-    assert jobs.command_line(_job("job=train-baseline", "name=ar_nar", "params=p.yaml")) == [
-        "train-baseline", "--name", "ar_nar", "--params", "p.yaml"]
+    assert jobs.command_line(_job("index=3")) == ["train-expert", "--index", "3", "--replicate", "0", "--params", "params.yaml"]
+    assert jobs.command_line(_job("job=train-baseline", "name=ar_nar", "params=p.yaml", "replicate=1")) == [
+        "train-baseline", "--name", "ar_nar", "--replicate", "1", "--params", "p.yaml"]
+    assert jobs.command_line(_job("index=2", "replicate=2"))[:4] == ["train-expert", "--index", "2", "--replicate"]
     assert jobs.command_line(_job("job=generate-shard", "name=siren", "replicate=2")) == [
         "generate-shard", "--system", "siren", "--replicate", "2", "--params", "params.yaml"]
 
