@@ -148,6 +148,25 @@ def test_over_seeds_a_measure_counts_only_with_one_sign_under_every_seed_and_an_
     assert against.outcome == "contradicts"
 
 
+
+def test_a_counting_measure_opposed_by_one_that_keeps_the_other_sign_under_every_seed_is_inconclusive():
+    """The committed report's Siren against AR + NAR: KL lower under every seed and significant,
+    the distance to the reference mean higher under every seed but not significant. A re-run with
+    shifted seeds made the distance significant and KL not: "agrees" became "contradicts". Read as
+    what it is, steadily opposed measures, both runs say inconclusive."""
+    kl_for = ("KL", "lower", _measure([-1.8, -3.9, -3.6], -5.6, -0.6))
+    distance_against = ("distance to the reference mean", "lower", _measure([7.9, 41.7, 9.9], -18.6, 58.3))
+    distance_wobbles = ("distance to the reference mean", "lower", _measure([7.9, -41.7, 9.9], -58.6, 58.3))
+    opposed = comparison_verdict("ar_nar", [kl_for, distance_against])
+    assert opposed.outcome == "inconclusive" and "keeps the opposite sign under every seed" in opposed.reason
+    assert comparison_verdict("ar_nar", [kl_for, distance_wobbles]).outcome == "agrees"  # one seed's sign differs: no steady opposition
+    rerun = comparison_verdict("ar_nar", [("KL", "lower", _measure([-3.5, -2.7, -0.6], -5.3, 0.7)),
+                                          ("distance to the reference mean", "lower", _measure([32.9, 12.9, 41.9], 0.7, 57.8))])
+    assert rerun.outcome == "inconclusive"
+    # a steady measure on the counting side does not block it
+    assert comparison_verdict("ar_nar", [kl_for, ("CLAP", "higher", _measure([0.1, 0.2, 0.1], -0.1, 0.4))]).outcome == "agrees"
+
+
 def test_a_trained_codec_is_fitted_per_seed_and_the_rvq_diagnostics_measure_every_fit(tmp_path):
     """eval.seeds = 2 on the ci profile: the codec stage fits a second mel codec from codec.seed +
     1000 beside the first (which every later stage tokenizes with), and the diagnose stage measures

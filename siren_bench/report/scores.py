@@ -318,16 +318,21 @@ def comparison_verdict(other: str, measures: list[tuple[str, str, dict]]) -> Ver
     when, over seed replicates (a measure's `over_seeds`), its sign holds under every seed and the
     interval combining seed and clip variance excludes zero; with one seed, when p (Holm) < 0.05.
     "agrees" when at least one measure counts for the claim and none against it, "contradicts" in
-    the opposite case, "inconclusive" when none counts or they disagree."""
+    the opposite case, "inconclusive" when none counts or they disagree. Over seed replicates a
+    measure whose sign holds against the counting side under every seed also makes it
+    inconclusive, significant or not: which of two steadily opposed measures crosses its threshold
+    is what a re-run changes (measured: a seed-shifted re-run turned "agrees" into "contradicts" so)."""
     flip = other == "siren_aligned"  # the claim is about the aligned model: Siren minus it must be worse
     claim = CLAIMS_AGAINST.get(other, f"Siren generates better than `{other}`") + "."
-    verdicts, parts, n_seeds = [], [], 1
+    verdicts, steady, parts, n_seeds = [], [], [], 1  # steady: the side of each measure whose sign every seed shares
     for label, better, p in measures:
         if "over_seeds" in p:
             o = p["over_seeds"]
             n_seeds = o["n"]
             one_sign = all(v > 0 for v in o["values"]) or all(v < 0 for v in o["values"])
             counts, value = one_sign and (o["ci_low"] > 0 or o["ci_high"] < 0), o["mean"]
+            if one_sign:
+                steady.append(((value > 0) == (better == "higher")) != flip)
             parts.append(f"{label} {o['mean']:+.4g} [{o['ci_low']:+.4g}, {o['ci_high']:+.4g}] over {o['n']} seeds "
                          f"({', '.join(f'{v:+.3g}' for v in o['values'])})")
         else:
@@ -345,9 +350,15 @@ def comparison_verdict(other: str, measures: list[tuple[str, str, dict]]) -> Ver
         none = "No paired measure differs at p (Holm) < 0.05."
     if flip:
         caveat += " Measures on the network the alignment reward used are marked under Scores: not independent evidence."
-    if verdicts and all(verdicts):
+    if verdicts and all(verdicts) and all(steady):
         return Verdict(claim, "agrees", effect, caveat)
-    if verdicts and not any(verdicts):
+    if verdicts and not any(verdicts) and not any(steady):
         return Verdict(claim, "contradicts", effect, caveat)
-    reason = none if not verdicts else "The measures that count disagree in direction."
+    if not verdicts:
+        reason = none
+    elif all(verdicts) or not any(verdicts):
+        reason = ("Another measure keeps the opposite sign under every seed, though its interval includes zero: the "
+                  "measures disagree, and which of them reaches its threshold depends on the seeds.")
+    else:
+        reason = "The measures that count disagree in direction."
     return Verdict(claim, "inconclusive", effect, f"{reason} {caveat}")
