@@ -200,6 +200,8 @@ def test_the_sweep_joins_the_main_runs_replicates_at_the_full_depth_and_refuses_
     assert points[2]["metrics"]["fad"]["value"] == 100 and points[8]["metrics"]["fad"]["value"] == 605 / 3  # the mean over seeds
     assert points[8]["metrics"]["fad"]["seed0_value"] == 200
     summary = store.json("sweep", "summary")
+    summary["systems"]["shared_lm"]["1"] = {"val_loss": 4.0, "metrics": _fad(50, 5)}  # an ablation's one-seed reference: not a point
+    assert set(_points(summary, store)["shared_lm"]) == {2, 8}
     del summary["systems"]["shared_lm"]["2"]["replicates"]  # the sweep ran with one seed, the main run with three
-    with pytest.raises(ValueError, match=r"shared_lm has 1 seed replicate\(s\) in the sweep and 3 in .*summary.json"):
+    with pytest.raises(ValueError, match=r"shared_lm has a different number of seed replicates per depth \(\{2: 1, 8: 3\}"):
         _points(summary, store)

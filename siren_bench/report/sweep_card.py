@@ -41,19 +41,21 @@ def _main_run(store: RunArtifacts, name: str, system: dict) -> dict:
 
 
 def _points(sweep: dict, store: RunArtifacts) -> dict[str, dict[int, dict]]:
-    """system -> depth -> point (`_point`), the sweep's depths plus the main run's full depth. The
-    main run's replicates must be the sweep's, replicate k of both trained with the same seeds."""
-    points = {name: {int(d): _point(_runs(entry), entry.get("over_seeds", {})) for d, entry in sweep["systems"].get(name, {}).items()}
-              for name in SERIES}
-    if store.exists("score", "summary"):
-        main = store.json("score", "summary")["systems"]
-        for name in SERIES:
-            if name in main and points[name]:
-                full = points[name][sweep["full_depth"]] = _main_run(store, name, main[name])
-                swept = len(next(iter(points[name].values()))["runs"])
-                if name != "codec_resynthesis" and len(full["runs"]) != swept:
-                    raise ValueError(f"{store.path('sweep', 'summary')}: {name} has {swept} seed replicate(s) in the sweep and "
-                                     f"{len(full['runs'])} in {store.path('score', 'summary')}; re-run both with the same eval.seeds")
+    """system -> depth -> point (`_point`), the sweep's depths plus the main run's full depth. A Siren
+    the stage trained only as an ablation's reference (one seed, at a depth outside sweep.depths) is
+    not a point. The main run's replicates must be the sweep's, replicate k of both trained with the
+    same seeds: every depth of a system has as many replicates, or the run is refused."""
+    depths = {str(d) for d in sweep["depths"]}
+    points = {name: {int(d): _point(_runs(entry), entry.get("over_seeds", {}))
+                     for d, entry in sweep["systems"].get(name, {}).items() if d in depths} for name in SERIES}
+    main = store.json("score", "summary")["systems"] if store.exists("score", "summary") else {}
+    for name in SERIES:
+        if name in main and points[name]:
+            points[name][sweep["full_depth"]] = _main_run(store, name, main[name])
+        counts = {d: len(p["runs"]) for d, p in points[name].items()}
+        if name != "codec_resynthesis" and len(set(counts.values())) > 1:  # the codec's resynthesis is one run at every depth
+            raise ValueError(f"{store.path('sweep', 'summary')}: {name} has a different number of seed replicates per depth "
+                             f"({counts}; the full depth from {store.path('score', 'summary')}); re-run both with the same eval.seeds")
     return {name: dict(sorted(p.items())) for name, p in points.items() if p}
 
 
@@ -134,8 +136,8 @@ def _rises(by_depth: dict[int, dict], metric: str) -> tuple[list[float], list[fl
     if len(depths) < 2:
         return None
     low, high = by_depth[min(depths)]["runs"], by_depth[max(depths)]["runs"]
-    return ([h[metric]["value"] - lo[metric]["value"] for lo, h in zip(low, high)],
-            [float(np.hypot(clip_se(lo[metric]), clip_se(h[metric]))) for lo, h in zip(low, high)])
+    return ([h[metric]["value"] - lo[metric]["value"] for lo, h in zip(low, high, strict=True)],
+            [float(np.hypot(clip_se(lo[metric]), clip_se(h[metric]))) for lo, h in zip(low, high, strict=True)])
 
 
 def sweep_verdicts(points: dict[str, dict[int, dict]]) -> list[Verdict]:
@@ -165,8 +167,8 @@ def sweep_verdicts(points: dict[str, dict[int, dict]]) -> list[Verdict]:
     rise_siren = _rises(siren, "fad") if siren else None
     if rise_siren is None:
         return verdicts + [unmeasured(relief, "The sweep has fewer than two depths of Siren with FAD.")]
-    gaps = [a - b for a, b in zip(values, rise_siren[0])]
-    gap_ses = [float(np.hypot(a, b)) for a, b in zip(ses, rise_siren[1])]
+    gaps = [a - b for a, b in zip(values, rise_siren[0], strict=True)]  # replicate k of both systems
+    gap_ses = [float(np.hypot(a, b)) for a, b in zip(ses, rise_siren[1], strict=True)]
     verdicts.append(judge_over_seeds(relief, gaps, gap_ses, name="shared LM's FAD rise minus Siren's", fmt="{:+.4g}",
                                      caveat=caveat))
     return verdicts
