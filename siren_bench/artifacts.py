@@ -67,7 +67,7 @@ STAGES: dict[str, StageArtifacts] = {a.folder: a for a in (
                    per_system={"config": "config.json", "weights": "model.safetensors", "train_log": "train_log.jsonl"}),
     StageArtifacts("generate", "generate", {"systems": "systems.json"}),
     StageArtifacts("score", "score", {"summary": "summary.json", "reference_stats": "reference_stats.npz",
-                                      "ranking": "ranking.json"},
+                                      "ranking": "ranking.json", "ranking_recipes": "ranking_recipes"},
                    per_system={"results": "results.json", "per_clip": "per_clip.csv"}),
     StageArtifacts("sweep", "sweep", {"summary": "sweep.json"}),
 )}

@@ -318,6 +318,10 @@ class EvalConfig:
     # ranking robustness (evaluation/ranking.py): half-samples of the test clips over which each
     # pair of systems' order is re-measured under every metric; 0 ranks on all clips only
     ranking_resamples: int = 30
+    # further recipes the score stage measures every system's first replicate under, for the ranking
+    # only ("would the order change under another toolkit's recipe?"); their embedders must come
+    # from the same place as eval.recipe's (the evaluators stage for smoke, else eval.weights_dir)
+    ranking_recipes: list[str] = field(default_factory=list)
     # the smoke evaluators (SynthCaps tagger, small CLAP against frozen MiniLM)
     tagger_steps: int = 600
     clap_steps: int = 400
@@ -533,6 +537,28 @@ def baseline_systems(params: DictConfig, source: str = "params.yaml") -> list[st
     return [name for name in eval_config(params, source).systems if name in known]
 
 
+def _check_ranking_recipes(config: EvalConfig, source: str) -> None:
+    """Each ranking recipe is known, distinct from the others and from eval.recipe, and reads its
+    weights where eval.recipe does (one evaluators folder or weights_dir per scoring run)."""
+    from siren_bench.recipes import get_recipe, needs_smoke_evaluators
+
+    main = get_recipe(config.recipe)
+    seen = {main.id}
+    for name in config.ranking_recipes:
+        try:
+            recipe = get_recipe(name)
+        except KeyError as exc:
+            raise ConfigError(f"{source}: eval.ranking_recipes: {exc.args[0]}") from exc
+        if recipe.id in seen:
+            raise ConfigError(f"{source}: eval.ranking_recipes lists {recipe.id} twice or as eval.recipe itself")
+        seen.add(recipe.id)
+        if needs_smoke_evaluators(recipe.id) != needs_smoke_evaluators(main.id):
+            raise ConfigError(f"{source}: eval.ranking_recipes: {recipe.id} reads its weights from "
+                              f"{'the evaluators stage' if needs_smoke_evaluators(recipe.id) else 'eval.weights_dir'}, "
+                              f"eval.recipe {main.id} from {'the evaluators stage' if needs_smoke_evaluators(main.id) else 'eval.weights_dir'}: "
+                              "a run scores from one of the two")
+
+
 def eval_config(params: DictConfig, source: str = "params.yaml") -> EvalConfig:
     config = section(params, "eval", EvalConfig, source=source)
     from siren_bench.recipes import get_recipe  # recipes import nothing from here; keep config light
@@ -545,6 +571,7 @@ def eval_config(params: DictConfig, source: str = "params.yaml") -> EvalConfig:
         raise ConfigError(f"{source}: eval.n_bootstrap must be positive or null, got {config.n_bootstrap}")
     if config.ranking_resamples < 0:
         raise ConfigError(f"{source}: eval.ranking_resamples must be 0 or more, got {config.ranking_resamples}")
+    _check_ranking_recipes(config, source)
     if config.seeds < 1:
         raise ConfigError(f"{source}: eval.seeds must be at least 1, got {config.seeds}")
     generated = [*BUILTIN_SYSTEMS, *baselines_config(params, source)]

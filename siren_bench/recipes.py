@@ -92,6 +92,17 @@ class Recipe:
         raise KeyError(f"recipe {self.id} has no {metric!r} metric (it has {[s.metric for s in self.metrics]})")
 
 
+def measure_name(metric: str, recipe_id: str) -> str:
+    """A metric scored under a further recipe, as a ranking measure (evaluation/ranking.py); the
+    run's own recipe's metrics are named by the metric alone."""
+    return f"{metric} @ {recipe_id}"
+
+
+def metric_of(measure: str) -> str:
+    """The metric a ranking measure computes (its direction and resampling rules are the metric's)."""
+    return measure.split(" @ ", 1)[0]
+
+
 def _check(knob: str, value, allowed) -> None:
     if value not in allowed:
         raise ValueError(f"unknown {knob} {value!r}; choose one of {allowed}")
@@ -294,9 +305,38 @@ AUDIOCRAFT = dataclasses.replace(
     + tuple(f"not reproduced: {d}" for d in _PASST_DIFFERENCES),
 )
 
+
+def transplant(anchor: Recipe, onto: Recipe, version: int = 1) -> Recipe:
+    """`onto`'s embedders under `anchor`'s choices: for every metric both recipes have, `onto`'s
+    embedder, checkpoint, framing and sample rate, with the anchor's audio handling (channels, DC
+    removal, resampler, level, padding, cropping, int16 round trip) and metric options (FD's matrix
+    square root, KL's direction and eps, IS's shuffle and splits). What the ranking asks of a run
+    without the anchor's weights: would its order change if the anchor toolkit had scored it?
+    The shortest clip stays the longer of the two (an embedder's own minimum is kept)."""
+    specs = []
+    for spec in anchor.metrics:
+        if not any(s.metric == spec.metric for s in onto.metrics):
+            continue
+        own = onto.spec(spec.metric)
+        audio = dataclasses.replace(spec.audio, sample_rate=own.audio.sample_rate,
+                                    min_seconds=max(own.audio.min_seconds, spec.audio.min_seconds))
+        specs.append(dataclasses.replace(own, audio=audio, options=spec.options))
+    if not specs:
+        raise ValueError(f"recipes {anchor.id} and {onto.id} share no metric")
+    return Recipe(f"{onto.name}_as_{anchor.name}", version,
+                  f"{onto.id}'s embedders, framings and sample rates under {anchor.id}'s audio handling and metric "
+                  f"options, for the metrics both have ({', '.join(s.metric for s in specs)}); the anchor's own "
+                  "embedders and their framings are not reproduced.",
+                  tuple(specs), n_boot=onto.n_boot, bootstrap_seed=onto.bootstrap_seed)
+
+
+# The anchors' choices on the smoke evaluators: the recipes a run without real weights can afford
+# for the ranking's question (eval.ranking_recipes).
+SMOKE_AS_ANCHORS = tuple(transplant(anchor, SMOKE) for anchor in (AUDIOLDM_EVAL, GOOGLE_FAD, STABLE_AUDIO_METRICS, AUDIOCRAFT))
+
 REGISTRY: dict[str, Recipe] = {r.id: r for r in (AUDIOLDM_EVAL_V1, AUDIOLDM_EVAL, GOOGLE_FAD, CLEAN, SMOKE_V1, SMOKE, STABLE_AUDIO_METRICS_V1,
                                                   STABLE_AUDIO_METRICS_V2, STABLE_AUDIO_METRICS, AUDIOCRAFT_V1, AUDIOCRAFT_V2,
-                                                  AUDIOCRAFT)}
+                                                  AUDIOCRAFT, *SMOKE_AS_ANCHORS)}
 
 
 def get_recipe(name: str) -> Recipe:

@@ -221,3 +221,20 @@ def test_mel_codec_settings_are_checked(field, value):
     params = OmegaConf.create({"codec": {"architecture": "mel", "codebook_size": 256, field: value}})
     with pytest.raises(ConfigError, match=f"codec.kmeans_iterations and codec.griffin_lim_iters must be >= 0.*{value}"):
         codec_config(params, "p.yaml")
+
+
+@pytest.mark.parametrize("ranking_recipes, recipe, problem", [
+    (["no_such_recipe"], "smoke", "eval.ranking_recipes: unknown recipe 'no_such_recipe'"),
+    (["smoke_as_google_fad", "smoke_as_google_fad@1"], "smoke", "lists smoke_as_google_fad@1 twice"),
+    (["smoke@2"], "smoke", "lists smoke@2 twice or as eval.recipe itself"),
+    (["audioldm_eval"], "smoke", "audioldm_eval@2 reads its weights from eval.weights_dir, eval.recipe smoke@2 from the evaluators stage"),
+    (["smoke_as_audiocraft"], "clean", "smoke_as_audiocraft@1 reads its weights from the evaluators stage"),
+])
+def test_ranking_recipes_are_known_distinct_and_read_the_same_weights(tmp_path, ranking_recipes, recipe, problem):
+    path = tmp_path / "params.yaml"
+    OmegaConf.save(OmegaConf.create({"eval": {"recipe": recipe, "ranking_recipes": ranking_recipes}}), path)
+    with pytest.raises(ConfigError, match=problem.replace("(", r"\(")) as info:
+        eval_config(load_params(path), str(path))
+    assert str(path) in str(info.value)
+    OmegaConf.save(OmegaConf.create({"eval": {"recipe": "clean", "ranking_recipes": ["google_fad", "audioldm_eval@1"]}}), path)
+    assert eval_config(load_params(path), str(path)).ranking_recipes == ["google_fad", "audioldm_eval@1"]

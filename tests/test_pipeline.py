@@ -152,7 +152,11 @@ def test_ci_profile_runs_then_repro_does_no_work(repo):
         assert page.images and all(image["loaded"] for image in page.images), page.images
         assert broken_links(page, repo / "reports" / "ci" / "report.html", repo) == []
     ranked = json.loads((repo / "artifacts" / "ci" / "score" / "ranking.json").read_text())
-    assert set(ranked["measures"]) == {"fad", "fad_inf", "kad", "fd", "kl", "is", "clap"}
+    assert {m for m in ranked["measures"] if " @ " not in m} == {"fad", "fad_inf", "kad", "fd", "kl", "is", "clap"}
+    further = {m.split(" @ ")[1] for m in ranked["measures"] if " @ " in m}  # eval.ranking_recipes: the anchors on the smoke evaluators
+    assert further == {"smoke_as_audioldm_eval@1", "smoke_as_google_fad@1", "smoke_as_stable_audio_metrics@1", "smoke_as_audiocraft@1"}
+    assert set(ranked["recipes"]) == {"smoke@2", *further}
+    assert (repo / "artifacts" / "ci" / "score" / "ranking_recipes" / "smoke_as_google_fad@1" / "siren" / "results.json").is_file()
     assert "is" in ranked["resampling"]["not_resampled"]  # 6 clips a half-sample, 10 IS splits: said, not hidden
     assert "## Ranking robustness" in report_md and "holds under" in report_md
     # DVC-native: the report's metrics.json and plots/ are what `dvc metrics show` and `dvc plots show` read

@@ -169,3 +169,31 @@ def test_clap_half_samples_are_scored_with_their_captions():
     values = {s: {"clap": score_metric(spec, e, {}, 1, 0, text)["value"]} for s, e in sets.items()}
     out = ranking.robustness(inputs, values, resamples=4, seed=0)
     assert out["resampling"]["not_resampled"] == {} and out["pairs"]["a|b"]["clap"]["flip_fraction"] == 0.0
+
+
+def test_a_further_recipes_measure_keeps_its_metrics_direction_and_its_recipe_in_the_verdict():
+    """'clap @ r' is higher-is-better like clap, 'kl @ r' lower-is-better like kl; further
+    recipes' measures are ranked on all clips only; the verdict counts the recipes whose
+    measures mostly agree with the pair's overall order."""
+    rng = np.random.default_rng(2)
+    reference = _set(rng, 0.0)
+    sets = {"near": _set(rng, 0.1), "far": _set(rng, 1.5)}
+    inputs, values = _inputs(sets, reference, metrics=("fd", "kl"))
+    for system in sets:  # the same inputs scored again "under another recipe"
+        for metric in ("fd", "kl"):
+            inputs[system][f"{metric} @ other@1"] = inputs[system][metric]
+            values[system][f"{metric} @ other@1"] = values[system][metric]
+        inputs[system]["is @ other@1"] = inputs[system]["kl"]
+        values[system]["is @ other@1"] = {"near": 1.0, "far": 2.0}[system]  # higher is better: far leads here
+    out = ranking.robustness(inputs, values, resamples=4, seed=0)
+    assert out["ranks"]["kl @ other@1"] == out["ranks"]["kl"] == {"near": 1, "far": 2}
+    assert out["ranks"]["is @ other@1"] == {"near": 2, "far": 1}
+    assert set(out["resampling"]["not_resampled"]) == {"fd @ other@1", "kl @ other@1", "is @ other@1"}
+    assert "flip_fraction" in out["pairs"]["far|near"]["fd"] and "flip_fraction" not in out["pairs"]["far|near"]["fd @ other@1"]
+    verdict = pair_verdict(out, "near", "far", main="own@1")
+    assert verdict["leader"] == "near" and verdict["holds"] == 4 and verdict["measures"] == 5
+    assert verdict["recipes"] == {"own@1": {"holds": 2, "measures": 2}, "other@1": {"holds": 2, "measures": 3}}
+    assert verdict["recipes_holding"] == 2 and verdict["text"].endswith("of 2 recipes")
+    values["near"]["kl @ other@1"] = 99.0  # now 'other' splits 1 of 3 for near: no longer a majority
+    verdict = pair_verdict(ranking.robustness(inputs, values, resamples=0, seed=0), "near", "far", main="own@1")
+    assert verdict["recipes"]["other@1"] == {"holds": 1, "measures": 3} and verdict["recipes_holding"] == 1

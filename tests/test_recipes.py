@@ -84,3 +84,31 @@ def test_resamplers_keep_an_in_band_tone(method):
     assert len(out) == 16000
     expected = np.sin(2 * np.pi * 1000 * np.arange(16000) / 16000)
     assert np.abs(out[500:-500] - expected[500:-500]).max() < 2e-3
+
+
+def test_transplant_keeps_the_embedders_and_takes_the_anchors_audio_handling_and_options():
+    from siren_bench.recipes import AUDIOLDM_EVAL, GOOGLE_FAD, SMOKE, SMOKE_AS_ANCHORS, STABLE_AUDIO_METRICS, transplant
+
+    moved = transplant(AUDIOLDM_EVAL, SMOKE)
+    assert moved.id == "smoke_as_audioldm_eval@1" and [s.metric for s in moved.metrics] == ["fad", "fd", "kl", "is"]
+    for spec in moved.metrics:
+        own, anchor = SMOKE.spec(spec.metric), AUDIOLDM_EVAL.spec(spec.metric)
+        assert (spec.embedder, spec.checkpoint, spec.framing) == (own.embedder, own.checkpoint, own.framing)
+        assert spec.options == anchor.options and spec.audio.sample_rate == own.audio.sample_rate
+        assert (spec.audio.channels, spec.audio.remove_dc, spec.audio.resampler) == ("first", True, "sinc_hann")
+        assert spec.audio.min_seconds == max(own.audio.min_seconds, anchor.audio.min_seconds)
+    # an embedder's own minimum length is kept: aisfx needs 2 s, stable-audio-metrics asks for none
+    sam_fd = transplant(STABLE_AUDIO_METRICS, SMOKE).spec("fd")
+    assert sam_fd.embedder == "aisfx" and sam_fd.audio.min_seconds == 2.0 and sam_fd.audio.level == "peak_-1dBFS"
+    assert transplant(GOOGLE_FAD, SMOKE).spec("fad").audio.level == "peak_max0.1"
+    assert len({r.sha256 for r in SMOKE_AS_ANCHORS} | {SMOKE.sha256}) == len(SMOKE_AS_ANCHORS) + 1
+    assert all(get_recipe(r.name) is r for r in SMOKE_AS_ANCHORS)
+    with pytest.raises(ValueError, match="share no metric"):
+        transplant(GOOGLE_FAD, dataclasses.replace(SMOKE, metrics=(SMOKE.spec("kl"),)))
+
+
+def test_measure_names_carry_their_recipe_and_keep_the_metric():
+    from siren_bench.recipes import measure_name, metric_of
+
+    assert measure_name("clap", "smoke_as_audiocraft@1") == "clap @ smoke_as_audiocraft@1"
+    assert metric_of("clap @ smoke_as_audiocraft@1") == "clap" and metric_of("fad") == "fad"

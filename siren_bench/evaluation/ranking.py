@@ -13,6 +13,11 @@ scorer used: a resample with replacement would duplicate clips, which biases a s
 (metrics/jackknife.py), and half of the clips is the standard m-out-of-n choice (m = n/2) that
 keeps each half-sample's spread near that of a fresh test set of that size.
 
+Measures under further recipes (eval.ranking_recipes: the score stage scores every system's
+first replicate under each) are named "<metric> @ <recipe id>" (recipes.measure_name); a
+measure's direction is its metric's. They are ranked on all clips only: the draw of clips is
+re-measured under the run's own recipe (FURTHER_RECIPE_NOT_RESAMPLED).
+
 A measure whose scoring function refuses a half-sample (e.g. IS with fewer clips than its splits)
 is ranked on the full set only, and says why it was not resampled; so is FAD-inf, whose every
 value fits FD at 15 subset sizes (NOT_RESAMPLED).
@@ -28,12 +33,16 @@ import numpy as np
 from scipy.stats import kendalltau
 
 from siren_bench.evaluation.score import MetricArguments
+from siren_bench.recipes import metric_of
 from siren_bench.scoring import score_metric
 
 HIGHER_IS_BETTER = frozenset({"is", "clap"})
 # measures ranked on all clips only, and why (said in ranking.json and the report)
 NOT_RESAMPLED = {"fad_inf": "each value fits FD at 15 subset sizes (about 0.5 s on 2 cores for the smoke tagger), "
                             "so re-measuring it on every half-sample of every system would cost minutes"}
+FURTHER_RECIPE_NOT_RESAMPLED = ("a further recipe's measure: the draw of clips is re-measured under the run's own recipe; "
+                                "the further recipes ask only whether the recipe reorders the systems (their FDs by "
+                                "scipy's sqrtm took over a minute of half-samples on 2 cores)")
 
 
 def _remembering(arguments: MetricArguments) -> MetricArguments:
@@ -61,15 +70,15 @@ def subset_value(arguments: MetricArguments, ids: list[str], seed: int) -> float
                               value_only=True)["value"])
 
 
-def order_sign(metric: str, a: float, b: float) -> int:
-    """+1 when a is the better value under `metric`, -1 when b is, 0 for a tie."""
+def order_sign(measure: str, a: float, b: float) -> int:
+    """+1 when a is the better value under `measure`, -1 when b is, 0 for a tie."""
     sign = int(np.sign(a - b))
-    return sign if metric in HIGHER_IS_BETTER else -sign
+    return sign if metric_of(measure) in HIGHER_IS_BETTER else -sign
 
 
-def ranks(metric: str, values: dict[str, float]) -> dict[str, int]:
+def ranks(measure: str, values: dict[str, float]) -> dict[str, int]:
     """1 = best; ties share the better rank."""
-    key = (lambda v: -v) if metric in HIGHER_IS_BETTER else (lambda v: v)
+    key = (lambda v: -v) if metric_of(measure) in HIGHER_IS_BETTER else (lambda v: v)
     return {s: 1 + sum(key(values[o]) < key(values[s]) for o in values) for s in values}
 
 
@@ -88,8 +97,10 @@ def robustness(inputs: dict[str, dict[str, MetricArguments]], values: dict[str, 
     inputs = {s: {m: _remembering(a) for m, a in per.items()} for s, per in inputs.items()}
     resampled, not_resampled = {}, {}
     for metric in measures:
-        if metric in NOT_RESAMPLED:
-            not_resampled[metric] = NOT_RESAMPLED[metric]
+        if metric_of(metric) in NOT_RESAMPLED:
+            not_resampled[metric] = NOT_RESAMPLED[metric_of(metric)]
+        elif metric != metric_of(metric):
+            not_resampled[metric] = FURTHER_RECIPE_NOT_RESAMPLED
         elif resamples > 0:
             try:
                 resampled[metric] = {s: [subset_value(inputs[s][metric], d, seed) for d in draws] for s in systems}

@@ -12,7 +12,9 @@ values and intervals, and the cache hits and misses), reference_stats.npz + .jso
 references' statistics under the recipe, as `siren-bench stats export` writes them, for scoring
 without the audio), ranking.json (the systems' ranks under every metric, Kendall's tau between
 the metrics, and how often each pair's order flips over half-samples of the clips:
-evaluation/ranking.py) and provenance.json. A system with seed replicates (eval.seeds,
+evaluation/ranking.py) and provenance.json. Every recipe of eval.ranking_recipes scores each
+system's first replicate again into ranking_recipes/<recipe id>/<system>/, and its metrics join
+the ranking as further measures ("fad @ audioldm_eval@2"). A system with seed replicates (eval.seeds,
 siren_bench/replicates.py) has each replicate scored into <system>/seed<k>/ and its summary entry
 gains `over_seeds`: per metric the value under every seed, their mean and an interval holding
 both the seed-to-seed and the clip variance (replicates.combine).
@@ -25,6 +27,7 @@ output, the same files a single process writes.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import tempfile
 from pathlib import Path
@@ -41,12 +44,14 @@ from siren_bench.evaluation.reference_stats import LEVELS, export_reference_stat
 from siren_bench.evaluation.scorer import stage_scorer
 from siren_bench.io import atomic_directory, write_json_atomic
 from siren_bench.provenance import build_record, write_provenance
+from siren_bench.recipes import get_recipe, measure_name
 from siren_bench.stage_context import open_stage
 
 SYSTEMS_NAME = STAGES["generate"].file("systems")
 SUMMARY_NAME = STAGES["score"].file("summary")
 REFERENCE_STATS_NAME = STAGES["score"].file("reference_stats")
 RANKING_NAME = STAGES["score"].file("ranking")
+RANKING_RECIPES_DIR = STAGES["score"].file("ranking_recipes")
 
 
 def run(params_path: str | Path = "params.yaml") -> Path:
@@ -67,9 +72,24 @@ def run(params_path: str | Path = "params.yaml") -> Path:
                     for name, replicate in systems[system].get("replicates", {}).items():
                         scorer.score(generate_dir / replicate["folder"], Path(scratch) / system / name)
                 _export_reference_stats(scorer, Path(scratch))
+                _score_ranking_recipes(scorer, systems, generate_dir, Path(scratch), {}, {})
             return out_dir
         _write(stage, scorer, systems, summary, generate_dir, out_dir)
     return out_dir
+
+
+def _score_ranking_recipes(scorer, systems: dict, generate_dir: Path, folder: Path, metric_inputs: dict, values: dict) -> None:
+    """Each system's first replicate under every eval.ranking_recipes recipe, into
+    folder/ranking_recipes/<recipe id>/<system>/; each metric joins `metric_inputs` and `values`
+    as the measure recipes.measure_name(metric, recipe id)."""
+    for name in scorer.config.ranking_recipes:
+        variant = dataclasses.replace(scorer, recipe=get_recipe(name))
+        for system in sorted(systems):
+            _, outcome = variant.score_outcome(generate_dir / system, folder / RANKING_RECIPES_DIR / variant.recipe.id / system)
+            for metric, inputs in outcome.metric_inputs.items():
+                measure = measure_name(metric, variant.recipe.id)
+                metric_inputs.setdefault(system, {})[measure] = inputs
+                values.setdefault(system, {})[measure] = outcome.results["metrics"][metric]["value"]
 
 
 def _export_reference_stats(scorer, folder: Path) -> None:
@@ -98,9 +118,11 @@ def _write(stage, scorer, systems: dict, summary: dict, generate_dir: Path, out_
                 entry["over_seeds"] = over_seeds(seeds, [entry["metrics"], *scored.values()])
         write_json_atomic(staging / SUMMARY_NAME, summary)
         _export_reference_stats(scorer, staging)
+        _score_ranking_recipes(scorer, systems, generate_dir, staging, metric_inputs, values)
         if len(systems) >= 2:
             with tqdm(total=len(values[next(iter(values))]), desc="ranking robustness", unit="metric") as progress:
                 ranked = ranking.robustness(metric_inputs, values, config.ranking_resamples, recipe.bootstrap_seed, progress)
+            ranked["recipes"] = {r.id: r.sha256 for r in map(get_recipe, [recipe.id, *config.ranking_recipes])}
             write_json_atomic(staging / RANKING_NAME, ranked)
         inputs = {"generate": generate_dir, "manifest": stage.dir("prepare") / MANIFEST_NAME}
         if scorer.weights_dir is not None:
