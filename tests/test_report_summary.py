@@ -13,6 +13,7 @@ def _scores(over_seeds: bool = False) -> Section:
                "a": {"metrics": {"fad": metric(3.0), "clap": metric(0.1)}}}
     if over_seeds:
         systems["a"]["over_seeds"] = {"fad": {"n": 3}}
+        systems["a"]["metrics"]["fad"]["n_seeds"] = 3
     return Section("scores", {"recipe": "smoke@1", "systems": systems}, "")
 
 
@@ -33,6 +34,10 @@ def test_summary_orders_the_headline_and_collects_every_verdict_and_limit():
     assert "not comparable with published" in text and "trained once and sampled with one seed (eval.seeds = 1)" in text
     replicated = summary_markdown([_scores(over_seeds=True)], [])
     assert "trained, aligned and sampled from 3 seeds" in replicated
+    assert "(95 % intervals over the test clips;" in text and "the mean over its 3 seed replicates" in replicated
+    assert "further recipes" not in text  # the ranking section above has no further recipes
+    ranked = Section("ranking", {"recipes": ["smoke@2", "smoke_as_google_fad@1"], "pair_verdicts": []}, "")
+    assert "The ranking's further recipe (`smoke_as_google_fad@1`) apply" in summary_markdown([_scores(), ranked], [])
     assert "but the sweep, the ablations and the RVQ diagnostics ran with one seed" in replicated
     codecs = Section("diagnose", {"verdicts": [], "codec_seeds": [{"codec": "seed0"}, {"codec": "seed1"}]}, "")
     assert "but the sweep and the ablations ran with one seed" in summary_markdown([_scores(over_seeds=True), codecs], [])

@@ -19,7 +19,11 @@ def _scores(results: dict) -> str:
     order = sorted(systems, key=lambda s: (systems[s]["metrics"].get(first, {}).get("value", float("inf")), s))
     rows = [[f"`{s}`", *(interval_text(systems[s]["metrics"][m]) if m in systems[s]["metrics"] else "" for m, _ in present)]
             for s in order]
-    return (f"Scores under recipe `{results['recipe']}` (95 % intervals over the test clips; sorted by {present[0][1]}; "
+    seeds = [r["n_seeds"] for s in systems.values() for r in s["metrics"].values() if r.get("n_seeds")]
+    spread = (f"a trained system's number is the mean over its {max(seeds)} seed replicates, with a 95 % interval "
+              "holding the seed and the clip variance; the others' intervals are over the test clips" if seeds else
+              "95 % intervals over the test clips")
+    return (f"Scores under recipe `{results['recipe']}` ({spread}; sorted by {present[0][1]}; "
             "every metric and interval is in the Scores section):\n\n"
             + md_table(["system", *[label for _, label in present]], rows) + "\n")
 
@@ -62,6 +66,12 @@ def _limits(sections: dict[str, Section], skipped: list[str]) -> str:
         else:
             lines.append("Each trained system was trained once and sampled with one seed (eval.seeds = 1): the "
                          "intervals cover the choice of test clips, not retraining, which can move every number beyond them.")
+    ranking = sections.get("ranking")
+    further = ranking.results.get("recipes", [])[1:] if ranking is not None else []
+    if further and scores is not None and scores.results.get("recipe", "").startswith("smoke"):
+        lines.append(f"The ranking's further recipe{'s' if len(further) > 1 else ''} ({', '.join(f'`{r}`' for r in further)}) apply the "
+                     "anchor toolkits' audio handling and metric options to this run's evaluators: the anchors' own "
+                     "embedders (VGGish, PANNs, PaSST, LAION CLAP) need pretrained weights this run does not have.")
     for key, section in sections.items():
         for verdict in section.results.get("verdicts", []) if isinstance(section.results, dict) else []:
             if isinstance(verdict, dict) and verdict.get("effect") == "not measured":
