@@ -10,7 +10,7 @@ from siren_bench.embedders.base import Embedding
 from siren_bench.evaluation import ranking
 from siren_bench.evaluation.score import MetricArguments
 from siren_bench.recipes import get_recipe
-from siren_bench.report.ranking_card import pair_verdict
+from siren_bench.report.ranking_card import pair_verdict, recipe_order
 from siren_bench.scoring import score_metric
 
 SMOKE = get_recipe("smoke")
@@ -198,3 +198,8 @@ def test_a_further_recipes_measure_keeps_its_metrics_direction_and_its_recipe_in
     values["near"]["kl @ other@1"] = 99.0  # now 'other' splits 1 of 3 for near: no longer a majority
     verdict = pair_verdict(ranking.robustness(inputs, values, resamples=0, seed=0), "near", "far", main="own@1")
     assert verdict["recipes"]["other@1"] == {"holds": 1, "measures": 3} and verdict["recipes_holding"] == 1
+
+
+def test_the_runs_own_recipe_comes_first_whatever_the_json_order():
+    assert recipe_order({"recipes": {"a_further@1": "x", "zeta@1": "y", "b@1": "z"}}, "zeta@1") == ["zeta@1", "a_further@1", "b@1"]
+    assert recipe_order({}, "smoke@2") == ["smoke@2"]  # a ranking.json written before further recipes existed

@@ -36,6 +36,12 @@ def label(measure: str) -> str:
     return f"{name} @ {measure.split(' @ ', 1)[1]}" if " @ " in measure else name
 
 
+def recipe_order(ranking: dict, main: str) -> list[str]:
+    """The run's own recipe first, then the further ones by name (ranking.json's keys are sorted,
+    so its order says nothing about which recipe is the run's)."""
+    return [main, *sorted(r for r in ranking.get("recipes", {}) if r != main)]
+
+
 def _pairs_of_interest(systems: list[str]) -> list[tuple[str, str]]:
     """Siren against every other system of the run (the aligned Siren and the references included)."""
     if "siren" not in systems:
@@ -109,7 +115,7 @@ def ranking_section(store: RunArtifacts, out: Path) -> Section:
         return Section("ranking", {}, "## Ranking robustness\n\nThe score stage wrote no ranking.json: it scored fewer than two systems, or its output predates the ranking (re-run `dvc repro score`).\n")
     ranking = store.json("score", "ranking")
     main = store.json("score", "summary")["recipe"]
-    recipes = list(ranking.get("recipes", {main: None}))
+    recipes = recipe_order(ranking, main)
     measures, systems, sampling = ranking["measures"], ranking["systems"], ranking["resampling"]
     headline = measures[0]
     order = sorted(systems, key=lambda s: (ranking["ranks"][headline][s], s))
