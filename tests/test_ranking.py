@@ -195,6 +195,7 @@ def test_a_further_recipes_measure_keeps_its_metrics_direction_and_its_recipe_in
     assert verdict["leader"] == "near" and verdict["holds"] == 4 and verdict["measures"] == 5
     assert verdict["recipes"] == {"own@1": {"holds": 2, "measures": 2}, "other@1": {"holds": 2, "measures": 3}}
     assert verdict["recipes_holding"] == 2 and verdict["text"].endswith("of 2 recipes")
+    assert verdict["orders"] == {"fd": 1, "kl": 1, "fd @ other@1": 1, "kl @ other@1": 1, "is @ other@1": -1}  # near against far
     values["near"]["kl @ other@1"] = 99.0  # now 'other' splits 1 of 3 for near: no longer a majority
     verdict = pair_verdict(ranking.robustness(inputs, values, resamples=0, seed=0), "near", "far", main="own@1")
     assert verdict["recipes"]["other@1"] == {"holds": 1, "measures": 3} and verdict["recipes_holding"] == 1

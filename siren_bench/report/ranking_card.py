@@ -31,9 +31,8 @@ def recipe_of(measure: str, main: str) -> str:
 
 
 def label(measure: str) -> str:
-    metric = metric_of(measure)
-    name = LABELS.get(metric, metric)
-    return f"{name} @ {measure.split(' @ ', 1)[1]}" if " @ " in measure else name
+    name = LABELS.get(metric_of(measure), metric_of(measure))
+    return f"{name} @ {recipe_of(measure, '')}" if " @ " in measure else name
 
 
 def recipe_order(ranking: dict, main: str) -> list[str]:
@@ -52,7 +51,8 @@ def _pairs_of_interest(systems: list[str]) -> list[tuple[str, str]]:
 def pair_verdict(ranking: dict, a: str, b: str, main: str = "") -> dict:
     """Under how many measures `a` ranks above `b` (or below), under how many recipes the majority
     of that recipe's measures agrees, and how often the half-samples flip each measure's order:
-    the one-line verdict of a pair. `main`: the run's own recipe id (names its plain measures)."""
+    the one-line verdict of a pair. `main`: the run's own recipe id (names its plain measures).
+    `orders`: per measure, +1 when `a` ranks above `b`, -1 below, 0 tied."""
     key, flip = (f"{a}|{b}", 1) if f"{a}|{b}" in ranking["pairs"] else (f"{b}|{a}", -1)
     cells = ranking["pairs"][key]
     orders = {m: flip * c["order"] for m, c in cells.items()}
@@ -69,7 +69,7 @@ def pair_verdict(ranking: dict, a: str, b: str, main: str = "") -> dict:
     if len(recipes) > 1:
         text += f" and under the majority of the measures of {recipes_holding} of {len(recipes)} recipes"
     return {"leader": leader, "follower": follower, "holds": holds, "measures": len(orders), "ties": len(orders) - above - below,
-            "recipes": recipes, "recipes_holding": recipes_holding, "flip_fraction": flips, "text": text}
+            "orders": orders, "recipes": recipes, "recipes_holding": recipes_holding, "flip_fraction": flips, "text": text}
 
 
 def _tau_figure(ranking: dict, path: Path) -> Path:
@@ -132,11 +132,8 @@ def ranking_section(store: RunArtifacts, out: Path) -> Section:
                                   f"{', '.join(unsettled)}" if unsettled else "; no measure's order flips in more than "
                                   f"{FLIPPY:.0%} of half-samples")
         verdicts.append(line + ".")
-        key, sign = (f"{a}|{b}", 1) if f"{a}|{b}" in ranking["pairs"] else (f"{b}|{a}", -1)
-        for m in measures:
-            o = sign * ranking["pairs"][key][m]["order"]
-            pairs_cell = {1: "above", -1: "below", 0: "tied"}[o] + (f" ({flips[m]:.0%})" if m in flips else "")
-            pair_rows[m].append(pairs_cell)
+        for m in measures:  # `a`'s order against `b` under m, and the share of half-samples flipping it
+            pair_rows[m].append({1: "above", -1: "below", 0: "tied"}[verdict["orders"][m]] + (f" ({flips[m]:.0%})" if m in flips else ""))
     by_reason: dict[str, list[str]] = {}
     for m, why in sampling["not_resampled"].items():
         by_reason.setdefault(why, []).append(label(m))
