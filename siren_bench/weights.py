@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-from siren_bench.io import sha256_file
+from siren_bench.io import sha256_file, sha256_json
 from siren_bench.errors import CheckpointError  # noqa: F401  (re-exported)
 
 
@@ -112,3 +112,20 @@ def packaged_file(package: str, inside: str) -> Path:
     if not path.is_file():
         raise CheckpointError(f"{path}: {inside!r} not found in the installed {package} package")
     return path
+
+
+def load_hf_folder(model_class, folder: Path, expected_sha256: str | None):
+    """(model, weights identity) from an HF-format folder: the hash of the weights file (checked
+    against a pin if given) together with the config, so two configs never share an identity."""
+    digest = verify_sha256(hf_weights_file(folder), expected_sha256)
+    model = from_pretrained_strict(model_class, folder)
+    return model, sha256_json({"weights": digest, "config": model.config.to_diff_dict()})
+
+
+def hf_weights_file(folder: Path) -> Path:
+    for candidate in ("model.safetensors", "pytorch_model.bin"):
+        if (folder / candidate).is_file():
+            return folder / candidate
+    if not folder.is_dir():
+        raise CheckpointError(f"{folder}: weights folder not found")
+    raise CheckpointError(f"{folder}: no model.safetensors or pytorch_model.bin in the folder")

@@ -65,3 +65,53 @@ def test_sweep_config_names_unknown_ablations():
         sweep_config(params, "p.yaml", ABLATIONS)
     params = OmegaConf.create({"sweep": {"ablations": {"no_causal_conditioning": None, "one_codebook_per_expert": 2}}})
     assert sweep_config(params, "p.yaml", ABLATIONS).ablations == {"no_causal_conditioning": None, "one_codebook_per_expert": 2}
+
+
+def test_each_seed_replicate_of_an_ablation_pairs_with_the_same_replicate_of_its_reference(tmp_path):
+    """eval.seeds = 2, no sweep depth and `no_causal_conditioning` at depth 4: the sweep stage trains
+    Siren at depth 4 under both replicates as the reference, and the variant under both; replicate k
+    of the variant shares its first expert with replicate k of the reference (so each is trained
+    with replicate k's seeds, and paired with it), and the report's ablation card pairs them seed
+    by seed and gives a verdict resting on both."""
+    import json
+
+    import pandas as pd
+    import yaml
+
+    from siren_bench.artifacts import RunArtifacts
+    from siren_bench.report.ablation_card import ablation_section
+    from siren_bench.stages import codec as codec_stage
+    from siren_bench.stages import evaluators, prepare, sweep, tokenize
+    from tests.test_config import _compose
+
+    params = _compose("profile=ci", "eval.seeds=2", f"run.artifacts_dir={tmp_path / 'artifacts'}",
+                      f"run.cache_dir={tmp_path / 'cache'}", "codec.text_probe=false", "codec.aisfx_probe=false",
+                      "codec.codebook_size=32", "codec.kmeans_iterations=5", "codec.griffin_lim_iters=2",
+                      "model.train_steps=4", "model.val_every=2", "model.checkpoint_every=2", "eval.tagger_steps=5",
+                      "eval.clap_steps=5", "sweep.depths=[]")
+    params["sweep"]["ablations"] = {"no_causal_conditioning": 4}
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(params))
+    for stage in (prepare, codec_stage, tokenize, evaluators, sweep):
+        stage.run(path)
+    out = tmp_path / "artifacts" / "ci" / "sweep"
+    summary = json.loads((out / "sweep.json").read_text())
+    entry = summary["ablations"]["no_causal_conditioning"]
+    assert [r["seed"] for r in entry["replicates"]] == summary["seeds"][1:] and len(summary["seeds"]) == 2
+    assert entry["experts_from_reference"] == [0] and entry["reference"] == {"system": "siren_d4", "stage": "sweep"}
+    assert entry["over_seeds"]["clap"]["n"] == 2 and summary["systems"]["siren"]["4"]["over_seeds"]["clap"]["n"] == 2
+    for k, folder in enumerate((out, out / "replicates" / "seed1")):
+        assert (folder / "no_causal_conditioning_d4" / "per_clip.csv").is_file() and (folder / "siren_d4" / "per_clip.csv").is_file()
+    runs = [entry["metrics"], entry["replicates"][0]["metrics"]]
+    assert runs[0]["clap"]["value"] != runs[1]["clap"]["value"]  # another seed: another model and other samples
+    assert entry["reference_val_loss"] != entry["replicates"][0]["reference_val_loss"]
+    section = ablation_section(RunArtifacts(tmp_path / "artifacts" / "ci"), tmp_path / "report")
+    row = section.results["rows"]["no_causal_conditioning"]
+    assert row["seeds"] == section.results["seeds"] == 2
+    paired = row["paired"]["clap_cosine"]["over_seeds"]
+    variant, reference = (pd.read_csv(out / "replicates" / "seed1" / name / "per_clip.csv").set_index("clip_id")["clap_cosine"]
+                          for name in ("no_causal_conditioning_d4", "siren_d4"))
+    assert paired["n"] == 2 and paired["values"][1] == pytest.approx((variant - reference).mean(), abs=1e-12)  # seed 1 with seed 1
+    (verdict,) = section.results["verdicts"]
+    assert verdict["claim"].startswith("Conditioning each expert on the lower codebooks") and "over 2 seeds" in verdict["effect"]
+    assert "Over 2 seed replicates" in verdict["reason"]

@@ -94,8 +94,11 @@ def test_ci_profile_runs_then_repro_does_no_work(repo):
     assert all(-1 <= p["mean"] <= 1 for p in interference["shared_lm"]) and interference["siren expert 0"][0]["pairs"] == 1
     sweep = results["sweep"]["points"]
     assert set(sweep) == {"codec_resynthesis", "siren", "shared_lm"} and all(set(p) == {"2", "4", "8"} for p in sweep.values())
-    ablations = results["ablations"]
+    ablations = results["ablations"]["rows"]
     assert set(ablations) == {"no_causal_conditioning", "one_codebook_per_expert", "no_alignment"}
+    assert results["ablations"]["seeds"] == 1 and all(a["seeds"] == 1 for a in ablations.values())
+    assert [v["claim"].split(" ")[0] for v in results["ablations"]["verdicts"]] == ["Conditioning", "Two"]  # one per retrained ablation
+    assert all("One training seed per model" in v["reason"] for v in results["ablations"]["verdicts"])
     assert ablations["no_causal_conditioning"]["reference"] == "siren_d4" and ablations["one_codebook_per_expert"]["depth"] == 2
     assert all(a["paired"]["clap_cosine"]["n"] == 12 for a in ablations.values())
     swept = json.loads((repo / "artifacts" / "ci" / "sweep" / "sweep.json").read_text())["ablations"]

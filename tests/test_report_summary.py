@@ -38,12 +38,22 @@ def test_summary_orders_the_headline_and_collects_every_verdict_and_limit():
     assert "further recipes" not in text  # the ranking section above has no further recipes
     ranked = Section("ranking", {"recipes": ["smoke@2", "smoke_as_google_fad@1"], "pair_verdicts": []}, "")
     assert "The ranking's further recipe (`smoke_as_google_fad@1`) apply" in summary_markdown([_scores(), ranked], [])
-    assert "but the sweep, the ablations and the RVQ diagnostics ran with one seed" in replicated
+    one_codec = Section("diagnose", {"verdicts": [], "codec_seeds": [{"codec": "seed0"}]}, "")
     codecs = Section("diagnose", {"verdicts": [], "codec_seeds": [{"codec": "seed0"}, {"codec": "seed1"}]}, "")
-    assert "but the sweep and the ablations ran with one seed" in summary_markdown([_scores(over_seeds=True), codecs], [])
-    swept = Section("sweep", {"verdicts": [], "seeds": [0, 1000, 2000]}, "")
-    assert "but the ablations ran with one seed" in summary_markdown([_scores(over_seeds=True), codecs, swept], [])
-    assert "but the ablations and the RVQ diagnostics ran with one seed" in summary_markdown([_scores(over_seeds=True), swept], [])
+    swept, unswept = (Section("sweep", {"verdicts": [], "seeds": seeds}, "") for seeds in ([0, 1000, 2000], [0]))
+    ablated, unablated = (Section("ablations", {"rows": {"x": {}}, "seeds": n, "verdicts": []}, "") for n in (3, 1))
+    seeded = _scores(over_seeds=True)
+    assert "but the sweep, the ablations and the RVQ diagnostics ran with one seed" in summary_markdown(
+        [seeded, one_codec, unswept, unablated], [])
+    assert "but the sweep and the ablations ran with one seed" in summary_markdown([seeded, codecs, unswept, unablated], [])
+    assert "but the ablations ran with one seed" in summary_markdown([seeded, codecs, swept, unablated], [])
+    assert "but the ablations and the RVQ diagnostics ran with one seed" in summary_markdown([seeded, swept, unablated, one_codec], [])
+    everything = summary_markdown([seeded, codecs, swept, ablated], [])
+    assert "ran with one seed" not in everything
+    assert "hold that spread, and so do the sweep, the ablations and the RVQ diagnostics." in everything
+    # a part the run does not have is not said to have run with one seed
+    assert "ran with one seed" not in summary_markdown([seeded], []) and "the sweep" not in summary_markdown([seeded], [])
+    assert "but the ablations ran with one seed" in summary_markdown([seeded, unablated, Section("ablations_none", {}, "")], [])
 
 
 def test_an_empty_run_has_no_summary():

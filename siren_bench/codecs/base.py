@@ -12,9 +12,12 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
+
+from siren_bench.weights import load_hf_folder
 
 
 @dataclass(frozen=True)
@@ -80,6 +83,30 @@ class Codec(ABC):
             raise ValueError(f"wave must be [B, T], got {tuple(wave.shape)}")
         remainder = wave.shape[-1] % self.hop_length
         return torch.nn.functional.pad(wave, (0, self.hop_length - remainder)) if remainder else wave
+
+
+class FolderCodec(Codec):
+    """A codec over one transformers model (`self.model`) whose config gives sampling_rate,
+    hop_length, n_codebooks and codebook_size, loadable from an HF-format folder (config.json and
+    the weights): the pretrained DAC and the small codecs the `codec` stage fits and saves."""
+
+    model_class: type  # the transformers model class the folder holds
+    default_name: str
+    latent_dim_field: str = "hidden_size"  # the config field giving the latent's dimension
+
+    def __init__(self, model, name: str, weights_sha256: str):
+        self.model = model.eval()
+        cfg = model.config
+        self.info = CodecInfo(
+            name=name, sample_rate=cfg.sampling_rate, frame_rate=cfg.sampling_rate / cfg.hop_length,
+            n_codebooks=cfg.n_codebooks, codebook_size=cfg.codebook_size, latent_dim=getattr(cfg, self.latent_dim_field),
+            weights_sha256=weights_sha256,
+        )
+
+    @classmethod
+    def from_hf_folder(cls, folder: str | Path, name: str | None = None, expected_sha256: str | None = None):
+        model, identity = load_hf_folder(cls.model_class, Path(folder), expected_sha256)
+        return cls(model, name or cls.default_name, identity)
 
 
 def codebook_usage(codes: torch.Tensor, codebook_size: int) -> list[dict]:

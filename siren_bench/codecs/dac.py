@@ -15,28 +15,16 @@ from pathlib import Path
 import torch
 from transformers import DacConfig, DacModel
 
-from siren_bench.codecs.base import Codec, CodecInfo
+from siren_bench.codecs.base import FolderCodec
 from siren_bench.weights import (
-    CheckpointError, from_pretrained_strict, fuse_all_weight_norms, load_exact, load_torch_checkpoint, verify_sha256,
+    CheckpointError, fuse_all_weight_norms, load_exact, load_torch_checkpoint, verify_sha256,
 )
-from siren_bench.io import sha256_json
 from siren_bench.registry import CODECS
 
 
 @CODECS.register("dac")
-class DacCodec(Codec):
-    def __init__(self, model: DacModel, name: str, weights_sha256: str):
-        self.model = model.eval()
-        cfg = model.config
-        self.info = CodecInfo(
-            name=name,
-            sample_rate=cfg.sampling_rate,
-            frame_rate=cfg.sampling_rate / cfg.hop_length,
-            n_codebooks=cfg.n_codebooks,
-            codebook_size=cfg.codebook_size,
-            latent_dim=cfg.hidden_size,
-            weights_sha256=weights_sha256,
-        )
+class DacCodec(FolderCodec):
+    model_class, default_name = DacModel, "dac"
 
     @torch.no_grad()
     def encode(self, wave: torch.Tensor) -> torch.Tensor:
@@ -50,11 +38,6 @@ class DacCodec(Codec):
         return self.model.decoder(latent).squeeze(1)
 
     # ------------------------------------------------------------------ loading
-
-    @classmethod
-    def from_hf_folder(cls, folder: str | Path, name: str = "dac", expected_sha256: str | None = None) -> "DacCodec":
-        model, identity = load_hf_folder(DacModel, Path(folder), expected_sha256)
-        return cls(model, name, identity)
 
     @classmethod
     def from_original_checkpoint(cls, path: str | Path, name: str = "dac", expected_sha256: str | None = None) -> "DacCodec":
@@ -79,23 +62,6 @@ def rvq_layer_features(quantizer, codes: torch.Tensor) -> torch.Tensor:
         vectors = layer.codebook(codes[:, i]).transpose(1, 2)  # [B, d, F]
         layers.append(layer.out_proj(vectors))  # [B, D, F]
     return torch.stack(layers, dim=1)
-
-
-def load_hf_folder(model_class, folder: Path, expected_sha256: str | None):
-    """(model, weights identity) from an HF-format folder: the hash of the weights file (checked
-    against a pin if given) together with the config, so two configs never share an identity."""
-    digest = verify_sha256(hf_weights_file(folder), expected_sha256)
-    model = from_pretrained_strict(model_class, folder)
-    return model, sha256_json({"weights": digest, "config": model.config.to_diff_dict()})
-
-
-def hf_weights_file(folder: Path) -> Path:
-    for candidate in ("model.safetensors", "pytorch_model.bin"):
-        if (folder / candidate).is_file():
-            return folder / candidate
-    if not folder.is_dir():
-        raise CheckpointError(f"{folder}: codec weights folder not found")
-    raise CheckpointError(f"{folder}: no model.safetensors or pytorch_model.bin in the folder")
 
 
 def dac_config_from_kwargs(kwargs: dict, source: Path) -> DacConfig:

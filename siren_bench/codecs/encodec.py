@@ -15,8 +15,7 @@ from pathlib import Path
 import torch
 from transformers import EncodecConfig, EncodecModel
 
-from siren_bench.codecs.base import Codec, CodecInfo
-from siren_bench.codecs.dac import load_hf_folder
+from siren_bench.codecs.base import CodecInfo, FolderCodec
 from siren_bench.weights import CheckpointError, load_exact, load_torch_checkpoint, verify_sha256
 from siren_bench.registry import CODECS
 
@@ -24,7 +23,9 @@ ENCODEC_24KHZ_SHA256_PREFIX = "d7cc33bc"
 
 
 @CODECS.register("encodec")
-class EncodecCodec(Codec):
+class EncodecCodec(FolderCodec):
+    model_class, default_name = EncodecModel, "encodec"
+
     def __init__(self, model: EncodecModel, name: str, weights_sha256: str):
         self.model = model.eval()
         cfg = model.config
@@ -52,11 +53,6 @@ class EncodecCodec(Codec):
 
     def decode_latent(self, latent: torch.Tensor) -> torch.Tensor:
         return self.model.decoder(latent).squeeze(1)
-
-    @classmethod
-    def from_hf_folder(cls, folder: str | Path, name: str = "encodec", expected_sha256: str | None = None) -> "EncodecCodec":
-        model, identity = load_hf_folder(EncodecModel, Path(folder), expected_sha256)
-        return cls(model, name, identity)
 
     @classmethod
     def from_original_checkpoint(cls, path: str | Path, name: str = "encodec", expected_sha256: str | None = None,

@@ -23,7 +23,6 @@ what the orthogonality diagnostic compares).
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -31,8 +30,7 @@ from sklearn.cluster import KMeans, kmeans_plusplus
 from torch import nn
 from transformers import PretrainedConfig, PreTrainedModel
 
-from siren_bench.codecs.base import Codec, CodecInfo, codebook_usage
-from siren_bench.codecs.dac import load_hf_folder
+from siren_bench.codecs.base import FolderCodec, codebook_usage
 from siren_bench.codecs.spectral import mel_bank
 from siren_bench.registry import CODECS
 
@@ -57,6 +55,12 @@ class MelRVQConfig(PretrainedConfig):
     @property
     def n_fft(self) -> int:
         return 4 * self.hop_length
+
+
+def nearest_entry(vectors: torch.Tensor, book: torch.Tensor) -> torch.Tensor:
+    """[..., D] vectors, [N, D] codebook (float64) -> [...] index of each vector's nearest entry
+    (squared Euclidean distance): what encoding picks and what k-means fitting assigns."""
+    return ((vectors**2).sum(-1, keepdim=True) - 2 * vectors @ book.T + (book**2).sum(-1)).argmin(-1)
 
 
 class MelRVQModel(PreTrainedModel):
@@ -104,8 +108,7 @@ class MelRVQModel(PreTrainedModel):
         residual = latent.to(torch.float64).transpose(1, 2)  # [B, F, D]
         codes = []
         for book in self.codebooks[: n_codebooks or self.config.n_codebooks].to(torch.float64):
-            distance = (residual**2).sum(-1, keepdim=True) - 2 * residual @ book.T + (book**2).sum(-1)
-            code = distance.argmin(-1)
+            code = nearest_entry(residual, book)
             residual = residual - book[code]
             codes.append(code)
         return torch.stack(codes, dim=1)
@@ -169,17 +172,10 @@ class MelRVQModel(PreTrainedModel):
 
 
 @CODECS.register("mel")
-class MelRVQCodec(Codec):
+class MelRVQCodec(FolderCodec):
     """The Codec interface over MelRVQModel (saved and loaded as an HF-format folder)."""
 
-    def __init__(self, model: MelRVQModel, name: str, weights_sha256: str):
-        self.model = model.eval()
-        cfg = model.config
-        self.info = CodecInfo(
-            name=name, sample_rate=cfg.sampling_rate, frame_rate=cfg.sampling_rate / cfg.hop_length,
-            n_codebooks=cfg.n_codebooks, codebook_size=cfg.codebook_size, latent_dim=cfg.n_mels,
-            weights_sha256=weights_sha256,
-        )
+    model_class, default_name, latent_dim_field = MelRVQModel, "mel", "n_mels"
 
     @torch.no_grad()
     def encode(self, wave: torch.Tensor) -> torch.Tensor:
@@ -191,11 +187,6 @@ class MelRVQCodec(Codec):
     @torch.no_grad()
     def decode_latent(self, latent: torch.Tensor) -> torch.Tensor:
         return self.model.synthesize(latent)
-
-    @classmethod
-    def from_hf_folder(cls, folder: str | Path, name: str = "mel", expected_sha256: str | None = None) -> "MelRVQCodec":
-        model, identity = load_hf_folder(MelRVQModel, Path(folder), expected_sha256)
-        return cls(model, name, identity)
 
 
 def fit_mel_rvq(config: MelRVQConfig, train_waves: np.ndarray, seed: int, max_frames: int, kmeans_iterations: int) -> tuple[MelRVQModel, list[dict]]:
@@ -227,7 +218,7 @@ def fit_mel_rvq(config: MelRVQConfig, train_waves: np.ndarray, seed: int, max_fr
         else:  # the seeding alone, no Lloyd iterations
             book, _ = kmeans_plusplus(residual, config.codebook_size, random_state=state)
         book_t = torch.from_numpy(book)
-        nearest = ((torch.from_numpy(residual) ** 2).sum(-1, keepdim=True) - 2 * torch.from_numpy(residual) @ book_t.T + (book_t**2).sum(-1)).argmin(-1)
+        nearest = nearest_entry(torch.from_numpy(residual), book_t)
         before = float((residual**2).mean())
         residual = residual - book[nearest.numpy()]
         usage = codebook_usage(nearest[None, None, :], config.codebook_size)[0]

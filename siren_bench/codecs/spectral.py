@@ -20,7 +20,6 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from functools import lru_cache
-from pathlib import Path
 
 import torch
 from torch import nn
@@ -28,8 +27,8 @@ from transformers import DacConfig, PretrainedConfig, PreTrainedModel
 from transformers.audio_utils import mel_filter_bank
 from transformers.models.dac.modeling_dac import DacResidualVectorQuantizer
 
-from siren_bench.codecs.base import Codec, CodecInfo
-from siren_bench.codecs.dac import load_hf_folder, rvq_layer_features
+from siren_bench.codecs.base import FolderCodec
+from siren_bench.codecs.dac import rvq_layer_features
 from siren_bench.registry import CODECS
 
 LOG_MEL_FLOOR = 1e-7  # mel power; well below SynthCaps' -65 dBFS noise floor
@@ -173,17 +172,10 @@ class SpectralCodecModel(PreTrainedModel):
 
 
 @CODECS.register("spectral")
-class SpectralCodec(Codec):
+class SpectralCodec(FolderCodec):
     """The Codec interface over SpectralCodecModel (saved and loaded as an HF-format folder)."""
 
-    def __init__(self, model: SpectralCodecModel, name: str, weights_sha256: str):
-        self.model = model.eval()
-        cfg = model.config
-        self.info = CodecInfo(
-            name=name, sample_rate=cfg.sampling_rate, frame_rate=cfg.sampling_rate / cfg.hop_length,
-            n_codebooks=cfg.n_codebooks, codebook_size=cfg.codebook_size, latent_dim=cfg.latent_dim,
-            weights_sha256=weights_sha256,
-        )
+    model_class, default_name, latent_dim_field = SpectralCodecModel, "spectral", "latent_dim"
 
     @torch.no_grad()
     def encode(self, wave: torch.Tensor) -> torch.Tensor:
@@ -194,8 +186,3 @@ class SpectralCodec(Codec):
 
     def decode_latent(self, latent: torch.Tensor) -> torch.Tensor:
         return self.model.decode_latent(latent)
-
-    @classmethod
-    def from_hf_folder(cls, folder: str | Path, name: str = "spectral", expected_sha256: str | None = None) -> "SpectralCodec":
-        model, identity = load_hf_folder(SpectralCodecModel, Path(folder), expected_sha256)
-        return cls(model, name, identity)

@@ -19,16 +19,24 @@ from siren_bench.config import SirenConfig
 class Ablation:
     label: str  # how the report names the variant
     change: Callable[[SirenConfig], SirenConfig]
+    claim: str  # what the paper, or the official code by its choice, holds about what the ablation changes
+    claim_favours_variant: bool = False  # the claim holds when the ablated model is the better one
 
+
+GROUPING_CLAIM = ("two codebooks per expert, the official code's grouping, generate better than one codebook per expert "
+                  "(a choice of the official code; the paper's summary describes one expert per RVQ layer)")
 
 ABLATIONS: dict[str, Ablation] = {
     # before(t) loses the current frame's lower codebooks; the temporal path still sees frame t-1
     "no_causal_conditioning": Ablation("without causal conditioning",
-                                       lambda s: dataclasses.replace(s, causal_conditioning=False)),
+                                       lambda s: dataclasses.replace(s, causal_conditioning=False),
+                                       "conditioning each expert on the lower codebooks of its frame (the experts' "
+                                       "collaboration) improves Siren"),
     "one_codebook_per_expert": Ablation("one codebook per expert",
-                                        lambda s: dataclasses.replace(s, codebooks_per_expert=1, groups=None)),
+                                        lambda s: dataclasses.replace(s, codebooks_per_expert=1, groups=None), GROUPING_CLAIM),
     "two_codebooks_per_expert": Ablation("two codebooks per expert",
-                                         lambda s: dataclasses.replace(s, codebooks_per_expert=2, groups=None)),
+                                         lambda s: dataclasses.replace(s, codebooks_per_expert=2, groups=None), GROUPING_CLAIM,
+                                         claim_favours_variant=True),
 }
 
 

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from siren_bench import replicates
 from siren_bench.metrics.bootstrap import holm, paired_difference
 from siren_bench.recipes import get_recipe
 
@@ -45,6 +46,19 @@ def paired_between(a_dir: Path, b_dir: Path) -> dict[str, dict]:
     return {column: paired_difference(frames[0][column].to_numpy(), frames[1][column].to_numpy(), PAIRED_RESAMPLES,
                                       recipe.bootstrap_seed)
             for column, _, _ in PAIRED if column in frames[0] and column in frames[1]}
+
+
+def paired_over_replicates(pairs: list[tuple[Path, Path]]) -> dict[str, dict]:
+    """`paired_between` of the first pair (replicate 0), and when more pairs follow (replicate k of
+    one system with replicate k of the other), per column `over_seeds`: each replicate's difference
+    and their mean with an interval holding the seed and the clip variance (replicates.combine)."""
+    first, further = paired_between(*pairs[0]), [paired_between(a, b) for a, b in pairs[1:]]
+    for column, p in first.items():
+        if further:
+            runs = [p, *(f[column] for f in further)]
+            p["over_seeds"] = {"values": [r["value"] for r in runs],
+                               **replicates.combine([r["value"] for r in runs], [replicates.clip_se(r) for r in runs])}
+    return first
 
 
 def p_text(p: dict, key: str = "p_value") -> str:

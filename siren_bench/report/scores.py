@@ -12,10 +12,9 @@ from siren_bench import replicates
 from siren_bench.artifacts import RunArtifacts
 from siren_bench.audio_input import CLIPPED_FRACTION
 from siren_bench.recipes import get_recipe
-from siren_bench.report.verdicts import Verdict, render
+from siren_bench.report.verdicts import Verdict, paired_verdict, render
 from siren_bench.report.section import Section, md_table, report_section
-from siren_bench.report.paired import (PAIRED, PAIRED_RESAMPLES, adjust_holm, difference_text, p_text, paired_between,
-                                       paired_differences)
+from siren_bench.report.paired import PAIRED, PAIRED_RESAMPLES, adjust_holm, difference_text, p_text, paired_over_replicates
 
 # column order and labels of the main table; "kl" also shows its second direction where computed
 COLUMNS = (("fad", "FAD"), ("fad_inf", "FAD-inf"), ("kad", "KAD (x100)"), ("fd", "FD"), ("kl", "KL"), ("is", "IS"),
@@ -255,15 +254,9 @@ def paired_section(store: RunArtifacts, out: Path) -> Section:
     if "siren" not in systems or not others:
         return Section("paired", {}, "## Paired comparisons\n\nNeeds Siren and at least one other model in eval.systems.\n")
     score_dir = store.dir("score")
-    results = {other: paired_differences(score_dir, "siren", other) for other in others}
-    for other in others:
-        further = [paired_between(score_dir / "siren" / replicates.name(k), score_dir / other / replicates.name(k))
-                   for k in range(1, min(_seeds(systems["siren"]), _seeds(systems[other])))]
-        for column, p in results[other].items():
-            if further:
-                runs = [p, *(f[column] for f in further)]
-                p["over_seeds"] = {"values": [r["value"] for r in runs],
-                                   **replicates.combine([r["value"] for r in runs], [replicates.clip_se(r) for r in runs])}
+    results = {other: paired_over_replicates([(score_replicate(score_dir, "siren", k), score_replicate(score_dir, other, k))
+                                              for k in range(min(seed_count(systems["siren"]), seed_count(systems[other])))])
+               for other in others}
     family = [(other, label, better, p) for other in others for column, label, better in PAIRED
               if (p := results[other].get(column)) is not None]
     holm_note = adjust_holm([p for *_, p in family])
@@ -293,7 +286,12 @@ or distance.{seed_text}
     return Section("paired", results, markdown)
 
 
-def _seeds(system: dict) -> int:
+def score_replicate(score_dir: Path, system: str, k: int) -> Path:
+    """Where the score stage put replicate k of `system`: score/<system>/, then score/<system>/seed<k>/."""
+    return score_dir / system if k == 0 else score_dir / system / replicates.name(k)
+
+
+def seed_count(system: dict) -> int:
     """How many seed replicates a scored system has (1: none beyond the run itself)."""
     spread = system.get("over_seeds")
     return next(iter(spread.values()))["n"] if spread else 1
@@ -314,51 +312,10 @@ CLAIMS_AGAINST = {
 
 
 def comparison_verdict(other: str, measures: list[tuple[str, str, dict]]) -> Verdict:
-    """One sentence on Siren against `other` from its paired measures. A measure counts for a side
-    when, over seed replicates (a measure's `over_seeds`), its sign holds under every seed and the
-    interval combining seed and clip variance excludes zero; with one seed, when p (Holm) < 0.05.
-    "agrees" when at least one measure counts for the claim and none against it, "contradicts" in
-    the opposite case, "inconclusive" when none counts or they disagree. Over seed replicates a
-    measure whose sign holds against the counting side under every seed also makes it
-    inconclusive, significant or not: which of two steadily opposed measures crosses its threshold
-    is what a re-run changes (measured: a seed-shifted re-run turned "agrees" into "contradicts" so)."""
+    """One sentence on Siren against `other` from its paired measures (verdicts.paired_verdict); for
+    the aligned Siren the claim is that Siren minus it is worse."""
     flip = other == "siren_aligned"  # the claim is about the aligned model: Siren minus it must be worse
-    claim = CLAIMS_AGAINST.get(other, f"Siren generates better than `{other}`") + "."
-    verdicts, steady, parts, n_seeds = [], [], [], 1  # steady: the side of each measure whose sign every seed shares
-    for label, better, p in measures:
-        if "over_seeds" in p:
-            o = p["over_seeds"]
-            n_seeds = o["n"]
-            one_sign = all(v > 0 for v in o["values"]) or all(v < 0 for v in o["values"])
-            counts, value = one_sign and (o["ci_low"] > 0 or o["ci_high"] < 0), o["mean"]
-            if one_sign:
-                steady.append(((value > 0) == (better == "higher")) != flip)
-            parts.append(f"{label} {o['mean']:+.4g} [{o['ci_low']:+.4g}, {o['ci_high']:+.4g}] over {o['n']} seeds "
-                         f"({', '.join(f'{v:+.3g}' for v in o['values'])})")
-        else:
-            counts, value = p["p_holm"] < 0.05, p["value"]
-            parts.append(f"{label} {difference_text(p)} (p Holm {p_text(p, 'p_holm')})")
-        if counts:
-            verdicts.append(((value > 0) == (better == "higher")) != flip)
-    effect = "Siren minus `" + other + "`: " + "; ".join(parts)
-    if n_seeds > 1:
-        caveat = (f"Over {n_seeds} seed replicates; a measure counts only when its sign holds under every seed and its "
-                  "interval excludes zero.")
-        none = "No paired measure keeps one sign under every seed with an interval that excludes zero."
-    else:
-        caveat = "One training seed per model: retraining may move these."
-        none = "No paired measure differs at p (Holm) < 0.05."
-    if flip:
-        caveat += " Measures on the network the alignment reward used are marked under Scores: not independent evidence."
-    if verdicts and all(verdicts) and all(steady):
-        return Verdict(claim, "agrees", effect, caveat)
-    if verdicts and not any(verdicts) and not any(steady):
-        return Verdict(claim, "contradicts", effect, caveat)
-    if not verdicts:
-        reason = none
-    elif all(verdicts) or not any(verdicts):
-        reason = ("Another measure keeps the opposite sign under every seed, though its interval includes zero: the "
-                  "measures disagree, and which of them reaches its threshold depends on the seeds.")
-    else:
-        reason = "The measures that count disagree in direction."
-    return Verdict(claim, "inconclusive", effect, f"{reason} {caveat}")
+    return paired_verdict(CLAIMS_AGAINST.get(other, f"Siren generates better than `{other}`") + ".", f"Siren minus `{other}`",
+                          measures, flip=flip,
+                          note=" Measures on the network the alignment reward used are marked under Scores: not independent "
+                               "evidence." if flip else "")

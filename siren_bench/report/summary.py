@@ -43,6 +43,11 @@ def _verdicts(sections: dict[str, Section]) -> tuple[str, dict[str, int]]:
             "section named):\n\n" + md_table(["claim", "this run", "section"], rows) + "\n"), counts
 
 
+def _and(parts: list[str]) -> str:
+    """'a, b and c'."""
+    return " and ".join(", ".join(parts).rsplit(", ", 1))
+
+
 def _limits(sections: dict[str, Section], skipped: list[str]) -> str:
     lines = [line.lstrip("- ") for line in skipped]
     scores = sections.get("scores")
@@ -56,13 +61,16 @@ def _limits(sections: dict[str, Section], skipped: list[str]) -> str:
             n = next(iter(seeded[0].values()))["n"]
             diagnose = sections.get("diagnose")
             codecs = len(diagnose.results.get("codec_seeds", [])) if diagnose is not None else 0
-            sweep = sections.get("sweep")
-            swept = sweep is not None and len(sweep.results.get("seeds", [])) > 1
-            single = ", ".join(part for part, replicated in (("the sweep", swept), ("the ablations", False),
-                                                             ("the RVQ diagnostics", codecs > 1)) if not replicated)
-            single = " and ".join(single.rsplit(", ", 1))
+            sweep, ablations = sections.get("sweep"), sections.get("ablations")
+            parts = [("the sweep", len(sweep.results.get("seeds", [])) > 1) if sweep is not None else None,
+                     ("the ablations", ablations.results.get("seeds", 1) > 1) if ablations is not None and ablations.results else None,
+                     ("the RVQ diagnostics", codecs > 1) if diagnose is not None else None]
+            present = [part for part in parts if part is not None]
+            single = _and([part for part, replicated in present if not replicated])
+            also = _and([part for part, _ in present])
             lines.append(f"Each trained system was trained, aligned and sampled from {n} seeds; the table's means and "
-                         f"intervals hold that spread, but {single} ran with one seed.")
+                         "intervals hold that spread" + (f", but {single} ran with one seed." if single else
+                                                         f", and so do {also}." if also else "."))
         else:
             lines.append("Each trained system was trained once and sampled with one seed (eval.seeds = 1): the "
                          "intervals cover the choice of test clips, not retraining, which can move every number beyond them.")

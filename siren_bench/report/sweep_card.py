@@ -42,8 +42,8 @@ def _main_run(store: RunArtifacts, name: str, system: dict) -> dict:
 
 def _points(sweep: dict, store: RunArtifacts) -> dict[str, dict[int, dict]]:
     """system -> depth -> point (`_point`), the sweep's depths plus the main run's full depth. A Siren
-    the stage trained only as an ablation's reference (one seed, at a depth outside sweep.depths) is
-    not a point. The main run's replicates must be the sweep's, replicate k of both trained with the
+    the stage trained only as an ablation's reference (at a depth outside sweep.depths) is not a
+    point. The main run's replicates must be the sweep's, replicate k of both trained with the
     same seeds: every depth of a system has as many replicates, or the run is refused."""
     depths = {str(d) for d in sweep["depths"]}
     points = {name: {int(d): _point(_runs(entry), entry.get("over_seeds", {}))

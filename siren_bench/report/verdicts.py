@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 from siren_bench import replicates
+from siren_bench.report.paired import difference_text, p_text
 
 OUTCOMES = ("agrees", "contradicts", "inconclusive")
 
@@ -70,6 +71,57 @@ def judge_over_seeds(claim: str, values: list[float], ses: list[float], *, thres
         return Verdict(claim, "inconclusive", verdict.effect,
                        f"The seeds' estimates lie on both sides of {bound}, so the reading depends on the seed. {caveat}".strip())
     return verdict
+
+
+def paired_verdict(claim: str, subject: str, measures: list[tuple[str, str, dict]], *, flip: bool = False,
+                   note: str = "") -> Verdict:
+    """One sentence on a claim that the first of two systems is better than the second, from their
+    paired per-clip measures (label, which side is better, report.paired's difference `subject`
+    names, first minus second); `flip`: the claim is that the first is the worse. A measure counts
+    for a side when, over seed replicates (a measure's `over_seeds`), its sign holds under every
+    seed and the interval combining seed and clip variance excludes zero; with one seed, when
+    p (Holm) < 0.05. "agrees" when at least one measure counts for the claim and none against it,
+    "contradicts" in the opposite case, "inconclusive" when none counts or they disagree. Over seed
+    replicates a measure whose sign holds against the counting side under every seed also makes it
+    inconclusive, significant or not: which of two steadily opposed measures crosses its threshold
+    is what a re-run changes (measured: a seed-shifted re-run turned "agrees" into "contradicts" so)."""
+    verdicts, steady, parts, n_seeds = [], [], [], 1  # steady: the side of each measure whose sign every seed shares
+    for label, better, p in measures:
+        if "over_seeds" in p:
+            o = p["over_seeds"]
+            n_seeds = o["n"]
+            one_sign = all(v > 0 for v in o["values"]) or all(v < 0 for v in o["values"])
+            counts, value = one_sign and (o["ci_low"] > 0 or o["ci_high"] < 0), o["mean"]
+            if one_sign:
+                steady.append(((value > 0) == (better == "higher")) != flip)
+            parts.append(f"{label} {o['mean']:+.4g} [{o['ci_low']:+.4g}, {o['ci_high']:+.4g}] over {o['n']} seeds "
+                         f"({', '.join(f'{v:+.3g}' for v in o['values'])})")
+        else:
+            counts, value = p["p_holm"] < 0.05, p["value"]
+            parts.append(f"{label} {difference_text(p)} (p Holm {p_text(p, 'p_holm')})")
+        if counts:
+            verdicts.append(((value > 0) == (better == "higher")) != flip)
+    effect = f"{subject}: " + "; ".join(parts)
+    if n_seeds > 1:
+        caveat = (f"Over {n_seeds} seed replicates; a measure counts only when its sign holds under every seed and its "
+                  "interval excludes zero.")
+        none = "No paired measure keeps one sign under every seed with an interval that excludes zero."
+    else:
+        caveat = "One training seed per model: retraining may move these."
+        none = "No paired measure differs at p (Holm) < 0.05."
+    caveat += note
+    if verdicts and all(verdicts) and all(steady):
+        return Verdict(claim, "agrees", effect, caveat)
+    if verdicts and not any(verdicts) and not any(steady):
+        return Verdict(claim, "contradicts", effect, caveat)
+    if not verdicts:
+        reason = none
+    elif all(verdicts) or not any(verdicts):
+        reason = ("Another measure keeps the opposite sign under every seed, though its interval includes zero: the "
+                  "measures disagree, and which of them reaches its threshold depends on the seeds.")
+    else:
+        reason = "The measures that count disagree in direction."
+    return Verdict(claim, "inconclusive", effect, f"{reason} {caveat}")
 
 
 def unmeasured(claim: str, why: str) -> Verdict:

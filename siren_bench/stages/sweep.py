@@ -18,17 +18,19 @@ so below the full depth it is the smaller of the two.
 Seed replicates (eval.seeds, siren_bench/replicates.py): Siren and the shared LM are trained and
 sampled at every depth once per replicate, replicate k with the main run's replicate-k seeds, so
 that the sweep's verdicts rest on the same seed spread as the main table's. The codec's
-resynthesis is deterministic and made once. The ablations run with replicate 0's seeds only.
+resynthesis is deterministic and made once.
 
 The ablations (sweep.ablations, models/ablations.py): each is Siren with one design choice
 changed, at a depth d, retrained and scored against the unablated Siren at d (the sweep's
-retrained one, trained here if the sweep has none at d; at the full depth, the main run's).
+retrained one, trained here if the sweep has none at d; at the full depth, the main run's), once
+per seed replicate: replicate k of the variant against replicate k of its reference, both
+trained with replicate k's seeds, so that the report pairs them seed by seed.
 
 Output (artifacts/<profile>/sweep/): <system>_d<d>/ (results.json, per_clip.csv),
 audio/<system>_d<d>/*.wav, the same for replicate k under replicates/seed<k>/, sweep.json (per
 system and depth: replicate 0's metrics and validation loss, each further replicate's, and
-`over_seeds` as the score stage's summary has it; per ablation: variant, reference, metrics) and
-provenance.json.
+`over_seeds` as the score stage's summary has it; per ablation: variant, reference, replicate 0's
+metrics and validation losses, each further replicate's, and `over_seeds`) and provenance.json.
 """
 
 from __future__ import annotations
@@ -162,7 +164,7 @@ def run(params_path: str | Path = "params.yaml") -> Path:
     shared_fields = baselines_config(stage.params, stage.source).get("shared_lm", {})  # the main run's shared LM
     summary: dict = {"depths": depths, "full_depth": full, "recipe": scorer.recipe.id, "systems": {}, "ablations": {}}
     finished: list[Path] = []
-    sirens: dict[int, TrainedSiren] = {}  # Siren retrained at a depth: the ablations' reference there
+    sirens: dict[tuple[int, int], TrainedSiren] = {}  # (depth, replicate) -> Siren retrained: the ablations' reference
 
     replicate_jobs = [dataclasses.replace(jobs, config=replicates.model_config(config, k)) for k in range(evaluation.seeds)]
     seeds = [j.config.generation_seed for j in replicate_jobs]  # each replicate named as the score stage names it
@@ -179,18 +181,10 @@ def run(params_path: str | Path = "params.yaml") -> Path:
             return train_siren(dataclasses.replace(jobs.siren, n_codebooks=depth, groups=None), depth, replicate_jobs[k],
                                device, finished)
 
-        def siren_at(depth: int) -> TrainedSiren:  # replicate 0 alone: an ablation's reference at a depth outside the sweep
-            sirens[depth] = trained_siren(depth, 0)
-            summary["systems"].setdefault("siren", {})[depth] = depth_entry(
-                seeds[:1], [(sirens[depth].mean_val_loss(), scored(sirens[depth].model, f"siren_d{depth}"))])
-            return sirens[depth]
-
         def replicate(system: str, depth: int, k: int) -> tuple[float | None, dict]:
             name = f"{system}_d{depth}"
             if system == "siren":
-                trained = trained_siren(depth, k)
-                if k == 0:
-                    sirens[depth] = trained
+                trained = sirens[depth, k] = trained_siren(depth, k)
                 return trained.mean_val_loss(), scored(trained.model, name, k)
             model, val_loss = train_shared_lm(depth, replicate_jobs[k], shared_fields, device, finished)
             return val_loss, scored(model, name, k)
@@ -205,24 +199,45 @@ def run(params_path: str | Path = "params.yaml") -> Path:
             for system in sweep.systems:
                 summary["systems"].setdefault(system, {})[depth] = depth_entry(
                     seeds, [replicate(system, depth, k) for k in range(evaluation.seeds)])
+
+        def ablation_run(name: str, variant: SirenConfig, depth: int, k: int) -> dict:
+            """Replicate k of an ablation: the variant trained with replicate k's seeds, beside replicate
+            k of the unablated Siren at `depth` (the main run's at the full depth)."""
+            if depth == full:
+                siren_dir = replicates.folder(stage.dir("siren"), k)
+                if not siren_dir.is_dir():
+                    raise ConfigError(f"{stage.source}: eval.seeds = {evaluation.seeds}, but the main run's Siren has no "
+                                      f"replicate {k} ({siren_dir} is missing); re-run train_siren with the same eval.seeds")
+                reference = main_run_siren(siren_dir)
+            else:
+                reference = sirens[depth, k]
+            reuse = shared_experts(reference.model.config, variant)
+            trained = train_siren(variant, depth, replicate_jobs[k], device, finished, reference, reuse)
+            return {"val_loss": trained.mean_val_loss(), "reference_val_loss": reference.mean_val_loss(),
+                    "metrics": scored(trained.model, name, k), "experts_from_reference": reuse}
+
         for ablation, at in sweep.ablations.items():
             depth = full if at is None else at
             if depth == full:
-                reference, reference_entry = main_run_siren(stage.dir("siren")), {"system": "siren", "stage": "score"}
+                reference_config = main_run_siren(stage.dir("siren")).model.config
+                reference_entry = {"system": "siren", "stage": "score"}
             else:
-                reference, reference_entry = sirens.get(depth) or siren_at(depth), {"system": f"siren_d{depth}", "stage": "sweep"}
+                if (depth, 0) not in sirens:  # no sweep at this depth: Siren there under every replicate, as a sweep point
+                    summary["systems"].setdefault("siren", {})[depth] = depth_entry(
+                        seeds, [replicate("siren", depth, k) for k in range(evaluation.seeds)])
+                reference_config, reference_entry = sirens[depth, 0].model.config, {"system": f"siren_d{depth}", "stage": "sweep"}
             try:
-                variant = ablated(ablation, reference.model.config)
+                variant = ablated(ablation, reference_config)
             except ValueError as exc:
                 raise ConfigError(f"{stage.source}: sweep.ablations.{ablation}: {exc}") from exc
-            reuse = shared_experts(reference.model.config, variant)
-            trained = train_siren(variant, depth, jobs, device, finished, reference, reuse)
-            name = f"{ablation}_d{depth}"
-            summary["ablations"][ablation] = {
-                "label": ABLATIONS[ablation].label, "depth": depth, "variant": name, "reference": reference_entry,
-                "groups": variant.expert_groups(), "reference_groups": reference.model.config.expert_groups(),
-                "experts_from_reference": reuse, "val_loss": trained.mean_val_loss(),
-                "reference_val_loss": reference.mean_val_loss(), "metrics": scored(trained.model, name)}
+            first, *further = [ablation_run(f"{ablation}_d{depth}", variant, depth, k) for k in range(evaluation.seeds)]
+            entry = summary["ablations"][ablation] = {
+                "label": ABLATIONS[ablation].label, "claim": ABLATIONS[ablation].claim,
+                "claim_favours_variant": ABLATIONS[ablation].claim_favours_variant, "depth": depth, "variant": f"{ablation}_d{depth}", "reference": reference_entry,
+                "groups": variant.expert_groups(), "reference_groups": reference_config.expert_groups(), **first}
+            if further:
+                entry["replicates"] = [{"seed": seed, **run} for seed, run in zip(seeds[1:], further)]
+                entry["over_seeds"] = over_seeds(seeds, [run["metrics"] for run in (first, *further)])
         write_json_atomic(staging / SUMMARY_NAME, summary)
         write_provenance(staging, build_record(
             "sweep", {"run": stage.run, "sweep": sweep, "model": config, "eval": evaluation},
