@@ -113,5 +113,5 @@ def test_each_seed_replicate_of_an_ablation_pairs_with_the_same_replicate_of_its
                           for name in ("no_causal_conditioning_d4", "siren_d4"))
     assert paired["n"] == 2 and paired["values"][1] == pytest.approx((variant - reference).mean(), abs=1e-12)  # seed 1 with seed 1
     (verdict,) = section.results["verdicts"]
-    assert verdict["claim"].startswith("Conditioning each expert on the lower codebooks") and "over 2 seeds" in verdict["effect"]
+    assert verdict["claim"].startswith("conditioning each expert on the lower codebooks") and "over 2 seeds" in verdict["effect"]
     assert "Over 2 seed replicates" in verdict["reason"]

@@ -97,7 +97,7 @@ def test_ci_profile_runs_then_repro_does_no_work(repo):
     ablations = results["ablations"]["rows"]
     assert set(ablations) == {"no_causal_conditioning", "one_codebook_per_expert", "no_alignment"}
     assert results["ablations"]["seeds"] == 1 and all(a["seeds"] == 1 for a in ablations.values())
-    assert [v["claim"].split(" ")[0] for v in results["ablations"]["verdicts"]] == ["Conditioning", "Two"]  # one per retrained ablation
+    assert [v["claim"].split(" ")[0] for v in results["ablations"]["verdicts"]] == ["conditioning", "two"]  # one per retrained ablation
     assert all("One training seed per model" in v["reason"] for v in results["ablations"]["verdicts"])
     assert ablations["no_causal_conditioning"]["reference"] == "siren_d4" and ablations["one_codebook_per_expert"]["depth"] == 2
     assert all(a["paired"]["clap_cosine"]["n"] == 12 for a in ablations.values())

@@ -98,7 +98,7 @@ def ablation_section(store: RunArtifacts, out: Path) -> Section:
     holm_note = adjust_holm([p for *_, paired, _ in pending for column, _, _ in PAIRED if (p := paired.get(column))])
     if not pending:
         return Section("ablations", {}, "## Ablations\n\nNone configured (sweep.ablations) and no aligned Siren in the run.\n")
-    verdicts = [paired_verdict(entry["claim"][0].upper() + entry["claim"][1:] + ".",
+    verdicts = [paired_verdict(entry["claim"] + ".",
                                f"{entry['label']} minus Siren at depth {entry['depth']}",
                                [(label, better, p) for column, label, better in PAIRED if (p := paired.get(column))],
                                flip=not entry["claim_favours_variant"])
