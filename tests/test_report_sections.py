@@ -176,3 +176,13 @@ def test_the_sweep_rests_on_the_seed_replicates_and_shows_the_main_tables_full_d
         shown = sweep["points"][system]["8"]["fad"]
         assert {k: shown[k] for k in ("value", "ci_low", "ci_high", "n_seeds")} == {
             k: scores[system]["metrics"]["fad"][k] for k in ("value", "ci_low", "ci_high", "n_seeds")}
+
+
+def test_the_ablations_rest_on_the_seed_replicates_and_show_the_main_tables_siren(store, tmp_path):
+    ablations = REPORT_SECTIONS.get("ablations").build(store, tmp_path).results
+    assert ablations["seeds"] == 3 and all(row["seeds"] == 3 for row in ablations["rows"].values())
+    assert all(p["over_seeds"]["n"] == 3 for row in ablations["rows"].values() for p in row["paired"].values())
+    assert len(ablations["verdicts"]) == 2 and all("over 3 seeds" in v["effect"] for v in ablations["verdicts"])
+    scores = REPORT_SECTIONS.get("scores").build(store, tmp_path).results["systems"]
+    # at the full depth the reference is the main run's Siren, as the score table shows it: the mean over seeds
+    assert ablations["rows"]["no_causal_conditioning"]["reference_metrics"]["fad"] == scores["siren"]["metrics"]["fad"]["value"]
