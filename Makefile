@@ -80,7 +80,8 @@ lock:
 		--no-emit-find-links -c $(CONSTRAINTS) -o requirements.lock pyproject.toml
 
 # Mutation testing of siren_bench/metrics and the scoring code (scoring.py, evaluation/score.py,
-# evaluation/ranking.py, report/paired.py) and the seed combination (replicates.py); [tool.mutmut] in
+# evaluation/ranking.py, report/paired.py), the verdict rules (report/verdicts.py) and the seed combination
+# (replicates.py); [tool.mutmut] in
 # pyproject.toml; survivors are listed
 # at the end (README: "Tests that catch wrong metrics"; docs/mutation_testing.md).
 mutmut: setup

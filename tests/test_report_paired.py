@@ -90,3 +90,33 @@ def test_paired_bootstrap_is_the_recipes_seeded_one_on_the_columns_both_systems_
     assert result["clap_cosine"] == paired_difference(a, b, PAIRED_RESAMPLES, get_recipe("smoke@1").bootstrap_seed)
     assert paired_between(score / "one", score / "two") == result  # seeded: the same p and interval each time
     assert set(paired_between(score / "two", score / "one")) == {"clap_cosine"}  # whichever side lacks the column
+
+
+def test_replicate_k_of_one_system_is_paired_with_replicate_k_of_the_other_and_combined_over_seeds(tmp_path):
+    """paired_over_replicates: replicate 0's paired difference, plus per column `over_seeds` with each
+    replicate's own difference (replicate k against replicate k, not against replicate 0) and their
+    combination; a single pair gets no `over_seeds`; two recipes are refused, naming both folders."""
+    from siren_bench import replicates
+    from siren_bench.report.paired import paired_between, paired_over_replicates
+
+    score = tmp_path / "score"
+    clips = [f"c{i:02d}" for i in range(30)]
+    rng = np.random.default_rng(3)
+    shifts = [0.0, 0.2, -0.5]  # replicate k of "a" sits `shifts[k]` above replicate k of "b"
+    pairs = []
+    for k, shift in enumerate(shifts):
+        base = rng.normal(scale=0.1, size=30)
+        _system(score, f"a{k}", clips, base + shift)
+        _system(score, f"b{k}", clips, base + rng.normal(scale=0.01, size=30))
+        pairs.append((score / f"a{k}", score / f"b{k}"))
+    result = paired_over_replicates(pairs)
+    each = [paired_between(a, b)["clap_cosine"] for a, b in pairs]
+    o = result["clap_cosine"]["over_seeds"]
+    assert result["clap_cosine"]["value"] == each[0]["value"]
+    assert o["values"] == [r["value"] for r in each] and o["values"][1:] == pytest.approx([0.2, -0.5], abs=0.01)
+    combined = replicates.combine([r["value"] for r in each], [replicates.clip_se(r) for r in each])
+    assert {k: o[k] for k in combined} == combined and o["n"] == 3
+    assert "over_seeds" not in paired_over_replicates(pairs[:1])["clap_cosine"]
+    (score / "b1" / "results.json").write_text(json.dumps({"recipe": {"id": "smoke@2"}}))
+    with pytest.raises(ValueError, match=r"a1 and .*b1 were scored with different recipes \['smoke@1', 'smoke@2'\]"):
+        paired_over_replicates(pairs)

@@ -205,3 +205,95 @@ def test_the_sweep_joins_the_main_runs_replicates_at_the_full_depth_and_refuses_
     del summary["systems"]["shared_lm"]["2"]["replicates"]  # the sweep ran with one seed, the main run with three
     with pytest.raises(ValueError, match=r"shared_lm has a different number of seed replicates per depth \(\{2: 1, 8: 3\}"):
         _points(summary, store)
+
+
+# --- added after the first mutmut run over report/verdicts.py (2026-12-06) ----------------------------
+
+def _over(values, low, high, p_holm=0.5):
+    """A paired measure over seed replicates: each seed's difference and the combined interval."""
+    o = {"values": values, "mean": float(np.mean(values)), "ci_low": low, "ci_high": high, "n": len(values)}
+    return {"value": values[0], "ci_low": low, "ci_high": high, "p_value": p_holm, "p_floor": 2e-4, "p_holm": p_holm,
+            "over_seeds": o}
+
+
+def test_every_verdict_keeps_its_claim_effect_and_reason_and_renders_them():
+    from siren_bench.report.verdicts import Verdict, judge_over_seeds, paired_verdict, render, unmeasured
+
+    made = [judge("c.", 0.5, 0.4, 0.6), judge("c.", -0.5, -0.6, -0.4), judge("c.", 0.1, -0.1, 0.3),
+            judge_over_seeds("c.", [0.5, -0.1, 0.6], [0.01] * 3), judge_over_seeds("c.", [0.5], [0.01]),
+            paired_verdict("c.", "a minus b", [("CLAP", "higher", _paired(0.1, 0.01))]),
+            paired_verdict("c.", "a minus b", [("CLAP", "higher", _paired(-0.1, 0.01))]),
+            paired_verdict("c.", "a minus b", [("CLAP", "higher", _paired(0.1, 0.5))]),
+            unmeasured("c.", "It needs weights.")]
+    assert all(v.claim == "c." and v.effect for v in made)
+    assert judge("c.", 0.5, 0.4, 0.6).effect == "effect 0.5 [95 % CI 0.4, 0.6]" and judge("c.", 0.5, 0.4, 0.6).reason == ""
+    assert judge_over_seeds("c.", [0.5], [0.01]).effect == "effect 0.5 [95 % CI 0.48, 0.52]"  # one seed: no "mean over"
+    assert made[-1] == Verdict("c.", "inconclusive", "not measured", "It needs weights.")
+    assert made[-1].sentence() == "- Paper: c. This run **inconclusive**: not measured. It needs weights."
+    assert Verdict("c.", "agrees", "e").sentence() == "- Paper: c. This run **agrees**: e."
+    assert render([made[0], made[-1]]) == ("What these numbers say about the paper's claims:\n\n" + made[0].sentence() + "\n"
+                                           + made[-1].sentence() + "\n")
+
+
+def test_an_interval_ending_exactly_at_the_threshold_is_inconclusive():
+    assert judge("c.", -0.5, -1.0, 0.0).outcome == "inconclusive"
+    assert judge("c.", 0.5, 0.0, 1.0).outcome == "inconclusive"
+    from siren_bench.report.verdicts import judge_over_seeds
+
+    split = judge_over_seeds("c.", [0.5] * 19 + [0.29], [0.001] * 20, threshold=0.3)  # the interval excludes 0.3; one seed is below
+    assert split.outcome == "inconclusive" and "lie on both sides of 0.3, so the reading depends on the seed" in split.reason
+
+
+def test_a_paired_measure_counts_only_off_zero_under_every_seed_and_below_the_holm_level():
+    from siren_bench.report.verdicts import paired_verdict
+
+    def outcome(*measures, flip=False):
+        return paired_verdict("c.", "a minus b", list(measures), flip=flip)
+
+    assert outcome(("CLAP", "higher", _over([0.2, 0.1, 0.3], 0.05, 0.35))).outcome == "agrees"
+    assert outcome(("CLAP", "higher", _over([0.2, 0.0, 0.3], 0.05, 0.35))).outcome == "inconclusive"  # one seed at exactly 0
+    assert outcome(("KL", "lower", _over([-0.2, 0.0, -0.3], -0.35, -0.05))).outcome == "inconclusive"
+    assert outcome(("CLAP", "higher", _over([0.2, 0.1, 0.3], 0.0, 0.35))).outcome == "inconclusive"  # interval ends at 0
+    assert outcome(("KL", "lower", _over([-0.2, -0.1, -0.3], -0.35, 0.0))).outcome == "inconclusive"
+    assert outcome(("CLAP", "higher", _paired(0.1, 0.05))).outcome == "inconclusive"  # p (Holm) must be below 0.05
+    assert outcome(("CLAP", "higher", _paired(0.1, 0.049))).outcome == "agrees"
+
+
+def test_a_paired_verdict_says_how_many_seeds_it_rests_on_and_why_it_is_inconclusive():
+    from siren_bench.report.verdicts import paired_verdict
+
+    one = paired_verdict("c.", "a minus b", [("CLAP", "higher", _paired(0.1, 0.5)), ("KL", "lower", _paired(0.2, 0.0123))])
+    assert one.effect == ("a minus b: CLAP +0.1 [-0.9, +1.1] (p Holm 0.500); KL +0.2 [-0.8, +1.2] (p Holm 0.012)")
+    assert one.outcome == "contradicts" and one.reason == "One training seed per model: retraining may move these."
+    none = paired_verdict("c.", "a minus b", [("CLAP", "higher", _paired(0.1, 0.5))], note=" More.")
+    assert none.reason == "No paired measure differs at p (Holm) < 0.05. One training seed per model: retraining may move these. More."
+    two = paired_verdict("c.", "a minus b", [("CLAP", "higher", _over([0.2, -0.1], -1.0, 1.0))])
+    assert two.reason == ("No paired measure keeps one sign under every seed with an interval that excludes zero. Over 2 seed "
+                          "replicates; a measure counts only when its sign holds under every seed and its interval excludes zero.")
+    assert two.effect == "a minus b: CLAP +0.05 [-1, +1] over 2 seeds (+0.2, -0.1)"
+    mixed = paired_verdict("c.", "a minus b", [("CLAP", "higher", _paired(0.1, 0.01)), ("KL", "lower", _paired(0.1, 0.01))])
+    assert mixed.reason.startswith("The measures that count disagree in direction. One training seed")
+    opposed = paired_verdict("c.", "a minus b", [("CLAP", "higher", _over([0.2, 0.1, 0.3], 0.05, 0.35)),
+                                                 ("KL", "lower", _over([0.2, 0.1, 0.3], -0.1, 0.5))])
+    assert opposed.outcome == "inconclusive" and opposed.reason.startswith(
+        "Another measure keeps the opposite sign under every seed, though its interval includes zero: the measures disagree, "
+        "and which of them reaches its threshold depends on the seeds. Over 3 seed replicates")
+    against = paired_verdict("c.", "a minus b", [("CLAP", "higher", _paired(-0.1, 0.01))], note=" More.")
+    assert (against.outcome, against.effect, against.reason) == (
+        "contradicts", "a minus b: CLAP -0.1 [-1.1, +0.9] (p Holm 0.010)", "One training seed per model: retraining may move these. More.")
+
+
+def test_verdict_texts_name_the_threshold_and_the_holm_p_and_keep_their_reason():
+    from siren_bench.report.verdicts import judge_over_seeds, paired_verdict
+
+    assert judge("c.", 1e-5, -1e-5, 3e-5).effect == "effect 1e-05 [95 % CI -1e-05, 3e-05]"
+    assert judge("c.", 0.35, 0.25, 0.4, threshold=0.3).reason == "The interval contains 0.3, so the data cannot tell either way."
+    assert judge_over_seeds("c.", [1e-5], [1e-6]).effect.startswith("effect 1e-05 [95 % CI ")
+    assert judge_over_seeds("c.", [0.5, 0.6, 0.4], [0.001] * 3).reason == ""  # agrees, no caveat given
+    wide = judge_over_seeds("c.", [0.45, 0.6, 0.2], [0.001] * 3, threshold=0.3)  # inconclusive by its interval already
+    assert wide.reason == "The interval contains 0.3, so the data cannot tell either way."
+    split = judge_over_seeds("c.", [0.5] * 19 + [-0.01], [0.001] * 20, fmt="{:+.3g}")
+    assert (split.claim, split.outcome) == ("c.", "inconclusive") and split.effect.startswith("effect, mean over 20 seeds")
+    assert split.reason == "The seeds' estimates lie on both sides of 0, so the reading depends on the seed."
+    holm = dict(_paired(0.1, 0.04), p_value=0.01)
+    assert paired_verdict("c.", "a minus b", [("CLAP", "higher", holm)]).effect == "a minus b: CLAP +0.1 [-0.9, +1.1] (p Holm 0.040)"
