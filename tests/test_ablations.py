@@ -69,10 +69,11 @@ def test_sweep_config_names_unknown_ablations():
 
 def test_each_seed_replicate_of_an_ablation_pairs_with_the_same_replicate_of_its_reference(tmp_path):
     """eval.seeds = 2, no sweep depth and `no_causal_conditioning` at depth 4: the sweep stage trains
-    Siren at depth 4 under both replicates as the reference, and the variant under both; replicate k
-    of the variant shares its first expert with replicate k of the reference (so each is trained
-    with replicate k's seeds, and paired with it), and the report's ablation card pairs them seed
-    by seed and gives a verdict resting on both."""
+    Siren at depth 4 under both replicates as the reference, and the variant under both, replicate k
+    against replicate k (each replicate's reference differs, so a reference shared by every
+    replicate fails); the report's ablation card pairs the per-clip scores seed by seed and gives a
+    verdict resting on both. A full-depth ablation without the main run's Siren replicates is
+    refused before anything trains."""
     import json
 
     import pandas as pd
@@ -115,3 +116,7 @@ def test_each_seed_replicate_of_an_ablation_pairs_with_the_same_replicate_of_its
     (verdict,) = section.results["verdicts"]
     assert verdict["claim"].startswith("conditioning each expert on the lower codebooks") and "over 2 seeds" in verdict["effect"]
     assert "Over 2 seed replicates" in verdict["reason"]
+    params["sweep"]["ablations"] = {"no_causal_conditioning": None}  # against the main run's Siren, never trained here
+    path.write_text(yaml.safe_dump(params))
+    with pytest.raises(ConfigError, match=r"eval.seeds = 2, but the main run's Siren has no replicate 0 \(.*siren is missing\)"):
+        sweep.run(path)

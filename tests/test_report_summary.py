@@ -40,7 +40,8 @@ def test_summary_orders_the_headline_and_collects_every_verdict_and_limit():
     assert "The ranking's further recipe (`smoke_as_google_fad@1`) apply" in summary_markdown([_scores(), ranked], [])
     one_codec = Section("diagnose", {"verdicts": [], "codec_seeds": [{"codec": "seed0"}]}, "")
     codecs = Section("diagnose", {"verdicts": [], "codec_seeds": [{"codec": "seed0"}, {"codec": "seed1"}]}, "")
-    swept, unswept = (Section("sweep", {"verdicts": [], "seeds": seeds}, "") for seeds in ([0, 1000, 2000], [0]))
+    swept, unswept = (Section("sweep", {"verdicts": [], "seeds": seeds, "points": {"siren": {}}}, "") for seeds in ([0, 1000, 2000], [0]))
+    not_swept = Section("sweep", {"depths": [], "seeds": [0, 1000, 2000], "ablations": {}}, "")  # sweep.depths empty: ablations only
     ablated, unablated = (Section("ablations", {"rows": {"x": {}}, "seeds": n, "verdicts": []}, "") for n in (3, 1))
     seeded = _scores(over_seeds=True)
     assert "but the sweep, the ablations and the RVQ diagnostics ran with one seed" in summary_markdown(
@@ -50,10 +51,12 @@ def test_summary_orders_the_headline_and_collects_every_verdict_and_limit():
     assert "but the ablations and the RVQ diagnostics ran with one seed" in summary_markdown([seeded, swept, unablated, one_codec], [])
     everything = summary_markdown([seeded, codecs, swept, ablated], [])
     assert "ran with one seed" not in everything
-    assert "hold that spread, and so do the sweep, the ablations and the RVQ diagnostics." in everything
-    # a part the run does not have is not said to have run with one seed
+    assert "hold that spread, and so do those of the sweep, the ablations and the RVQ diagnostics." in everything
+    # a part the run does not have is not said to have run with one seed, nor to rest on the seeds
     assert "ran with one seed" not in summary_markdown([seeded], []) and "the sweep" not in summary_markdown([seeded], [])
-    assert "but the ablations ran with one seed" in summary_markdown([seeded, unablated, Section("ablations_none", {}, "")], [])
+    assert "and so do those of the ablations." in summary_markdown([seeded, not_swept, ablated], [])
+    assert "the sweep" not in summary_markdown([seeded, Section("sweep", {"depths": [], "reason": "empty"}, "")], [])
+    assert "the ablations" not in summary_markdown([seeded, Section("ablations", {}, "")], [])
 
 
 def test_an_empty_run_has_no_summary():

@@ -235,7 +235,7 @@ def test_every_verdict_keeps_its_claim_effect_and_reason_and_renders_them():
                                            + made[-1].sentence() + "\n")
 
 
-def test_an_interval_ending_exactly_at_the_threshold_is_inconclusive():
+def test_an_interval_ending_exactly_at_the_threshold_is_inconclusive_and_so_are_seeds_on_both_sides_of_it():
     assert judge("c.", -0.5, -1.0, 0.0).outcome == "inconclusive"
     assert judge("c.", 0.5, 0.0, 1.0).outcome == "inconclusive"
     from siren_bench.report.verdicts import judge_over_seeds
@@ -297,3 +297,21 @@ def test_verdict_texts_name_the_threshold_and_the_holm_p_and_keep_their_reason()
     assert split.reason == "The seeds' estimates lie on both sides of 0, so the reading depends on the seed."
     holm = dict(_paired(0.1, 0.04), p_value=0.01)
     assert paired_verdict("c.", "a minus b", [("CLAP", "higher", holm)]).effect == "a minus b: CLAP +0.1 [-0.9, +1.1] (p Holm 0.040)"
+
+
+def test_an_ablation_verdict_agrees_when_the_ablated_model_is_worse_unless_the_claim_favours_it():
+    """Ablated minus Siren: for "causal conditioning improves Siren" a lower CLAP (a higher KL) of the
+    model without it agrees; for a claim that favours the ablated design (two codebooks per expert
+    ablated from a one-per-expert Siren) the same numbers contradict. Over seeds and with one seed."""
+    from siren_bench.report.ablation_card import ablation_verdict
+    from siren_bench.report.verdicts import paired_verdict
+
+    worse = {"clap_cosine": _over([-0.2, -0.1, -0.3], -0.35, -0.05), "kl": _over([0.4, 0.2, 0.3], 0.1, 0.5)}
+    entry = {"claim": "x improves Siren", "label": "without x", "depth": 8, "claim_favours_variant": False}
+    verdict = ablation_verdict(entry, worse)
+    assert (verdict.claim, verdict.outcome) == ("x improves Siren.", "agrees") and verdict.effect.startswith("without x minus Siren at depth 8: CLAP")
+    assert ablation_verdict(entry | {"claim_favours_variant": True}, worse).outcome == "contradicts"
+    one_seed = {"clap_cosine": _paired(-0.1, 0.01)}
+    assert ablation_verdict(entry, one_seed).outcome == "agrees"
+    assert ablation_verdict(entry | {"claim_favours_variant": True}, one_seed).outcome == "contradicts"
+    assert paired_verdict("c.", "a minus b", [("CLAP", "higher", _over([0.2, 0.1, 0.3], 0.05, 0.35))], flip=True).outcome == "contradicts"

@@ -86,9 +86,11 @@ class Codec(ABC):
 
 
 class FolderCodec(Codec):
-    """A codec over one transformers model (`self.model`) whose config gives sampling_rate,
-    hop_length, n_codebooks and codebook_size, loadable from an HF-format folder (config.json and
-    the weights): the pretrained DAC and the small codecs the `codec` stage fits and saves."""
+    """A codec over one transformers model (`self.model`) loadable from an HF-format folder
+    (config.json and the weights): the pretrained DAC and EnCodec, and the small codecs the `codec`
+    stage fits and saves. The constructor reads sampling_rate, hop_length, n_codebooks and
+    codebook_size from the config; EnCodec, whose config names its frame rate and bandwidths
+    instead, has its own."""
 
     model_class: type  # the transformers model class the folder holds
     default_name: str
@@ -106,7 +108,7 @@ class FolderCodec(Codec):
     @classmethod
     def from_hf_folder(cls, folder: str | Path, name: str | None = None, expected_sha256: str | None = None):
         model, identity = load_hf_folder(cls.model_class, Path(folder), expected_sha256)
-        return cls(model, name or cls.default_name, identity)
+        return cls(model, cls.default_name if name is None else name, identity)
 
 
 def codebook_usage(codes: torch.Tensor, codebook_size: int) -> list[dict]:

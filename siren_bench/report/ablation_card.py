@@ -11,9 +11,9 @@ from typing import Callable
 from siren_bench import replicates
 from siren_bench.artifacts import RunArtifacts
 from siren_bench.report.section import Section, md_table, report_section
-from siren_bench.report.paired import PAIRED, adjust_holm, difference_text, p_text, paired_over_replicates
+from siren_bench.report.paired import PAIRED, adjust_holm, difference_text, over_seeds_text, p_text, paired_over_replicates
 from siren_bench.report.scores import interval_text, score_replicate, seed_count, seed_mean
-from siren_bench.report.verdicts import paired_verdict, render
+from siren_bench.report.verdicts import Verdict, paired_verdict, render
 
 METRICS = (("fad", "FAD"), ("kl", "KL"), ("clap", "CLAP"))
 
@@ -32,9 +32,7 @@ def _row(label: str, depth: int, variant: dict, reference: dict, paired: dict, n
         p = paired.get(column)
         text = f"{difference_text(p)}, p = {p_text(p)}, p (Holm) = {p_text(p, 'p_holm')}" if p else ""
         if p and "over_seeds" in p:
-            o = p["over_seeds"]
-            text += (f"; over {o['n']} seeds {o['mean']:+.4g} [{o['ci_low']:+.4g}, {o['ci_high']:+.4g}] "
-                     f"({', '.join(f'{v:+.3g}' for v in o['values'])})")
+            text += f"; {over_seeds_text(p['over_seeds'])}"
         cells.append(text)
     return cells + [note]
 
@@ -46,6 +44,15 @@ def _loss(value: float | None) -> str:
 def _losses(entry: dict, key: str) -> str:
     values = [entry[key], *(r[key] for r in entry.get("replicates", []))]
     return " / ".join(_loss(v) for v in values)
+
+
+def ablation_verdict(entry: dict, paired: dict) -> Verdict:
+    """The verdict on the claim an ablation tests (`entry`, its sweep.json record) from its paired
+    measures, ablated minus Siren: the claim holds when the ablated model is the worse one, unless
+    the claim favours the ablated model's design (`claim_favours_variant`)."""
+    return paired_verdict(entry["claim"] + ".", f"{entry['label']} minus Siren at depth {entry['depth']}",
+                          [(label, better, p) for column, label, better in PAIRED if (p := paired.get(column))],
+                          flip=not entry["claim_favours_variant"])
 
 
 def _reference(store: RunArtifacts, sweep: dict, main: dict, name: str, entry: dict) -> tuple[dict, dict, Callable[[int], Path]]:
@@ -69,10 +76,10 @@ def ablation_section(store: RunArtifacts, out: Path) -> Section:
     rows, pending, verdict_inputs = {}, [], []  # the rows wait for the Holm adjustment over the whole table
     for name, entry in sweep.get("ablations", {}).items():
         ref_metrics, ref_spread, ref_dir = _reference(store, sweep, main, name, entry)
-        n = 1 + len(entry.get("replicates", []))
-        if ref_spread and next(iter(ref_spread.values()))["n"] != n:
+        n, n_reference = 1 + len(entry.get("replicates", [])), seed_count({"over_seeds": ref_spread})
+        if n_reference != n:
             raise ValueError(f"{store.path('sweep', 'summary')}: ablation {name} has {n} seed replicates, its reference "
-                             f"{entry['reference']['system']!r} {next(iter(ref_spread.values()))['n']}; re-run both with the same eval.seeds")
+                             f"{entry['reference']['system']!r} {n_reference}; re-run both with the same eval.seeds")
         paired = paired_over_replicates([(replicates.folder(store.dir("sweep"), k) / entry["variant"], ref_dir(k)) for k in range(n)])
         variant, reference = _shown(entry["metrics"], entry.get("over_seeds", {})), _shown(ref_metrics, ref_spread)
         rows[name] = {"depth": entry["depth"], "variant": entry["variant"], "reference": entry["reference"]["system"],
@@ -98,12 +105,12 @@ def ablation_section(store: RunArtifacts, out: Path) -> Section:
     holm_note = adjust_holm([p for *_, paired, _ in pending for column, _, _ in PAIRED if (p := paired.get(column))])
     if not pending:
         return Section("ablations", {}, "## Ablations\n\nNone configured (sweep.ablations) and no aligned Siren in the run.\n")
-    verdicts = [paired_verdict(entry["claim"] + ".",
-                               f"{entry['label']} minus Siren at depth {entry['depth']}",
-                               [(label, better, p) for column, label, better in PAIRED if (p := paired.get(column))],
-                               flip=not entry["claim_favours_variant"])
-                for entry, paired in verdict_inputs]
-    seeds = max(row["seeds"] for row in rows.values())
+    verdicts = [ablation_verdict(entry, paired) for entry, paired in verdict_inputs]
+    counts = {row["seeds"] for row in rows.values()}
+    if len(counts) > 1:
+        raise ValueError(f"{store.path('sweep', 'summary')} and {store.path('score', 'summary')} hold different numbers of seed "
+                         f"replicates ({sorted(counts)}); re-run the sweep with the main run's eval.seeds")
+    seeds = counts.pop()
     header = ["ablation", "depth", *(f"{label}: Siren → ablated" for _, label in METRICS),
               *(f"paired {label} (ablated − Siren)" for _, label, _ in PAIRED), "notes"]
     replicated = (f" Every row ran under {seeds} seed replicates: replicate k of the ablated model against replicate k of "

@@ -83,5 +83,11 @@ def adjust_holm(family: list[dict]) -> str:
             f"difference in the table stays at 5 % when p (Holm) < 0.05.")
 
 
+def over_seeds_text(o: dict) -> str:
+    """A paired difference over seed replicates (`over_seeds`) as tables and verdicts print it."""
+    return (f"{o['mean']:+.4g} [{o['ci_low']:+.4g}, {o['ci_high']:+.4g}] over {o['n']} seeds "
+            f"({', '.join(f'{v:+.3g}' for v in o['values'])})")
+
+
 def difference_text(p: dict) -> str:
     return f"{p['value']:+.4g} [{p['ci_low']:+.4g}, {p['ci_high']:+.4g}]"

@@ -14,7 +14,8 @@ from siren_bench.audio_input import CLIPPED_FRACTION
 from siren_bench.recipes import get_recipe
 from siren_bench.report.verdicts import Verdict, paired_verdict, render
 from siren_bench.report.section import Section, md_table, report_section
-from siren_bench.report.paired import PAIRED, PAIRED_RESAMPLES, adjust_holm, difference_text, p_text, paired_over_replicates
+from siren_bench.report.paired import (PAIRED, PAIRED_RESAMPLES, adjust_holm, difference_text, over_seeds_text, p_text,
+                                       paired_over_replicates)
 
 # column order and labels of the main table; "kl" also shows its second direction where computed
 COLUMNS = (("fad", "FAD"), ("fad_inf", "FAD-inf"), ("kad", "KAD (x100)"), ("fd", "FD"), ("kl", "KL"), ("is", "IS"),
@@ -262,7 +263,7 @@ def paired_section(store: RunArtifacts, out: Path) -> Section:
     holm_note = adjust_holm([p for *_, p in family])
     seeded = any("over_seeds" in p for *_, p in family)
     rows = [[f"`{other}`", label, difference_text(p), p_text(p), p_text(p, "p_holm"), better, p["n"]]
-            + ([_over_seeds_text(p["over_seeds"]) if "over_seeds" in p else ""] if seeded else [])
+            + ([over_seeds_text(p["over_seeds"]) if "over_seeds" in p else ""] if seeded else [])
             for other, label, better, p in family]
     verdicts = [comparison_verdict(other, [(label, better, p) for o, label, better, p in family if o == other]) for other in others]
     results = results | {"verdicts": [v.as_dict() for v in verdicts]}
@@ -279,7 +280,7 @@ recipe's seed), for replicate 0. "better" says which sign favours Siren: a posit
 or distance.{seed_text}
 
 {md_table(["Siren minus", "per-clip measure", "difference [95 % CI]", "p", "p (Holm)", "better for Siren", "clips"]
-          + (["over seeds: mean [95 % CI]; each seed"] if seeded else []), rows)}
+          + (["over seeds: mean [95 % CI] (each seed)"] if seeded else []), rows)}
 
 {holm_note}
 """
@@ -295,11 +296,6 @@ def seed_count(system: dict) -> int:
     """How many seed replicates a scored system has (1: none beyond the run itself)."""
     spread = system.get("over_seeds")
     return next(iter(spread.values()))["n"] if spread else 1
-
-
-def _over_seeds_text(o: dict) -> str:
-    return (f"{o['mean']:+.4g} [{o['ci_low']:+.4g}, {o['ci_high']:+.4g}]; "
-            + ", ".join(f"{v:+.3g}" for v in o["values"]))
 
 
 CLAIMS_AGAINST = {

@@ -62,7 +62,8 @@ def _limits(sections: dict[str, Section], skipped: list[str]) -> str:
             diagnose = sections.get("diagnose")
             codecs = len(diagnose.results.get("codec_seeds", [])) if diagnose is not None else 0
             sweep, ablations = sections.get("sweep"), sections.get("ablations")
-            parts = [("the sweep", len(sweep.results.get("seeds", [])) > 1) if sweep is not None else None,
+            ran = sweep is not None and sweep.results.get("points")  # sweep.depths empty: no sweep, whatever else the stage ran
+            parts = [("the sweep", len(sweep.results.get("seeds", [])) > 1) if ran else None,
                      ("the ablations", ablations.results.get("seeds", 1) > 1) if ablations is not None and ablations.results else None,
                      ("the RVQ diagnostics", codecs > 1) if diagnose is not None else None]
             present = [part for part in parts if part is not None]
@@ -70,7 +71,7 @@ def _limits(sections: dict[str, Section], skipped: list[str]) -> str:
             also = _and([part for part, _ in present])
             lines.append(f"Each trained system was trained, aligned and sampled from {n} seeds; the table's means and "
                          "intervals hold that spread" + (f", but {single} ran with one seed." if single else
-                                                         f", and so do {also}." if also else "."))
+                                                         f", and so do those of {also}." if also else "."))
         else:
             lines.append("Each trained system was trained once and sampled with one seed (eval.seeds = 1): the "
                          "intervals cover the choice of test clips, not retraining, which can move every number beyond them.")

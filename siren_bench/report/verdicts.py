@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 from siren_bench import replicates
-from siren_bench.report.paired import difference_text, p_text
+from siren_bench.report.paired import difference_text, over_seeds_text, p_text
 
 OUTCOMES = ("agrees", "contradicts", "inconclusive")
 
@@ -94,8 +94,7 @@ def paired_verdict(claim: str, subject: str, measures: list[tuple[str, str, dict
             counts, value = one_sign and (o["ci_low"] > 0 or o["ci_high"] < 0), o["mean"]
             if one_sign:
                 steady.append(((value > 0) == (better == "higher")) != flip)
-            parts.append(f"{label} {o['mean']:+.4g} [{o['ci_low']:+.4g}, {o['ci_high']:+.4g}] over {o['n']} seeds "
-                         f"({', '.join(f'{v:+.3g}' for v in o['values'])})")
+            parts.append(f"{label} {over_seeds_text(o)}")
         else:
             counts, value = p["p_holm"] < 0.05, p["value"]
             parts.append(f"{label} {difference_text(p)} (p Holm {p_text(p, 'p_holm')})")

@@ -29,8 +29,11 @@ trained with replicate k's seeds, so that the report pairs them seed by seed.
 Output (artifacts/<profile>/sweep/): <system>_d<d>/ (results.json, per_clip.csv),
 audio/<system>_d<d>/*.wav, the same for replicate k under replicates/seed<k>/, sweep.json (per
 system and depth: replicate 0's metrics and validation loss, each further replicate's, and
-`over_seeds` as the score stage's summary has it; per ablation: variant, reference, replicate 0's
-metrics and validation losses, each further replicate's, and `over_seeds`) and provenance.json.
+`over_seeds` as the score stage's summary has it; per ablation: its label, the claim it tests and
+whether the claim favours the ablated model, variant, reference, expert groups, the experts taken
+from the reference, replicate 0's metrics and validation losses, each further replicate's, and
+`over_seeds`) and provenance.json. A Siren trained only as an ablation's reference (at a depth
+outside sweep.depths) is recorded under `systems` too, but the report draws no sweep point from it.
 """
 
 from __future__ import annotations
@@ -154,6 +157,11 @@ def run(params_path: str | Path = "params.yaml") -> Path:
     for name, depth in sweep.ablations.items():
         if depth is not None and depth > full:
             raise ConfigError(f"{stage.source}: sweep.ablations.{name}: depth {depth} exceeds the codec's {full} codebooks")
+    if any(at in (None, full) for at in sweep.ablations.values()):  # full-depth ablations: replicate k against the main run's
+        for k in range(evaluation.seeds):
+            if not (siren_dir := replicates.folder(stage.dir("siren"), k)).is_dir():
+                raise ConfigError(f"{stage.source}: eval.seeds = {evaluation.seeds}, but the main run's Siren has no "
+                                  f"replicate {k} ({siren_dir} is missing); re-run train_siren with the same eval.seeds")
     manifest = read_manifest(stage.dir("prepare") / MANIFEST_NAME)
     test = manifest[manifest["split"] == SCORED_SPLIT]
     lengths = dict(zip(test["clip_id"], test["num_samples"].astype(int)))
@@ -164,7 +172,8 @@ def run(params_path: str | Path = "params.yaml") -> Path:
     shared_fields = baselines_config(stage.params, stage.source).get("shared_lm", {})  # the main run's shared LM
     summary: dict = {"depths": depths, "full_depth": full, "recipe": scorer.recipe.id, "systems": {}, "ablations": {}}
     finished: list[Path] = []
-    sirens: dict[tuple[int, int], TrainedSiren] = {}  # (depth, replicate) -> Siren retrained: the ablations' reference
+    sirens: dict[tuple[int, int], TrainedSiren] = {}  # (depth, replicate) -> Siren retrained there: an ablation's reference
+    reference_depths = {at for at in sweep.ablations.values() if at not in (None, full)}  # the only ones kept in `sirens`
 
     replicate_jobs = [dataclasses.replace(jobs, config=replicates.model_config(config, k)) for k in range(evaluation.seeds)]
     seeds = [j.config.generation_seed for j in replicate_jobs]  # each replicate named as the score stage names it
@@ -184,10 +193,16 @@ def run(params_path: str | Path = "params.yaml") -> Path:
         def replicate(system: str, depth: int, k: int) -> tuple[float | None, dict]:
             name = f"{system}_d{depth}"
             if system == "siren":
-                trained = sirens[depth, k] = trained_siren(depth, k)
+                trained = trained_siren(depth, k)
+                if depth in reference_depths:
+                    sirens[depth, k] = trained
                 return trained.mean_val_loss(), scored(trained.model, name, k)
             model, val_loss = train_shared_lm(depth, replicate_jobs[k], shared_fields, device, finished)
             return val_loss, scored(model, name, k)
+
+        def sweep_point(system: str, depth: int) -> None:
+            summary["systems"].setdefault(system, {})[depth] = depth_entry(
+                seeds, [replicate(system, depth, k) for k in range(evaluation.seeds)])
 
         for depth in depths:
             name = f"codec_resynthesis_d{depth}"
@@ -197,20 +212,15 @@ def run(params_path: str | Path = "params.yaml") -> Path:
             summary["systems"].setdefault("codec_resynthesis", {})[depth] = {"val_loss": None,
                                                                               "metrics": scorer.score(folder, staging / name, out_dir / "audio" / name)["metrics"]}
             for system in sweep.systems:
-                summary["systems"].setdefault(system, {})[depth] = depth_entry(
-                    seeds, [replicate(system, depth, k) for k in range(evaluation.seeds)])
+                sweep_point(system, depth)
 
-        def ablation_run(name: str, variant: SirenConfig, depth: int, k: int) -> dict:
+        def reference_at(depth: int, k: int) -> TrainedSiren:
+            """Replicate k of the unablated Siren at `depth`: the main run's at the full depth."""
+            return main_run_siren(replicates.folder(stage.dir("siren"), k)) if depth == full else sirens[depth, k]
+
+        def ablation_run(name: str, variant: SirenConfig, depth: int, k: int, reference: TrainedSiren) -> dict:
             """Replicate k of an ablation: the variant trained with replicate k's seeds, beside replicate
-            k of the unablated Siren at `depth` (the main run's at the full depth)."""
-            if depth == full:
-                siren_dir = replicates.folder(stage.dir("siren"), k)
-                if not siren_dir.is_dir():
-                    raise ConfigError(f"{stage.source}: eval.seeds = {evaluation.seeds}, but the main run's Siren has no "
-                                      f"replicate {k} ({siren_dir} is missing); re-run train_siren with the same eval.seeds")
-                reference = main_run_siren(siren_dir)
-            else:
-                reference = sirens[depth, k]
+            k of its reference."""
             reuse = shared_experts(reference.model.config, variant)
             trained = train_siren(variant, depth, replicate_jobs[k], device, finished, reference, reuse)
             return {"val_loss": trained.mean_val_loss(), "reference_val_loss": reference.mean_val_loss(),
@@ -218,23 +228,24 @@ def run(params_path: str | Path = "params.yaml") -> Path:
 
         for ablation, at in sweep.ablations.items():
             depth = full if at is None else at
-            if depth == full:
-                reference_config = main_run_siren(stage.dir("siren")).model.config
-                reference_entry = {"system": "siren", "stage": "score"}
-            else:
-                if (depth, 0) not in sirens:  # no sweep at this depth: Siren there under every replicate, as a sweep point
-                    summary["systems"].setdefault("siren", {})[depth] = depth_entry(
-                        seeds, [replicate("siren", depth, k) for k in range(evaluation.seeds)])
-                reference_config, reference_entry = sirens[depth, 0].model.config, {"system": f"siren_d{depth}", "stage": "sweep"}
+            if depth != full and (depth, 0) not in sirens:  # no sweep at this depth: Siren there under every replicate
+                sweep_point("siren", depth)
+            first_reference = reference_at(depth, 0)
+            reference_config = first_reference.model.config
             try:
                 variant = ablated(ablation, reference_config)
             except ValueError as exc:
                 raise ConfigError(f"{stage.source}: sweep.ablations.{ablation}: {exc}") from exc
-            first, *further = [ablation_run(f"{ablation}_d{depth}", variant, depth, k) for k in range(evaluation.seeds)]
+            name = f"{ablation}_d{depth}"
+            first, *further = [ablation_run(name, variant, depth, k, first_reference if k == 0 else reference_at(depth, k))
+                               for k in range(evaluation.seeds)]
+            reference_entry = ({"system": "siren", "stage": "score"} if depth == full
+                               else {"system": f"siren_d{depth}", "stage": "sweep"})
             entry = summary["ablations"][ablation] = {
                 "label": ABLATIONS[ablation].label, "claim": ABLATIONS[ablation].claim,
-                "claim_favours_variant": ABLATIONS[ablation].claim_favours_variant, "depth": depth, "variant": f"{ablation}_d{depth}", "reference": reference_entry,
-                "groups": variant.expert_groups(), "reference_groups": reference_config.expert_groups(), **first}
+                "claim_favours_variant": ABLATIONS[ablation].claim_favours_variant, "depth": depth, "variant": name,
+                "reference": reference_entry, "groups": variant.expert_groups(),
+                "reference_groups": reference_config.expert_groups(), **first}
             if further:
                 entry["replicates"] = [{"seed": seed, **run} for seed, run in zip(seeds[1:], further)]
                 entry["over_seeds"] = over_seeds(seeds, [run["metrics"] for run in (first, *further)])
