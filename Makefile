@@ -79,11 +79,10 @@ lock:
 	$(BIN)/pip-compile --quiet --extra test --strip-extras --unsafe-package torch --no-emit-index-url \
 		--no-emit-find-links -c $(CONSTRAINTS) -o requirements.lock pyproject.toml
 
-# Mutation testing of siren_bench/metrics and the scoring code (scoring.py, evaluation/score.py,
-# evaluation/ranking.py, report/paired.py), the verdict rules (report/verdicts.py) and the seed combination
-# (replicates.py); [tool.mutmut] in
-# pyproject.toml; survivors are listed
-# at the end (README: "Tests that catch wrong metrics"; docs/mutation_testing.md).
+# Mutation testing of siren_bench/metrics, the scoring code (scoring.py, evaluation/score.py,
+# evaluation/ranking.py, report/paired.py), the verdict rules (report/verdicts.py) and the seed
+# combination (replicates.py); [tool.mutmut] in pyproject.toml; survivors are listed at the end
+# (README: "Tests that catch wrong metrics"; docs/mutation_testing.md).
 mutmut: setup
 	$(BIN)/python -m pip install -q -c constraints.txt mutmut==3.8.1
 	rm -rf mutants

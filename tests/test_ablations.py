@@ -101,7 +101,7 @@ def test_each_seed_replicate_of_an_ablation_pairs_with_the_same_replicate_of_its
     assert [r["seed"] for r in entry["replicates"]] == summary["seeds"][1:] and len(summary["seeds"]) == 2
     assert entry["experts_from_reference"] == [0] and entry["reference"] == {"system": "siren_d4", "stage": "sweep"}
     assert entry["over_seeds"]["clap"]["n"] == 2 and summary["systems"]["siren"]["4"]["over_seeds"]["clap"]["n"] == 2
-    for k, folder in enumerate((out, out / "replicates" / "seed1")):
+    for folder in (out, out / "replicates" / "seed1"):
         assert (folder / "no_causal_conditioning_d4" / "per_clip.csv").is_file() and (folder / "siren_d4" / "per_clip.csv").is_file()
     runs = [entry["metrics"], entry["replicates"][0]["metrics"]]
     assert runs[0]["clap"]["value"] != runs[1]["clap"]["value"]  # another seed: another model and other samples
