@@ -120,3 +120,10 @@ def test_each_seed_replicate_of_an_ablation_pairs_with_the_same_replicate_of_its
     path.write_text(yaml.safe_dump(params))
     with pytest.raises(ConfigError, match=r"eval.seeds = 2, but the main run's Siren has no replicate 0 \(.*siren is missing\)"):
         sweep.run(path)
+    params["sweep"]["ablations"] = {"two_codebooks_per_expert": 6}  # the ci Siren's own grouping: a no-op
+    path.write_text(yaml.safe_dump(params))
+    resume = tmp_path / "artifacts" / "ci" / "resume"
+    before = sorted(resume.rglob("*")) if resume.exists() else []
+    with pytest.raises(ConfigError, match="sweep.ablations.two_codebooks_per_expert: .*leaves this Siren unchanged"):
+        sweep.run(path)
+    assert (sorted(resume.rglob("*")) if resume.exists() else []) == before  # refused before Siren trained at depth 6

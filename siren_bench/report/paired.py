@@ -53,11 +53,12 @@ def paired_over_replicates(pairs: list[tuple[Path, Path]]) -> dict[str, dict]:
     one system with replicate k of the other), per column `over_seeds`: each replicate's difference
     and their mean with an interval holding the seed and the clip variance (replicates.combine)."""
     first, further = paired_between(*pairs[0]), [paired_between(a, b) for a, b in pairs[1:]]
+    if not further:
+        return first
     for column, p in first.items():
-        if further:
-            runs = [p, *(f[column] for f in further)]
-            p["over_seeds"] = {"values": [r["value"] for r in runs],
-                               **replicates.combine([r["value"] for r in runs], [replicates.clip_se(r) for r in runs])}
+        runs = [p, *(f[column] for f in further)]
+        p["over_seeds"] = {"values": [r["value"] for r in runs],
+                           **replicates.combine([r["value"] for r in runs], [replicates.clip_se(r) for r in runs])}
     return first
 
 

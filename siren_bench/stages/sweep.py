@@ -154,9 +154,18 @@ def run(params_path: str | Path = "params.yaml") -> Path:
     if depths and max(depths) >= full:
         raise ConfigError(f"{stage.source}: sweep.depths {sweep.depths} must stay below the codec's {full} "
                           "codebooks (the full depth is the main run's)")
-    for name, depth in sweep.ablations.items():
-        if depth is not None and depth > full:
-            raise ConfigError(f"{stage.source}: sweep.ablations.{name}: depth {depth} exceeds the codec's {full} codebooks")
+    def siren_at(depth: int) -> SirenConfig:
+        """The unablated Siren at `depth`: the main run's architecture, or its default grouping retrained there."""
+        return jobs.siren if depth == full else dataclasses.replace(jobs.siren, n_codebooks=depth, groups=None)
+
+    variants: dict[str, SirenConfig] = {}  # every ablation checked before anything trains
+    for name, at in sweep.ablations.items():
+        if at is not None and at > full:
+            raise ConfigError(f"{stage.source}: sweep.ablations.{name}: depth {at} exceeds the codec's {full} codebooks")
+        try:
+            variants[name] = ablated(name, siren_at(full if at is None else at))
+        except ValueError as exc:
+            raise ConfigError(f"{stage.source}: sweep.ablations.{name}: {exc}") from exc
     if any(at in (None, full) for at in sweep.ablations.values()):  # full-depth ablations: replicate k against the main run's
         for k in range(evaluation.seeds):
             if not (siren_dir := replicates.folder(stage.dir("siren"), k)).is_dir():
@@ -187,8 +196,7 @@ def run(params_path: str | Path = "params.yaml") -> Path:
             return scorer.score(where / "audio" / name, where / name, final / "audio" / name)["metrics"]
 
         def trained_siren(depth: int, k: int) -> TrainedSiren:
-            return train_siren(dataclasses.replace(jobs.siren, n_codebooks=depth, groups=None), depth, replicate_jobs[k],
-                               device, finished)
+            return train_siren(siren_at(depth), depth, replicate_jobs[k], device, finished)
 
         def replicate(system: str, depth: int, k: int) -> tuple[float | None, dict]:
             name = f"{system}_d{depth}"
@@ -230,12 +238,11 @@ def run(params_path: str | Path = "params.yaml") -> Path:
             depth = full if at is None else at
             if depth != full and (depth, 0) not in sirens:  # no sweep at this depth: Siren there under every replicate
                 sweep_point("siren", depth)
-            first_reference = reference_at(depth, 0)
+            first_reference, variant = reference_at(depth, 0), variants[ablation]
             reference_config = first_reference.model.config
-            try:
-                variant = ablated(ablation, reference_config)
-            except ValueError as exc:
-                raise ConfigError(f"{stage.source}: sweep.ablations.{ablation}: {exc}") from exc
+            if reference_config != siren_at(depth):
+                raise ConfigError(f"{stage.source}: the main run's Siren ({stage.dir('siren')}) is not the architecture "
+                                  f"params.yaml describes ({reference_config} vs {siren_at(depth)}); re-run train_siren")
             name = f"{ablation}_d{depth}"
             first, *further = [ablation_run(name, variant, depth, k, first_reference if k == 0 else reference_at(depth, k))
                                for k in range(evaluation.seeds)]
