@@ -122,7 +122,8 @@ def shard_parameters(model: torch.nn.Module, optimizer: torch.optim.Optimizer, b
 def _average_whole_gradients(params: list, world: int) -> None:
     """DDP's reduction for the unsharded parameters: each gradient averaged over the ranks, a rank
     that did not use the parameter counting zeros; one no rank used keeps no gradient."""
-    used = torch.tensor([p.grad is not None for p in params], dtype=torch.int32)
+    # on the parameters' device: an NCCL group has no CPU backend
+    used = torch.tensor([p.grad is not None for p in params], dtype=torch.int32, device=params[0].device if params else None)
     dist.all_reduce(used)
     for p, count in zip(params, used.tolist()):
         if count:
@@ -138,7 +139,8 @@ def _clip_mixed(params: list, max_norm: float) -> torch.Tensor:
     grads = [p.grad for p in params if p.grad is not None]
     shards = [g.to_local() for g in grads if hasattr(g, "to_local")]
     whole = [g for g in grads if not hasattr(g, "to_local")]
-    sharded = torch.stack([s.double().pow(2).sum() for s in shards]).sum() if shards else torch.zeros((), dtype=torch.float64)
+    device = grads[0].device if grads else None  # collectives on the gradients' device (NCCL: CUDA only)
+    sharded = torch.stack([s.double().pow(2).sum() for s in shards]).sum() if shards else torch.zeros((), dtype=torch.float64, device=device)
     dist.all_reduce(sharded)
     total = sharded + (torch.stack([g.double().pow(2).sum() for g in whole]).sum() if whole else 0.0)
     norm = total.sqrt()

@@ -26,10 +26,26 @@ def verify_sha256(path: Path, expected: str | None) -> str:
     return actual
 
 
+def numpy_data_globals() -> list:
+    """NumPy arrays, scalars and dtypes, the only globals besides torch's own that a checkpoint may
+    name. Released training checkpoints keep NumPy values beside the weights (PANNs' Zenodo
+    files a sampler state, LAION-CLAP's its epoch and scores); they name these under NumPy 1's
+    module (numpy.core) or NumPy 2's (numpy._core). Rebuilding them runs no code of the file."""
+    import numpy as np
+    from numpy._core import multiarray
+
+    named = [(obj, f"{module}.multiarray.{obj.__name__}")
+             for obj in (multiarray._reconstruct, multiarray.scalar) for module in ("numpy.core", "numpy._core")]
+    dtypes = {type(np.dtype(code)) for code in "?bBhHiIlLqQefdgFDG"}
+    return [*named, np.ndarray, np.dtype, *((cls, f"numpy.dtypes.{cls.__name__}") for cls in dtypes)]
+
+
 def load_torch_checkpoint(path: Path) -> dict:
-    """torch.load with weights_only=True: a pickle carrying code is refused, not run."""
+    """torch.load with weights_only=True: a pickle carrying code is refused, not run. Tensors,
+    containers and NumPy data (`numpy_data_globals`) are what it may hold."""
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        with torch.serialization.safe_globals(numpy_data_globals()):
+            obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # truncated zip, pickle with globals, not a torch file at all
         raise CheckpointError(f"{path}: cannot be loaded as a weights-only torch checkpoint ({type(exc).__name__}: {exc})") from exc
     if not isinstance(obj, dict):

@@ -268,6 +268,41 @@ def test_not_a_release_file_refused(tmp_path):
     assert "weights-only" in _refused(code)
 
 
+def numpy1_release(path: Path, state: dict) -> Path:
+    """A release file as the Zenodo ones are: the weights beside the training loop's NumPy values
+    (a sampler state, the iteration), pickled under NumPy 1's module names (numpy.core)."""
+    import zipfile
+
+    torch.save({"model": state, "sampler": {"indexes": np.arange(5), "rng": np.random.default_rng(0).random(3)},
+                "iteration": np.int64(560000), "mAP": np.float64(0.438)}, path)
+    with zipfile.ZipFile(path) as source:
+        entries = [(info, source.read(info)) for info in source.infolist()]
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as target:
+        for info, data in entries:
+            target.writestr(info, data.replace(b"numpy._core.multiarray", b"numpy.core.multiarray")
+                            if info.filename.endswith("data.pkl") else data)
+    return path
+
+
+def test_a_release_with_numpy_values_beside_the_weights_loads(tmp_path):
+    """The real Cnn14 files carry NumPy objects; the weights-only load accepts NumPy data (under
+    NumPy 1's and 2's module names) and nothing else, and the embedder uses the weights only."""
+    state = skeleton_state(CFG16)
+    path = numpy1_release(tmp_path / "Cnn14_16k_mAP=0.438.pth", state)
+    assert b"numpy.core.multiarray" in next(data for name, data in _zip_members(path) if name.endswith("data.pkl"))
+    loaded = PannsEmbedder.from_checkpoint(path, sample_rate=16000)
+    plain = PannsEmbedder.from_checkpoint(save_release(tmp_path / "plain.pth", state), sample_rate=16000)
+    clip = make_clip(1.0, 16000)
+    assert np.array_equal(loaded.embed([clip])[0].frames, plain.embed([clip])[0].frames)
+
+
+def _zip_members(path: Path):
+    import zipfile
+
+    with zipfile.ZipFile(path) as archive:
+        return [(name, archive.read(name)) for name in archive.namelist()]
+
+
 # --- front-end math --------------------------------------------------------------------------
 
 

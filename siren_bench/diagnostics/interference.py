@@ -25,26 +25,55 @@ from siren_bench.models.siren import SirenExpert, Text
 from siren_bench.models.train import TokenSet, make_batch
 
 
-def codebook_gradient_cosines(model: SirenExpert, codes: torch.Tensor, text: Text, frame_mask: torch.Tensor) -> np.ndarray:
+PROBE_BYTES = 8 * 2**30  # gradient storage of one probe pass: g float32 gradients + their float64 copies
+
+
+def parameter_chunks(params: list[torch.nn.Parameter], g: int, budget: int = PROBE_BYTES) -> list[list[torch.nn.Parameter]]:
+    """Consecutive groups of whole parameter tensors whose g gradients (12 bytes a value: float32
+    and the float64 copy the Gram is computed in) fit `budget`. A model that fits is one chunk;
+    the shared LM matched to Siren 1.6B (1.6 G trunk values, 12 codebooks: 230 GB at once) is
+    about 30, each costing g backward passes on the probe batch, instead of running out of memory."""
+    chunks, current, size = [], [], 0
+    for p in params:
+        need = 12 * g * p.numel()
+        if current and size + need > budget:
+            chunks.append(current)
+            current, size = [], 0
+        current.append(p)
+        size += need
+    return chunks + [current] if current else chunks
+
+
+def codebook_gradient_cosines(model: SirenExpert, codes: torch.Tensor, text: Text, frame_mask: torch.Tensor,
+                              budget: int = PROBE_BYTES) -> np.ndarray:
     """[g, g] float64 cosine similarities of the trunk gradients of the expert's codebooks'
-    losses (g = len(model.group)), in eval mode (no dropout), on one batch."""
+    losses (g = len(model.group)), in eval mode (no dropout), on one batch. The Gram matrix of
+    the flattened gradients is summed over chunks of the trunk (`parameter_chunks`), so memory
+    stays within `budget` whatever the model's size."""
     was_training = model.training
     model.eval()
     trunk = [p for name, p in model.named_parameters() if p.requires_grad and not name.startswith("heads.")]
+    g = len(model.group)
     try:
         logits = model(codes, text)  # [B, g, F, V]
         weight = frame_mask[:, None, :].float()
         per_token = F.cross_entropy(logits.flatten(0, 2).float(), codes[:, model.group].flatten(), reduction="none")
-        per_codebook = (per_token.view(codes.shape[0], len(model.group), -1) * weight).sum((0, 2)) / weight.sum().clamp_min(1)
-        grads = []
-        for j in range(len(model.group)):
-            g = torch.autograd.grad(per_codebook[j], trunk, retain_graph=j + 1 < len(model.group), allow_unused=True)
-            grads.append(torch.cat([(x if x is not None else torch.zeros_like(p)).flatten() for x, p in zip(g, trunk)]).double())
+        per_codebook = (per_token.view(codes.shape[0], g, -1) * weight).sum((0, 2)) / weight.sum().clamp_min(1)
+        chunks = parameter_chunks(trunk, g, budget)
+        gram = torch.zeros(g, g, dtype=torch.float64, device=per_codebook.device)
+        for c, chunk in enumerate(chunks):
+            rows = []
+            for j in range(g):
+                last = c + 1 == len(chunks) and j + 1 == g
+                grads = torch.autograd.grad(per_codebook[j], chunk, retain_graph=not last, allow_unused=True)
+                rows.append(torch.cat([(x if x is not None else torch.zeros_like(p)).flatten() for x, p in zip(grads, chunk)]))
+            matrix = torch.stack(rows).double()
+            gram += matrix @ matrix.T
+            del rows, matrix
     finally:
         model.train(was_training)
-    matrix = torch.stack(grads)
-    norms = matrix.norm(dim=1).clamp_min(1e-30)
-    return ((matrix @ matrix.T) / (norms[:, None] * norms[None, :])).numpy()
+    norms = gram.diagonal().sqrt().clamp_min(1e-30)
+    return (gram / (norms[:, None] * norms[None, :])).cpu().numpy()  # computed where the model is, returned on the host
 
 
 @dataclass
