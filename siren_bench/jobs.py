@@ -10,7 +10,7 @@ WORLD_SIZE, LOCAL_RANK), so the job runs the same code path as torchrun: data pa
 its tasks, rank 0 writing the resume state. A job Slurm stops (time limit, preemption) and
 resubmits (`hydra.launcher.max_num_timeout`) resumes from its last checkpoint, as after a kill.
 
-    siren-bench-jobs --multirun job=train-expert index=0,1,2,3,4,5 hydra.launcher.nodes=2 \\
+    siren-bench-jobs --multirun job=train-expert index=0,1,2,3,4,5 hydra.launcher.nodes=1 \\
         hydra.launcher.partition=gpu hydra.launcher.max_num_timeout=3
 
 `hydra/launcher=submitit_local` runs the same jobs as local processes (tests/test_pipeline.py

@@ -11,7 +11,7 @@ import torch
 from baselines import registry
 from baselines.shared_lm import SharedLM
 from siren_bench.config import ModelConfig, SirenConfig
-from siren_bench.diagnostics.interference import codebook_gradient_cosines, interference_probe
+from siren_bench.diagnostics.interference import codebook_gradient_cosines, interference_probe, parameter_chunks
 from siren_bench.diagnostics.orthogonality import off_diagonal_summary
 from siren_bench.models.sampling import SamplingConfig
 from siren_bench.models.train import TokenSet, train_model
@@ -107,6 +107,14 @@ def test_gradient_cosines_match_a_direct_computation_and_see_conflict():
     expected = (direct @ direct.T) / (direct.norm(dim=1)[:, None] * direct.norm(dim=1)[None])
     np.testing.assert_allclose(cosines, expected.numpy(), atol=1e-5)
     assert np.allclose(np.diag(cosines), 1.0) and model.training  # restored to training mode
+    # a model too large for one pass: the Gram matrix summed over parameter chunks is the same
+    trunk_values = sum(p.numel() for p in trunk)
+    chunks = parameter_chunks(trunk, 3, budget=12 * 3 * trunk_values // 5)
+    assert 5 <= len(chunks) < len(trunk) and [p for c in chunks for p in c] == trunk
+    assert all(12 * 3 * sum(p.numel() for p in c) <= 12 * 3 * trunk_values // 5 for c in chunks if len(c) > 1)
+    chunked = codebook_gradient_cosines(model, codes, text, mask, budget=12 * 3 * trunk_values // 5)
+    np.testing.assert_allclose(chunked, cosines, rtol=0, atol=1e-12)
+    assert parameter_chunks(trunk, 3) == [trunk]
     summary = off_diagonal_summary(np.array([[1.0, -1.0], [-1.0, 1.0]]))
     assert summary == {"mean": -1.0, "min": -1.0, "negative_share": 1.0, "pairs": 1}
 

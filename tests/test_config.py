@@ -238,3 +238,24 @@ def test_ranking_recipes_are_known_distinct_and_read_the_same_weights(tmp_path, 
     assert str(path) in str(info.value)
     OmegaConf.save(OmegaConf.create({"eval": {"recipe": "clean", "ranking_recipes": ["google_fad", "audioldm_eval@1"]}}), path)
     assert eval_config(load_params(path), str(path)).ranking_recipes == ["google_fad", "audioldm_eval@1"]
+
+
+@pytest.mark.parametrize("job", ["train_siren", "train_baselines"])
+def test_a_global_batch_that_does_not_split_over_the_ranks_is_refused_before_any_data_loads(tmp_path, monkeypatch, job):
+    """model.batch_size is the global batch; a job launched on ranks that do not divide it (the
+    paper profile's 24 on 2 nodes x 8 GPUs) stops at once, naming the rank counts that work."""
+    import importlib
+
+    import yaml
+
+    module = importlib.import_module(f"siren_bench.stages.{job}")
+    params = _compose("profile=ci", f"run.artifacts_dir={tmp_path / 'artifacts'}", "model.batch_size=24")
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(params))
+    monkeypatch.setattr(module, "expert_jobs", lambda stage: pytest.fail("loaded the data before checking the batch"))
+    monkeypatch.setenv("WORLD_SIZE", "16")
+    entry = module.train_one_expert if job == "train_siren" else module.train_one_baseline
+    args = (path, 0) if job == "train_siren" else (path, "shared_lm")
+    with pytest.raises(ConfigError, match=r"params.yaml: model.batch_size=24 \(the global batch\) does not split over 16 "
+                                          r"data-parallel ranks; run on \[1, 2, 3, 4, 6, 8, 12, 24\] ranks"):
+        entry(*args)

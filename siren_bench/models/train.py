@@ -25,7 +25,7 @@ from typing import Protocol
 import numpy as np
 import torch
 
-from siren_bench.config import ModelConfig, SirenConfig, config_hash
+from siren_bench.config import ConfigError, ModelConfig, SirenConfig, config_hash
 from siren_bench.models.siren import DepthBlock, SirenExpert, TemporalBlock, Text
 from siren_bench.distributed import rank_and_world
 from siren_bench.trainer import Trainer
@@ -125,6 +125,17 @@ def train_expert(index: int, siren: SirenConfig, config: ModelConfig, code_table
     return TrainedExpert(expert, log, start)
 
 
+def check_batch_splits(config: ModelConfig, world: int, source: str = "model") -> None:
+    """model.batch_size is the global batch: the ranks split it, so the result does not depend on
+    how many there are (the official recipe's "24 per GPU" is 24 at one GPU per job). A batch
+    that does not split is refused; the job entry points check it before loading any data."""
+    if config.batch_size % world:
+        divisors = [w for w in range(1, config.batch_size + 1) if config.batch_size % w == 0]
+        raise ConfigError(f"{source}: model.batch_size={config.batch_size} (the global batch) does not split over {world} "
+                          f"data-parallel ranks; run on {divisors} ranks, or set model.batch_size to a multiple of {world} "
+                          f"(which changes the optimisation)")
+
+
 def train_model(model: torch.nn.Module, label: str, config: ModelConfig, train: TokenSet, val: TokenSet | None,
                 state_file: Path, device: torch.device, stream: list[int], stop_after: int | None = None,
                 probe: Probe | None = None) -> tuple[list[dict], int]:
@@ -133,9 +144,7 @@ def train_model(model: torch.nn.Module, label: str, config: ModelConfig, train: 
     resumable from `state_file`; returns (log, the step it resumed from). The caller seeds torch
     and builds the model, so initialisation belongs to the model's own seed. `probe`, every
     `probe.every` steps, adds measurements (e.g. gradient interference) to the log row."""
-    _, world = rank_and_world()
-    if config.batch_size % world:
-        raise ValueError(f"model.batch_size={config.batch_size} does not split over {world} data-parallel ranks")
+    check_batch_splits(config, rank_and_world()[1])
     model.to(device).train()
     trainer = Trainer(label, model, optimizer_for(model, config), steps=config.train_steps, grad_clip=config.grad_clip,
                       checkpoint_every=config.checkpoint_every, stream=stream, state_file=state_file, device=device,

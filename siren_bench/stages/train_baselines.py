@@ -14,6 +14,7 @@ trained) and provenance.json.
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import replace
 from pathlib import Path
 
@@ -21,11 +22,11 @@ import torch
 
 from baselines import registry
 from siren_bench import replicates
-from siren_bench.config import ConfigError, baseline_systems, baselines_config, eval_config
+from siren_bench.config import ConfigError, baseline_systems, baselines_config, eval_config, model_config
 from siren_bench.distributed import torchrun_group
 from siren_bench.diagnostics.interference import interference_probe
 from siren_bench.io import atomic_directory, write_json_atomic, write_text_atomic
-from siren_bench.models.train import clear_resume_state, train_model
+from siren_bench.models.train import check_batch_splits, clear_resume_state, train_model
 from siren_bench.provenance import build_record, write_provenance
 from siren_bench.artifacts import STAGES
 from siren_bench.models.experts import ExpertJobs, expert_jobs
@@ -69,7 +70,8 @@ def train_one_baseline(params_path: str | Path, name: str, replicate: int = 0) -
     names = baseline_systems(stage.params, stage.source)
     if name not in names:
         raise ConfigError(f"{stage.source}: eval.systems does not list baseline {name!r} (it lists {names})")
-    jobs = expert_jobs(stage)
+    check_batch_splits(model_config(stage.params, stage.source), int(os.environ.get("WORLD_SIZE", "1")), stage.source)
+    jobs = expert_jobs(stage)  # loads the codes and encodes the captions: checked before
     seeds = eval_config(stage.params, stage.source).seeds
     jobs = replace(jobs, config=replicates.model_config(jobs.config, replicates.check(replicate, seeds, stage.source)))
     with torchrun_group(stage.device()) as device:

@@ -17,6 +17,7 @@ expert_<i>.safetensors, train_log.jsonl, provenance.json.
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import asdict, replace
 from pathlib import Path
 
@@ -29,7 +30,7 @@ from siren_bench.distributed import torchrun_group
 from siren_bench.io import atomic_directory, write_json_atomic, write_text_atomic
 from siren_bench.models.experts import SIREN_INFO_NAME, expert_jobs
 from siren_bench.models.official import deviations
-from siren_bench.models.train import clear_resume_state, resume_file
+from siren_bench.models.train import check_batch_splits, clear_resume_state, resume_file
 from siren_bench import replicates
 from siren_bench.provenance import build_record, write_provenance
 from siren_bench.stage_context import open_stage
@@ -45,7 +46,8 @@ def train_one_expert(params_path: str | Path, index: int, replicate: int = 0) ->
     evaluation = eval_config(stage.params, stage.source)
     if "siren" not in evaluation.systems:
         raise ConfigError(f"{stage.source}: eval.systems does not list siren; there is nothing to train")
-    jobs = expert_jobs(stage)
+    check_batch_splits(model_config(stage.params, stage.source), int(os.environ.get("WORLD_SIZE", "1")), stage.source)
+    jobs = expert_jobs(stage)  # loads the codes and encodes the captions: checked before
     jobs = replace(jobs, config=replicates.model_config(jobs.config, replicates.check(replicate, evaluation.seeds, stage.source)))
     if not 0 <= index < len(jobs.siren.expert_groups()):
         raise ConfigError(f"--index {index}: the model has experts 0..{len(jobs.siren.expert_groups()) - 1}")
