@@ -161,6 +161,14 @@ def checkpoint_activations(model: torch.nn.Module, block_types: tuple[type, ...]
     return len(blocks)
 
 
+def rank_step_seed(stream: Sequence[int], step: int, rank: int) -> int:
+    """The torch seed of one rank's step under data parallelism. Every rank seeded alike would draw
+    the same numbers for its rows (a diffusion loss's timesteps and noise, the AR+NAR stage,
+    dropout masks): W shards of one draw, not the W independent draws one process makes. Seeded
+    by step and rank, the ranks draw independently and a resumed job draws what it would have."""
+    return int(np.random.SeedSequence([*stream, step, rank]).generate_state(1, np.uint64)[0])
+
+
 class Trainer:
     """Optimises `model` with `optimizer` for `steps` steps, resumable from `state_file` (None:
     not resumable, nothing written). `stream` seeds `rng`, the NumPy generator the model's step
@@ -184,7 +192,8 @@ class Trainer:
         self.autocast = self.device.type == "cuda" and bf16
         self.schedule = torch.optim.lr_scheduler.LambdaLR(
             optimizer, lambda step: warmup_cosine(step, steps, warmup_steps, min_lr_ratio))
-        self.rng = np.random.default_rng(np.random.SeedSequence(list(stream)))
+        self.stream = [int(v) for v in stream]
+        self.rng = np.random.default_rng(np.random.SeedSequence(self.stream))
         self.extra_state = dict(extra_state or {})
         self.log: list[dict] = []
         self.start = 0  # the step a resumed run continued from (0: a fresh run)
@@ -241,6 +250,8 @@ class Trainer:
             began = time.perf_counter()
             lr = self.schedule.get_last_lr()[0]
             self.current_step = index + 1
+            if self.world > 1:
+                torch.manual_seed(rank_step_seed(self.stream, index + 1, self.rank))
             row = {"step": index + 1, **step(), "lr": lr}
             self.schedule.step()
             if "frames" in row:

@@ -10,7 +10,7 @@ import math
 import pytest
 import torch
 
-from siren_bench.trainer import STATE_FORMAT, TIMING, Trainer, live_folder, warmup_cosine
+from siren_bench.trainer import STATE_FORMAT, TIMING, Trainer, live_folder, rank_step_seed, warmup_cosine
 from siren_bench.weights import CheckpointError
 
 
@@ -187,3 +187,25 @@ def test_activation_checkpointing_trains_to_the_same_numbers(tmp_path):
     twin = copy.deepcopy(checkpointed.expert)  # the copy's blocks run their own weights, not the original's
     assert all(b.forward.__self__ is b for b in twin.modules() if isinstance(b, (TemporalBlock, DepthBlock)))
     assert all(r["frames"] > 0 and r["frames_per_s"] > 0 for r in plain.log)
+
+
+def test_data_parallel_ranks_draw_their_own_torch_numbers_and_resume_to_the_same(tmp_path):
+    """Under W ranks each step reseeds torch by (stream, step, rank): two ranks draw different
+    noise for their rows, a resumed job draws what the uninterrupted one drew, and one process
+    keeps torch's own stream (its numbers are the committed report's)."""
+    def draws(rank: int, world: int, start: int = 0, steps: int = 3) -> list[float]:
+        model, _, _ = _regression()
+        trainer = _trainer(model, steps=steps)
+        trainer.rank, trainer.world, trainer.start = rank, world, start
+        torch.manual_seed(0)
+        seen = []
+        trainer.fit(lambda: seen.append(torch.rand(1).item()) or {"loss": 0.0})
+        return seen
+
+    rank0, rank1 = draws(0, 2), draws(1, 2)
+    assert len(set(rank0) | set(rank1)) == 6  # no row noise shared between ranks or steps
+    assert draws(0, 2, start=1) == rank0[1:] and draws(1, 2, start=2) == rank1[2:]  # resumed at step 2, 3
+    torch.manual_seed(0)
+    expected = torch.rand(3).tolist()
+    assert draws(0, 1) == expected  # one process: the global stream as before
+    assert rank_step_seed([0, 7], 1, 0) != rank_step_seed([0, 7], 1, 1) != rank_step_seed([0, 8], 1, 1)

@@ -65,7 +65,8 @@ def train_one_baseline(params_path: str | Path, name: str, replicate: int = 0) -
     Under data parallelism every rank draws the whole batch from the same stream and trains on its
     rows: with no dropout and a deterministic loss (shared_lm, delay_lm) the result is the
     one-process run's to float rounding; losses that draw their own noise per row (ar_nar's NAR
-    stage, latent_diffusion's timesteps) match it in distribution."""
+    stage, latent_diffusion's timesteps) match it in distribution (each rank's torch draws are
+    seeded by step and rank, trainer.rank_step_seed)."""
     stage = open_stage(params_path)
     names = baseline_systems(stage.params, stage.source)
     if name not in names:
