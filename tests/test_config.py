@@ -48,6 +48,7 @@ def test_audiocaps_profile_is_the_papers_table_at_paper_size():
     assert (composed["codec"]["name"], composed["model"]["name"], composed["model"]["text_encoder"]) == ("dac_16khz", "siren_1_6b", "clap")
     assert composed["baselines"]["shared_lm"]["temporal_layers"] == 96  # matched_1_6b: sized to Siren 1.6B
     assert composed["eval"]["recipe"] == "clean" and composed["run"]["device"] == "cuda"
+    assert composed["eval"]["allow_clipped"]  # full-scale YouTube clips are scored and listed, not a stop after training
 
 
 def test_single_key_override():
