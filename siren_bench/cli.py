@@ -97,13 +97,14 @@ def _recipe_and_loader(args: argparse.Namespace):
 @contextmanager
 def _ranks(loader):
     """Under torchrun: the process group on the embedders' device (NCCL with cuda:LOCAL_RANK, gloo
-    on the CPU) for the block; yields this process's rank (0 without torchrun)."""
+    on the CPU) for the block; yields this process's rank (0 without torchrun) and the loader on
+    the rank's device."""
     import torch
 
     from siren_bench.distributed import rank_and_world, torchrun_group
 
-    with torchrun_group(torch.device(loader.compute.device)):
-        yield rank_and_world()[0]
+    with torchrun_group(torch.device(loader.compute.device)) as device:
+        yield rank_and_world()[0], loader.on_device(device)
 
 
 def _stats_export(args: argparse.Namespace) -> None:
@@ -115,7 +116,7 @@ def _stats_export(args: argparse.Namespace) -> None:
 
     recipe, metrics, loader = _recipe_and_loader(args)
     reference = clip_set(args.reference, args.split)
-    with _ranks(loader) as rank:  # under torchrun the ranks share the embedding; rank 0 writes the file
+    with _ranks(loader) as (rank, loader):  # under torchrun the ranks share the embedding; rank 0 writes the file
         stats = export_reference_stats(reference, recipe, select_metrics(recipe, metrics), loader, ContentCache(args.cache_dir),
                                        args.out, allow_clipped=args.allow_clipped)
     if rank > 0:
@@ -143,7 +144,7 @@ def _score(args: argparse.Namespace) -> None:
     generated = clip_set(args.generated)
     reference = clip_set(args.reference, args.split) if args.reference else read_reference_stats(args.reference_stats)
     captions = read_captions(args.captions) if args.captions else None
-    with _ranks(loader) as rank:  # under torchrun the ranks share the embedding; rank 0 computes and writes the scores
+    with _ranks(loader) as (rank, loader):  # under torchrun the ranks share the embedding; rank 0 computes and writes the scores
         outcome = score_sets(generated, reference, recipe, loader, ContentCache(args.cache_dir),
                              metrics=metrics, n_boot=args.n_boot, captions=captions, captions_source=args.captions,
                              allow_clipped=args.allow_clipped)

@@ -1,6 +1,7 @@
 """Launched by test_evaluation under torchrun (gloo, CPU): embeds a folder's clips with the ranks
 sharing the work through the content cache; each rank writes what it holds and what it embedded.
-With "mismatch", rank 1 is given one clip fewer, and each rank writes the error it raised."""
+With "mismatch", rank 1 is given one clip fewer; with "private-cache", each rank has a cache folder of
+its own (as node-local disks would be); each rank then writes the error it raised."""
 
 from __future__ import annotations
 
@@ -43,14 +44,17 @@ def embed(root: Path, cache_dir: Path, drop: int = 0) -> tuple[dict, int]:
     return {c: e.frames for c, e in done.embeddings.items()}, embedder.calls
 
 
-def main(root: Path, mismatch: bool) -> None:
+def main(root: Path, mode: str) -> None:
     with torchrun_group(torch.device("cpu")):
         rank, _ = rank_and_world()
-        if mismatch:
+        if mode:
             try:
-                embed(root, root / "cache", drop=rank)
+                if mode == "mismatch":
+                    embed(root, root / "cache", drop=rank)
+                else:
+                    embed(root, root / f"cache-{mode}-rank{rank}")
             except RankMismatchError as exc:
-                (root / f"error-rank{rank}.txt").write_text(str(exc))
+                (root / f"error-{mode}-rank{rank}.txt").write_text(str(exc))
             return
         held, calls = embed(root, root / "cache")
         np.savez(root / f"rank{rank}.npz", **held)
@@ -58,4 +62,4 @@ def main(root: Path, mismatch: bool) -> None:
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1]), sys.argv[2:] == ["mismatch"])
+    main(Path(sys.argv[1]), sys.argv[2] if len(sys.argv) > 2 else "")

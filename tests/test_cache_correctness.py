@@ -223,6 +223,20 @@ def test_one_changed_caption_recomputes_only_its_text_embedding(paths):
     _assert_same_numbers(outcome, _cold(paths, "caption"))
 
 
+def test_another_batch_shape_recomputes_the_embeddings_and_reference_statistics_not_the_captions(paths, reference_stats_calls):
+    """Entries made under one batch shape are never mixed into a run under another (the last bits
+    differ): every embedding and the reference statistics built from them are computed again;
+    caption embeddings (one per call whatever the batch) are keyed by the device only."""
+    _, first = _score(paths)
+    reference_stats_calls.clear()
+    recording = RecordingCache(paths["cache"])
+    score_module.score_sets(folder_clips(paths["generated"]), manifest_clips(paths["manifest"]), SMOKE,
+                            EmbedderLoader(paths["weights"], compute=EmbeddingCompute(batch_clips=4)), recording, n_boot=20)
+    assert set(recording.missed).isdisjoint(first.missed) and len(recording.missed) == 3 * 2 * N + 2
+    assert len(set(recording.served) & set(first.missed)) == N  # of the first run's entries: the captions' text embeddings
+    assert sorted(reference_stats_calls) == ["clip", "frames"]
+
+
 # ------------------------------------------------------------------------------------- recipe knobs
 
 def test_every_setting_of_a_metric_spec_but_the_metric_and_its_options_is_in_the_embedding_key():
@@ -390,3 +404,25 @@ def test_cached_codes_do_not_depend_on_the_clips_they_were_batched_with(tmp_path
     batched = tokenize_clips(codec, manifest, ContentCache(tmp_path / "a"), batch=4)
     alone = tokenize_clips(codec, manifest, ContentCache(tmp_path / "b"), batch=1)
     assert all(np.array_equal(batched[c], alone[c]) for c in batched)
+
+
+def test_embedders_run_without_tf32_and_the_results_say_so(paths, monkeypatch):
+    """GPUs run cuDNN convolutions in TF32 unless told not to; every embedder call is made with it
+    off (and the setting restored after), and results.json records that."""
+    from siren_bench.embedders.smoke import SmokeClap, SmokeTagger
+
+    seen = []
+    for embedder in (SmokeTagger, SmokeClap):
+        for name in ("embed", "embed_text"):
+            if hasattr(embedder, name):
+                original = getattr(embedder, name)
+                monkeypatch.setattr(embedder, name, lambda self, *a, original=original, **k: seen.append(
+                    (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32)) or original(self, *a, **k))
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = True
+    try:
+        outcome, _ = _score(paths)
+        assert (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32) == (True, True)
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = True, False  # torch's defaults
+    assert seen and set(seen) == {(False, False)}
+    assert outcome.results["embedding_compute"]["tf32"] is False

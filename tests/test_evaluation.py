@@ -409,8 +409,18 @@ def test_two_torchrun_ranks_share_the_embedding_and_each_holds_the_one_process_s
                            "mismatch"], cwd=REPO, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     for rank in (0, 1):
-        error = (tmp_path / f"error-rank{rank}.txt").read_text()
-        assert "the list of clips differs between ranks: ranks [0] hold" in error and "ranks [1] hold" in error, error
+        error = (tmp_path / f"error-mismatch-rank{rank}.txt").read_text()
+        assert "the list of clips or the compute settings ({'device': 'cpu', 'batch_clips': " in error, error
+        assert "differs between ranks: ranks [0] hold" in error and "ranks [1] hold" in error, error
+
+    # a cache folder per rank (node-local disks): the rank that cannot read the others' share says so
+    done = subprocess.run([str(torchrun), "--standalone", "--nproc-per-node", "2", "-m", "tests.embed_ddp_worker", str(tmp_path),
+                           "private-cache"], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    for rank, other in ((0, 1), (1, 0)):
+        error = (tmp_path / f"error-private-cache-rank{rank}.txt").read_text()
+        assert f"rank {rank} cannot read " in error and f"cache-private-cache-rank{rank}, where rank {other} stored it" in error, error
+        assert "every rank needs the same cache folder" in error
 
 
 def test_a_folder_scored_by_two_torchrun_ranks_is_the_one_process_score(sets, weights, tmp_path):
@@ -662,3 +672,17 @@ def test_a_run_without_a_weights_folder_records_none_not_a_path(sets):
     outcome = score_sets(folder_clips(sets["generated"]), manifest_clips(sets["manifest"]), get_recipe("smoke"),
                          EmbedderLoader(None), ContentCache(sets["cache"]), metrics=["fd"], n_boot=2)
     assert outcome.results["weights_dir"] is None and outcome.results["metrics"]["fd"]["embedder"] == "aisfx"
+
+
+def test_each_torchrun_rank_embeds_on_its_own_gpu():
+    """eval.device=cuda:0 names the kind of device; under torchrun each rank's loader is moved to
+    the GPU torchrun gave it (cuda:LOCAL_RANK), keeping its weights folder, pins and batch shape."""
+    import torch
+
+    from siren_bench.evaluation.embedding import EmbedderLoader, EmbeddingCompute
+
+    loader = EmbedderLoader("/weights", {"a.pt": "0" * 64}, EmbeddingCompute(device="cuda:0", batch_clips=32, loader_threads=2))
+    moved = loader.on_device(torch.device("cuda", 3))
+    assert moved.compute == EmbeddingCompute(device="cuda:3", batch_clips=32, loader_threads=2) and moved.device == "cuda:3"
+    assert (moved.weights_dir, moved.pins) == (loader.weights_dir, loader.pins) and loader.compute.device == "cuda:0"
+    assert loader.on_device(torch.device("cuda", 0)) is loader

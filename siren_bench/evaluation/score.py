@@ -143,11 +143,11 @@ def score_sets(generated: ClipSet, reference: ClipSet | ReferenceStats, recipe: 
                 "n_frames_reference": None if by_stats else int(sum(e.frames.shape[0] for e in ref.embeddings.values())),
             }
         gen, ref = embedded[group]
-        text = embed_captions(text_captions, embedder, cache) if spec.metric == "clap" else None
+        text = embed_captions(text_captions, embedder, cache, loader.compute) if spec.metric == "clap" else None
         if by_stats:
             ref_stats = lambda level, metric=spec.metric: reference.gaussian(metric)  # noqa: E731  (level is LEVELS[metric])
         else:
-            ref_stats = cached_reference_stats(cache, reference.sha256, spec, embedder.cache_identity,
+            ref_stats = cached_reference_stats(cache, reference.sha256, spec, embedder.cache_identity, loader.compute,
                                                lambda level, ref=ref: reference_gaussian(ref.embeddings, level))
         arguments = MetricArguments(spec, gen.embeddings, {} if by_stats else ref.embeddings, text, ref_stats)
         try:

@@ -64,7 +64,8 @@ def run(params_path: str | Path = "params.yaml") -> Path:
     summary = {"recipe": recipe.id, "recipe_sha256": recipe.sha256, "reference": scorer.reference.source, "split": SCORED_SPLIT,
                "systems": {}}
     # on the embedders' device: NCCL with cuda:LOCAL_RANK per rank, gloo on the CPU
-    with torchrun_group(torch.device(scorer.loader.compute.device)):
+    with torchrun_group(torch.device(scorer.loader.compute.device)) as device:
+        scorer = dataclasses.replace(scorer, loader=scorer.loader.on_device(device))  # this rank's GPU
         if rank_and_world()[0] > 0:  # a helper rank: its share of the embeddings, in rank 0's order, no output
             with tempfile.TemporaryDirectory() as scratch:
                 for system in sorted(systems):
@@ -128,5 +129,5 @@ def _write(stage, scorer, systems: dict, summary: dict, generate_dir: Path, out_
         if scorer.weights_dir is not None:
             inputs["weights"] = Path(scorer.weights_dir)
         record = build_record("score", {"run": stage.run, "eval": config}, inputs=inputs,
-                              seeds={"bootstrap_seed": recipe.bootstrap_seed}, device="cpu")
+                              seeds={"bootstrap_seed": recipe.bootstrap_seed}, device=torch.device(scorer.loader.compute.device).type)
         write_provenance(staging, record)
