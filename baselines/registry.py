@@ -85,9 +85,9 @@ def parameter_count(model: torch.nn.Module, trainable_only: bool = True) -> int:
 
 def config_key(name: str, architecture: dict, training, data_id: str) -> str:
     """Names an interrupted run of exactly this model, training config and data (resume files)."""
-    from siren_bench.config import config_hash
+    from siren_bench.config import config_hash, training_identity
 
-    return config_hash({"name": name, "architecture": architecture, "training": training, "data": data_id})[:16]
+    return config_hash({"name": name, "architecture": architecture, "training": training_identity(training), "data": data_id})[:16]
 
 
 def architecture(name: str, siren, overrides: dict) -> dict:

@@ -611,3 +611,17 @@ def to_plain(obj: Any) -> Any:
 
 def config_hash(obj: Any) -> str:
     return sha256_json(to_plain(obj))
+
+
+# model.* fields that do not change the weights training produces: sampling, how often it is
+# measured and checkpointed (the probe and validation draw no random numbers), and where the text
+# encoder lies (its weights' hash is in the data identity)
+NOT_TRAINING = ("temperature", "top_k", "top_p", "guidance", "generation_seed", "val_every", "checkpoint_every",
+                "interference_every", "interference_clips", "text_encoder_path", "text_encoder_sha256")
+
+
+def training_identity(config: "ModelConfig") -> dict:
+    """What names a training run in its resume key: model.* without NOT_TRAINING, so changing the
+    guidance scale after the train-expert jobs finished, or mounting the weights elsewhere, still
+    finds their states instead of training everything again."""
+    return {k: v for k, v in to_plain(config).items() if k not in NOT_TRAINING}

@@ -260,3 +260,24 @@ def test_a_global_batch_that_does_not_split_over_the_ranks_is_refused_before_any
     with pytest.raises(ConfigError, match=r"params.yaml: model.batch_size=24 \(the global batch\) does not split over 16 "
                                           r"data-parallel ranks; run on \[1, 2, 3, 4, 6, 8, 12, 24\] ranks"):
         entry(*args)
+
+
+def test_resume_keys_name_what_training_depends_on_and_nothing_else(tmp_path):
+    """Changing how a trained model is sampled, measured or where its text encoder lies still finds
+    the finished train-expert / train-baseline states; changing the training does not."""
+    import dataclasses
+
+    from baselines import registry
+    from siren_bench.config import NOT_TRAINING, ModelConfig, SirenConfig
+    from siren_bench.models.train import resume_file
+
+    base, siren = ModelConfig(), SirenConfig()
+    keys = lambda c: (resume_file(tmp_path, c, siren, 0, "data"), registry.config_key("delay_lm", {"dim": 8}, c, "data"))  # noqa: E731
+    unchanged = dict(temperature=0.9, top_k=250, top_p=0.95, guidance=1.5, generation_seed=7, val_every=7, checkpoint_every=9,
+                     interference_every=3, interference_clips=2, text_encoder_path="/elsewhere/clap", text_encoder_sha256="a" * 64)
+    assert set(unchanged) == set(NOT_TRAINING)
+    for field, value in unchanged.items():
+        assert keys(dataclasses.replace(base, **{field: value})) == keys(base), field
+    for field, value in dict(learning_rate=1e-4, seed=1, batch_size=8, crop_frames=200, caption_dropout=0.0, dim=128).items():
+        changed = keys(dataclasses.replace(base, **{field: value}))
+        assert changed[0] != keys(base)[0] and changed[1] != keys(base)[1], field

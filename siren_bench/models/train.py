@@ -25,7 +25,7 @@ from typing import Protocol
 import numpy as np
 import torch
 
-from siren_bench.config import ConfigError, ModelConfig, SirenConfig, config_hash
+from siren_bench.config import ConfigError, ModelConfig, SirenConfig, config_hash, training_identity
 from siren_bench.models.siren import DepthBlock, SirenExpert, TemporalBlock, Text
 from siren_bench.distributed import rank_and_world
 from siren_bench.trainer import Trainer
@@ -98,7 +98,7 @@ class TrainedExpert:
 
 def resume_file(resume_dir: Path, config: ModelConfig, siren: SirenConfig, index: int, data_id: str) -> Path:
     """Where an interrupted run of exactly this expert, config and data keeps its state."""
-    return resume_dir / f"siren-expert{index}-{config_hash({'model': config, 'siren': siren, 'data': data_id})[:16]}.pt"
+    return resume_dir / f"siren-expert{index}-{config_hash({'model': training_identity(config), 'siren': siren, 'data': data_id})[:16]}.pt"
 
 
 class Probe(Protocol):
