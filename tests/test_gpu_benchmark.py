@@ -28,6 +28,8 @@ def test_every_part_runs_at_toy_size_and_writes_its_json(bench, tmp_path):
     assert train["tokens_per_s"] > 0 and 0 < train["mfu"] < 1 and train["mfu"] == pytest.approx(train["achieved_tflops"])
     assert set(results["generate"]) == {"batch_1", "batch_2"} and results["generate"]["batch_2"]["real_time_factor"] > 0
     assert results["tokenize"]["codes_shape"] == [2, 4, 500] and results["estimate"]["is_estimate"] is True
+    assert set(results["memory"]) == {"shared_lm", "delay_lm", "ar_nar", "latent_diffusion"}
+    assert all(m["fits_batch"] == 2 and m["parameters"] > 0 for m in results["memory"].values())
     assert set(results["embed"]) == {"vggish", "panns_cnn14_32k"} and all(e["clips_per_s"] > 0 for e in results["embed"].values())
 
 

@@ -11,6 +11,10 @@ these time the computation, not the quality. What it measures, and the issue's t
   generate   the full six-expert Siren generating with its KV caches under bf16 autocast, at
              batch 1 and 64: real-time factor = seconds of audio made per second (50 frames/s).
              Targets: >= 10x at batch 1, >= 200x at batch 64.
+  memory     each baseline matched to Siren 1.6B (conf/baselines/matched_1_6b.yaml, one model of
+             about 1.6 B parameters) trained one step in one process at the official batch: peak
+             memory, or where it runs out, the largest batch (halving) that fits one GPU, which
+             says how many data-parallel ranks (or model.activation_checkpointing) it needs.
   tokenize   DAC 16 kHz encoding batches of 10 s clips: clips/s.
   estimate   no GPU needed: the GPU-hours of each stage of the full AudioCaps run, from the
              counted FLOPs and stated assumptions (utilisation, peak, epochs). An estimate, and
@@ -145,6 +149,50 @@ def bench_train(config: SirenConfig, device, batch: int, frames: int, text_token
     return out
 
 
+def bench_baseline_memory(config: SirenConfig, tiny: bool, device, batch: int, frames: int, text_tokens: int) -> dict:
+    from baselines import registry
+
+    overrides = yaml.safe_load((REPO / "conf" / "baselines" / ("tiny.yaml" if tiny else "matched_1_6b.yaml")).read_text())
+    shape = {"n_codebooks": config.n_codebooks, "codebook_size": config.codebook_size, "code_dim": config.code_dim,
+             "latent_dim": config.code_dim, "text_dim": config.text_dim, "max_frames": config.max_frames}
+    settings = ModelConfig(**{k: getattr(config, k) for k in SirenConfig.__dataclass_fields__})
+    results = {}
+    for name in registry.names():
+        torch.manual_seed(0)
+        model, _ = registry.build(name, registry.architecture(name, config, overrides.get(name, {})), shape)
+        model.set_code_table(torch.randn(config.n_codebooks, config.codebook_size, config.code_dim))
+        if hasattr(model, "fit_normaliser"):
+            model.fit_normaliser([torch.randint(0, config.codebook_size, (config.n_codebooks, frames))])
+        model.to(device).train()
+        entry = {"parameters": sum(p.numel() for p in model.parameters() if p.requires_grad), "batch": batch, "frames": frames}
+        trainer = Trainer(f"memory {name}", model, optimizer_for(model, settings), steps=2, grad_clip=1.0,
+                          checkpoint_every=10**9, stream=[0], state_file=None, device=device, bf16=True)
+        size = batch
+        while size >= 1:
+            codes, text = random_batch(config, size, frames, text_tokens, device, torch.Generator().manual_seed(0))
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+                torch.cuda.reset_peak_memory_stats(device)
+            try:
+                trainer.update(lambda: (model.loss(codes, text), {}))
+            except torch.OutOfMemoryError:
+                entry.setdefault("out_of_memory_at_batch", []).append(size)
+                trainer.optimizer.zero_grad(set_to_none=True)
+                del codes, text
+                size //= 2
+                continue
+            sync(device)
+            entry["fits_batch"] = size
+            if device.type == "cuda":
+                entry["peak_memory_gib"] = torch.cuda.max_memory_allocated(device) / 2**30
+            break
+        results[name] = entry
+        del model, trainer
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+    return results
+
+
 def bench_generate(config: SirenConfig, device, batches: list[int], frames: int, text_tokens: int) -> dict:
     torch.manual_seed(0)
     model = Siren(config).to(device).eval()
@@ -249,7 +297,7 @@ def estimate(config: SirenConfig, tiny: bool, peak: float, mfu: float, generatio
 
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--parts", default="train,generate,tokenize,embed,estimate")
+    parser.add_argument("--parts", default="train,generate,memory,tokenize,embed,estimate")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--tiny", action="store_true", help="toy sizes (CPU check that the script runs)")
     parser.add_argument("--batch", type=int, default=24, help="training clips per step (official: 24 per GPU)")
@@ -276,6 +324,8 @@ def main(argv: list[str] | None = None) -> dict:
     if "generate" in parts:
         results["generate"] = bench_generate(config, device, [int(b) for b in args.gen_batches.split(",")], args.gen_frames,
                                              args.text_tokens)
+    if "memory" in parts:
+        results["memory"] = bench_baseline_memory(config, args.tiny, device, args.batch, args.frames, args.text_tokens)
     if "tokenize" in parts:
         results["tokenize"] = bench_tokenize(args.tiny, device, 16 if device.type == "cuda" else 2, 10.0, 5 if device.type == "cuda" else 1)
     if "embed" in parts:  # the target: VGGish + PANNs + CLAP over 975 clips in under 60 s on one H100-class GPU
