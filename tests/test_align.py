@@ -128,3 +128,18 @@ def test_the_kl_penalty_estimates_kl_of_the_policy_from_the_reference():
     expected = float((policy * (policy / reference).log()).sum())
     assert float((policy * torch.tensor(per_token, dtype=torch.float64)).sum()) == pytest.approx(expected, abs=1e-12)
     assert expected != pytest.approx(float((reference * (reference / policy).log()).sum()), abs=1e-3)
+
+
+def test_reward_rows_are_made_on_first_use_one_at_a_time_and_kept():
+    """The reward's reference rows: only the clips a rollout asks for are read and embedded, each
+    once and alone, so the alignment of a 49,838-clip train split reads the few hundred it uses."""
+    from siren_bench.models.align import LazyRows
+
+    made = []
+    rows = LazyRows(lambda i: made.append(i) or torch.tensor([float(i), 2.0 * i]), 10)
+    assert len(rows) == 10 and made == []
+    assert torch.equal(rows[np.array([3, 1, 3])], torch.tensor([[3.0, 6.0], [1.0, 2.0], [3.0, 6.0]]))
+    assert torch.equal(rows[torch.tensor([1, 7])], torch.tensor([[1.0, 2.0], [7.0, 14.0]]))
+    assert made == [3, 1, 7]
+    with pytest.raises(IndexError, match="row 10 of 10"):
+        rows[np.array([10])]

@@ -142,19 +142,42 @@ def cosine_rows(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return (a * b).sum(-1) / (a.norm(dim=-1) * b.norm(dim=-1)).clamp_min(1e-12)
 
 
+class LazyRows:
+    """Rows of a reward's reference table made on first use, one per call, and kept: `row(i)` ->
+    [D]. Indexed like a tensor (`rows[index]` -> [len(index), D]). An alignment run reads steps x
+    captions_per_step of the train clips (400 in the default), not all of them (49,838 in
+    AudioCaps: embedding them at once ran out of memory); one row per call keeps each row
+    independent of which others a step needed (a batch's shape changes the rounding)."""
+
+    def __init__(self, row: Callable[[int], torch.Tensor], n: int):
+        self.row, self.n, self.rows = row, n, {}
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, index) -> torch.Tensor:
+        wanted = torch.as_tensor(index).reshape(-1).tolist()
+        for i in wanted:
+            if not 0 <= i < self.n:
+                raise IndexError(f"row {i} of {self.n}")
+            if i not in self.rows:
+                self.rows[i] = self.row(i)
+        return torch.stack([self.rows[i] for i in wanted])
+
+
 @dataclass
 class AudioReward:
     """Decode the codes, embed the audio, and score it against the caption's reference clip (and
     the caption itself, through CLAP). `embed_audio` / `embed_clap_audio`: waves [N, T] at the
     codec's rate -> [N, D]; `reference_embeddings` [n_clips, D] and `caption_embeddings`
-    [n_clips, D'] are computed once from the reference clips and captions."""
+    [n_clips, D'] (tensors, or LazyRows made on first use) from the reference clips and captions."""
 
     decode: Callable[[torch.Tensor], torch.Tensor]
     embed_audio: Callable[[torch.Tensor], torch.Tensor]
-    reference_embeddings: torch.Tensor
+    reference_embeddings: torch.Tensor | LazyRows
     audio_weight: float = 1.0
     embed_clap_audio: Callable[[torch.Tensor], torch.Tensor] | None = None
-    caption_embeddings: torch.Tensor | None = None
+    caption_embeddings: torch.Tensor | LazyRows | None = None
     clap_weight: float = 0.0
 
     def __post_init__(self):

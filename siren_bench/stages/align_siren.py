@@ -23,6 +23,7 @@ import json
 import time
 from dataclasses import asdict
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -37,7 +38,7 @@ from siren_bench.data.decode import read_clip
 from siren_bench.data.manifest import MANIFEST_NAME, audio_sources, read_manifest
 from siren_bench.evaluation.embedding import EmbedderLoader
 from siren_bench.io import atomic_directory, sha256_file, sha256_json, write_json_atomic, write_text_atomic
-from siren_bench.models.align import Aligner, AudioReward
+from siren_bench.models.align import Aligner, AudioReward, LazyRows
 from siren_bench.models.collaborative import Siren
 from siren_bench.models.experts import encode_captions, load_stage_siren, stage1_hashes, text_encoder
 from siren_bench.provenance import build_record, write_provenance
@@ -61,10 +62,11 @@ def clip_embedder(spec: MetricSpec, loader: EmbedderLoader, sample_rate: int):
     return embed, embedder
 
 
-def build_reward(config: AlignConfig, recipe_name: str, loader: EmbedderLoader, codec: Codec, references: list[np.ndarray],
-                 captions: list[str]) -> tuple[AudioReward, dict]:
-    """The reward on decoded codes, with the reference clips' and captions' embeddings computed
-    once; and a description of it (embedders, checkpoints, weights hashes) for aligned.json."""
+def build_reward(config: AlignConfig, recipe_name: str, loader: EmbedderLoader, codec: Codec,
+                 reference: Callable[[int], np.ndarray], captions: list[str]) -> tuple[AudioReward, dict]:
+    """The reward on decoded codes, reference clip i (`reference(i)`, the wave of caption i) and
+    caption i embedded when a rollout first needs them (LazyRows); and a description of it
+    (embedders, checkpoints, weights hashes) for aligned.json."""
     try:
         recipe = get_recipe(recipe_name)
     except KeyError as exc:
@@ -75,7 +77,9 @@ def build_reward(config: AlignConfig, recipe_name: str, loader: EmbedderLoader, 
         if config.audio_weight:
             spec = _spec(recipe, config.audio_metric, "align.audio_metric")
             embed, embedder = clip_embedder(spec, loader, codec.sample_rate)
-            fields |= {"embed_audio": embed, "reference_embeddings": embed(_stack(references))}
+            fields |= {"embed_audio": embed,
+                       "reference_embeddings": LazyRows(lambda i, embed=embed: embed(torch.from_numpy(reference(i))[None])[0],
+                                                        len(captions))}
             described["audio"] = {"metric": config.audio_metric, "embedder": embedder.info.name,
                                   "checkpoint": spec.checkpoint, "weights_sha256": embedder.info.weights_sha256}
         else:
@@ -85,8 +89,9 @@ def build_reward(config: AlignConfig, recipe_name: str, loader: EmbedderLoader, 
             embed, embedder = clip_embedder(spec, loader, codec.sample_rate)
             if not hasattr(embedder, "embed_text"):
                 raise ConfigError(f"align.clap_metric={config.clap_metric}: embedder {embedder.info.name} has no text tower")
-            fields |= {"embed_clap_audio": embed,
-                       "caption_embeddings": torch.from_numpy(np.asarray(embedder.embed_text(captions), dtype=np.float64))}
+            fields |= {"embed_clap_audio": embed, "caption_embeddings": LazyRows(
+                lambda i, embedder=embedder: torch.from_numpy(np.asarray(embedder.embed_text([captions[i]]), dtype=np.float64))[0],
+                len(captions))}
             described["clap"] = {"metric": config.clap_metric, "embedder": embedder.info.name,
                                  "checkpoint": spec.checkpoint, "weights_sha256": embedder.info.weights_sha256}
 
@@ -104,19 +109,19 @@ def _spec(recipe, metric: str, key: str) -> MetricSpec:
         raise ConfigError(f"{key}: {exc.args[0]}") from exc
 
 
-def _stack(waves: list[np.ndarray]) -> torch.Tensor:
-    return torch.from_numpy(np.stack(waves))
-
-
-def reference_clips(frame, n_samples: int, sample_rate: int, source: str) -> list[np.ndarray]:
-    """Each clip's first `n_samples` (the rollout's length), mono, zero-padded if shorter."""
-    clips = []
-    for (path, decode), rate in zip(audio_sources(frame), frame["sample_rate"]):
+def reference_clips(frame, n_samples: int, sample_rate: int, source: str) -> Callable[[int], np.ndarray]:
+    """Clip i's first `n_samples` (the rollout's length), mono, zero-padded if shorter, read when
+    asked for; every clip's rate is checked against the codec's at once, from the manifest."""
+    sources = list(audio_sources(frame))
+    for (path, _), rate in zip(sources, frame["sample_rate"]):
         if int(rate) != sample_rate:
             raise ValueError(f"{source}: {path} is {rate} Hz but the codec runs at {sample_rate} Hz")
-        wave = read_clip(path, decode)[0].mean(axis=0)[:n_samples]
-        clips.append(np.pad(wave, (0, n_samples - len(wave))))
-    return clips
+
+    def clip(i: int) -> np.ndarray:
+        wave = read_clip(*sources[i])[0].mean(axis=0)[:n_samples]
+        return np.pad(wave, (0, n_samples - len(wave)))
+
+    return clip
 
 
 def run(params_path: str | Path = "params.yaml") -> Path:
