@@ -7,6 +7,7 @@ of 1 and runs the same code.
 
 from __future__ import annotations
 
+import datetime
 import os
 from contextlib import contextmanager
 from typing import Iterator
@@ -24,6 +25,9 @@ def rank_and_world() -> tuple[int, int]:
     return 0, 1
 
 
+COLLECTIVE_TIMEOUT = datetime.timedelta(hours=1)
+
+
 @contextmanager
 def torchrun_group(device: torch.device) -> Iterator[torch.device]:
     """Under torchrun (WORLD_SIZE > 1): the process group for the block (NCCL with this rank on
@@ -36,7 +40,9 @@ def torchrun_group(device: torch.device) -> Iterator[torch.device]:
     if device.type == "cuda":
         device = torch.device("cuda", int(os.environ["LOCAL_RANK"]))
         torch.cuda.set_device(device)
-    dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    # rank 0 alone validates, runs the interference probe and writes multi-GB resume states while
+    # the others wait in their next collective: allow it an hour, not the default 10 minutes
+    dist.init_process_group("nccl" if device.type == "cuda" else "gloo", timeout=COLLECTIVE_TIMEOUT)
     try:
         yield device
     finally:

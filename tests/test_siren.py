@@ -328,3 +328,32 @@ def test_data_parallel_training_over_two_ranks_equals_one_process(tmp_path, shar
         assert b.get("val_loss", 0.0) == pytest.approx(a.get("val_loss", 0.0), rel=1e-5)
     for key, value in single.expert.state_dict().items():
         torch.testing.assert_close(weights[key], value, rtol=1e-4, atol=1e-5, msg=key)
+
+
+def test_plain_causal_attention_is_the_explicit_mask_bit_for_bit_with_dropout():
+    """Whole-sequence causal self-attention asks SDPA for is_causal (its flash kernel on a GPU);
+    on the CPU that is the explicit lower-triangular mask exactly: outputs, gradients and the
+    dropout draws, so the default run's numbers do not depend on which one the code uses."""
+    import torch.nn.functional as F
+
+    from siren_bench.models.siren import SelfAttention
+
+    torch.manual_seed(0)
+    attention = SelfAttention(tiny_config(dropout=0.1), causal=True).train()
+    x = torch.randn(3, 29, attention.output.in_features, requires_grad=True)
+
+    def explicit(module, inputs):
+        q, k, v = module.qkv(inputs).split((module.n_heads * module.head_dim,) + (module.n_kv_heads * module.head_dim,) * 2, -1)
+        heads = lambda t, n: t.view(*t.shape[:2], n, module.head_dim).transpose(1, 2)  # noqa: E731
+        mask = torch.ones(inputs.shape[1], inputs.shape[1], dtype=torch.bool).tril()
+        y = F.scaled_dot_product_attention(heads(q, module.n_heads), heads(k, module.n_kv_heads), heads(v, module.n_kv_heads),
+                                           attn_mask=mask, dropout_p=module.dropout, enable_gqa=module.n_kv_heads != module.n_heads)
+        return module.output(y.transpose(1, 2).reshape(inputs.shape[0], inputs.shape[1], -1))
+
+    results = []
+    for forward in (lambda: attention(x), lambda: explicit(attention, x)):
+        torch.manual_seed(7)
+        out = forward()
+        results.append((out, torch.autograd.grad(out.square().sum(), [x, *attention.parameters()]), torch.rand(2)))
+    (a, grads_a, after_a), (b, grads_b, after_b) = results
+    assert torch.equal(a, b) and all(torch.equal(g, h) for g, h in zip(grads_a, grads_b)) and torch.equal(after_a, after_b)

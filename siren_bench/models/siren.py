@@ -101,13 +101,16 @@ class SelfAttention(nn.Module):
             past = 0 if cache.k is None else cache.k.shape[2]
             k, v = cache.extend(k, v)
         mask = None
-        if self.causal:  # query i sits at absolute position past + i and may see keys 0..past + i
+        # plain causal attention (training, a whole sequence) says so, which lets SDPA use its flash
+        # kernel on a GPU; on the CPU it is bit for bit the explicit mask (tests/test_siren.py)
+        plain_causal = self.causal and past == 0 and key_mask is None
+        if self.causal and not plain_causal:  # query i sits at absolute position past + i and may see keys 0..past + i
             mask = torch.ones(x.shape[1], k.shape[2], dtype=torch.bool, device=x.device).tril(diagonal=past)
         if key_mask is not None:
             keys = key_mask[:, None, None, :].bool()
             mask = keys if mask is None else mask & keys
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0,
-                                           enable_gqa=self.n_kv_heads != self.n_heads)
+                                           is_causal=plain_causal, enable_gqa=self.n_kv_heads != self.n_heads)
         return self.output(y.transpose(1, 2).reshape(x.shape[0], x.shape[1], -1))
 
 
