@@ -74,8 +74,9 @@ def comparability(claim: Claim, dataset: dict, recipe_id: str) -> tuple[bool, st
         return False, f"this run is on {dataset.get('name')}, not AudioCaps"
     if claim.protocol is None:
         return False, "the source does not state its test list"
-    if dataset.get("protocol") != claim.protocol:
-        return False, f"this run's list is {dataset.get('protocol')}, the claim's {claim.protocol}"
+    protocol = dataset.get("splits", {}).get("test", {}).get("protocol")  # prepare's record of the test list
+    if protocol != claim.protocol:
+        return False, f"this run's list is {protocol}, the claim's {claim.protocol}"
     if claim.recipe is None:
         return False, "the source's metric toolkit has no harness recipe"
     if recipe_id.split("@")[0] != claim.recipe:

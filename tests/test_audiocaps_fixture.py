@@ -135,6 +135,10 @@ def test_prepare_codec_and_tokenize_run_on_the_real_lists(fixture_run):
     assert info["splits"]["train"]["clips_missing"] == 1 and info["splits"]["train"]["list_rows"] == N["train"]
     assert info["splits"]["test"]["list_rows"] == len(lists["test"]) > N["test"]  # five captions a clip
     assert info["resampled"] == sum(1 for s in N for i in range(MISSING[s], N[s]) if i % 3 == 0)  # the 44.1 kHz ones
+    from siren_bench.claims import CLAIMS, comparability
+
+    audioldm = next(c for c in CLAIMS if c.protocol == "audioldm_964")
+    assert comparability(audioldm, info, "audioldm_eval@2") == (False, "this run's list is custom, the claim's audioldm_964")
     # the profile keeps no decoded copy: each row names its source file and the decoding policy
     assert (manifest["decode"] != "").all() and not (root / "artifacts" / "fixture" / "prepare" / "audio").exists()
     assert all(Path(a).is_absolute() and Path(a).is_relative_to(root / "audio") for a in manifest["audio"])

@@ -35,12 +35,20 @@ def _claim(label: str, metric: str):
     return next(c for c in CLAIMS if c.label == label and c.metric == metric)
 
 
+def _audiocaps(protocol: str) -> dict:
+    """dataset.json as the prepare stage writes it for AudioCaps: the test list's protocol per split."""
+    return {"name": "audiocaps", "splits": {"test": {"protocol": protocol, "list_clips": 964, "clips_found": 950,
+                                                     "clips_missing": 14, "missing_fraction": 14 / 964},
+                                            "train": {"protocol": "custom"}}}
+
+
 @pytest.mark.parametrize("dataset, recipe, label, comparable, reason", [
     ({"name": "synthcaps"}, "smoke@1", "AudioLDM-L", False, "not AudioCaps"),
-    ({"name": "audiocaps", "protocol": "audioldm_964"}, "audioldm_eval@1", "AudioLDM-L", True, ""),
-    ({"name": "audiocaps", "protocol": "tango_886"}, "audioldm_eval@1", "AudioLDM-L", False, "list is tango_886"),
-    ({"name": "audiocaps", "protocol": "audioldm_964"}, "clean@1", "AudioLDM-L", False, "recipe is clean@1"),
-    ({"name": "audiocaps", "protocol": "audioldm_964"}, "audioldm_eval@1", "Siren 1.6B", False, "does not state its test list"),
+    (_audiocaps("audioldm_964"), "audioldm_eval@1", "AudioLDM-L", True, ""),
+    (_audiocaps("tango_886"), "audioldm_eval@1", "AudioLDM-L", False, "list is tango_886"),
+    (_audiocaps("audioldm_964"), "clean@1", "AudioLDM-L", False, "recipe is clean@1"),
+    (_audiocaps("audioldm_964"), "audioldm_eval@1", "Siren 1.6B", False, "does not state its test list"),
+    ({"name": "audiocaps", "protocol": "audioldm_964"}, "audioldm_eval@1", "AudioLDM-L", False, "list is None"),  # not where prepare puts it
 ])
 def test_comparable_only_under_the_claims_own_list_and_recipe(dataset, recipe, label, comparable, reason):
     ok, why = comparability(_claim(label, "fad"), dataset, recipe)
@@ -62,3 +70,17 @@ def test_the_section_shows_deltas_and_marks_a_smoke_run_not_comparable(tmp_path)
     # not comparable: one line per published system with the reason, and no delta printed
     assert "| Siren | FAD 0.92 | `siren_aligned` | this run is on synthcaps, not AudioCaps |" in section.markdown
     assert "No published number is comparable with this run." in section.markdown and "+2.08" not in section.markdown
+
+
+def test_an_audiocaps_run_on_the_claims_list_shows_the_delta_and_the_missing_clips(tmp_path):
+    score, prepare = tmp_path / "score", tmp_path / "prepare"
+    score.mkdir()
+    prepare.mkdir()
+    (prepare / "dataset.json").write_text(json.dumps(_audiocaps("audioldm_964")))
+    metric = {"value": 2.5, "ci_low": 2.2, "ci_high": 2.9}
+    (score / "summary.json").write_text(json.dumps({"recipe": "audioldm_eval@2", "systems": {"latent_diffusion": {"metrics": {"fad": metric}}}}))
+    section = claims_section(RunArtifacts(tmp_path), tmp_path / "report")
+    row = next(r for r in section.results["rows"] if r["label"] == "AudioLDM-L" and r["metric"] == "fad")
+    assert row["comparable"] is True and row["delta"] == pytest.approx(2.5 - 2.08)
+    assert "| AudioLDM-L | FAD | 2.08 | `latent_diffusion` |" in section.markdown and "+0.42" in section.markdown
+    assert "lacks 14 of the list's 964 test clips (1.5%" in section.markdown and "the 950 found" in section.markdown
