@@ -22,14 +22,13 @@ from siren_bench.models.experts import encode_captions
 
 def codec_resynthesis(codec: Codec, ids: list[str], codes: dict[str, np.ndarray], lengths: dict[str, int], out: Path,
                       batch: int) -> None:
-    """Decode every clip's full code stack and write it as float WAV, named by clip id."""
+    """Decode every clip's full code stack (where the codec is) and write it as float WAV, named by clip id."""
     out.mkdir(parents=True)
-    with torch.no_grad():
-        for start in tqdm(range(0, len(ids), batch), desc="codec resynthesis", unit="batch"):
-            chunk = ids[start : start + batch]
-            decoded = codec.decode(torch.from_numpy(np.stack([codes[c] for c in chunk]))).double().numpy()
-            for clip_id, wave in zip(chunk, decoded):
-                write_wav(out / f"{clip_id}.wav", wave[: lengths[clip_id]], codec.sample_rate, subtype="FLOAT")
+    for start in tqdm(range(0, len(ids), batch), desc="codec resynthesis", unit="batch"):
+        chunk = ids[start : start + batch]
+        decoded = codec.decode_numpy(torch.from_numpy(np.stack([codes[c] for c in chunk])))
+        for clip_id, wave in zip(chunk, decoded):
+            write_wav(out / f"{clip_id}.wav", wave[: lengths[clip_id]], codec.sample_rate, subtype="FLOAT")
 
 
 def batch_seed(seed: int, batch: int) -> int:
@@ -43,8 +42,8 @@ def render(model, output: str, name: str, codec: Codec, encoder, test, lengths: 
            out: Path | None, batch: int, device: torch.device, resume_dir: Path | None = None,
            stop_after: int | None = None) -> dict:
     """Every caption of `test` through `model.generate` on `device` (sampling model.temperature /
-    top_k / top_p / guidance, the same for every system), decoded by the codec on CPU from codes
-    or from a latent (`output`), written as float WAV trimmed to the reference length. Returns
+    top_k / top_p / guidance, the same for every system), decoded by the codec, also on `device`,
+    from codes or from a latent (`output`), written as float WAV trimmed to the reference length. Returns
     the sampling facts systems.json records.
 
     Batch b draws from its own generator (`batch_seed(model.generation_seed, b)`), so the audio
@@ -56,6 +55,7 @@ def render(model, output: str, name: str, codec: Codec, encoder, test, lengths: 
     and stops (the `siren-bench generate-shard` job; the generate stage assembles them).
     `stop_after` ends after that many batches, as a kill would (tests)."""
     model.to(device)
+    codec.to(device)
     sampling = SamplingConfig(config.temperature, config.top_k, config.top_p, config.guidance)
     ids, captions = test["clip_id"].tolist(), test["caption"].tolist()
     if resume_dir is None and (out is None or rank_and_world()[1] > 1):
@@ -76,9 +76,7 @@ def render(model, output: str, name: str, codec: Codec, encoder, test, lengths: 
         n_frames = max(-(-lengths[c] // codec.hop_length) for c in chunk)
         text = encode_captions(encoder, captions[start : start + batch]).to(device)
         generator = torch.Generator(device).manual_seed(batch_seed(config.generation_seed, number))
-        generated = model.generate(text, n_frames, sampling, generator).cpu()
-        with torch.no_grad():
-            decoded = (codec.decode(generated) if output == "codes" else codec.decode_latent(generated.float())).double().numpy()
+        decoded = codec.decode_numpy(model.generate(text, n_frames, sampling, generator), latent=output != "codes")
         for clip_id, wave in zip(chunk, decoded):
             write_wav(target / f"{clip_id}.wav", wave[: lengths[clip_id]], codec.sample_rate, subtype="FLOAT")
         if resume_dir is not None:

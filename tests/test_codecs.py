@@ -477,3 +477,19 @@ def test_the_mel_codecs_oracle_phase_decode_isolates_the_quantizer_from_griffin_
         gains = [1 - distance(decode(quantized[1])) / distance(decode(quantized[0]))
                  for decode in (lambda x: model.synthesize_with_phase(x, wave), model.synthesize)]
     assert gains[0] > 1.1 * gains[1] > 0, gains
+
+
+def test_decoding_runs_where_the_network_is_and_returns_float64_on_the_host():
+    """decode_numpy / encode_waves move the codes or waves to the codec's device and bring the
+    result back as host arrays, so the stages can put the codec on their GPU; on the CPU they are
+    exactly decode(...).double() and encode(...)."""
+    codec = _spectral_codec()
+    assert codec.device == torch.device("cpu") and codec.to("cpu") is codec
+    waves = np.random.default_rng(0).normal(scale=0.1, size=(3, 4000))
+    codes = codec.encode_waves(waves, batch=2)
+    assert codes.device == torch.device("cpu") and torch.equal(codes, codec.encode(torch.from_numpy(waves.astype(np.float32))))
+    decoded = codec.decode_numpy(codes[:, :2])
+    with torch.no_grad():
+        assert decoded.dtype == np.float64 and np.array_equal(decoded, codec.decode(codes[:, :2]).double().numpy())
+        latent = codec.layer_features(codes).sum(dim=1)
+        assert np.array_equal(codec.decode_numpy(latent.double(), latent=True), codec.decode_latent(latent).double().numpy())

@@ -10,15 +10,19 @@ import pytest
 import soundfile as sf
 import torch
 
+from siren_bench.codecs.base import Codec
 from siren_bench.config import ModelConfig
 from siren_bench.generation import render
 from tests.test_siren import random_text, tiny_siren
 
 
-class _Codec:
-    """Codes -> a waveform that depends on every code (a stand-in decoder)."""
+class _Codec(Codec):
+    """Codes -> a waveform that depends on every code (a stand-in decoder; its `model` only says
+    where it runs)."""
 
     hop_length, sample_rate = 4, 16000
+    model = torch.nn.Linear(1, 1)
+    encode = layer_features = decode_latent = None
 
     def decode(self, codes: torch.Tensor) -> torch.Tensor:
         frames = (codes.float() / 16).mean(1)  # [B, F]

@@ -55,14 +55,28 @@ class Codec(ABC):
         self.model.to(device)
         return self
 
+    @property
+    def device(self) -> torch.device:
+        """Where the network is (its first parameter's device)."""
+        return next(self.model.parameters()).device
+
+    def decode_numpy(self, codes: torch.Tensor, latent: bool = False) -> np.ndarray:
+        """[B, k, F] codes (or with `latent`, a [B, D, F] latent), wherever they are, decoded where the
+        network is, as float64 waves [B, F * hop] on the host. The stages put the codec on their
+        device first: the real run's 19,000-odd 10 s DAC decodes would take about a day on 2 CPU threads."""
+        with torch.no_grad():
+            wave = self.decode_latent(codes.to(self.device).float()) if latent else self.decode(codes.to(self.device))
+        return wave.double().cpu().numpy()
+
     @abstractmethod
     def encode(self, wave: torch.Tensor) -> torch.Tensor:
         """[B, T] float -> [B, K, F] int64; T is zero-padded up to a whole number of frames."""
 
     def encode_waves(self, waves: np.ndarray, batch: int = 16) -> torch.Tensor:
-        """[N, T] float waves (on the CPU) -> [N, K, F] codes, `batch` clips per forward."""
+        """[N, T] float waves (on the CPU) -> [N, K, F] codes on the CPU, `batch` clips per forward where the network is."""
         with torch.no_grad():
-            return torch.cat([self.encode(torch.from_numpy(waves[i : i + batch].astype(np.float32))) for i in range(0, len(waves), batch)])
+            return torch.cat([self.encode(torch.from_numpy(waves[i : i + batch].astype(np.float32)).to(self.device)).cpu()
+                              for i in range(0, len(waves), batch)])
 
     @abstractmethod
     def layer_features(self, codes: torch.Tensor) -> torch.Tensor:

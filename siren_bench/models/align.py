@@ -188,7 +188,7 @@ class AudioReward:
 
     @torch.no_grad()
     def __call__(self, codes: torch.Tensor, clip_index: np.ndarray) -> torch.Tensor:
-        waves = self.decode(codes.cpu())
+        waves = self.decode(codes)
         index = torch.as_tensor(clip_index)
         reward = torch.zeros(len(index), dtype=torch.float64)
         if self.audio_weight:

@@ -95,9 +95,8 @@ def build_reward(config: AlignConfig, recipe_name: str, loader: EmbedderLoader, 
             described["clap"] = {"metric": config.clap_metric, "embedder": embedder.info.name,
                                  "checkpoint": spec.checkpoint, "weights_sha256": embedder.info.weights_sha256}
 
-    def decode(codes: torch.Tensor) -> torch.Tensor:
-        with torch.no_grad():
-            return codec.decode(codes)
+    def decode(codes: torch.Tensor) -> torch.Tensor:  # where the codec is (the stage's device), to float64 on the host
+        return torch.from_numpy(codec.decode_numpy(codes))
 
     return AudioReward(decode, **fields), described
 
@@ -139,7 +138,7 @@ def run(params_path: str | Path = "params.yaml") -> Path:
     siren, info = load_stage_siren(siren_dir)
     if not 0 <= config.expert < len(siren.experts):
         raise ConfigError(f"{stage.source}: align.expert={config.expert} but Siren has experts 0..{len(siren.experts) - 1}")
-    codec = load_stage_codec(codec_dir)
+    codec = load_stage_codec(codec_dir).to(stage.device())  # the reward decodes every rollout
     manifest = read_manifest(prepare_dir / MANIFEST_NAME)
     train = manifest[manifest["split"] == REFERENCE_SPLIT]
     if len(train) < 1:

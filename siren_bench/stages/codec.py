@@ -43,8 +43,7 @@ def reconstruct(codec: Codec, waves: np.ndarray, batch: int = 16, shift: int = 0
     """Encode and decode each clip; with shift=s, clip i is decoded from clip i+s's codes (the
     shuffled-codes control: if that scores like the clip's own codes, the decoder ignores them)."""
     codes = torch.roll(codec.encode_waves(waves, batch), shifts=-shift, dims=0)
-    with torch.no_grad():
-        return [y for i in range(0, len(codes), batch) for y in codec.decode(codes[i : i + batch]).double().numpy()]
+    return [y for i in range(0, len(codes), batch) for y in codec.decode_numpy(codes[i : i + batch])]
 
 
 def evaluate(codec: Codec, waves: np.ndarray, clip_ids: list[str], shift: int = 0) -> dict:

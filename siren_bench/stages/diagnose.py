@@ -57,12 +57,11 @@ def _batches(ids: list[str], codes: dict[str, np.ndarray], size: int):
 def fidelity_vs_depth(codec: Codec, ids: list[str], codes: dict, waves: np.ndarray, batch: int) -> tuple[dict, pd.DataFrame]:
     rows = []
     reference = dict(zip(ids, waves))
-    with torch.no_grad():
-        for chunk, chunk_codes in tqdm(list(_batches(ids, codes, batch)), desc="fidelity", unit="batch"):
-            for depth in range(1, codec.n_codebooks + 1):
-                decoded = codec.decode(chunk_codes[:, :depth]).double().numpy()
-                rows += [{"clip_id": cid, "codebooks": depth, **reconstruction_metrics(reference[cid], est, codec.sample_rate)}
-                         for cid, est in zip(chunk, decoded)]
+    for chunk, chunk_codes in tqdm(list(_batches(ids, codes, batch)), desc="fidelity", unit="batch"):
+        for depth in range(1, codec.n_codebooks + 1):
+            decoded = codec.decode_numpy(chunk_codes[:, :depth])
+            rows += [{"clip_id": cid, "codebooks": depth, **reconstruction_metrics(reference[cid], est, codec.sample_rate)}
+                     for cid, est in zip(chunk, decoded)]
     frame = pd.DataFrame(rows).sort_values(["codebooks", "clip_id"], kind="stable").reset_index(drop=True)
     summary = {m: [summarize(frame.loc[frame["codebooks"] == d, m].to_numpy()) for d in range(1, codec.n_codebooks + 1)] for m in METRICS}
     by_depth = frame.pivot(index="clip_id", columns="codebooks", values="mel_distance")
@@ -78,7 +77,7 @@ def pooled_features(codec: Codec, ids: list[str], codes: dict, batch: int, ortho
     alone, cumulative = [], []
     with torch.no_grad():
         for chunk, chunk_codes in tqdm(list(_batches(ids, codes, batch)), desc="layers", unit="batch"):
-            features = codec.layer_features(chunk_codes).double().numpy()
+            features = codec.layer_features(chunk_codes.to(codec.device)).double().cpu().numpy()
             selected = [i for i, cid in enumerate(chunk) if cid in measure]
             if selected:
                 orthogonality.update(features[selected])
@@ -133,7 +132,7 @@ def run(params_path: str | Path = "params.yaml") -> Path:
     run_cfg, config = stage.run, codec_config(stage.params, stage.source)
     prepare_dir, tokenize_dir, codec_dir = stage.dir("prepare"), stage.dir("tokenize"), stage.dir("codec")
     manifest = read_manifest(prepare_dir / MANIFEST_NAME)
-    codec = load_stage_codec(codec_dir)
+    codec = load_stage_codec(codec_dir).to(stage.device())  # the real run decodes 975 clips x 12 depths
     codes = load_codes(tokenize_dir, required=sorted(manifest["clip_id"]))
 
     test = manifest[manifest["split"] == FIDELITY_SPLIT]
@@ -147,7 +146,7 @@ def run(params_path: str | Path = "params.yaml") -> Path:
     if replicate_dirs := replicates.further(codec_dir):
         all_waves = load_waves(manifest, codec.sample_rate)
         for folder in tqdm(replicate_dirs, desc="codec replicates", unit="codec"):
-            other = load_stage_codec(folder)
+            other = load_stage_codec(folder).to(stage.device())
             other_codes = dict(zip(manifest["clip_id"], other.encode_waves(all_waves, config.batch_clips).numpy()))
             further.append(layer_diagnostics(other, manifest, other_codes, test_waves, config.batch_clips, seeds))
     text = None

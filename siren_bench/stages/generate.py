@@ -227,7 +227,7 @@ def run(params_path: str | Path = "params.yaml") -> Path:
     rendered = {}
     with atomic_directory(out_dir) as staging:
         if "codec_resynthesis" in systems:
-            codec_resynthesis(codec, ids, codes, lengths, staging / "codec_resynthesis", config.batch_clips)
+            codec_resynthesis(codec.to(stage.device()), ids, codes, lengths, staging / "codec_resynthesis", config.batch_clips)
             rendered["codec_resynthesis"] = {
                 "description": f"the {SCORED_SPLIT} clips' own {codec.n_codebooks}-codebook codes decoded by the codec "
                                f"({codec.info.name}): the ceiling for a codec LM", "n_clips": len(ids),

@@ -175,7 +175,7 @@ def run(params_path: str | Path = "params.yaml") -> Path:
     test = manifest[manifest["split"] == SCORED_SPLIT]
     lengths = dict(zip(test["clip_id"], test["num_samples"].astype(int)))
     test_codes = load_codes(stage.dir("tokenize"), required=test["clip_id"].tolist())
-    device, codec, config = stage.device(), jobs.codec, jobs.config
+    device, codec, config = stage.device(), jobs.codec.to(stage.device()), jobs.config  # the codec decodes where the models run
     scorer = stage_scorer(stage)
     batch = codec_config(stage.params, stage.source).batch_clips  # as the generate stage renders
     shared_fields = baselines_config(stage.params, stage.source).get("shared_lm", {})  # the main run's shared LM
