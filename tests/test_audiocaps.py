@@ -363,3 +363,32 @@ def test_clips_decoded_where_read_are_the_stored_clips_sample_for_sample(tmp_pat
     source_sha = on_demand.loc[on_demand["audio_path"] == changed, "source_sha256"].item()
     with pytest.raises(ManifestError, match=rf"{changed}: SHA-256 .* does not match the manifest's {source_sha}"):
         read_manifest(prepared / "manifest.csv", verify_hashes=True)
+
+
+def test_symlinked_folders_are_searched_once_and_a_link_loop_ends(tmp_path):
+    """A split kept on another disk behind a folder link is found; a link back up the tree is
+    followed once, not forever."""
+    elsewhere, audio = tmp_path / "mnt" / "train", tmp_path / "audio"
+    write_audio(elsewhere / "aaa.wav", tone(1.0, 16000), 16000)
+    write_audio(audio / "test" / "bbb.wav", tone(1.0, 16000), 16000)
+    (audio / "train").symlink_to(elsewhere, target_is_directory=True)
+    (audio / "test" / "up").symlink_to(audio, target_is_directory=True)
+    index = ac.index_audio_folder(audio, [".wav"])
+    assert index == {"aaa": [audio / "train" / "aaa.wav"], "bbb": [audio / "test" / "bbb.wav"]}
+
+
+def test_a_list_without_start_times_finds_files_named_with_them(tmp_path):
+    """AudioLDM's 964-clip list names clips by YouTube id alone; a copy named `{id}_{start}`
+    is found through the start times of the shipped AudioCaps lists, and the record says how many."""
+    shipped = pd.read_csv(SHIPPED / "audiocaps_test_975x5.csv", dtype=str).drop_duplicates("youtube_id").head(2)
+    (first, start), (second, _) = shipped[["youtube_id", "start_time"]].itertuples(index=False)
+    audio = tmp_path / "audio"
+    write_audio(audio / f"{first}_{start}.wav", tone(1.0, 16000), 16000)
+    listing = tmp_path / "subset.json"
+    listing.write_text(json.dumps({"data": [{"wav": f"/x/Y{clip}.wav", "caption": "c", "labels": ""}
+                                            for clip in (first, second, "notAnAudioCapsId")]}))
+    source = ac.resolve_sources(AudioCapsConfig(audio_dir=str(audio), test_list=str(listing), protocol="custom",
+                                                max_missing_fraction=0.9))["test"]
+    assert [(e.youtube_id, e.start_time, p.name) for e, p in source.present] == [(first, start, f"{first}_{start}.wav")]
+    assert sorted(e.youtube_id for e in source.missing) == sorted([second, "notAnAudioCapsId"])
+    assert source.protocol["start_times_from_shipped_lists"] == 2

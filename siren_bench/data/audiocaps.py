@@ -14,8 +14,10 @@ refuses, naming the split and the count.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import csv
 import json
+import os
 import re
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
@@ -179,15 +181,50 @@ def identify_protocol(path: Path, requested: str, n_rows: int, split: str = "tes
 
 
 def index_audio_folder(audio_dir: Path, extensions: list[str]) -> dict[str, list[Path]]:
-    """Map each file stem in the folder tree to its paths (several means ambiguous)."""
+    """Map each file stem in the folder tree to its paths (several means ambiguous). Symlinked
+    folders are followed (a split often lives on another disk: train -> /mnt/...), each real
+    folder once, so a link loop ends."""
     if not audio_dir.is_dir():
         raise AudioCapsError(f"{audio_dir}: AudioCaps audio folder not found (set data.audio_dir)")
     wanted = {e.lower() for e in extensions}
     index: dict[str, list[Path]] = {}
-    for path in sorted(audio_dir.rglob("*")):
-        if path.is_file() and path.suffix.lower() in wanted:
-            index.setdefault(path.stem, []).append(path)
-    return index
+    visited: set[str] = set()
+    for root, folders, files in os.walk(audio_dir, followlinks=True):
+        real = os.path.realpath(root)
+        if real in visited:
+            folders[:] = []
+            continue
+        visited.add(real)
+        folders.sort()
+        for name in sorted(files):
+            path = Path(root) / name
+            if path.suffix.lower() in wanted and path.is_file():
+                index.setdefault(path.stem, []).append(path)
+    return {stem: sorted(paths) for stem, paths in index.items()}
+
+
+SHIPPED_LISTS = Path(__file__).resolve().parents[2] / "protocols" / "audiocaps"
+
+
+def shipped_start_times() -> dict[str, str]:
+    """YouTube id -> start time in the AudioCaps 1.0 lists shipped in protocols/audiocaps/ (ids
+    listed with two start times left out). AudioLDM's 964-clip list names clips by id alone."""
+    times: dict[str, set[str]] = {}
+    for path in sorted(SHIPPED_LISTS.glob("audiocaps_*.csv")):
+        for entry in _parse_csv(path):
+            times.setdefault(entry.youtube_id, set()).add(entry.start_time)
+    return {clip: next(iter(starts)) for clip, starts in times.items() if len(starts) == 1}
+
+
+def with_start_times(entries: list[ListEntry]) -> tuple[list[ListEntry], int]:
+    """Entries without a start time given the shipped lists' (so `{youtube_id}_{start_time}` file
+    names resolve), and how many were filled."""
+    if all(e.start_time is not None for e in entries):
+        return entries, 0
+    known = shipped_start_times()
+    filled = [dataclasses.replace(e, start_time=known[e.youtube_id]) if e.start_time is None and e.youtube_id in known else e
+              for e in entries]
+    return filled, sum(a is not b for a, b in zip(entries, filled))
 
 
 def resolve_audio(entry: ListEntry, index: dict[str, list[Path]], patterns: list[str]) -> Path | None:
@@ -246,7 +283,11 @@ def resolve_sources(config: AudioCapsConfig) -> dict[str, SplitSource]:
             raise AudioCapsError(f"{path}: AudioCaps {split} list file not found (set data.{split}_list)")
         entries, n_rows = parse_list(path)
         requested = config.protocol if split == "test" else ("custom" if config.protocol == "custom" else "auto")
-        parsed[split] = (path, entries, identify_protocol(path, requested, n_rows, split) | {"list_clips": len(entries)})
+        protocol = identify_protocol(path, requested, n_rows, split) | {"list_clips": len(entries)}
+        entries, filled = with_start_times(entries)
+        if filled:
+            protocol["start_times_from_shipped_lists"] = filled
+        parsed[split] = (path, entries, protocol)
     check_no_leakage({split: (path, entries) for split, (path, entries, _) in parsed.items()})
     index = index_audio_folder(Path(config.audio_dir).expanduser(), config.extensions)
     sources = {}
