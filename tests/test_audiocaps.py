@@ -108,6 +108,12 @@ def test_every_bad_file_is_listed_in_one_error(fake_audiocaps, write_params):
         prepare.run(write_params(fake_audiocaps))
     assert "2 unusable audio file(s)" in str(info.value)
     assert "aaa.wav" in str(info.value) and "ccc_30.flac" in str(info.value)
+    # the way out the message gives: moved out of the folder, they count as missing and are listed
+    assert "move them out of data.audio_dir: a clip not found counts as missing" in str(info.value)
+    (audio / "aaa.wav").unlink()
+    (audio / "ccc_30.flac").unlink()
+    out = prepare.run(write_params(fake_audiocaps | {"max_missing_fraction": 0.8}))
+    assert json.loads((out / "dataset.json").read_text())["splits"]["test"]["clips_missing"] == 3
 
 
 def test_wrong_sample_rate_can_be_refused(fake_audiocaps, write_params):

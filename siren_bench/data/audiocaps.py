@@ -377,5 +377,7 @@ def decode_all(sources: dict[str, SplitSource], config: AudioCapsConfig, work_di
     if problems:
         listing = "\n  ".join(sorted(problems))
         raise AudioCapsError(f"{len(problems)} unusable audio file(s) in {config.audio_dir}:\n  {listing}\n"
-                             f"The {len(records)} clips checked so far are kept for the next run in {work_dir}.")
+                             f"The {len(records)} clips checked so far are kept for the next run in {work_dir}. Replace "
+                             "these files, or move them out of data.audio_dir: a clip not found counts as missing (up "
+                             "to data.max_missing_fraction of its split) and is listed in dataset.json.")
     return records
