@@ -203,6 +203,8 @@ def test_published_lists_are_recognised(path, name, rows, clips, split):
     entries, n_rows = ac.parse_list(path)
     assert (n_rows, len(entries)) == (rows, clips)
     assert ac.identify_protocol(path, "auto", n_rows, split)["protocol"] == name
+    # every clip of AudioLDM's list (ids alone) takes its start time from the shipped AudioCaps lists
+    assert ac.with_start_times(entries)[1] == (964 if name == "audioldm_964" else 0)
 
 
 def test_the_shipped_lists_share_no_clip_and_are_the_default():
