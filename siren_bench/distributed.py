@@ -28,6 +28,14 @@ def rank_and_world() -> tuple[int, int]:
 COLLECTIVE_TIMEOUT = datetime.timedelta(hours=1)
 
 
+def rank_device(device: torch.device) -> torch.device:
+    """`device`, or under torchrun with CUDA this rank's GPU (cuda:LOCAL_RANK), also before the
+    process group exists."""
+    if device.type == "cuda" and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        return torch.device("cuda", int(os.environ["LOCAL_RANK"]))
+    return device
+
+
 @contextmanager
 def torchrun_group(device: torch.device) -> Iterator[torch.device]:
     """Under torchrun (WORLD_SIZE > 1): the process group for the block (NCCL with this rank on
@@ -37,8 +45,8 @@ def torchrun_group(device: torch.device) -> Iterator[torch.device]:
     if world == 1:
         yield device
         return
+    device = rank_device(device)
     if device.type == "cuda":
-        device = torch.device("cuda", int(os.environ["LOCAL_RANK"]))
         torch.cuda.set_device(device)
     # rank 0 alone validates, runs the interference probe and writes multi-GB resume states while
     # the others wait in their next collective: allow it an hour, not the default 10 minutes

@@ -53,6 +53,13 @@ class TextEncoder(ABC):
     def _hidden(self, captions: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
         """One batch -> (last hidden states [B, L, D], attention mask [B, L])."""
 
+    def to(self, device: torch.device | str) -> "TextEncoder":
+        """The network (every backend keeps it in `self.model`) on `device`, e.g. the stage's GPU:
+        the 49,838 AudioCaps train captions take about an hour on 2 CPU threads, in every training
+        job. `encode` returns CPU tensors wherever it runs."""
+        self.model.to(device)
+        return self
+
     @torch.no_grad()
     def encode(self, captions: list[str], batch: int = 64) -> TextEmbedding:
         if not captions or any(not isinstance(c, str) or not c.strip() for c in captions):
@@ -61,7 +68,8 @@ class TextEncoder(ABC):
         for start in range(0, len(captions), batch):
             hidden, mask = self._hidden(captions[start : start + batch])
             pooled = (hidden * mask[..., None]).sum(1) / mask.sum(1, keepdim=True).clamp_min(1)
-            parts.append((hidden, mask, torch.nn.functional.normalize(pooled, dim=-1) if self.normalise_pooled else pooled))
+            pooled = torch.nn.functional.normalize(pooled, dim=-1) if self.normalise_pooled else pooled
+            parts.append((hidden.cpu(), mask.cpu(), pooled.cpu()))
         width = max(hidden.shape[1] for hidden, _, _ in parts)  # batches padded to their own longest
         hidden = torch.cat([torch.nn.functional.pad(h, (0, 0, 0, width - h.shape[1])) for h, _, _ in parts])
         mask = torch.cat([torch.nn.functional.pad(m, (0, width - m.shape[1])) for _, m, _ in parts])
@@ -76,8 +84,9 @@ class _TokenizedEncoder(TextEncoder):
 
     def _hidden(self, captions: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
         tokens = self.tokenizer(captions, padding="longest", truncation=True, max_length=self.max_length, return_tensors="pt")
-        hidden = self.model(input_ids=tokens["input_ids"], attention_mask=tokens["attention_mask"]).last_hidden_state
-        return hidden, tokens["attention_mask"]
+        device = next(self.model.parameters()).device
+        ids, mask = tokens["input_ids"].to(device), tokens["attention_mask"].to(device)
+        return self.model(input_ids=ids, attention_mask=mask).last_hidden_state, mask
 
 
 class HFSentenceEncoder(_TokenizedEncoder):

@@ -116,6 +116,14 @@ def test_every_bad_file_is_listed_in_one_error(fake_audiocaps, write_params):
     assert json.loads((out / "dataset.json").read_text())["splits"]["test"]["clips_missing"] == 3
 
 
+def test_a_whole_video_in_place_of_its_clip_is_refused_not_cropped_from_zero(fake_audiocaps, write_params):
+    audio = Path(fake_audiocaps["audio_dir"])
+    write_audio(audio / "aaa.wav", tone(25.0, 16000), 16000)  # 2.5 x data.clip_seconds; Ybbb's 12 s is cropped
+    with pytest.raises(ac.AudioCapsError, match=r"1 unusable audio file\(s\)[\s\S]*aaa\.wav: lasts 25\.0 s, more than twice "
+                                                 r"data\.clip_seconds \(10\.0 s\): the whole video rather than its AudioCaps clip"):
+        prepare.run(write_params(fake_audiocaps))
+
+
 def test_wrong_sample_rate_can_be_refused(fake_audiocaps, write_params):
     params = write_params(fake_audiocaps | {"on_sample_rate_mismatch": "error"})
     with pytest.raises(ac.AudioCapsError, match=r"Ybbb\.wav: sample rate 44100 Hz, expected 16000 Hz"):

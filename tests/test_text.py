@@ -122,3 +122,23 @@ def test_text_encoder_choices_are_checked(t5_folder, tmp_path):
         load_text_encoder("t5", t5_folder, expected_sha256="0" * 64)
     with pytest.raises(CheckpointError, match="missing.pt: CLAP checkpoint .* not found"):
         load_text_encoder("clap", tmp_path / "missing.pt")
+
+
+def test_an_encoder_moved_to_a_device_returns_host_tensors_and_the_same_numbers(encoder, monkeypatch):
+    """Training jobs put the text encoder on their GPU (`to`); `encode` brings every part back to the
+    host, and under torchrun each rank uses its own GPU (cuda:LOCAL_RANK) before the group exists."""
+    import torch
+
+    from siren_bench.distributed import rank_device
+
+    captions = ["a dog barks", "rain falls on a tin roof while thunder rolls in the distance"]
+    before = encoder.encode(captions, batch=1)
+    after = encoder.to("cpu").encode(captions, batch=1)
+    assert encoder.to("cpu") is encoder
+    for a, b in zip((before.tokens, before.mask, before.pooled), (after.tokens, after.mask, after.pooled)):
+        assert a.device.type == "cpu" and torch.equal(a, b)
+    monkeypatch.setenv("WORLD_SIZE", "8")
+    monkeypatch.setenv("LOCAL_RANK", "5")
+    assert rank_device(torch.device("cuda")) == torch.device("cuda", 5) and rank_device(torch.device("cpu")) == torch.device("cpu")
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    assert rank_device(torch.device("cuda")) == torch.device("cuda")

@@ -50,6 +50,10 @@ def decode_source(path: Path, policy: DecodePolicy) -> tuple[bytes, dict]:
         mono = soxr.resample(mono, source_rate, policy.sample_rate, quality="HQ")
     target = int(round(policy.clip_seconds * policy.sample_rate))
     source_samples = mono.size
+    if source_samples > 2 * target:  # cropping it from 0 s would keep the wrong 10 s, silently
+        raise AudioFileError(path, f"lasts {source_samples / policy.sample_rate:.1f} s, more than twice data.clip_seconds "
+                                   f"({policy.clip_seconds} s): the whole video rather than its AudioCaps clip? Cut it at the "
+                                   "start time the list gives, or move it out of data.audio_dir (it then counts as missing)")
     mono = mono[:target] if mono.size >= target else np.pad(mono, (0, target - mono.size))
     peak = float(np.max(np.abs(mono)))
     if peak < SILENCE_PEAK:

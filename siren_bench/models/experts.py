@@ -20,6 +20,7 @@ from siren_bench.artifacts import STAGES, expert_file, load_codes
 from siren_bench.codecs import Codec, load_stage_codec
 from siren_bench.config import ConfigError, ModelConfig, SirenConfig, model_config
 from siren_bench.data.manifest import read_manifest
+from siren_bench.distributed import rank_device
 from siren_bench.diagnostics.interference import interference_probe
 from siren_bench.io import sha256_file, sha256_json, sha256_path
 from siren_bench.models.collaborative import Siren
@@ -94,7 +95,7 @@ def expert_jobs(stage) -> ExpertJobs:
     manifest_path = prepare_dir / STAGES["prepare"].file("manifest")
     manifest = read_manifest(manifest_path)
     codec = load_stage_codec(codec_dir)
-    encoder = text_encoder(config)
+    encoder = text_encoder(config).to(rank_device(stage.device()))  # the captions below encode on the GPU
     siren = siren_config(config, codec, encoder.dim, stage.source)
     splits = {name: manifest[manifest["split"] == name] for name in ("train", "val")}
     if splits["train"].empty:

@@ -144,7 +144,7 @@ def run(params_path: str | Path = "params.yaml") -> Path:
     if len(train) < 1:
         raise ConfigError(f"{prepare_dir / MANIFEST_NAME}: no {REFERENCE_SPLIT} clips to align on")
     captions = train["caption"].tolist()
-    encoder = text_encoder(model_cfg)
+    encoder = text_encoder(model_cfg).to(stage.device())
     if encoder.weights_sha256 != info["text_encoder"]["weights_sha256"]:
         raise ConfigError(f"{siren_dir}: Siren was trained with another text encoder than model.text_encoder loads")
     recipe = config.reward_recipe or evaluation.recipe
