@@ -28,10 +28,16 @@ def rank_and_world() -> tuple[int, int]:
 COLLECTIVE_TIMEOUT = datetime.timedelta(hours=1)
 
 
+def launched_world() -> int:
+    """How many ranks torchrun launched (WORLD_SIZE; 1 outside torchrun), known before any process
+    group exists, so a job can be refused before it loads data."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
 def rank_device(device: torch.device) -> torch.device:
     """`device`, or under torchrun with CUDA this rank's GPU (cuda:LOCAL_RANK), also before the
     process group exists."""
-    if device.type == "cuda" and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+    if device.type == "cuda" and launched_world() > 1:
         return torch.device("cuda", int(os.environ["LOCAL_RANK"]))
     return device
 
@@ -41,8 +47,7 @@ def torchrun_group(device: torch.device) -> Iterator[torch.device]:
     """Under torchrun (WORLD_SIZE > 1): the process group for the block (NCCL with this rank on
     cuda:LOCAL_RANK when `device` is CUDA, gloo on the CPU), destroyed afterwards; yields the
     rank's device. Without torchrun: `device`, and no group."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world == 1:
+    if launched_world() == 1:
         yield device
         return
     device = rank_device(device)

@@ -72,8 +72,8 @@ def test_each_seed_replicate_of_an_ablation_pairs_with_the_same_replicate_of_its
     Siren at depth 4 under both replicates as the reference, and the variant under both, replicate k
     against replicate k (each replicate's reference differs, so a reference shared by every
     replicate fails); the report's ablation card pairs the per-clip scores seed by seed and gives a
-    verdict resting on both. A full-depth ablation without the main run's Siren replicates is
-    refused before anything trains."""
+    verdict resting on both. A full-depth ablation without the main run's Siren replicates, or
+    with replicates of another architecture than params.yaml's, is refused before anything trains."""
     import json
 
     import pandas as pd
@@ -120,10 +120,29 @@ def test_each_seed_replicate_of_an_ablation_pairs_with_the_same_replicate_of_its
     path.write_text(yaml.safe_dump(params))
     with pytest.raises(ConfigError, match=r"eval.seeds = 2, but the main run's Siren has no replicate 0 \(.*siren is missing\)"):
         sweep.run(path)
-    params["sweep"]["ablations"] = {"two_codebooks_per_expert": 6}  # the ci Siren's own grouping: a no-op
-    path.write_text(yaml.safe_dump(params))
+    # a main run trained before params.yaml's Siren changed: refused before anything trains
+    from safetensors.torch import save_file
+
+    from siren_bench.models.collaborative import Siren
+    from siren_bench.models.experts import SIREN_INFO_NAME, expert_file, expert_jobs
+    from siren_bench.replicates import folder
+    from siren_bench.stage_context import open_stage
+
+    described = expert_jobs(open_stage(path)).siren
+    stale = dataclasses.replace(described, codebooks_per_expert=4)
+    for k in range(2):
+        siren_dir = folder(tmp_path / "artifacts" / "ci" / "siren", k)
+        siren_dir.mkdir(parents=True)
+        for index, expert in enumerate(Siren(stale).experts):
+            save_file({n: t.contiguous() for n, t in expert.state_dict().items()}, siren_dir / expert_file(index))
+        (siren_dir / SIREN_INFO_NAME).write_text(json.dumps({"trained": True, "architecture": dataclasses.asdict(stale), "experts": []}))
     resume = tmp_path / "artifacts" / "ci" / "resume"
     before = sorted(resume.rglob("*")) if resume.exists() else []
+    with pytest.raises(ConfigError, match=r"the main run's Siren \(.*siren\) is not the architecture params.yaml describes"):
+        sweep.run(path)
+    assert (sorted(resume.rglob("*")) if resume.exists() else []) == before
+    params["sweep"]["ablations"] = {"two_codebooks_per_expert": 6}  # the ci Siren's own grouping: a no-op
+    path.write_text(yaml.safe_dump(params))
     with pytest.raises(ConfigError, match="sweep.ablations.two_codebooks_per_expert: .*leaves this Siren unchanged"):
         sweep.run(path)
     assert (sorted(resume.rglob("*")) if resume.exists() else []) == before  # refused before Siren trained at depth 6

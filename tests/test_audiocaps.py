@@ -215,6 +215,16 @@ def test_published_lists_are_recognised(path, name, rows, clips, split):
     assert ac.with_start_times(entries)[1] == (964 if name == "audioldm_964" else 0)
 
 
+def test_start_times_without_the_shipped_lists_are_an_error_not_a_silent_gap(tmp_path, monkeypatch):
+    """A list of ids alone (AudioLDM's) in a checkout that lacks protocols/audiocaps/ would resolve
+    no `{youtube_id}_{start_time}` file: an error naming the folder, not clips counted missing."""
+    monkeypatch.setattr(ac, "SHIPPED_LISTS", tmp_path / "audiocaps")
+    entries = [ac.ListEntry(youtube_id="abc", start_time=None, audiocap_id=None, captions=["a dog barks"])]
+    with pytest.raises(ac.AudioCapsError, match=r"audiocaps: no shipped AudioCaps lists \(audiocaps_\*\.csv\)"):
+        ac.with_start_times(entries)
+    assert ac.with_start_times([ac.ListEntry(youtube_id="abc", start_time="30", audiocap_id=None, captions=["a dog barks"])])[1] == 0
+
+
 def test_the_shipped_lists_share_no_clip_and_are_the_default():
     import yaml
 

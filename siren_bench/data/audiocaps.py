@@ -14,8 +14,8 @@ refuses, naming the split and the count.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import csv
+import dataclasses
 import json
 import os
 import re
@@ -209,8 +209,12 @@ SHIPPED_LISTS = Path(__file__).resolve().parents[2] / "protocols" / "audiocaps"
 def shipped_start_times() -> dict[str, str]:
     """YouTube id -> start time in the AudioCaps 1.0 lists shipped in protocols/audiocaps/ (ids
     listed with two start times left out). AudioLDM's 964-clip list names clips by id alone."""
+    lists = sorted(SHIPPED_LISTS.glob("audiocaps_*.csv"))
+    if not lists:
+        raise AudioCapsError(f"{SHIPPED_LISTS}: no shipped AudioCaps lists (audiocaps_*.csv) to take start times from; "
+                             "restore protocols/audiocaps/ from the repository, or give a test list with start times")
     times: dict[str, set[str]] = {}
-    for path in sorted(SHIPPED_LISTS.glob("audiocaps_*.csv")):
+    for path in lists:
         for entry in _parse_csv(path):
             times.setdefault(entry.youtube_id, set()).add(entry.start_time)
     return {clip: next(iter(starts)) for clip, starts in times.items() if len(starts) == 1}

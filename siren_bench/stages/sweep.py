@@ -171,6 +171,10 @@ def run(params_path: str | Path = "params.yaml") -> Path:
             if not (siren_dir := replicates.folder(stage.dir("siren"), k)).is_dir():
                 raise ConfigError(f"{stage.source}: eval.seeds = {evaluation.seeds}, but the main run's Siren has no "
                                   f"replicate {k} ({siren_dir} is missing); re-run train_siren with the same eval.seeds")
+            # the only reference not trained here from siren_at(depth): it must be what params.yaml describes
+            if (main_config := load_stage_siren(siren_dir)[0].config) != jobs.siren:
+                raise ConfigError(f"{stage.source}: the main run's Siren ({siren_dir}) is not the architecture params.yaml "
+                                  f"describes ({main_config} vs {jobs.siren}); re-run train_siren")
     manifest = read_manifest(stage.dir("prepare") / MANIFEST_NAME)
     test = manifest[manifest["split"] == SCORED_SPLIT]
     lengths = dict(zip(test["clip_id"], test["num_samples"].astype(int)))
@@ -240,9 +244,6 @@ def run(params_path: str | Path = "params.yaml") -> Path:
                 sweep_point("siren", depth)
             first_reference, variant = reference_at(depth, 0), variants[ablation]
             reference_config = first_reference.model.config
-            if reference_config != siren_at(depth):
-                raise ConfigError(f"{stage.source}: the main run's Siren ({stage.dir('siren')}) is not the architecture "
-                                  f"params.yaml describes ({reference_config} vs {siren_at(depth)}); re-run train_siren")
             name = f"{ablation}_d{depth}"
             first, *further = [ablation_run(name, variant, depth, k, first_reference if k == 0 else reference_at(depth, k))
                                for k in range(evaluation.seeds)]

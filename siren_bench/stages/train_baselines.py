@@ -14,7 +14,6 @@ trained) and provenance.json.
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import replace
 from pathlib import Path
 
@@ -23,7 +22,7 @@ import torch
 from baselines import registry
 from siren_bench import replicates
 from siren_bench.config import ConfigError, baseline_systems, baselines_config, eval_config, model_config
-from siren_bench.distributed import torchrun_group
+from siren_bench.distributed import launched_world, torchrun_group
 from siren_bench.diagnostics.interference import interference_probe
 from siren_bench.io import atomic_directory, write_json_atomic, write_text_atomic
 from siren_bench.models.train import check_batch_splits, clear_resume_state, train_model
@@ -71,7 +70,7 @@ def train_one_baseline(params_path: str | Path, name: str, replicate: int = 0) -
     names = baseline_systems(stage.params, stage.source)
     if name not in names:
         raise ConfigError(f"{stage.source}: eval.systems does not list baseline {name!r} (it lists {names})")
-    check_batch_splits(model_config(stage.params, stage.source), int(os.environ.get("WORLD_SIZE", "1")), stage.source)
+    check_batch_splits(model_config(stage.params, stage.source), launched_world(), stage.source)
     jobs = expert_jobs(stage)  # loads the codes and encodes the captions: checked before
     seeds = eval_config(stage.params, stage.source).seeds
     jobs = replace(jobs, config=replicates.model_config(jobs.config, replicates.check(replicate, seeds, stage.source)))

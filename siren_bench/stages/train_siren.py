@@ -17,7 +17,6 @@ expert_<i>.safetensors, train_log.jsonl, provenance.json.
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import asdict, replace
 from pathlib import Path
 
@@ -26,7 +25,7 @@ from safetensors.torch import save_file
 from siren_bench.artifacts import STAGES, expert_file
 from siren_bench.config import ConfigError, ModelConfig, eval_config, model_config
 from siren_bench.data.manifest import MANIFEST_NAME
-from siren_bench.distributed import torchrun_group
+from siren_bench.distributed import launched_world, torchrun_group
 from siren_bench.io import atomic_directory, write_json_atomic, write_text_atomic
 from siren_bench.models.experts import SIREN_INFO_NAME, expert_jobs
 from siren_bench.models.official import deviations
@@ -46,7 +45,7 @@ def train_one_expert(params_path: str | Path, index: int, replicate: int = 0) ->
     evaluation = eval_config(stage.params, stage.source)
     if "siren" not in evaluation.systems:
         raise ConfigError(f"{stage.source}: eval.systems does not list siren; there is nothing to train")
-    check_batch_splits(model_config(stage.params, stage.source), int(os.environ.get("WORLD_SIZE", "1")), stage.source)
+    check_batch_splits(model_config(stage.params, stage.source), launched_world(), stage.source)
     jobs = expert_jobs(stage)  # loads the codes and encodes the captions: checked before
     jobs = replace(jobs, config=replicates.model_config(jobs.config, replicates.check(replicate, evaluation.seeds, stage.source)))
     if not 0 <= index < len(jobs.siren.expert_groups()):
