@@ -8,7 +8,9 @@ that no model re-implements it and a fix reaches them all:
 - the learning-rate schedule (`warmup_cosine`): linear warm-up, then cosine decay to
   `min_lr_ratio` x lr; `min_lr_ratio=1` is warm-up then constant (the alignment's choice);
 - one optimizer update (`update`): `grad_accum` micro-batches under bf16 autocast on CUDA,
-  backward, the logged loss averaged over data-parallel ranks, gradient clipping, the step;
+  backward (under DDP the gradients are all-reduced once per step, in the last micro-batch's
+  backward; sharded, every micro-batch reduce-scatters, which keeps the gradients sharded), the
+  logged loss averaged over data-parallel ranks, gradient clipping, the step;
 - the seeded NumPy stream batches are drawn from (`rng`), the torch and CUDA generators, and any
   state the model's step keeps besides (`extra_state`: a torch.Generator, a tensor);
 - resumption: every `checkpoint_every` steps and at the last one, model, optimizer, schedule,
@@ -38,6 +40,7 @@ The model's train / eval mode is the caller's: the alignment trains its policy i
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import time
@@ -185,6 +188,7 @@ class Trainer:
         self.rank, self.world = rank_and_world()
         self.checkpointed_blocks = checkpoint_activations(model, checkpoint_blocks) if checkpoint_blocks else 0
         self.sharded = bool(shard_blocks) and self.world > 1
+        self.synced: DistributedDataParallel | None = None  # the module `data_parallel` wrapped, if any
         self.whole_params = shard_parameters(model, optimizer, shard_blocks) if self.sharded else []
         self.label, self.model, self.optimizer = label, model, optimizer
         self.steps, self.grad_clip, self.checkpoint_every, self.grad_accum = steps, grad_clip, checkpoint_every, grad_accum
@@ -207,8 +211,16 @@ class Trainer:
         find_unused_parameters: a shard may leave a parameter unused (e.g. the null caption)."""
         if self.world == 1 or self.sharded:
             return module
-        return DistributedDataParallel(module, device_ids=[self.device] if self.device.type == "cuda" else None,
-                                       find_unused_parameters=True)
+        self.synced = DistributedDataParallel(module, device_ids=[self.device] if self.device.type == "cuda" else None,
+                                              find_unused_parameters=True)
+        return self.synced
+
+    def _micro_batch(self, index: int) -> contextlib.AbstractContextManager:
+        """DDP all-reduces the gradients in every backward: the micro-batches before a step's last
+        keep theirs local (no_sync, forward included), so a step reduces once, not `grad_accum` times."""
+        if self.synced is not None and index < self.grad_accum - 1:
+            return self.synced.no_sync()
+        return contextlib.nullcontext()
 
     def update(self, loss_fn: LossFn) -> dict:
         """One optimizer step over `grad_accum` calls of `loss_fn`; returns the step's loss (over
@@ -216,12 +228,13 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         total = torch.zeros((), device=self.device)
         numbers: dict[str, float] = {}
-        for _ in range(self.grad_accum):
-            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast):
-                loss, logged = loss_fn()
-            if self.grad_accum > 1:
-                loss = loss / self.grad_accum
-            loss.backward()
+        for index in range(self.grad_accum):
+            with self._micro_batch(index):
+                with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast):
+                    loss, logged = loss_fn()
+                if self.grad_accum > 1:
+                    loss = loss / self.grad_accum
+                loss.backward()
             total += loss.detach()
             for key, value in logged.items():
                 numbers[key] = numbers.get(key, 0.0) + (value if key in COUNTED else value / self.grad_accum)
