@@ -61,7 +61,9 @@ class TextEncoder(ABC):
         return self
 
     @torch.no_grad()
-    def encode(self, captions: list[str], batch: int = 64) -> TextEmbedding:
+    def encode_batches(self, captions: list[str], batch: int = 64) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+        """(token states, mask, pooled) per batch of `batch` captions, on the CPU, each batch padded
+        to its own longest caption."""
         if not captions or any(not isinstance(c, str) or not c.strip() for c in captions):
             raise ValueError("captions must be a non-empty list of non-empty strings")
         parts = []
@@ -70,7 +72,12 @@ class TextEncoder(ABC):
             pooled = (hidden * mask[..., None]).sum(1) / mask.sum(1, keepdim=True).clamp_min(1)
             pooled = torch.nn.functional.normalize(pooled, dim=-1) if self.normalise_pooled else pooled
             parts.append((hidden.cpu(), mask.cpu(), pooled.cpu()))
-        width = max(hidden.shape[1] for hidden, _, _ in parts)  # batches padded to their own longest
+        return parts
+
+    def encode(self, captions: list[str], batch: int = 64) -> TextEmbedding:
+        """Every caption's states in one tensor padded to the longest caption of all."""
+        parts = self.encode_batches(captions, batch)
+        width = max(hidden.shape[1] for hidden, _, _ in parts)
         hidden = torch.cat([torch.nn.functional.pad(h, (0, 0, 0, width - h.shape[1])) for h, _, _ in parts])
         mask = torch.cat([torch.nn.functional.pad(m, (0, width - m.shape[1])) for _, m, _ in parts])
         return TextEmbedding(hidden, mask, torch.cat([p for _, _, p in parts]))

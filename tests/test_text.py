@@ -32,6 +32,30 @@ def test_batches_of_different_lengths_concatenate(encoder):
     torch.testing.assert_close(out.pooled[:1], encoder.encode(["beep"]).pooled, rtol=1e-4, atol=1e-5)
 
 
+def test_a_caption_bank_selects_exactly_what_the_padded_tensor_would(encoder):
+    """Training keeps a split's captions as the encoder's batches (CaptionBank); any rows a step
+    picks (repeats, a rank's strided shard, a slice) are bitwise the rows of the one padded
+    [N, L, D] tensor, so the default run's numbers do not move, while the bank holds each batch
+    at its own width only."""
+    import numpy as np
+
+    from siren_bench.models.experts import caption_bank, encode_captions
+    from siren_bench.models.siren import CaptionBank
+
+    # 3 encoder batches of unequal widths: the long captions all in the first
+    captions = [("a dog barks " * (1 + i % 9 if i < 64 else 1 + i % 2)).strip() for i in range(150)]
+    bank, padded = caption_bank(encoder, captions), encode_captions(encoder, captions)
+    assert isinstance(bank, CaptionBank) and len(bank) == len(padded) == 150 and len(bank.tokens) == 3
+    assert sum(t.numel() for t in bank.tokens) < padded.tokens.numel()
+    rows = np.random.default_rng(0).integers(0, 150, size=40)
+    for index in (rows, rows[1::2], slice(None), slice(70, 140, 3), [149, 0, 0, 64]):
+        got, want = bank.select(index), padded.select(index)
+        for a, b in ((got.tokens, want.tokens), (got.mask, want.mask), (got.pooled, want.pooled)):
+            assert a.dtype == b.dtype and torch.equal(a, b)
+    with pytest.raises(ValueError, match="do not make the 5 pooled rows"):
+        CaptionBank(bank.tokens[:1], bank.mask[:1], bank.pooled[:5])
+
+
 def test_empty_captions_are_refused(encoder):
     with pytest.raises(ValueError, match="non-empty"):
         encoder.encode(["fine", "  "])

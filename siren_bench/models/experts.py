@@ -24,7 +24,7 @@ from siren_bench.distributed import rank_device
 from siren_bench.diagnostics.interference import interference_probe
 from siren_bench.io import sha256_file, sha256_json, sha256_path
 from siren_bench.models.collaborative import Siren
-from siren_bench.models.siren import Text
+from siren_bench.models.siren import CaptionBank, Text
 from siren_bench.models.train import TokenSet, train_expert
 from siren_bench.text import TextEncoder, load_text_encoder
 from siren_bench.weights import CheckpointError
@@ -63,8 +63,14 @@ def encode_captions(encoder: TextEncoder, captions: list[str]) -> Text:
     return Text(embedded.tokens.float(), embedded.mask.bool(), embedded.pooled.float())
 
 
+def caption_bank(encoder: TextEncoder, captions: list[str]) -> CaptionBank:
+    """A split's captions for training: each encoder batch kept at its own width (CaptionBank)."""
+    parts = encoder.encode_batches(captions)
+    return CaptionBank([h.float() for h, _, _ in parts], [m.bool() for _, m, _ in parts], torch.cat([p for _, _, p in parts]).float())
+
+
 def token_set(frame, codes: dict[str, np.ndarray], encoder: TextEncoder) -> TokenSet:
-    return TokenSet([codes[c].astype(np.int64) for c in frame["clip_id"]], encode_captions(encoder, frame["caption"].tolist()))
+    return TokenSet([codes[c].astype(np.int64) for c in frame["clip_id"]], caption_bank(encoder, frame["caption"].tolist()))
 
 
 @dataclass

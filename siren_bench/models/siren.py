@@ -198,6 +198,48 @@ class Text:
         index = index if isinstance(index, slice) else torch.as_tensor(index)
         return Text(self.tokens[index], self.mask[index], self.pooled[index])
 
+    def __len__(self) -> int:
+        return self.tokens.shape[0]
+
+
+@dataclass
+class CaptionBank:
+    """A split's captions as training draws from them: the text encoder's batches, each padded only
+    to its own longest caption. `select` gives the rows a step picks as the Text one [N, L, D]
+    tensor padded to the longest caption of all would give (zeros past a batch's width, masked),
+    without holding that tensor: for AudioCaps' 49,838 train captions it is gigabytes in every
+    training process (more while it is concatenated)."""
+
+    tokens: list[torch.Tensor]  # per encoder batch [b, L_b, text_dim]
+    mask: list[torch.Tensor]  # per encoder batch [b, L_b] bool
+    pooled: torch.Tensor  # [N, text_dim]
+
+    def __post_init__(self):
+        sizes = [t.shape[0] for t in self.tokens]
+        if not sizes or sum(sizes) != self.pooled.shape[0] or [m.shape for m in self.mask] != [t.shape[:2] for t in self.tokens]:
+            raise ValueError(f"caption batches of {sizes} rows and masks {[tuple(m.shape) for m in self.mask]} "
+                             f"do not make the {self.pooled.shape[0]} pooled rows")
+        self.batch_of = torch.repeat_interleave(torch.arange(len(sizes)), torch.tensor(sizes))
+        self.row_in_batch = torch.cat([torch.arange(n) for n in sizes])
+        self.width = max(t.shape[1] for t in self.tokens)
+
+    def __len__(self) -> int:
+        return self.pooled.shape[0]
+
+    def select(self, index) -> Text:
+        """The rows `index` picks (a slice, or integer indices), padded to the longest caption."""
+        rows = torch.arange(len(self))[index if isinstance(index, slice) else torch.as_tensor(index)]
+        first = self.tokens[0]
+        tokens = first.new_zeros((len(rows), self.width, first.shape[2]))
+        mask = torch.zeros((len(rows), self.width), dtype=torch.bool)
+        batches = self.batch_of[rows]
+        for b in batches.unique().tolist():
+            picked = (batches == b).nonzero()[:, 0]
+            source = self.row_in_batch[rows[picked]]
+            tokens[picked, : self.tokens[b].shape[1]] = self.tokens[b][source]
+            mask[picked, : self.mask[b].shape[1]] = self.mask[b][source]
+        return Text(tokens, mask, self.pooled[rows])
+
 
 def drop_captions(text: Text, drop: torch.Tensor | None, null_tokens: torch.Tensor, null_pooled: torch.Tensor) -> Text:
     """Rows where `drop` is True get the null caption: one learned token [1, text_dim] (the rest

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from siren_bench.config import ConfigError, ModelConfig, SirenConfig, config_hash, training_identity
-from siren_bench.models.siren import DepthBlock, SirenExpert, TemporalBlock, Text
+from siren_bench.models.siren import CaptionBank, DepthBlock, SirenExpert, TemporalBlock, Text
 from siren_bench.distributed import rank_and_world
 from siren_bench.trainer import Trainer
 
@@ -36,11 +36,11 @@ class TokenSet:
     """Clips as training sees them: codes [K, F_i] per clip and their captions' embeddings."""
 
     codes: list[np.ndarray]
-    text: Text  # row i belongs to clip i
+    text: Text | CaptionBank  # row i belongs to clip i
 
     def __post_init__(self):
-        if len(self.codes) != self.text.tokens.shape[0] or not self.codes:
-            raise ValueError(f"{len(self.codes)} clips but {self.text.tokens.shape[0]} caption rows")
+        if len(self.codes) != len(self.text) or not self.codes:
+            raise ValueError(f"{len(self.codes)} clips but {len(self.text)} caption rows")
 
     def rows(self, index) -> Text:
         return self.text.select(index)
