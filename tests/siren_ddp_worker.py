@@ -19,6 +19,9 @@ from tests.test_siren import ddp_case
 def main(out: Path, sharding: str) -> None:
     dist.init_process_group("gloo")
     torch.set_num_threads(1)
+    unsynced = []  # the micro-batches run under DDP's no_sync (the engine's one all-reduce per step)
+    no_sync = torch.nn.parallel.DistributedDataParallel.no_sync
+    torch.nn.parallel.DistributedDataParallel.no_sync = lambda self: unsynced.append(1) or no_sync(self)
     args = ddp_case(sharding)
     # sharded, the ranks resume from one state (rank 0 writes it; a job's ranks share its folder)
     resume = out / ("resume" if sharding == "fsdp" else f"resume-rank{dist.get_rank()}")
@@ -29,6 +32,7 @@ def main(out: Path, sharding: str) -> None:
         if sharding == "ddp":  # (sharded, the whole weights are in the resume state rank 0 gathered)
             torch.save(result.expert.state_dict(), out / "expert.pt")
         (out / "log.json").write_text(json.dumps(result.log))
+        (out / "no_sync.json").write_text(json.dumps(len(unsynced)))
     # both ranks leave together: a rank that tore its gloo group down while rank 0 was still writing
     # was once killed at exit ("terminate called without an active exception"; fresh-clone make test)
     dist.barrier()

@@ -120,7 +120,8 @@ def test_each_seed_replicate_of_an_ablation_pairs_with_the_same_replicate_of_its
     path.write_text(yaml.safe_dump(params))
     with pytest.raises(ConfigError, match=r"eval.seeds = 2, but the main run's Siren has no replicate 0 \(.*siren is missing\)"):
         sweep.run(path)
-    # a main run trained before params.yaml's Siren changed: refused before anything trains
+    # a main run whose replicate 1 was trained before params.yaml's Siren changed: refused before
+    # anything trains, the depth-4 ablation listed first included
     from safetensors.torch import save_file
 
     from siren_bench.models.collaborative import Siren
@@ -129,16 +130,19 @@ def test_each_seed_replicate_of_an_ablation_pairs_with_the_same_replicate_of_its
     from siren_bench.stage_context import open_stage
 
     described = expert_jobs(open_stage(path)).siren
-    stale = dataclasses.replace(described, codebooks_per_expert=4)
-    for k in range(2):
+    for k, architecture in enumerate((described, dataclasses.replace(described, codebooks_per_expert=4))):
         siren_dir = folder(tmp_path / "artifacts" / "ci" / "siren", k)
         siren_dir.mkdir(parents=True)
-        for index, expert in enumerate(Siren(stale).experts):
+        for index, expert in enumerate(Siren(architecture).experts):
             save_file({n: t.contiguous() for n, t in expert.state_dict().items()}, siren_dir / expert_file(index))
-        (siren_dir / SIREN_INFO_NAME).write_text(json.dumps({"trained": True, "architecture": dataclasses.asdict(stale), "experts": []}))
+        (siren_dir / SIREN_INFO_NAME).write_text(json.dumps({"trained": True, "architecture": dataclasses.asdict(architecture),
+                                                             "experts": []}))
+    params["sweep"]["ablations"] = {"no_causal_conditioning": 4, "one_codebook_per_expert": None}
+    path.write_text(yaml.safe_dump(params))
     resume = tmp_path / "artifacts" / "ci" / "resume"
     before = sorted(resume.rglob("*")) if resume.exists() else []
-    with pytest.raises(ConfigError, match=r"the main run's Siren \(.*siren\) is not the architecture params.yaml describes"):
+    with pytest.raises(ConfigError, match=r"the main run's Siren \(.*siren/replicates/seed1\) is not the architecture "
+                                          r"params.yaml describes"):
         sweep.run(path)
     assert (sorted(resume.rglob("*")) if resume.exists() else []) == before
     params["sweep"]["ablations"] = {"two_codebooks_per_expert": 6}  # the ci Siren's own grouping: a no-op

@@ -212,17 +212,24 @@ def test_published_lists_are_recognised(path, name, rows, clips, split):
     assert (n_rows, len(entries)) == (rows, clips)
     assert ac.identify_protocol(path, "auto", n_rows, split)["protocol"] == name
     # every clip of AudioLDM's list (ids alone) takes its start time from the shipped AudioCaps lists
-    assert ac.with_start_times(entries)[1] == (964 if name == "audioldm_964" else 0)
+    assert ac.with_start_times(entries, ["{youtube_id}_{start_time}"])[1] == (964 if name == "audioldm_964" else 0)
 
 
-def test_start_times_without_the_shipped_lists_are_an_error_not_a_silent_gap(tmp_path, monkeypatch):
-    """A list of ids alone (AudioLDM's) in a checkout that lacks protocols/audiocaps/ would resolve
-    no `{youtube_id}_{start_time}` file: an error naming the folder, not clips counted missing."""
+def test_start_times_without_the_shipped_lists(tmp_path, monkeypatch):
+    """A list of ids alone (AudioLDM's) in a checkout that lacks protocols/audiocaps/: files named
+    by id still resolve (the default patterns), but if every pattern needs a start time nothing
+    could, so that is an error naming the folder, not every clip counted missing."""
+    from siren_bench.config import AudioCapsConfig
+
     monkeypatch.setattr(ac, "SHIPPED_LISTS", tmp_path / "audiocaps")
+    (tmp_path / "audiocaps").mkdir()  # there, but empty
     entries = [ac.ListEntry(youtube_id="abc", start_time=None, audiocap_id=None, captions=["a dog barks"])]
-    with pytest.raises(ac.AudioCapsError, match=r"audiocaps: no shipped AudioCaps lists \(audiocaps_\*\.csv\)"):
-        ac.with_start_times(entries)
-    assert ac.with_start_times([ac.ListEntry(youtube_id="abc", start_time="30", audiocap_id=None, captions=["a dog barks"])])[1] == 0
+    assert ac.with_start_times(entries, AudioCapsConfig().filename_patterns) == (entries, 0)
+    with pytest.raises(ac.AudioCapsError, match=r"audiocaps: no shipped AudioCaps lists \(audiocaps_\*\.csv\) .*every "
+                                                r"data.filename_patterns entry needs one"):
+        ac.with_start_times(entries, ["{youtube_id}_{start_time}", "Y{youtube_id}_{start_time}"])
+    timed = [ac.ListEntry(youtube_id="abc", start_time="30", audiocap_id=None, captions=["a dog barks"])]
+    assert ac.with_start_times(timed, ["{youtube_id}_{start_time}"]) == (timed, 0)
 
 
 def test_the_shipped_lists_share_no_clip_and_are_the_default():

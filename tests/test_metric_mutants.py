@@ -137,6 +137,11 @@ def test_reference_root_cache_keys_by_content_and_keeps_the_four_latest(rng):
     assert len(frechet._REFERENCE_ROOTS) == 4
     first_key = next(iter(frechet._REFERENCE_ROOTS))
     assert all(np.array_equal(a, b) for a, b in zip(frechet._REFERENCE_ROOTS[first_key], frechet._sqrt_psd(references[1].cov)))
+    root, _ = frechet._reference_root(references[1].cov)  # used again: the newest, so a new one pushes out references[2]'s
+    assert not root.flags.writeable
+    frechet._reference_root(_stats(rng, 30, 8, 9.0).cov)
+    kept = [np.array_equal(root, frechet._sqrt_psd(r.cov)[0]) for r in references for root, _ in frechet._REFERENCE_ROOTS.values()]
+    assert [any(kept[i * 4 : i * 4 + 4]) for i in range(5)] == [False, True, False, True, True]
 
 
 def test_gram_form_needs_two_rows_and_works_with_two(rng):

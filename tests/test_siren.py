@@ -323,6 +323,8 @@ def test_data_parallel_training_over_two_ranks_equals_one_process(tmp_path, shar
         weights = torch.load(tmp_path / "expert.pt", weights_only=True)
     parallel = json.loads((tmp_path / "log.json").read_text())
     assert [r["step"] for r in parallel] == [1, 2, 3, 4]
+    # DDP: each step's first of 2 micro-batches kept its gradients local; sharded, none did
+    assert json.loads((tmp_path / "no_sync.json").read_text()) == (4 if sharding == "ddp" else 0)
     for a, b in zip(single.log, parallel):  # float32 sums in another order: agreement to ~1e-6
         assert b["loss"] == pytest.approx(a["loss"], rel=1e-5)
         assert b.get("val_loss", 0.0) == pytest.approx(a.get("val_loss", 0.0), rel=1e-5)

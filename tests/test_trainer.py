@@ -22,7 +22,6 @@ def test_learning_rate_warms_up_then_decays_to_the_floor():
     assert warmup_cosine(100, 100, 10, 0.1) == pytest.approx(0.1) and warmup_cosine(500, 100, 10, 0.1) == pytest.approx(0.1)
 
 
-
 def test_under_ddp_only_a_steps_last_micro_batch_reduces_gradients():
     """With DistributedDataParallel wrapped (`synced`), the micro-batches before the last run their
     forward and backward under no_sync, so the ranks all-reduce once per step. (The 2-rank gloo
@@ -50,6 +49,7 @@ def test_under_ddp_only_a_steps_last_micro_batch_reduces_gradients():
 
     trainer.update(micro)
     assert seen == [("forward", True), ("backward", True)] * 2 + [("forward", False), ("backward", False)]
+
 
 def test_a_floor_of_one_is_warm_up_then_constant():
     assert [warmup_cosine(s, 10, 3, 1.0) for s in range(6)] == [1 / 3, 2 / 3, 1.0, 1.0, 1.0, 1.0]

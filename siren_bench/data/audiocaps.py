@@ -208,24 +208,27 @@ SHIPPED_LISTS = Path(__file__).resolve().parents[2] / "protocols" / "audiocaps"
 
 def shipped_start_times() -> dict[str, str]:
     """YouTube id -> start time in the AudioCaps 1.0 lists shipped in protocols/audiocaps/ (ids
-    listed with two start times left out). AudioLDM's 964-clip list names clips by id alone."""
-    lists = sorted(SHIPPED_LISTS.glob("audiocaps_*.csv"))
-    if not lists:
-        raise AudioCapsError(f"{SHIPPED_LISTS}: no shipped AudioCaps lists (audiocaps_*.csv) to take start times from; "
-                             "restore protocols/audiocaps/ from the repository, or give a test list with start times")
+    listed with two start times left out; empty where the checkout lacks them). AudioLDM's
+    964-clip list names clips by id alone."""
     times: dict[str, set[str]] = {}
-    for path in lists:
+    for path in sorted(SHIPPED_LISTS.glob("audiocaps_*.csv")):
         for entry in _parse_csv(path):
             times.setdefault(entry.youtube_id, set()).add(entry.start_time)
     return {clip: next(iter(starts)) for clip, starts in times.items() if len(starts) == 1}
 
 
-def with_start_times(entries: list[ListEntry]) -> tuple[list[ListEntry], int]:
+def with_start_times(entries: list[ListEntry], patterns: list[str]) -> tuple[list[ListEntry], int]:
     """Entries without a start time given the shipped lists' (so `{youtube_id}_{start_time}` file
-    names resolve), and how many were filled."""
-    if all(e.start_time is not None for e in entries):
+    names resolve), and how many were filled. Without the shipped lists, files named by id alone
+    still resolve; if every pattern needs a start time, nothing could: an error."""
+    needs_start = [p for p in patterns if "{start_time}" in p]
+    if all(e.start_time is not None for e in entries) or not needs_start:
         return entries, 0
     known = shipped_start_times()
+    if not known and len(needs_start) == len(patterns):
+        raise AudioCapsError(f"{SHIPPED_LISTS}: no shipped AudioCaps lists (audiocaps_*.csv) to take start times from, "
+                             f"and every data.filename_patterns entry needs one ({patterns}); restore protocols/audiocaps/ "
+                             "from the repository, give a list with start times, or add a pattern such as '{youtube_id}'")
     filled = [dataclasses.replace(e, start_time=known[e.youtube_id]) if e.start_time is None and e.youtube_id in known else e
               for e in entries]
     return filled, sum(a is not b for a, b in zip(entries, filled))
@@ -288,7 +291,7 @@ def resolve_sources(config: AudioCapsConfig) -> dict[str, SplitSource]:
         entries, n_rows = parse_list(path)
         requested = config.protocol if split == "test" else ("custom" if config.protocol == "custom" else "auto")
         protocol = identify_protocol(path, requested, n_rows, split) | {"list_clips": len(entries)}
-        entries, filled = with_start_times(entries)
+        entries, filled = with_start_times(entries, config.filename_patterns)
         if filled:
             protocol["start_times_from_shipped_lists"] = filled
         parsed[split] = (path, entries, protocol)

@@ -106,7 +106,10 @@ class FrechetResult:
     mean_term: float  # |mu1 - mu2|^2
     trace_term: float  # tr(S1) + tr(S2) - 2 tr((S1 S2)^1/2)
     method: str
-    max_discarded: float  # largest negative / imaginary eigenvalue part clipped away (sqrtm: of the root's diagonal)
+    # the largest part clipped away as rounding, a diagnostic only: eigen / symmetric, the largest
+    # negative eigenvalue of the rooted covariance or of the symmetric product (the two differ in
+    # units); sqrtm forms, the largest imaginary part of the root's diagonal
+    max_discarded: float
 
 
 def _sqrt_psd(matrix: np.ndarray) -> tuple[np.ndarray, float]:
@@ -121,10 +124,16 @@ _REFERENCE_ROOTS: OrderedDict[bytes, tuple[np.ndarray, float]] = OrderedDict()
 def _reference_root(cov: np.ndarray) -> tuple[np.ndarray, float]:
     """S^1/2 of a reference covariance, remembered by its bytes: every system of a run (and every
     metric on one embedder) is scored against the same reference, and at d = 2048 the
-    eigen-decomposition costs about a second on 2 cores, hashing the matrix a few milliseconds."""
+    eigen-decomposition costs about a second on 2 cores, hashing the matrix a few milliseconds.
+    The four used last are kept (a one-off second argument does not push a run's reference out),
+    read-only, since every caller shares them."""
     key = hashlib.blake2b(cov.tobytes(), digest_size=32).digest() + repr(cov.shape).encode()
-    if key not in _REFERENCE_ROOTS:
-        _REFERENCE_ROOTS[key] = _sqrt_psd(cov)
+    if key in _REFERENCE_ROOTS:
+        _REFERENCE_ROOTS.move_to_end(key)
+    else:
+        root, clipped = _sqrt_psd(cov)
+        root.setflags(write=False)
+        _REFERENCE_ROOTS[key] = (root, clipped)
         while len(_REFERENCE_ROOTS) > 4:
             _REFERENCE_ROOTS.popitem(last=False)
     return _REFERENCE_ROOTS[key]
